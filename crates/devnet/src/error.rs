@@ -1,0 +1,74 @@
+//! Errors of devnet management, each naming the file or tool concerned and what to do.
+
+use std::path::{Path, PathBuf};
+
+/// What can go wrong bringing a devnet up, reading it, or taking it down.
+#[derive(Debug, thiserror::Error)]
+pub enum DevnetError {
+    /// No anvil binary was found.
+    #[error(
+        "anvil not found ({searched}). Run `tools/bootstrap` in the Trusted Pods checkout (it installs \
+         the pinned anvil into tools/bin) and put tools/bin on PATH, or pass --anvil <path>"
+    )]
+    AnvilMissing {
+        /// Where it was looked for.
+        searched: String,
+    },
+    /// anvil started but exited or never listened.
+    #[error("anvil did not start: {reason}; see its log at {log}")]
+    AnvilFailed {
+        /// What happened.
+        reason: String,
+        /// anvil's log file.
+        log: PathBuf,
+    },
+    /// There is no devnet file.
+    #[error("no devnet is up in {dir}: run `tpod dev up`")]
+    NotUp {
+        /// The devnet directory.
+        dir: PathBuf,
+    },
+    /// The devnet file does not parse.
+    #[error(
+        "devnet file {path} is malformed at line {line}, column {column}: {reason}. Delete it and \
+         run `tpod dev up` to make a new devnet"
+    )]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the problem.
+        line: usize,
+        /// 1-based column of the problem.
+        column: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The devnet file names an account it does not have.
+    #[error("devnet file {path} has no account named '{name}'")]
+    NoSuchAccount {
+        /// The file.
+        path: PathBuf,
+        /// The account name asked for.
+        name: String,
+    },
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Talking to the chain failed.
+    #[error(transparent)]
+    Chain(#[from] tpod_chain::ChainError),
+}
+
+impl DevnetError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
