@@ -37,11 +37,7 @@ impl Claim {
     /// A claim of `cumulative_amount` in total on `channel`, backed by the usage report whose
     /// digest is `usage_digest`.
     pub fn new(channel: B256, cumulative_amount: U256, usage_digest: B256) -> Self {
-        Self {
-            channel,
-            cumulativeAmount: cumulative_amount,
-            usageDigest: usage_digest,
-        }
+        Self { channel, cumulativeAmount: cumulative_amount, usageDigest: usage_digest }
     }
 
     /// The 32-byte hash the enclave signs.
@@ -50,22 +46,12 @@ impl Claim {
     }
 
     /// Signs the claim with the enclave's key.
-    pub fn sign(
-        &self,
-        domain: &Eip712Domain,
-        enclave: &PrivateKeySigner,
-    ) -> Result<Signature, ChainError> {
-        enclave
-            .sign_hash_sync(&self.digest(domain))
-            .map_err(|e| ChainError::Signing(e.to_string()))
+    pub fn sign(&self, domain: &Eip712Domain, enclave: &PrivateKeySigner) -> Result<Signature, ChainError> {
+        enclave.sign_hash_sync(&self.digest(domain)).map_err(|e| ChainError::Signing(e.to_string()))
     }
 
     /// The address that produced `signature` over this claim.
-    pub fn recover_signer(
-        &self,
-        domain: &Eip712Domain,
-        signature: &Signature,
-    ) -> Result<Address, ChainError> {
+    pub fn recover_signer(&self, domain: &Eip712Domain, signature: &Signature) -> Result<Address, ChainError> {
         signature
             .recover_address_from_prehash(&self.digest(domain))
             .map_err(|e| ChainError::Signing(format!("cannot recover claim signer: {e}")))
@@ -86,40 +72,21 @@ mod tests {
 
         // Changing any signed field yields a different signer, so the contract would refuse it.
         let others = [
-            (
-                Claim::new(B256::repeat_byte(9), U256::from(1000), B256::repeat_byte(2)),
-                domain.clone(),
-            ),
-            (
-                Claim::new(B256::repeat_byte(1), U256::from(1001), B256::repeat_byte(2)),
-                domain.clone(),
-            ),
-            (
-                Claim::new(B256::repeat_byte(1), U256::from(1000), B256::repeat_byte(3)),
-                domain.clone(),
-            ),
+            (Claim::new(B256::repeat_byte(9), U256::from(1000), B256::repeat_byte(2)), domain.clone()),
+            (Claim::new(B256::repeat_byte(1), U256::from(1001), B256::repeat_byte(2)), domain.clone()),
+            (Claim::new(B256::repeat_byte(1), U256::from(1000), B256::repeat_byte(3)), domain.clone()),
             (claim.clone(), payment_domain(1, Address::repeat_byte(7))),
-            (
-                claim.clone(),
-                payment_domain(31337, Address::repeat_byte(8)),
-            ),
+            (claim.clone(), payment_domain(31337, Address::repeat_byte(8))),
         ];
         for (other, other_domain) in others {
-            assert_ne!(
-                other.recover_signer(&other_domain, &sig)?,
-                enclave.address()
-            );
+            assert_ne!(other.recover_signer(&other_domain, &sig)?, enclave.address());
         }
         Ok(())
     }
 
     #[test]
     fn channel_id_depends_on_every_part() {
-        let (a, b, p) = (
-            Address::repeat_byte(1),
-            Address::repeat_byte(2),
-            B256::repeat_byte(3),
-        );
+        let (a, b, p) = (Address::repeat_byte(1), Address::repeat_byte(2), B256::repeat_byte(3));
         let id = channel_id(a, b, p);
         assert_ne!(id, channel_id(b, a, p));
         assert_ne!(id, channel_id(a, b, B256::repeat_byte(4)));

@@ -20,6 +20,11 @@ use crate::claim;
 use crate::contracts::{Payment, Registry, TestToken};
 use crate::error::ChainError;
 
+/// How long to wait for a sent transaction to be mined.
+const RECEIPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+/// How often to ask for its receipt.
+const RECEIPT_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Where the Trusted Pods contracts live on a chain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContractAddresses {
@@ -106,27 +111,24 @@ pub struct PricingTable {
 
 /// Builds an HTTP provider that signs with `signer` and checks that the RPC answers.
 /// Returns the provider and the chain id.
-pub async fn connect_provider(
-    url: &str,
-    signer: PrivateKeySigner,
-) -> Result<(DynProvider, u64), ChainError> {
+pub async fn connect_provider(url: &str, signer: PrivateKeySigner) -> Result<(DynProvider, u64), ChainError> {
     let parsed = url
         .parse::<alloy::transports::http::reqwest::Url>()
-        .map_err(|e| ChainError::InvalidUrl {
-            url: url.to_owned(),
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| ChainError::InvalidUrl { url: url.to_owned(), reason: e.to_string() })?;
     let provider = ProviderBuilder::new()
+        .disable_recommended_fillers()
+        .with_gas_estimation()
+        // Asks the node for the nonce on every send: a cached nonce drifts when a send fails
+        // after filling (a refused estimate) or when another process uses the same key.
+        .with_simple_nonce_management()
+        .fetch_chain_id()
         .wallet(EthereumWallet::from(signer))
         .connect_http(parsed)
         .erased();
     let chain_id = provider
         .get_chain_id()
         .await
-        .map_err(|e| ChainError::Unreachable {
-            url: url.to_owned(),
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| ChainError::Unreachable { url: url.to_owned(), reason: e.to_string() })?;
     Ok((provider, chain_id))
 }
 
@@ -149,30 +151,13 @@ impl Chain {
     ) -> Result<Self, ChainError> {
         let account = signer.address();
         let (provider, chain_id) = connect_provider(url, signer).await?;
-        let chain = Self {
-            provider,
-            url: url.to_owned(),
-            chain_id,
-            account,
-            contracts,
-        };
-        for (name, address) in [
-            ("Payment", contracts.payment),
-            ("Registry", contracts.registry),
-            ("token", contracts.token),
-        ] {
-            let code = chain
-                .provider
-                .get_code_at(address)
-                .await
-                .map_err(|e| chain.rpc_error("eth_getCode", e))?;
+        let chain = Self { provider, url: url.to_owned(), chain_id, account, contracts };
+        for (name, address) in
+            [("Payment", contracts.payment), ("Registry", contracts.registry), ("token", contracts.token)]
+        {
+            let code = chain.provider.get_code_at(address).await.map_err(|e| chain.rpc_error("eth_getCode", e))?;
             if code.is_empty() {
-                return Err(ChainError::NoContract {
-                    name,
-                    address,
-                    chain_id,
-                    url: url.to_owned(),
-                });
+                return Err(ChainError::NoContract { name, address, chain_id, url: url.to_owned() });
             }
         }
         Ok(chain)
@@ -219,23 +204,12 @@ impl Chain {
 
     /// The native balance (gas money) of `account`.
     pub async fn native_balance(&self, account: Address) -> Result<U256, ChainError> {
-        self.provider
-            .get_balance(account)
-            .await
-            .map_err(|e| self.rpc_error("eth_getBalance", e))
+        self.provider.get_balance(account).await.map_err(|e| self.rpc_error("eth_getBalance", e))
     }
 
     /// The `token` balance of `account`.
-    pub async fn token_balance(
-        &self,
-        token: Address,
-        account: Address,
-    ) -> Result<U256, ChainError> {
-        self.token(token)
-            .balanceOf(account)
-            .call()
-            .await
-            .map_err(|e| self.call_error("balanceOf", e))
+    pub async fn token_balance(&self, token: Address, account: Address) -> Result<U256, ChainError> {
+        self.token(token).balanceOf(account).call().await.map_err(|e| self.call_error("balanceOf", e))
     }
 
     /// How much of `token` the Payment contract may take from this account.
@@ -248,47 +222,23 @@ impl Chain {
     }
 
     /// Allows the Payment contract to take `amount` of `token` from this account.
-    pub async fn approve_payment(
-        &self,
-        token: Address,
-        amount: U256,
-    ) -> Result<TransactionReceipt, ChainError> {
-        self.transact(
-            "approve",
-            self.token(token).approve(self.contracts.payment, amount),
-        )
-        .await
+    pub async fn approve_payment(&self, token: Address, amount: U256) -> Result<TransactionReceipt, ChainError> {
+        self.transact("approve", self.token(token).approve(self.contracts.payment, amount)).await
     }
 
     /// Mints test tokens to `to` (devnet test token only).
-    pub async fn faucet(
-        &self,
-        to: Address,
-        amount: U256,
-    ) -> Result<TransactionReceipt, ChainError> {
-        self.transact(
-            "faucet",
-            self.token(self.contracts.token).faucet(to, amount),
-        )
-        .await
+    pub async fn faucet(&self, to: Address, amount: U256) -> Result<TransactionReceipt, ChainError> {
+        self.transact("faucet", self.token(self.contracts.token).faucet(to, amount)).await
     }
 
     /// Checks that this account can pay gas and move `amount` of `token` into the Payment contract.
     pub async fn check_can_fund(&self, token: Address, amount: U256) -> Result<(), ChainError> {
         if self.native_balance(self.account).await?.is_zero() {
-            return Err(ChainError::NoGasFunds {
-                account: self.account,
-                chain_id: self.chain_id,
-            });
+            return Err(ChainError::NoGasFunds { account: self.account, chain_id: self.chain_id });
         }
         let have = self.token_balance(token, self.account).await?;
         if have < amount {
-            return Err(ChainError::InsufficientBalance {
-                account: self.account,
-                token,
-                have,
-                need: amount,
-            });
+            return Err(ChainError::InsufficientBalance { account: self.account, token, have, need: amount });
         }
         let allowed = self.payment_allowance(token).await?;
         if allowed < amount {
@@ -309,22 +259,13 @@ impl Chain {
     /// Returns the channel id.
     pub async fn create_channel(&self, ch: &NewChannel) -> Result<B256, ChainError> {
         self.check_can_fund(ch.token, ch.amount).await?;
-        let max_rate = alloy::primitives::Uint::<96, 2>::try_from(ch.max_rate).map_err(|_| {
-            ChainError::Reverted {
-                call: "create",
-                reason: format!("max rate {} does not fit in 96 bits", ch.max_rate),
-            }
+        let max_rate = alloy::primitives::Uint::<96, 2>::try_from(ch.max_rate).map_err(|_| ChainError::Reverted {
+            call: "create",
+            reason: format!("max rate {} does not fit in 96 bits", ch.max_rate),
         })?;
         let payment = self.payment();
-        let call = payment.create(
-            ch.provider,
-            ch.pod_id,
-            ch.token,
-            ch.enclave_signer,
-            ch.amount,
-            ch.unlock_delay,
-            max_rate,
-        );
+        let call =
+            payment.create(ch.provider, ch.pod_id, ch.token, ch.enclave_signer, ch.amount, ch.unlock_delay, max_rate);
         self.transact("create", call).await?;
         Ok(claim::channel_id(self.account, ch.provider, ch.pod_id))
     }
@@ -336,13 +277,10 @@ impl Chain {
         pod_id: B256,
         amount: U256,
     ) -> Result<TransactionReceipt, ChainError> {
-        let state = self
-            .channel(claim::channel_id(self.account, provider, pod_id))
-            .await?;
+        let state = self.channel(claim::channel_id(self.account, provider, pod_id)).await?;
         let token = state.map(|s| s.token).unwrap_or(self.contracts.token);
         self.check_can_fund(token, amount).await?;
-        self.transact("deposit", self.payment().deposit(provider, pod_id, amount))
-            .await
+        self.transact("deposit", self.payment().deposit(provider, pod_id, amount)).await
     }
 
     /// Submits an enclave-signed claim; anyone may send it, the provider is paid.
@@ -356,73 +294,36 @@ impl Chain {
     ) -> Result<TransactionReceipt, ChainError> {
         let sig = Bytes::from(signature.as_bytes().to_vec());
         let payment = self.payment();
-        let call = payment.claim(
-            publisher,
-            provider,
-            pod_id,
-            claim.cumulativeAmount,
-            claim.usageDigest,
-            sig,
-        );
+        let call = payment.claim(publisher, provider, pod_id, claim.cumulativeAmount, claim.usageDigest, sig);
         self.transact("claim", call).await
     }
 
     /// Starts the unlock delay on this account's channel.
-    pub async fn request_unlock(
-        &self,
-        provider: Address,
-        pod_id: B256,
-    ) -> Result<TransactionReceipt, ChainError> {
-        self.transact(
-            "requestUnlock",
-            self.payment().requestUnlock(provider, pod_id),
-        )
-        .await
+    pub async fn request_unlock(&self, provider: Address, pod_id: B256) -> Result<TransactionReceipt, ChainError> {
+        self.transact("requestUnlock", self.payment().requestUnlock(provider, pod_id)).await
     }
 
     /// After the delay, takes back what is unclaimed. Returns the amount returned.
-    pub async fn withdraw_unlocked(
-        &self,
-        provider: Address,
-        pod_id: B256,
-    ) -> Result<U256, ChainError> {
-        let receipt = self
-            .transact(
-                "withdrawUnlocked",
-                self.payment().withdrawUnlocked(provider, pod_id),
-            )
-            .await?;
-        receipt
-            .decoded_log::<Payment::Withdrawn>()
-            .map(|log| log.data.amount)
-            .ok_or_else(|| ChainError::Rpc {
-                call: "withdrawUnlocked",
-                reason: "receipt has no Withdrawn event".into(),
-            })
+    pub async fn withdraw_unlocked(&self, provider: Address, pod_id: B256) -> Result<U256, ChainError> {
+        let receipt = self.transact("withdrawUnlocked", self.payment().withdrawUnlocked(provider, pod_id)).await?;
+        receipt.decoded_log::<Payment::Withdrawn>().map(|log| log.data.amount).ok_or_else(|| ChainError::Rpc {
+            call: "withdrawUnlocked",
+            reason: "receipt has no Withdrawn event".into(),
+        })
     }
 
     /// Closes this account's channel for good, returning anything unclaimed.
     pub async fn close_channel(&self, provider: Address, pod_id: B256) -> Result<U256, ChainError> {
-        let receipt = self
-            .transact("close", self.payment().close(provider, pod_id))
-            .await?;
+        let receipt = self.transact("close", self.payment().close(provider, pod_id)).await?;
         receipt
             .decoded_log::<Payment::ChannelClosed>()
             .map(|log| log.data.refunded)
-            .ok_or_else(|| ChainError::Rpc {
-                call: "close",
-                reason: "receipt has no ChannelClosed event".into(),
-            })
+            .ok_or_else(|| ChainError::Rpc { call: "close", reason: "receipt has no ChannelClosed event".into() })
     }
 
     /// A channel's state, or `None` if it was never created.
     pub async fn channel(&self, id: B256) -> Result<Option<ChannelState>, ChainError> {
-        let ch = self
-            .payment()
-            .getChannel(id)
-            .call()
-            .await
-            .map_err(|e| self.call_error("getChannel", e))?;
+        let ch = self.payment().getChannel(id).call().await.map_err(|e| self.call_error("getChannel", e))?;
         if ch.enclaveSigner.is_zero() {
             return Ok(None);
         }
@@ -446,37 +347,22 @@ impl Chain {
         let prices = table
             .prices
             .iter()
-            .map(|p| Registry::Price {
-                resource: p.resource.clone(),
-                reservation: p.reservation,
-                usage: p.usage,
-            })
+            .map(|p| Registry::Price { resource: p.resource.clone(), reservation: p.reservation, usage: p.usage })
             .collect();
         let registry = self.registry();
-        let call = registry.registerPricingTable(
-            table.token,
-            table.tee_type.clone(),
-            table.cpu_model.clone(),
-            prices,
-        );
+        let call = registry.registerPricingTable(table.token, table.tee_type.clone(), table.cpu_model.clone(), prices);
         let receipt = self.transact("registerPricingTable", call).await?;
-        receipt
-            .decoded_log::<Registry::PricingTableRegistered>()
-            .map(|log| log.data.tableId)
-            .ok_or_else(|| ChainError::Rpc {
+        receipt.decoded_log::<Registry::PricingTableRegistered>().map(|log| log.data.tableId).ok_or_else(|| {
+            ChainError::Rpc {
                 call: "registerPricingTable",
                 reason: "receipt has no PricingTableRegistered event".into(),
-            })
+            }
+        })
     }
 
     /// A registered pricing table.
     pub async fn pricing_table(&self, id: U256) -> Result<PricingTable, ChainError> {
-        let t = self
-            .registry()
-            .getPricingTable(id)
-            .call()
-            .await
-            .map_err(|e| self.call_error("getPricingTable", e))?;
+        let t = self.registry().getPricingTable(id).call().await.map_err(|e| self.call_error("getPricingTable", e))?;
         Ok(PricingTable {
             token: t.token,
             tee_type: t.teeType,
@@ -484,60 +370,40 @@ impl Chain {
             prices: t
                 .prices
                 .into_iter()
-                .map(|p| ResourcePrice {
-                    resource: p.resource,
-                    reservation: p.reservation,
-                    usage: p.usage,
-                })
+                .map(|p| ResourcePrice { resource: p.resource, reservation: p.reservation, usage: p.usage })
                 .collect(),
         })
     }
 
     /// Registers or updates this account's provider profile (URI or CID of its profile document).
     pub async fn set_profile(&self, profile_uri: &str) -> Result<TransactionReceipt, ChainError> {
-        self.transact(
-            "setProfile",
-            self.registry().setProfile(profile_uri.to_owned()),
-        )
-        .await
+        self.transact("setProfile", self.registry().setProfile(profile_uri.to_owned())).await
     }
 
     /// Removes this account's provider profile and subscriptions.
     pub async fn remove_provider(&self) -> Result<TransactionReceipt, ChainError> {
-        self.transact("removeProvider", self.registry().removeProvider())
-            .await
+        self.transact("removeProvider", self.registry().removeProvider()).await
     }
 
     /// Offers pricing table `id` as this provider.
     pub async fn subscribe(&self, id: U256) -> Result<TransactionReceipt, ChainError> {
-        self.transact("subscribe", self.registry().subscribe(id))
-            .await
+        self.transact("subscribe", self.registry().subscribe(id)).await
     }
 
     /// Stops offering pricing table `id`.
     pub async fn unsubscribe(&self, id: U256) -> Result<TransactionReceipt, ChainError> {
-        self.transact("unsubscribe", self.registry().unsubscribe(id))
-            .await
+        self.transact("unsubscribe", self.registry().unsubscribe(id)).await
     }
 
     /// A provider's profile URI, if it is registered.
     pub async fn profile_of(&self, provider: Address) -> Result<Option<String>, ChainError> {
-        let uri = self
-            .registry()
-            .profileOf(provider)
-            .call()
-            .await
-            .map_err(|e| self.call_error("profileOf", e))?;
+        let uri = self.registry().profileOf(provider).call().await.map_err(|e| self.call_error("profileOf", e))?;
         Ok(Some(uri).filter(|u| !u.is_empty()))
     }
 
     /// The pricing tables a provider offers.
     pub async fn subscriptions_of(&self, provider: Address) -> Result<Vec<U256>, ChainError> {
-        self.registry()
-            .subscriptionsOf(provider)
-            .call()
-            .await
-            .map_err(|e| self.call_error("subscriptionsOf", e))
+        self.registry().subscriptionsOf(provider).call().await.map_err(|e| self.call_error("subscriptionsOf", e))
     }
 
     // --- plumbing ----------------------------------------------------------------------------------
@@ -549,10 +415,7 @@ impl Chain {
         builder: CallBuilder<&DynProvider, D>,
     ) -> Result<TransactionReceipt, ChainError> {
         let pending = builder.send().await.map_err(|e| self.call_error(call, e))?;
-        let receipt = pending.get_receipt().await.map_err(|e| ChainError::Rpc {
-            call,
-            reason: e.to_string(),
-        })?;
+        let receipt = self.wait_for_receipt(call, *pending.tx_hash()).await?;
         if !receipt.status() {
             return Err(ChainError::Reverted {
                 call,
@@ -562,16 +425,29 @@ impl Chain {
         Ok(receipt)
     }
 
+    /// Polls for the receipt with a deadline, so a transaction that is never mined becomes a
+    /// clear error instead of a hang.
+    async fn wait_for_receipt(&self, call: &'static str, hash: B256) -> Result<TransactionReceipt, ChainError> {
+        let deadline = std::time::Instant::now() + RECEIPT_TIMEOUT;
+        loop {
+            let found = self.provider.get_transaction_receipt(hash).await.map_err(|e| self.rpc_error(call, e))?;
+            if let Some(receipt) = found {
+                return Ok(receipt);
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(ChainError::Rpc {
+                    call,
+                    reason: format!("transaction {hash} not mined within {}s", RECEIPT_TIMEOUT.as_secs()),
+                });
+            }
+            tokio::time::sleep(RECEIPT_POLL).await;
+        }
+    }
+
     fn rpc_error(&self, call: &'static str, e: RpcError<TransportErrorKind>) -> ChainError {
         match e {
-            RpcError::Transport(kind) => ChainError::Unreachable {
-                url: self.url.clone(),
-                reason: kind.to_string(),
-            },
-            other => ChainError::Rpc {
-                call,
-                reason: other.to_string(),
-            },
+            RpcError::Transport(kind) => ChainError::Unreachable { url: self.url.clone(), reason: kind.to_string() },
+            other => ChainError::Rpc { call, reason: other.to_string() },
         }
     }
 
@@ -581,10 +457,7 @@ impl Chain {
         }
         match e {
             alloy::contract::Error::TransportError(rpc) => self.rpc_error(call, rpc),
-            other => ChainError::Rpc {
-                call,
-                reason: other.to_string(),
-            },
+            other => ChainError::Rpc { call, reason: other.to_string() },
         }
     }
 }
@@ -596,13 +469,7 @@ fn decode_revert(e: &alloy::contract::Error) -> Option<String> {
     }
     e.as_decoded_interface_error::<Payment::PaymentErrors>()
         .map(show)
-        .or_else(|| {
-            e.as_decoded_interface_error::<Registry::RegistryErrors>()
-                .map(show)
-        })
-        .or_else(|| {
-            e.as_decoded_interface_error::<TestToken::TestTokenErrors>()
-                .map(show)
-        })
+        .or_else(|| e.as_decoded_interface_error::<Registry::RegistryErrors>().map(show))
+        .or_else(|| e.as_decoded_interface_error::<TestToken::TestTokenErrors>().map(show))
         .or_else(|| e.as_revert_data().map(|data| format!("revert data {data}")))
 }

@@ -42,9 +42,7 @@ pub enum ChainError {
         url: String,
     },
     /// The sending account cannot pay for gas.
-    #[error(
-        "account {account} has no native currency on chain {chain_id} to pay for gas: fund it first"
-    )]
+    #[error("account {account} has no native currency on chain {chain_id} to pay for gas: fund it first")]
     NoGasFunds {
         /// The account.
         account: Address,

@@ -69,10 +69,8 @@ impl EventWatcher {
 
     /// One step: the logs of the next range of confirmed blocks, or `None` when caught up.
     pub async fn poll(&mut self) -> Result<Option<Batch>, ChainError> {
-        let rpc = |e: alloy::transports::TransportError| ChainError::Rpc {
-            call: "watch events",
-            reason: e.to_string(),
-        };
+        let rpc =
+            |e: alloy::transports::TransportError| ChainError::Rpc { call: "watch events", reason: e.to_string() };
         let head = self.provider.get_block_number().await.map_err(rpc)?;
         let Some(safe) = head.checked_sub(self.confirmations) else {
             return Ok(None);
@@ -85,11 +83,7 @@ impl EventWatcher {
         let filter = self.filter.clone().from_block(from).to_block(to);
         let logs = self.provider.get_logs(&filter).await.map_err(rpc)?;
         self.next_block = to + 1;
-        Ok(Some(Batch {
-            from_block: from,
-            to_block: to,
-            logs,
-        }))
+        Ok(Some(Batch { from_block: from, to_block: to, logs }))
     }
 
     /// Waits for the next range of confirmed blocks that holds at least one matching log,

@@ -35,17 +35,8 @@ pub enum DevCommand {
 /// Runs a `tpod dev` subcommand.
 pub async fn run(command: DevCommand, dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
     match command {
-        DevCommand::Up {
-            port,
-            chain_id,
-            anvil,
-        } => {
-            let opts = UpOptions {
-                dir: dir.to_owned(),
-                anvil,
-                port,
-                chain_id,
-            };
+        DevCommand::Up { port, chain_id, anvil } => {
+            let opts = UpOptions { dir: dir.to_owned(), anvil, port, chain_id };
             let outcome = tpod_devnet::up(&opts).await.context("tpod dev up")?;
             let (already, file) = match &outcome {
                 UpOutcome::AlreadyUp(f) => (true, f),
@@ -58,15 +49,9 @@ pub async fn run(command: DevCommand, dir: &Path, json: bool) -> anyhow::Result<
                 );
             } else {
                 if already {
-                    println!(
-                        "devnet already up at {} (chain {}); nothing changed",
-                        file.rpc_url, file.chain_id
-                    );
+                    println!("devnet already up at {} (chain {}); nothing changed", file.rpc_url, file.chain_id);
                 } else {
-                    println!(
-                        "devnet up: anvil at {} (chain {}, pid {})",
-                        file.rpc_url, file.chain_id, file.anvil_pid
-                    );
+                    println!("devnet up: anvil at {} (chain {}, pid {})", file.rpc_url, file.chain_id, file.anvil_pid);
                 }
                 print_file(file, dir);
             }
@@ -89,47 +74,25 @@ pub async fn run(command: DevCommand, dir: &Path, json: bool) -> anyhow::Result<
                 );
             } else {
                 let f = &status.file;
-                let anvil = if status.anvil_running {
-                    "running"
-                } else {
-                    "NOT running"
-                };
-                println!(
-                    "anvil pid {} {anvil}; RPC {} chain {}",
-                    f.anvil_pid, f.rpc_url, f.chain_id
-                );
+                let anvil = if status.anvil_running { "running" } else { "NOT running" };
+                println!("anvil pid {} {anvil}; RPC {} chain {}", f.anvil_pid, f.rpc_url, f.chain_id);
                 match (&status.block, &status.rpc_error) {
                     (Some(block), _) => println!("latest block {block}"),
                     (None, Some(e)) => println!("RPC does not answer: {e}"),
                     (None, None) => {}
                 }
                 for (name, address, ok) in &status.contracts {
-                    println!(
-                        "  {name:<10} {address}  {}",
-                        if *ok { "deployed" } else { "NO CODE" }
-                    );
+                    println!("  {name:<10} {address}  {}", if *ok { "deployed" } else { "NO CODE" });
                 }
                 for (name, address, native, tokens) in &status.balances {
-                    println!(
-                        "  {name:<10} {address}  {} ETH  {} TPT",
-                        ether(*native),
-                        ether(*tokens)
-                    );
+                    println!("  {name:<10} {address}  {} ETH  {} TPT", ether(*native), ether(*tokens));
                 }
                 println!(
                     "{}",
-                    if status.healthy() {
-                        "healthy"
-                    } else {
-                        "UNHEALTHY: run `tpod dev down` then `tpod dev up`"
-                    }
+                    if status.healthy() { "healthy" } else { "UNHEALTHY: run `tpod dev down` then `tpod dev up`" }
                 );
             }
-            Ok(if status.healthy() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            Ok(if status.healthy() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         DevCommand::Down => {
             let was_running = tpod_devnet::down(dir).await.context("tpod dev down")?;
@@ -163,10 +126,7 @@ fn print_file(f: &DevnetFile, dir: &Path) {
     for a in &f.accounts {
         println!("  {:<10} {}", a.name, a.address);
     }
-    println!(
-        "devnet file (with the dev keys): {}",
-        tpod_devnet::file_path(dir).display()
-    );
+    println!("devnet file (with the dev keys): {}", tpod_devnet::file_path(dir).display());
 }
 
 fn ether(v: U256) -> String {

@@ -25,9 +25,7 @@ pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, DevnetError> {
         if first.is_file() {
             return Ok(first.clone());
         }
-        return Err(DevnetError::AnvilMissing {
-            searched: format!("{} does not exist", first.display()),
-        });
+        return Err(DevnetError::AnvilMissing { searched: format!("{} does not exist", first.display()) });
     }
     for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
         let bin = dir.join("anvil");
@@ -36,9 +34,7 @@ pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, DevnetError> {
         }
         searched.push(dir.display().to_string());
     }
-    Err(DevnetError::AnvilMissing {
-        searched: format!("not on PATH: {}", searched.join(":")),
-    })
+    Err(DevnetError::AnvilMissing { searched: format!("not on PATH: {}", searched.join(":")) })
 }
 
 /// How to start anvil.
@@ -92,12 +88,7 @@ impl AnvilProcess {
             log: opts.log.clone(),
         })?;
         let pid = child.id();
-        let mut node = Self {
-            child: Some(child),
-            pid,
-            url: String::new(),
-            port: 0,
-        };
+        let mut node = Self { child: Some(child), pid, url: String::new(), port: 0 };
         let started = Instant::now();
         loop {
             if let Some(port) = listening_port(&opts.log) {
@@ -172,8 +163,7 @@ pub fn is_running(pid: u32) -> bool {
         return false;
     };
     let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
-    let is_anvil = Path::new(std::str::from_utf8(argv0).unwrap_or_default()).file_name()
-        == Some("anvil".as_ref());
+    let is_anvil = Path::new(std::str::from_utf8(argv0).unwrap_or_default()).file_name() == Some("anvil".as_ref());
     // A zombie still has /proc/<pid> but an empty cmdline; it is not running.
     is_anvil && kill(Pid::from_raw(pid as i32), None).is_ok()
 }

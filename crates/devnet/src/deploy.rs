@@ -10,55 +10,25 @@ use tpod_chain::contracts::{Payment, Registry, TestToken};
 use crate::error::DevnetError;
 
 fn deploy_error(what: &'static str) -> impl FnOnce(alloy::contract::Error) -> DevnetError {
-    move |e| {
-        DevnetError::Chain(ChainError::Rpc {
-            call: what,
-            reason: e.to_string(),
-        })
-    }
+    move |e| DevnetError::Chain(ChainError::Rpc { call: what, reason: e.to_string() })
 }
 
 /// Deploys the test token, Payment and Registry from `deployer`.
-pub async fn deploy_contracts(
-    url: &str,
-    deployer: PrivateKeySigner,
-) -> Result<ContractAddresses, DevnetError> {
+pub async fn deploy_contracts(url: &str, deployer: PrivateKeySigner) -> Result<ContractAddresses, DevnetError> {
     let (provider, _) = connect_provider(url, deployer).await?;
-    let token = *TestToken::deploy(&provider)
-        .await
-        .map_err(deploy_error("deploy TestToken"))?
-        .address();
-    let payment = *Payment::deploy(&provider)
-        .await
-        .map_err(deploy_error("deploy Payment"))?
-        .address();
-    let registry = *Registry::deploy(&provider)
-        .await
-        .map_err(deploy_error("deploy Registry"))?
-        .address();
-    Ok(ContractAddresses {
-        payment,
-        registry,
-        token,
-    })
+    let token = *TestToken::deploy(&provider).await.map_err(deploy_error("deploy TestToken"))?.address();
+    let payment = *Payment::deploy(&provider).await.map_err(deploy_error("deploy Payment"))?.address();
+    let registry = *Registry::deploy(&provider).await.map_err(deploy_error("deploy Registry"))?.address();
+    Ok(ContractAddresses { payment, registry, token })
 }
 
 /// Sets `account`'s native balance (anvil only).
-pub async fn set_native_balance(
-    url: &str,
-    account: Address,
-    amount: U256,
-) -> Result<(), DevnetError> {
+pub async fn set_native_balance(url: &str, account: Address, amount: U256) -> Result<(), DevnetError> {
     let (provider, _) = connect_provider(url, PrivateKeySigner::random()).await?;
     provider
         .raw_request::<_, ()>("anvil_setBalance".into(), (account, amount))
         .await
-        .map_err(|e| {
-            DevnetError::Chain(ChainError::Rpc {
-                call: "anvil_setBalance",
-                reason: e.to_string(),
-            })
-        })
+        .map_err(|e| DevnetError::Chain(ChainError::Rpc { call: "anvil_setBalance", reason: e.to_string() }))
 }
 
 /// Mints `amount` test tokens to `to`, in faucet-sized steps.
@@ -74,12 +44,7 @@ pub async fn mint_test_tokens(
         .FAUCET_LIMIT()
         .call()
         .await
-        .map_err(|e| {
-            DevnetError::Chain(ChainError::Rpc {
-                call: "FAUCET_LIMIT",
-                reason: e.to_string(),
-            })
-        })?;
+        .map_err(|e| DevnetError::Chain(ChainError::Rpc { call: "FAUCET_LIMIT", reason: e.to_string() }))?;
     let mut left = amount;
     while !left.is_zero() {
         let step = left.min(limit);

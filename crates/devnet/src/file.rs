@@ -49,10 +49,7 @@ pub struct DevAccount {
 impl std::fmt::Debug for DevAccount {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Keys stay out of logs, even dev keys.
-        f.debug_struct("DevAccount")
-            .field("name", &self.name)
-            .field("address", &self.address)
-            .finish()
+        f.debug_struct("DevAccount").field("name", &self.name).field("address", &self.address).finish()
     }
 }
 
@@ -60,21 +57,13 @@ impl DevAccount {
     /// A fresh random account.
     pub fn generate(name: &str) -> Self {
         let signer = PrivateKeySigner::random();
-        Self {
-            name: name.to_owned(),
-            address: signer.address(),
-            private_key: signer.to_bytes(),
-        }
+        Self { name: name.to_owned(), address: signer.address(), private_key: signer.to_bytes() }
     }
 
     /// The account's signer.
     pub fn signer(&self) -> Result<PrivateKeySigner, DevnetError> {
-        PrivateKeySigner::from_bytes(&self.private_key).map_err(|e| {
-            DevnetError::Chain(tpod_chain::ChainError::Signing(format!(
-                "dev account {}: {e}",
-                self.name
-            )))
-        })
+        PrivateKeySigner::from_bytes(&self.private_key)
+            .map_err(|e| DevnetError::Chain(tpod_chain::ChainError::Signing(format!("dev account {}: {e}", self.name))))
     }
 }
 
@@ -97,10 +86,7 @@ impl DevnetFile {
                 path: path.to_owned(),
                 line: 1,
                 column: 1,
-                reason: format!(
-                    "version {} is not the supported version {FORMAT_VERSION}",
-                    file.version
-                ),
+                reason: format!("version {} is not the supported version {FORMAT_VERSION}", file.version),
             });
         }
         Ok(Some(file))
@@ -109,8 +95,7 @@ impl DevnetFile {
     /// Writes the file atomically (temporary file, then rename), readable by the owner only.
     pub fn save(&self, path: &Path) -> Result<(), DevnetError> {
         let tmp = path.with_extension("json.tmp");
-        let text =
-            serde_json::to_string_pretty(self).map_err(|e| DevnetError::io(path, e.into()))?;
+        let text = serde_json::to_string_pretty(self).map_err(|e| DevnetError::io(path, e.into()))?;
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
@@ -118,21 +103,16 @@ impl DevnetFile {
             .mode(0o600)
             .open(&tmp)
             .map_err(|e| DevnetError::io(&tmp, e))?;
-        f.write_all(text.as_bytes())
-            .and_then(|()| f.sync_all())
-            .map_err(|e| DevnetError::io(&tmp, e))?;
+        f.write_all(text.as_bytes()).and_then(|()| f.sync_all()).map_err(|e| DevnetError::io(&tmp, e))?;
         std::fs::rename(&tmp, path).map_err(|e| DevnetError::io(path, e))
     }
 
     /// The dev account called `name`.
     pub fn account(&self, name: &str) -> Result<&DevAccount, DevnetError> {
-        self.accounts
-            .iter()
-            .find(|a| a.name == name)
-            .ok_or_else(|| DevnetError::NoSuchAccount {
-                path: std::path::PathBuf::from(crate::DEVNET_FILE),
-                name: name.to_owned(),
-            })
+        self.accounts.iter().find(|a| a.name == name).ok_or_else(|| DevnetError::NoSuchAccount {
+            path: std::path::PathBuf::from(crate::DEVNET_FILE),
+            name: name.to_owned(),
+        })
     }
 }
 
@@ -162,13 +142,8 @@ mod tests {
         let file = sample();
         file.save(&path)?;
         assert_eq!(DevnetFile::load(&path)?, Some(file));
-        let mode = std::fs::metadata(&path)
-            .map_err(|e| DevnetError::io(&path, e))?
-            .permissions();
-        assert_eq!(
-            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
-            0o600
-        );
+        let mode = std::fs::metadata(&path).map_err(|e| DevnetError::io(&path, e))?.permissions();
+        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
         Ok(())
     }
 
@@ -176,15 +151,9 @@ mod tests {
     fn malformed_file_names_path_line_and_column() -> Result<(), DevnetError> {
         let dir = tempfile::tempdir().map_err(|e| DevnetError::io(Path::new("tmp"), e))?;
         let path = dir.path().join("devnet.json");
-        std::fs::write(
-            &path,
-            "{\n  \"version\": 1,\n  \"chain_id\": \"not a number\"\n}",
-        )
-        .map_err(|e| DevnetError::io(&path, e))?;
-        let err = DevnetFile::load(&path)
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+        std::fs::write(&path, "{\n  \"version\": 1,\n  \"chain_id\": \"not a number\"\n}")
+            .map_err(|e| DevnetError::io(&path, e))?;
+        let err = DevnetFile::load(&path).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(err.contains(&path.display().to_string()), "{err}");
         assert!(err.contains("line 3"), "{err}");
         assert!(err.contains("tpod dev up"), "{err}");

@@ -42,9 +42,7 @@ pub fn default_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("TPOD_DEVNET_DIR") {
         return PathBuf::from(dir);
     }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
     home.join(".tpod").join("devnet")
 }
 
@@ -105,24 +103,14 @@ pub async fn up(opts: &UpOptions) -> Result<UpOutcome, DevnetError> {
 
 /// Deploys the contracts on a fresh anvil and funds fresh dev accounts.
 async fn provision(node: &anvil::AnvilProcess, chain_id: u64) -> Result<DevnetFile, DevnetError> {
-    let accounts: Vec<DevAccount> = ACCOUNT_NAMES
-        .iter()
-        .map(|name| DevAccount::generate(name))
-        .collect();
+    let accounts: Vec<DevAccount> = ACCOUNT_NAMES.iter().map(|name| DevAccount::generate(name)).collect();
     for account in &accounts {
         deploy::set_native_balance(&node.url, account.address, whole(DEV_NATIVE_FUNDS)).await?;
     }
     let deployer = accounts[0].signer()?;
     let contracts = deploy::deploy_contracts(&node.url, deployer.clone()).await?;
     let publisher = accounts[1].address;
-    deploy::mint_test_tokens(
-        &node.url,
-        deployer,
-        contracts,
-        publisher,
-        whole(DEV_TOKEN_FUNDS),
-    )
-    .await?;
+    deploy::mint_test_tokens(&node.url, deployer, contracts, publisher, whole(DEV_TOKEN_FUNDS)).await?;
     Ok(DevnetFile {
         version: file::FORMAT_VERSION,
         chain_id,
@@ -171,9 +159,7 @@ impl Status {
 /// Reports on the devnet in `dir`.
 pub async fn status(dir: &Path) -> Result<Status, DevnetError> {
     let path = file_path(dir);
-    let file = DevnetFile::load(&path)?.ok_or_else(|| DevnetError::NotUp {
-        dir: dir.to_owned(),
-    })?;
+    let file = DevnetFile::load(&path)?.ok_or_else(|| DevnetError::NotUp { dir: dir.to_owned() })?;
     let mut status = Status {
         anvil_running: anvil::is_running(file.anvil_pid),
         block: None,
@@ -190,32 +176,19 @@ pub async fn status(dir: &Path) -> Result<Status, DevnetError> {
         }
     };
     let rpc = |e: alloy::transports::TransportError| {
-        DevnetError::Chain(tpod_chain::ChainError::Rpc {
-            call: "status",
-            reason: e.to_string(),
-        })
+        DevnetError::Chain(tpod_chain::ChainError::Rpc { call: "status", reason: e.to_string() })
     };
     status.block = Some(provider.get_block_number().await.map_err(rpc)?);
     let c = status.file.contracts;
-    for (name, address) in [
-        ("Payment", c.payment),
-        ("Registry", c.registry),
-        ("TestToken", c.token),
-    ] {
+    for (name, address) in [("Payment", c.payment), ("Registry", c.registry), ("TestToken", c.token)] {
         let code = provider.get_code_at(address).await.map_err(rpc)?;
         status.contracts.push((name, address, !code.is_empty()));
     }
     let token = tpod_chain::contracts::TestToken::new(c.token, &provider);
     for account in &status.file.accounts {
         let native = provider.get_balance(account.address).await.map_err(rpc)?;
-        let tokens = token
-            .balanceOf(account.address)
-            .call()
-            .await
-            .unwrap_or_default();
-        status
-            .balances
-            .push((account.name.clone(), account.address, native, tokens));
+        let tokens = token.balanceOf(account.address).call().await.unwrap_or_default();
+        status.balances.push((account.name.clone(), account.address, native, tokens));
     }
     Ok(status)
 }
@@ -223,10 +196,36 @@ pub async fn status(dir: &Path) -> Result<Status, DevnetError> {
 /// Stops the devnet in `dir` and removes its file. Returns whether anvil was still running.
 pub async fn down(dir: &Path) -> Result<bool, DevnetError> {
     let path = file_path(dir);
-    let file = DevnetFile::load(&path)?.ok_or_else(|| DevnetError::NotUp {
-        dir: dir.to_owned(),
-    })?;
+    let file = DevnetFile::load(&path)?.ok_or_else(|| DevnetError::NotUp { dir: dir.to_owned() })?;
     let was_running = anvil::stop(file.anvil_pid, Duration::from_secs(10)).await;
     std::fs::remove_file(&path).map_err(|e| DevnetError::io(&path, e))?;
     Ok(was_running)
+}
+
+/// A devnet for one test: anvil on a free port, contracts deployed, accounts funded; anvil is
+/// killed and its directory removed when this is dropped.
+#[derive(Debug)]
+pub struct Throwaway {
+    /// The running anvil.
+    pub anvil: anvil::AnvilProcess,
+    /// What a devnet file for it would say.
+    pub file: DevnetFile,
+    /// anvil's log directory.
+    pub dir: tempfile::TempDir,
+}
+
+/// Starts a [`Throwaway`] devnet with the given anvil, or the one [`anvil::locate`] finds.
+pub async fn throwaway(anvil_bin: Option<&Path>) -> Result<Throwaway, DevnetError> {
+    let dir = tempfile::tempdir().map_err(|e| DevnetError::io(Path::new("temporary directory"), e))?;
+    let node = anvil::AnvilProcess::spawn(&anvil::AnvilOptions {
+        bin: anvil::locate(anvil_bin)?,
+        port: 0,
+        chain_id: 31337,
+        state: None,
+        log: dir.path().join(ANVIL_LOG),
+        detach: false,
+    })
+    .await?;
+    let file = provision(&node, 31337).await?;
+    Ok(Throwaway { anvil: node, file, dir })
 }

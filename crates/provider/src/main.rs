@@ -9,7 +9,5 @@ struct Args {}
 
 fn main() -> anyhow::Result<()> {
     let Args {} = Args::parse();
-    anyhow::bail!(
-        "the provider daemon is not built yet; this binary only fixes its name and CLI entry point"
-    )
+    anyhow::bail!("the provider daemon is not built yet; this binary only fixes its name and CLI entry point")
 }

@@ -1,0 +1,170 @@
+//! The Payment contract driven through the Rust client against a real anvil.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use alloy::primitives::{B256, U256};
+use alloy::signers::local::PrivateKeySigner;
+use common::{advance_time, connect, devnet, tokens};
+use tpod_chain::ChainError;
+use tpod_chain::claim::{Claim, channel_id};
+use tpod_chain::client::NewChannel;
+use tpod_chain::contracts::Payment;
+
+fn new_channel(
+    provider: alloy::primitives::Address,
+    token: alloy::primitives::Address,
+    enclave: &PrivateKeySigner,
+) -> NewChannel {
+    NewChannel {
+        provider,
+        pod_id: B256::random(),
+        token,
+        enclave_signer: enclave.address(),
+        amount: tokens(100),
+        unlock_delay: 3600,
+        max_rate: 0,
+    }
+}
+
+#[tokio::test]
+async fn channel_lifecycle_pays_provider_and_returns_exactly_the_rest() {
+    let net = devnet().await;
+    let publisher = connect(&net, "publisher").await;
+    let provider = connect(&net, "provider").await;
+    let token = net.file.contracts.token;
+    let enclave = PrivateKeySigner::random();
+    let ch = new_channel(provider.account(), token, &enclave);
+
+    publisher.approve_payment(token, tokens(150)).await.unwrap();
+    let id = publisher.create_channel(&ch).await.unwrap();
+    assert_eq!(id, channel_id(publisher.account(), provider.account(), ch.pod_id));
+    publisher.deposit(provider.account(), ch.pod_id, tokens(50)).await.unwrap();
+
+    let state = publisher.channel(id).await.unwrap().unwrap();
+    assert_eq!(state.deposited, tokens(150));
+    assert_eq!(state.enclave_signer, enclave.address());
+    assert_eq!(state.unlock_at, None);
+
+    // The digest the Rust side signs is the one the contract checks.
+    let domain = provider.claim_domain();
+    let claim = Claim::new(id, tokens(30), B256::repeat_byte(0xab));
+    let on_chain = Payment::new(net.file.contracts.payment, provider.provider())
+        .claimDigest(id, claim.cumulativeAmount, claim.usageDigest)
+        .call()
+        .await
+        .unwrap();
+    assert_eq!(claim.digest(&domain), on_chain);
+
+    // Anyone may send the claim; the provider is paid.
+    let sig = claim.sign(&domain, &enclave).unwrap();
+    publisher.claim(publisher.account(), provider.account(), ch.pod_id, &claim, &sig).await.unwrap();
+    assert_eq!(provider.token_balance(token, provider.account()).await.unwrap(), tokens(30));
+
+    // Unlock: the provider still claims during the delay; the publisher gets exactly the rest.
+    publisher.request_unlock(provider.account(), ch.pod_id).await.unwrap();
+    let early = publisher.withdraw_unlocked(provider.account(), ch.pod_id).await.unwrap_err();
+    assert!(matches!(&early, ChainError::Reverted { reason, .. } if reason.contains("UnlockPending")), "{early}");
+    let last = Claim::new(id, tokens(40), B256::repeat_byte(0xcd));
+    let sig = last.sign(&domain, &enclave).unwrap();
+    provider.claim(publisher.account(), provider.account(), ch.pod_id, &last, &sig).await.unwrap();
+    advance_time(&publisher, 3600).await;
+    let before = publisher.token_balance(token, publisher.account()).await.unwrap();
+    let returned = publisher.withdraw_unlocked(provider.account(), ch.pod_id).await.unwrap();
+    assert_eq!(returned, tokens(110));
+    assert_eq!(publisher.token_balance(token, publisher.account()).await.unwrap(), before + tokens(110));
+    assert_eq!(provider.token_balance(token, provider.account()).await.unwrap(), tokens(40));
+
+    let refunded = publisher.close_channel(provider.account(), ch.pod_id).await.unwrap();
+    assert_eq!(refunded, U256::ZERO);
+    let state = publisher.channel(id).await.unwrap().unwrap();
+    assert!(state.closed);
+    assert_eq!(state.unclaimed(), U256::ZERO);
+    assert_eq!(publisher.token_balance(token, net.file.contracts.payment).await.unwrap(), U256::ZERO);
+}
+
+#[tokio::test]
+async fn claim_signed_by_another_key_is_refused_by_name() {
+    let net = devnet().await;
+    let publisher = connect(&net, "publisher").await;
+    let provider = connect(&net, "provider").await;
+    let token = net.file.contracts.token;
+    let enclave = PrivateKeySigner::random();
+    let ch = new_channel(provider.account(), token, &enclave);
+    publisher.approve_payment(token, ch.amount).await.unwrap();
+    let id = publisher.create_channel(&ch).await.unwrap();
+
+    let claim = Claim::new(id, tokens(1), B256::ZERO);
+    let forged = claim.sign(&provider.claim_domain(), &PrivateKeySigner::random()).unwrap();
+    let err = provider.claim(publisher.account(), provider.account(), ch.pod_id, &claim, &forged).await.unwrap_err();
+    assert!(
+        matches!(&err, ChainError::Reverted { call: "claim", reason } if reason.contains("InvalidSignature")),
+        "{err}"
+    );
+    assert_eq!(provider.token_balance(token, provider.account()).await.unwrap(), U256::ZERO);
+
+    // More than deposited is refused too, even when properly signed.
+    let greedy = Claim::new(id, tokens(101), B256::ZERO);
+    let sig = greedy.sign(&provider.claim_domain(), &enclave).unwrap();
+    let err = provider.claim(publisher.account(), provider.account(), ch.pod_id, &greedy, &sig).await.unwrap_err();
+    assert!(err.to_string().contains("ClaimExceedsDeposit"), "{err}");
+}
+
+#[tokio::test]
+async fn missing_gas_tokens_or_allowance_each_get_their_own_error() {
+    let net = devnet().await;
+    let provider = connect(&net, "provider").await;
+    let token = net.file.contracts.token;
+    let enclave = PrivateKeySigner::random();
+    let ch = new_channel(provider.account(), token, &enclave);
+
+    // No gas money at all.
+    let broke = PrivateKeySigner::random();
+    let chain = tpod_chain::Chain::connect(&net.file.rpc_url, broke.clone(), net.file.contracts).await.unwrap();
+    let err = chain.create_channel(&ch).await.unwrap_err();
+    assert!(matches!(err, ChainError::NoGasFunds { account, .. } if account == broke.address()), "{err}");
+
+    // Gas money but no tokens.
+    let (_, chain) = common::fresh_account(&net).await;
+    let err = chain.create_channel(&ch).await.unwrap_err();
+    assert!(
+        matches!(err, ChainError::InsufficientBalance { have, need, .. } if have.is_zero() && need == ch.amount),
+        "{err}"
+    );
+    assert!(err.to_string().contains(&token.to_string()), "{err}");
+
+    // Tokens but no allowance.
+    let publisher = connect(&net, "publisher").await;
+    let err = publisher.create_channel(&ch).await.unwrap_err();
+    assert!(matches!(err, ChainError::InsufficientAllowance { have, .. } if have.is_zero()), "{err}");
+    assert!(err.to_string().contains("approve"), "{err}");
+}
+
+#[tokio::test]
+async fn wrong_url_and_chain_without_contracts_are_named() {
+    let net = devnet().await;
+    let signer = PrivateKeySigner::random();
+
+    let err = tpod_chain::Chain::connect("http://127.0.0.1:1", signer.clone(), net.file.contracts).await.unwrap_err();
+    assert!(matches!(&err, ChainError::Unreachable { url, .. } if url == "http://127.0.0.1:1"), "{err}");
+
+    let err = tpod_chain::Chain::connect("not a url", signer.clone(), net.file.contracts).await.unwrap_err();
+    assert!(matches!(err, ChainError::InvalidUrl { .. }), "{err}");
+
+    // A second chain that has never seen our contracts.
+    let empty = tpod_devnet::anvil::AnvilProcess::spawn(&tpod_devnet::anvil::AnvilOptions {
+        bin: tpod_devnet::anvil::locate(common::anvil_bin().as_deref()).unwrap(),
+        port: 0,
+        chain_id: 31337,
+        state: None,
+        log: net.dir.path().join("empty-anvil.log"),
+        detach: false,
+    })
+    .await
+    .unwrap();
+    let err = tpod_chain::Chain::connect(&empty.url, signer, net.file.contracts).await.unwrap_err();
+    assert!(
+        matches!(&err, ChainError::NoContract { name: "Payment", address, .. } if *address == net.file.contracts.payment),
+        "{err}"
+    );
+}
