@@ -1,6 +1,6 @@
 //! Contract bindings, generated at compile time from `artifacts/*.json` (ABI and bytecode as
 //! produced by forge; refreshed by `tools/artifacts`).
-#![allow(missing_docs)] // generated code
+#![allow(missing_docs, clippy::too_many_arguments)] // generated code
 
 alloy::sol!(
     #[sol(rpc)]

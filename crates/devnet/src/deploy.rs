@@ -10,7 +10,7 @@ use tpod_chain::contracts::{Payment, Registry, TestToken};
 use crate::error::DevnetError;
 
 fn deploy_error(what: &'static str) -> impl FnOnce(alloy::contract::Error) -> DevnetError {
-    move |e| DevnetError::Chain(ChainError::Rpc { call: what, reason: e.to_string() })
+    move |e| DevnetError::from(ChainError::Rpc { call: what, reason: e.to_string() })
 }
 
 /// Deploys the test token, Payment and Registry from `deployer`.
@@ -28,7 +28,7 @@ pub async fn set_native_balance(url: &str, account: Address, amount: U256) -> Re
     provider
         .raw_request::<_, ()>("anvil_setBalance".into(), (account, amount))
         .await
-        .map_err(|e| DevnetError::Chain(ChainError::Rpc { call: "anvil_setBalance", reason: e.to_string() }))
+        .map_err(|e| DevnetError::from(ChainError::Rpc { call: "anvil_setBalance", reason: e.to_string() }))
 }
 
 /// Mints `amount` test tokens to `to`, in faucet-sized steps.
@@ -44,7 +44,7 @@ pub async fn mint_test_tokens(
         .FAUCET_LIMIT()
         .call()
         .await
-        .map_err(|e| DevnetError::Chain(ChainError::Rpc { call: "FAUCET_LIMIT", reason: e.to_string() }))?;
+        .map_err(|e| DevnetError::from(ChainError::Rpc { call: "FAUCET_LIMIT", reason: e.to_string() }))?;
     let mut left = amount;
     while !left.is_zero() {
         let step = left.min(limit);

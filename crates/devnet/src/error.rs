@@ -61,7 +61,13 @@ pub enum DevnetError {
     },
     /// Talking to the chain failed.
     #[error(transparent)]
-    Chain(#[from] tpod_chain::ChainError),
+    Chain(Box<tpod_chain::ChainError>),
+}
+
+impl From<tpod_chain::ChainError> for DevnetError {
+    fn from(e: tpod_chain::ChainError) -> Self {
+        Self::Chain(Box::new(e))
+    }
 }
 
 impl DevnetError {

@@ -63,7 +63,7 @@ impl DevAccount {
     /// The account's signer.
     pub fn signer(&self) -> Result<PrivateKeySigner, DevnetError> {
         PrivateKeySigner::from_bytes(&self.private_key)
-            .map_err(|e| DevnetError::Chain(tpod_chain::ChainError::Signing(format!("dev account {}: {e}", self.name))))
+            .map_err(|e| DevnetError::from(tpod_chain::ChainError::Signing(format!("dev account {}: {e}", self.name))))
     }
 }
 

@@ -176,7 +176,7 @@ pub async fn status(dir: &Path) -> Result<Status, DevnetError> {
         }
     };
     let rpc = |e: alloy::transports::TransportError| {
-        DevnetError::Chain(tpod_chain::ChainError::Rpc { call: "status", reason: e.to_string() })
+        DevnetError::from(tpod_chain::ChainError::Rpc { call: "status", reason: e.to_string() })
     };
     status.block = Some(provider.get_block_number().await.map_err(rpc)?);
     let c = status.file.contracts;
