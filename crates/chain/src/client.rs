@@ -9,7 +9,7 @@ use std::fmt::Debug;
 
 use alloy::contract::{CallBuilder, CallDecoder};
 use alloy::network::EthereumWallet;
-use alloy::primitives::{Address, B256, Bytes, U256};
+use alloy::primitives::{Address, B256, U256};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::rpc::types::TransactionReceipt;
 use alloy::signers::local::PrivateKeySigner;
@@ -43,8 +43,6 @@ pub struct NewChannel {
     pub provider: Address,
     /// The pod's id, unique per (publisher, provider); never reused.
     pub pod_id: B256,
-    /// The ERC-20 token to lock.
-    pub token: Address,
     /// The provider enclave's signing address: the only key whose claims the contract accepts.
     pub enclave_signer: Address,
     /// Initial funds, in token base units.
@@ -60,16 +58,12 @@ pub struct NewChannel {
 pub struct ChannelState {
     /// The enclave signer recorded at creation.
     pub enclave_signer: Address,
-    /// The locked token.
-    pub token: Address,
-    /// Block time of creation (unix seconds).
-    pub created_at: u64,
-    /// When a requested unlock completes (unix seconds), if one is pending.
+    /// When a requested unlock completes (unix seconds), if one is requested.
     pub unlock_at: Option<u64>,
     /// Whether the publisher has closed the channel.
     pub closed: bool,
-    /// Spend cap per second; zero means none.
-    pub max_rate: u128,
+    /// Spend cap per second and block time of creation (unix seconds), if the channel has a cap.
+    pub cap: Option<(u128, u64)>,
     /// Everything ever deposited.
     pub deposited: U256,
     /// Everything ever claimed by the provider.
@@ -255,17 +249,17 @@ impl Chain {
 
     // --- Payment -----------------------------------------------------------------------------------
 
+    /// The ERC-20 token the Payment contract's channels are funded in.
+    pub async fn payment_token(&self) -> Result<Address, ChainError> {
+        self.payment().token().call().await.map_err(|e| self.call_error("token", e))
+    }
+
     /// Opens a channel from this account (the publisher) and locks its initial funds.
     /// Returns the channel id.
     pub async fn create_channel(&self, ch: &NewChannel) -> Result<B256, ChainError> {
-        self.check_can_fund(ch.token, ch.amount).await?;
-        let max_rate = alloy::primitives::Uint::<96, 2>::try_from(ch.max_rate).map_err(|_| ChainError::Reverted {
-            call: "create",
-            reason: format!("max rate {} does not fit in 96 bits", ch.max_rate),
-        })?;
+        self.check_can_fund(self.payment_token().await?, ch.amount).await?;
         let payment = self.payment();
-        let call =
-            payment.create(ch.provider, ch.pod_id, ch.token, ch.enclave_signer, ch.amount, ch.unlock_delay, max_rate);
+        let call = payment.create(ch.provider, ch.pod_id, ch.enclave_signer, ch.amount, ch.unlock_delay, ch.max_rate);
         self.transact("create", call).await?;
         Ok(claim::channel_id(self.account, ch.provider, ch.pod_id))
     }
@@ -277,9 +271,7 @@ impl Chain {
         pod_id: B256,
         amount: U256,
     ) -> Result<TransactionReceipt, ChainError> {
-        let state = self.channel(claim::channel_id(self.account, provider, pod_id)).await?;
-        let token = state.map(|s| s.token).unwrap_or(self.contracts.token);
-        self.check_can_fund(token, amount).await?;
+        self.check_can_fund(self.payment_token().await?, amount).await?;
         self.transact("deposit", self.payment().deposit(provider, pod_id, amount)).await
     }
 
@@ -292,9 +284,11 @@ impl Chain {
         claim: &claim::Claim,
         signature: &alloy::signers::Signature,
     ) -> Result<TransactionReceipt, ChainError> {
-        let sig = Bytes::from(signature.as_bytes().to_vec());
+        // The contract takes the compact EIP-2098 form: r, then s with the y parity in its top bit.
+        let compact = signature.as_erc2098();
+        let (r, vs) = (B256::from_slice(&compact[..32]), B256::from_slice(&compact[32..]));
         let payment = self.payment();
-        let call = payment.claim(publisher, provider, pod_id, claim.cumulativeAmount, claim.usageDigest, sig);
+        let call = payment.claim(publisher, provider, pod_id, claim.cumulativeAmount, claim.usageDigest, r, vs);
         self.transact("claim", call).await
     }
 
@@ -327,13 +321,17 @@ impl Chain {
         if ch.enclaveSigner.is_zero() {
             return Ok(None);
         }
+        let cap = if ch.capped {
+            let cap = self.payment().getCap(id).call().await.map_err(|e| self.call_error("getCap", e))?;
+            Some((cap.maxRate, cap.createdAt.to::<u64>()))
+        } else {
+            None
+        };
         Ok(Some(ChannelState {
             enclave_signer: ch.enclaveSigner,
-            token: ch.token,
-            created_at: ch.createdAt.to::<u64>(),
             unlock_at: Some(ch.unlockAt.to::<u64>()).filter(|t| *t != 0),
             closed: ch.closed,
-            max_rate: ch.maxRate.to::<u128>(),
+            cap,
             deposited: U256::from(ch.deposited),
             claimed: U256::from(ch.claimed),
             unlock_delay: ch.unlockDelay,

@@ -11,15 +11,10 @@ use tpod_chain::claim::{Claim, channel_id};
 use tpod_chain::client::NewChannel;
 use tpod_chain::contracts::Payment;
 
-fn new_channel(
-    provider: alloy::primitives::Address,
-    token: alloy::primitives::Address,
-    enclave: &PrivateKeySigner,
-) -> NewChannel {
+fn new_channel(provider: alloy::primitives::Address, enclave: &PrivateKeySigner) -> NewChannel {
     NewChannel {
         provider,
         pod_id: B256::random(),
-        token,
         enclave_signer: enclave.address(),
         amount: tokens(100),
         unlock_delay: 3600,
@@ -34,7 +29,7 @@ async fn channel_lifecycle_pays_provider_and_returns_exactly_the_rest() {
     let provider = connect(&net, "provider").await;
     let token = net.file.contracts.token;
     let enclave = PrivateKeySigner::random();
-    let ch = new_channel(provider.account(), token, &enclave);
+    let ch = new_channel(provider.account(), &enclave);
 
     publisher.approve_payment(token, tokens(150)).await.unwrap();
     let id = publisher.create_channel(&ch).await.unwrap();
@@ -90,7 +85,7 @@ async fn claim_signed_by_another_key_is_refused_by_name() {
     let provider = connect(&net, "provider").await;
     let token = net.file.contracts.token;
     let enclave = PrivateKeySigner::random();
-    let ch = new_channel(provider.account(), token, &enclave);
+    let ch = new_channel(provider.account(), &enclave);
     publisher.approve_payment(token, ch.amount).await.unwrap();
     let id = publisher.create_channel(&ch).await.unwrap();
 
@@ -116,7 +111,7 @@ async fn missing_gas_tokens_or_allowance_each_get_their_own_error() {
     let provider = connect(&net, "provider").await;
     let token = net.file.contracts.token;
     let enclave = PrivateKeySigner::random();
-    let ch = new_channel(provider.account(), token, &enclave);
+    let ch = new_channel(provider.account(), &enclave);
 
     // No gas money at all.
     let broke = PrivateKeySigner::random();
@@ -167,4 +162,33 @@ async fn wrong_url_and_chain_without_contracts_are_named() {
         matches!(&err, ChainError::NoContract { name: "Payment", address, .. } if *address == net.file.contracts.payment),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn spend_cap_limits_claims_to_rate_times_elapsed() {
+    let net = devnet().await;
+    let publisher = connect(&net, "publisher").await;
+    let provider = connect(&net, "provider").await;
+    let enclave = PrivateKeySigner::random();
+    let rate = tokens(1).to::<u128>(); // one token per second
+    let ch = NewChannel { max_rate: rate, ..new_channel(provider.account(), &enclave) };
+    publisher.approve_payment(net.file.contracts.token, ch.amount).await.unwrap();
+    let id = publisher.create_channel(&ch).await.unwrap();
+    let state = publisher.channel(id).await.unwrap().unwrap();
+    let (cap_rate, created_at) = state.cap.unwrap();
+    assert_eq!(cap_rate, rate);
+
+    advance_time(&publisher, 10).await;
+    let domain = provider.claim_domain();
+    let too_fast = Claim::new(id, tokens(60), B256::ZERO);
+    let sig = too_fast.sign(&domain, &enclave).unwrap();
+    let err = provider.claim(publisher.account(), provider.account(), ch.pod_id, &too_fast, &sig).await.unwrap_err();
+    assert!(err.to_string().contains("ClaimExceedsRate"), "{err}");
+
+    let now = publisher.channel(id).await.unwrap().unwrap();
+    assert_eq!(now.cap.unwrap().1, created_at);
+    let within = Claim::new(id, tokens(10), B256::ZERO);
+    let sig = within.sign(&domain, &enclave).unwrap();
+    provider.claim(publisher.account(), provider.account(), ch.pod_id, &within, &sig).await.unwrap();
+    assert_eq!(provider.token_balance(net.file.contracts.token, provider.account()).await.unwrap(), tokens(10));
 }

@@ -17,7 +17,7 @@ fn deploy_error(what: &'static str) -> impl FnOnce(alloy::contract::Error) -> De
 pub async fn deploy_contracts(url: &str, deployer: PrivateKeySigner) -> Result<ContractAddresses, DevnetError> {
     let (provider, _) = connect_provider(url, deployer).await?;
     let token = *TestToken::deploy(&provider).await.map_err(deploy_error("deploy TestToken"))?.address();
-    let payment = *Payment::deploy(&provider).await.map_err(deploy_error("deploy Payment"))?.address();
+    let payment = *Payment::deploy(&provider, token).await.map_err(deploy_error("deploy Payment"))?.address();
     let registry = *Registry::deploy(&provider).await.map_err(deploy_error("deploy Registry"))?.address();
     Ok(ContractAddresses { payment, registry, token })
 }
