@@ -13,29 +13,51 @@ import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/Reentrancy
 /// (EIP-712) by the enclave signer recorded when the channel was created, so only the attested
 /// enclave's usage reports move money. The publisher gets back what is unclaimed after an unlock
 /// delay during which the provider can still make its final claim.
-/// @dev Gas: one token per deployment (an immutable, not a storage slot), two storage slots per
-/// channel, a third only for channels with a spend cap. Timestamps are uint40; amounts uint128.
-/// Closed channels stay as tombstones so a pod id, and with it every claim signature ever made
-/// for it, can never be reused.
+/// @dev Storage is laid out for gas. A channel's money lives in one `Balance` slot keyed by
+/// (channel id, enclave signer): a claim recovers the signer from its signature and reads that
+/// one slot; only the real signer's slot was ever funded, so a forged signature finds nothing to
+/// claim (the slow path then names the exact reason). Publisher calls name the enclave signer for
+/// the same reason (one slot, not two). The token is an immutable, not a slot; a third slot is
+/// only written for channels with a spend cap. Closed channels stay as tombstones so a pod id,
+/// and with it every claim signature ever made for it, can never be reused.
 contract Payment is EIP712, ReentrancyGuardTransient {
     using SafeERC20 for IERC20;
 
+    /// Fixed at creation; read by requestUnlock and the slow paths only.
     struct Channel {
-        // slot 0
         address enclaveSigner; // zero means "no such channel"
-        uint40 unlockAt; // zero means "no unlock requested"
         uint32 unlockDelay; // seconds
-        bool closed;
-        bool capped; // maxRate and createdAt live in `_caps`
-        // slot 1
-        uint128 deposited; // cumulative, over the channel's life
-        uint128 claimed; // cumulative, over the channel's life
     }
 
+    /// Everything the money paths need, in one slot keyed by (channel id, enclave signer).
+    struct Balance {
+        uint104 deposited; // cumulative over the channel's life (2e31 base units at most)
+        uint104 claimed; // cumulative over the channel's life
+        uint40 unlockAt; // zero means "no unlock requested"
+        uint8 flags; // EXISTS | CLOSED | CAPPED
+    }
+
+    /// Only for channels created with a spend cap.
     struct Cap {
-        uint128 maxRate; // token base units per second
+        uint128 maxRate; // token base units per second since creation
         uint40 createdAt;
     }
+
+    /// A channel as `getChannel` reports it.
+    struct ChannelView {
+        address enclaveSigner;
+        uint32 unlockDelay;
+        uint256 deposited;
+        uint256 claimed;
+        uint40 unlockAt;
+        bool closed;
+        uint128 maxRate;
+        uint40 createdAt;
+    }
+
+    uint8 private constant EXISTS = 1;
+    uint8 private constant CLOSED = 2;
+    uint8 private constant CAPPED = 4;
 
     bytes32 public constant CLAIM_TYPEHASH =
         keccak256("Claim(bytes32 channel,uint256 cumulativeAmount,bytes32 usageDigest)");
@@ -57,7 +79,11 @@ contract Payment is EIP712, ReentrancyGuardTransient {
         uint128 maxRate
     );
     event Deposited(
-        address indexed publisher, address indexed provider, bytes32 indexed channelId, uint256 amount, uint256 deposited
+        address indexed publisher,
+        address indexed provider,
+        bytes32 indexed channelId,
+        uint256 amount,
+        uint256 deposited
     );
     event Claimed(
         address indexed publisher,
@@ -66,14 +92,19 @@ contract Payment is EIP712, ReentrancyGuardTransient {
         uint256 cumulativeAmount,
         bytes32 usageDigest
     );
-    event UnlockRequested(address indexed publisher, address indexed provider, bytes32 indexed channelId, uint256 unlockAt);
+    event UnlockRequested(
+        address indexed publisher, address indexed provider, bytes32 indexed channelId, uint256 unlockAt
+    );
     event UnlockCancelled(address indexed publisher, address indexed provider, bytes32 indexed channelId);
     event Withdrawn(address indexed publisher, address indexed provider, bytes32 indexed channelId, uint256 amount);
-    event ChannelClosed(address indexed publisher, address indexed provider, bytes32 indexed channelId, uint256 refunded);
+    event ChannelClosed(
+        address indexed publisher, address indexed provider, bytes32 indexed channelId, uint256 refunded
+    );
 
     error ChannelExists(bytes32 channelId);
     error ChannelIsClosed(bytes32 channelId);
     error ChannelNotFound(bytes32 channelId);
+    error WrongEnclaveSigner(bytes32 channelId, address given, address recorded);
     error ZeroAddress();
     error ZeroAmount();
     error AmountTooLarge(uint256 amount);
@@ -105,36 +136,40 @@ contract Payment is EIP712, ReentrancyGuardTransient {
     ) external nonReentrant returns (bytes32 id) {
         if (provider == address(0) || enclaveSigner == address(0)) revert ZeroAddress();
         if (amount == 0) revert ZeroAmount();
-        if (amount > type(uint128).max) revert AmountTooLarge(amount);
+        if (amount > type(uint104).max) revert AmountTooLarge(amount);
         id = channelId(msg.sender, provider, podId);
         Channel storage ch = _channels[id];
-        if (ch.closed) revert ChannelIsClosed(id);
-        if (ch.enclaveSigner != address(0)) revert ChannelExists(id);
-
+        address existing = ch.enclaveSigner;
+        if (existing != address(0)) {
+            if (_balance(id, existing).flags & CLOSED != 0) revert ChannelIsClosed(id);
+            revert ChannelExists(id);
+        }
         ch.enclaveSigner = enclaveSigner;
         ch.unlockDelay = unlockDelay;
+        Balance storage b = _balance(id, enclaveSigner);
         // forge-lint: disable-next-line(unsafe-typecast) -- bounded above
-        ch.deposited = uint128(amount);
+        b.deposited = uint104(amount);
         if (maxRate != 0) {
-            ch.capped = true;
+            b.flags = EXISTS | CAPPED;
             _caps[id] = Cap({maxRate: maxRate, createdAt: uint40(block.timestamp)});
+        } else {
+            b.flags = EXISTS;
         }
-
         emit ChannelCreated(msg.sender, provider, id, podId, enclaveSigner, amount, unlockDelay, maxRate);
         token.safeTransferFrom(msg.sender, address(this), amount);
     }
 
     /// @notice Adds funds to an open channel. Cancels a pending unlock: the publisher wants to go on.
-    function deposit(address provider, bytes32 podId, uint256 amount) external nonReentrant {
+    function deposit(address provider, bytes32 podId, address enclaveSigner, uint256 amount) external nonReentrant {
         if (amount == 0) revert ZeroAmount();
         bytes32 id = channelId(msg.sender, provider, podId);
-        Channel storage ch = _openChannel(id);
-        uint256 deposited = uint256(ch.deposited) + amount;
-        if (deposited > type(uint128).max) revert AmountTooLarge(amount);
+        Balance storage b = _open(id, enclaveSigner);
+        uint256 deposited = uint256(b.deposited) + amount;
+        if (deposited > type(uint104).max) revert AmountTooLarge(amount);
         // forge-lint: disable-next-line(unsafe-typecast) -- bounded above
-        ch.deposited = uint128(deposited);
-        if (ch.unlockAt != 0) {
-            ch.unlockAt = 0;
+        b.deposited = uint104(deposited);
+        if (b.unlockAt != 0) {
+            b.unlockAt = 0;
             emit UnlockCancelled(msg.sender, provider, id);
         }
         emit Deposited(msg.sender, provider, id, amount, deposited);
@@ -144,19 +179,20 @@ contract Payment is EIP712, ReentrancyGuardTransient {
     /// @notice Starts the unlock delay, after which the publisher may withdraw what is unclaimed.
     function requestUnlock(address provider, bytes32 podId) external {
         bytes32 id = channelId(msg.sender, provider, podId);
-        Channel storage ch = _openChannel(id);
-        if (ch.unlockAt != 0) revert UnlockAlreadyRequested(ch.unlockAt);
+        Channel storage ch = _channels[id];
+        Balance storage b = _open(id, ch.enclaveSigner);
+        if (b.unlockAt != 0) revert UnlockAlreadyRequested(b.unlockAt);
         uint40 unlockAt = uint40(block.timestamp) + ch.unlockDelay;
-        ch.unlockAt = unlockAt;
+        b.unlockAt = unlockAt;
         emit UnlockRequested(msg.sender, provider, id, unlockAt);
     }
 
     /// @notice After the unlock delay, returns everything unclaimed to the publisher. The unlock
     /// stays requested: the channel only goes on after a new deposit.
-    function withdrawUnlocked(address provider, bytes32 podId) external nonReentrant {
+    function withdrawUnlocked(address provider, bytes32 podId, address enclaveSigner) external nonReentrant {
         bytes32 id = channelId(msg.sender, provider, podId);
-        Channel storage ch = _openChannel(id);
-        uint256 amount = _releaseUnlocked(ch);
+        Balance storage b = _open(id, enclaveSigner);
+        uint256 amount = _releaseUnlocked(b);
         if (amount == 0) revert NothingToWithdraw();
         emit Withdrawn(msg.sender, provider, id, amount);
         token.safeTransfer(msg.sender, amount);
@@ -164,11 +200,11 @@ contract Payment is EIP712, ReentrancyGuardTransient {
 
     /// @notice Ends the channel for good. Anything unclaimed is returned, which needs the unlock
     /// delay to have passed unless the provider has already claimed everything.
-    function close(address provider, bytes32 podId) external nonReentrant {
+    function close(address provider, bytes32 podId, address enclaveSigner) external nonReentrant {
         bytes32 id = channelId(msg.sender, provider, podId);
-        Channel storage ch = _openChannel(id);
-        uint256 refunded = ch.deposited == ch.claimed ? 0 : _releaseUnlocked(ch);
-        ch.closed = true;
+        Balance storage b = _open(id, enclaveSigner);
+        uint256 refunded = b.deposited == b.claimed ? 0 : _releaseUnlocked(b);
+        b.flags |= CLOSED;
         emit ChannelClosed(msg.sender, provider, id, refunded);
         if (refunded != 0) token.safeTransfer(msg.sender, refunded);
     }
@@ -189,25 +225,21 @@ contract Payment is EIP712, ReentrancyGuardTransient {
         bytes32 vs
     ) external nonReentrant {
         bytes32 id = channelId(publisher, provider, podId);
-        Channel storage ch = _channels[id];
-        address signer = ch.enclaveSigner;
-        if (signer == address(0)) revert ChannelNotFound(id);
-        // A closed channel has deposited == claimed, so the deposit check below refuses any claim.
-        uint256 claimed = ch.claimed;
-        uint256 deposited = ch.deposited;
-        if (cumulativeAmount <= claimed) revert ClaimNotIncreasing(cumulativeAmount, claimed);
-        if (cumulativeAmount > deposited) revert ClaimExceedsDeposit(cumulativeAmount, deposited);
-        if (ch.capped) {
-            Cap storage cap = _caps[id];
-            uint256 allowed = uint256(cap.maxRate) * (block.timestamp - cap.createdAt);
-            if (cumulativeAmount > allowed) revert ClaimExceedsRate(cumulativeAmount, allowed);
-        }
         bytes32 digest = _hashTypedDataV4(keccak256(abi.encode(CLAIM_TYPEHASH, id, cumulativeAmount, usageDigest)));
-        (address recovered, ECDSA.RecoverError err,) = ECDSA.tryRecover(digest, r, vs);
-        if (err != ECDSA.RecoverError.NoError || recovered != signer) revert InvalidSignature(recovered, signer);
-
-        // forge-lint: disable-next-line(unsafe-typecast) -- at most `deposited`, a uint128
-        ch.claimed = uint128(cumulativeAmount);
+        // A malformed signature recovers to zero, whose slot is never funded.
+        (address recovered,,) = ECDSA.tryRecover(digest, r, vs);
+        Balance storage b = _balance(id, recovered);
+        uint256 claimed = b.claimed;
+        bool ok = cumulativeAmount > claimed && cumulativeAmount <= b.deposited;
+        if (ok && b.flags & CAPPED != 0) {
+            Cap storage cap = _caps[id];
+            // A rate cap over seconds; validator skew of a few seconds is within tolerance.
+            // forge-lint: disable-next-line(block-timestamp)
+            ok = cumulativeAmount <= uint256(cap.maxRate) * (block.timestamp - cap.createdAt);
+        }
+        if (!ok) _claimFailure(id, cumulativeAmount, recovered);
+        // forge-lint: disable-next-line(unsafe-typecast) -- at most `deposited`, a uint104
+        b.claimed = uint104(cumulativeAmount);
         emit Claimed(publisher, provider, id, cumulativeAmount, usageDigest);
         token.safeTransfer(provider, cumulativeAmount - claimed);
     }
@@ -218,19 +250,26 @@ contract Payment is EIP712, ReentrancyGuardTransient {
         return keccak256(abi.encode(publisher, provider, podId));
     }
 
-    function getChannel(bytes32 id) external view returns (Channel memory) {
-        return _channels[id];
-    }
-
-    /// @notice A capped channel's spend cap and creation time (zeros when uncapped).
-    function getCap(bytes32 id) external view returns (Cap memory) {
-        return _caps[id];
+    function getChannel(bytes32 id) external view returns (ChannelView memory v) {
+        Channel storage ch = _channels[id];
+        Balance storage b = _balance(id, ch.enclaveSigner);
+        Cap storage cap = _caps[id];
+        v = ChannelView({
+            enclaveSigner: ch.enclaveSigner,
+            unlockDelay: ch.unlockDelay,
+            deposited: b.deposited,
+            claimed: b.claimed,
+            unlockAt: b.unlockAt,
+            closed: b.flags & CLOSED != 0,
+            maxRate: cap.maxRate,
+            createdAt: cap.createdAt
+        });
     }
 
     /// @notice What is locked and not yet claimed.
     function unclaimed(bytes32 id) external view returns (uint256) {
-        Channel storage ch = _channels[id];
-        return ch.deposited - ch.claimed;
+        Balance storage b = _balance(id, _channels[id].enclaveSigner);
+        return b.deposited - b.claimed;
     }
 
     /// @notice The EIP-712 digest the enclave signs for a claim.
@@ -244,21 +283,53 @@ contract Payment is EIP712, ReentrancyGuardTransient {
 
     // --- internal ----------------------------------------------------------------------------------
 
-    function _openChannel(bytes32 id) private view returns (Channel storage ch) {
-        ch = _channels[id];
-        if (ch.enclaveSigner == address(0)) revert ChannelNotFound(id);
-        if (ch.closed) revert ChannelIsClosed(id);
+    /// The slow path of a refused claim: reverts with the precise reason.
+    function _claimFailure(bytes32 id, uint256 cumulativeAmount, address recovered) private view {
+        address signer = _channels[id].enclaveSigner;
+        if (signer == address(0)) revert ChannelNotFound(id);
+        Balance storage b = _balance(id, signer);
+        uint256 claimed = b.claimed;
+        uint256 deposited = b.deposited;
+        if (cumulativeAmount <= claimed) revert ClaimNotIncreasing(cumulativeAmount, claimed);
+        if (cumulativeAmount > deposited) revert ClaimExceedsDeposit(cumulativeAmount, deposited);
+        if (b.flags & CAPPED != 0) {
+            Cap storage cap = _caps[id];
+            uint256 allowed = uint256(cap.maxRate) * (block.timestamp - cap.createdAt);
+            if (cumulativeAmount > allowed) revert ClaimExceedsRate(cumulativeAmount, allowed);
+        }
+        revert InvalidSignature(recovered, signer);
+    }
+
+    /// The Balance slot of (id, signer): keccak256(id, signer | 1 << 160). The tag bit keeps it
+    /// apart from every Solidity mapping slot, whose second word is a small slot index.
+    function _balance(bytes32 id, address signer) private pure returns (Balance storage b) {
+        assembly ("memory-safe") {
+            mstore(0, id)
+            mstore(0x20, or(signer, shl(160, 1)))
+            b.slot := keccak256(0, 0x40)
+        }
+    }
+
+    function _open(bytes32 id, address signer) private view returns (Balance storage b) {
+        b = _balance(id, signer);
+        uint8 flags = b.flags;
+        if (flags & EXISTS == 0) {
+            address recorded = _channels[id].enclaveSigner;
+            if (recorded == address(0)) revert ChannelNotFound(id);
+            revert WrongEnclaveSigner(id, signer, recorded);
+        }
+        if (flags & CLOSED != 0) revert ChannelIsClosed(id);
     }
 
     /// Marks everything unclaimed as returned once the unlock delay has passed; returns the amount.
-    function _releaseUnlocked(Channel storage ch) private returns (uint256 amount) {
-        uint256 unlockAt = ch.unlockAt;
+    function _releaseUnlocked(Balance storage b) private returns (uint256 amount) {
+        uint256 unlockAt = b.unlockAt;
         if (unlockAt == 0) revert UnlockNotRequested();
         // Validators can skew time by seconds; unlock delays are hours.
         // forge-lint: disable-next-line(block-timestamp)
         if (block.timestamp < unlockAt) revert UnlockPending(unlockAt);
-        uint128 claimed = ch.claimed;
-        amount = ch.deposited - claimed;
-        ch.deposited = claimed;
+        uint104 claimed = b.claimed;
+        amount = b.deposited - claimed;
+        b.deposited = claimed;
     }
 }
