@@ -271,8 +271,9 @@ impl Chain {
         pod_id: B256,
         amount: U256,
     ) -> Result<TransactionReceipt, ChainError> {
+        let signer = self.own_channel_signer(provider, pod_id).await?;
         self.check_can_fund(self.payment_token().await?, amount).await?;
-        self.transact("deposit", self.payment().deposit(provider, pod_id, amount)).await
+        self.transact("deposit", self.payment().deposit(provider, pod_id, signer, amount)).await
     }
 
     /// Submits an enclave-signed claim; anyone may send it, the provider is paid.
@@ -299,7 +300,9 @@ impl Chain {
 
     /// After the delay, takes back what is unclaimed. Returns the amount returned.
     pub async fn withdraw_unlocked(&self, provider: Address, pod_id: B256) -> Result<U256, ChainError> {
-        let receipt = self.transact("withdrawUnlocked", self.payment().withdrawUnlocked(provider, pod_id)).await?;
+        let signer = self.own_channel_signer(provider, pod_id).await?;
+        let receipt =
+            self.transact("withdrawUnlocked", self.payment().withdrawUnlocked(provider, pod_id, signer)).await?;
         receipt.decoded_log::<Payment::Withdrawn>().map(|log| log.data.amount).ok_or_else(|| ChainError::Rpc {
             call: "withdrawUnlocked",
             reason: "receipt has no Withdrawn event".into(),
@@ -308,7 +311,8 @@ impl Chain {
 
     /// Closes this account's channel for good, returning anything unclaimed.
     pub async fn close_channel(&self, provider: Address, pod_id: B256) -> Result<U256, ChainError> {
-        let receipt = self.transact("close", self.payment().close(provider, pod_id)).await?;
+        let signer = self.own_channel_signer(provider, pod_id).await?;
+        let receipt = self.transact("close", self.payment().close(provider, pod_id, signer)).await?;
         receipt
             .decoded_log::<Payment::ChannelClosed>()
             .map(|log| log.data.refunded)
@@ -321,12 +325,7 @@ impl Chain {
         if ch.enclaveSigner.is_zero() {
             return Ok(None);
         }
-        let cap = if ch.capped {
-            let cap = self.payment().getCap(id).call().await.map_err(|e| self.call_error("getCap", e))?;
-            Some((cap.maxRate, cap.createdAt.to::<u64>()))
-        } else {
-            None
-        };
+        let cap = (ch.maxRate != 0).then(|| (ch.maxRate, ch.createdAt.to::<u64>()));
         Ok(Some(ChannelState {
             enclave_signer: ch.enclaveSigner,
             unlock_at: Some(ch.unlockAt.to::<u64>()).filter(|t| *t != 0),
@@ -336,6 +335,17 @@ impl Chain {
             claimed: U256::from(ch.claimed),
             unlock_delay: ch.unlockDelay,
         }))
+    }
+
+    /// The enclave signer of this account's channel, which the contract's publisher calls name
+    /// (it keys the channel's funds). An unknown channel gets the contract's own error.
+    async fn own_channel_signer(&self, provider: Address, pod_id: B256) -> Result<Address, ChainError> {
+        let id = claim::channel_id(self.account, provider, pod_id);
+        let ch = self.payment().getChannel(id).call().await.map_err(|e| self.call_error("getChannel", e))?;
+        if ch.enclaveSigner.is_zero() {
+            return Err(ChainError::NoSuchChannel { publisher: self.account, provider, pod_id });
+        }
+        Ok(ch.enclaveSigner)
     }
 
     // --- Registry ----------------------------------------------------------------------------------

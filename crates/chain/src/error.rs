@@ -81,6 +81,16 @@ pub enum ChainError {
         /// What the call needs.
         need: U256,
     },
+    /// This account has no channel with that provider for that pod.
+    #[error("there is no payment channel from {publisher} to provider {provider} for pod {pod_id}")]
+    NoSuchChannel {
+        /// The publisher (this account).
+        publisher: Address,
+        /// The provider.
+        provider: Address,
+        /// The pod id.
+        pod_id: alloy::primitives::B256,
+    },
     /// The contract refused the call.
     #[error("{call} was refused by the contract: {reason}")]
     Reverted {

@@ -128,8 +128,12 @@ async fn missing_gas_tokens_or_allowance_each_get_their_own_error() {
     );
     assert!(err.to_string().contains(&token.to_string()), "{err}");
 
-    // Tokens but no allowance.
+    // Topping up a channel that does not exist.
     let publisher = connect(&net, "publisher").await;
+    let err = publisher.deposit(provider.account(), B256::random(), tokens(1)).await.unwrap_err();
+    assert!(matches!(err, ChainError::NoSuchChannel { .. }), "{err}");
+
+    // Tokens but no allowance.
     let err = publisher.create_channel(&ch).await.unwrap_err();
     assert!(matches!(err, ChainError::InsufficientAllowance { have, .. } if have.is_zero()), "{err}");
     assert!(err.to_string().contains("approve"), "{err}");

@@ -187,9 +187,10 @@ pub async fn status(dir: &Path) -> Result<Status, DevnetError> {
     let token = tpod_chain::contracts::TestToken::new(c.token, &provider);
     for account in &status.file.accounts {
         let native = provider.get_balance(account.address).await.map_err(rpc)?;
-        let tokens = token.balanceOf(account.address).call().await.map_err(|e| {
-            DevnetError::from(tpod_chain::ChainError::Rpc { call: "balanceOf", reason: e.to_string() })
-        })?;
+        let tokens =
+            token.balanceOf(account.address).call().await.map_err(|e| {
+                DevnetError::from(tpod_chain::ChainError::Rpc { call: "balanceOf", reason: e.to_string() })
+            })?;
         status.balances.push((account.name.clone(), account.address, native, tokens));
     }
     Ok(status)
