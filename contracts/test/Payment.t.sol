@@ -171,7 +171,7 @@ contract PaymentTest is PaymentFixture {
         bytes32 id = _create(1e18);
         _claim(1e18);
         vm.prank(PUBLISHER);
-        payment.close(PROVIDER, POD);
+        payment.close(PROVIDER, POD, enclave);
 
         vm.expectRevert(abi.encodeWithSelector(Payment.ChannelIsClosed.selector, id));
         vm.prank(PUBLISHER);
@@ -246,7 +246,7 @@ contract PaymentTest is PaymentFixture {
         // After closing, the closed flag joins slot 0.
         vm.warp(unlockAt);
         vm.prank(PUBLISHER);
-        payment.close(PROVIDER, POD);
+        payment.close(PROVIDER, POD, enclave);
         s0 = uint256(vm.load(address(payment), _channelSlot(id, 0)));
         assertEq(s0 >> 232, 1 | 1 << 8, "closed and capped");
     }
@@ -262,7 +262,7 @@ contract PaymentTest is PaymentFixture {
         vm.expectEmit(true, true, true, true, address(token));
         emit Transfer(PUBLISHER, address(payment), 2e18);
         vm.prank(PUBLISHER);
-        payment.deposit(PROVIDER, POD, 2e18);
+        payment.deposit(PROVIDER, POD, enclave, 2e18);
         _assertChannel(id, enclave, 0, false, 3e18, 0, DELAY);
         assertEq(token.balanceOf(address(payment)), 3e18, "payment balance");
     }
@@ -271,7 +271,7 @@ contract PaymentTest is PaymentFixture {
         bytes32 id = _create(1e18, DELAY, 11);
         vm.warp(START + 50);
         vm.prank(PUBLISHER);
-        payment.deposit(PROVIDER, POD, 2e18);
+        payment.deposit(PROVIDER, POD, enclave, 2e18);
         _assertChannel(id, enclave, 0, false, 3e18, 0, DELAY, 11, START);
     }
 
@@ -279,13 +279,13 @@ contract PaymentTest is PaymentFixture {
         _create(1e18);
         vm.expectRevert(Payment.ZeroAmount.selector);
         vm.prank(PUBLISHER);
-        payment.deposit(PROVIDER, POD, 0);
+        payment.deposit(PROVIDER, POD, enclave, 0);
     }
 
     function test_deposit_revertsOnUnknownChannel() public {
         vm.expectRevert(abi.encodeWithSelector(Payment.ChannelNotFound.selector, _id()));
         vm.prank(PUBLISHER);
-        payment.deposit(PROVIDER, POD, 1);
+        payment.deposit(PROVIDER, POD, enclave, 1);
     }
 
     function test_deposit_byAnotherSenderTargetsItsOwnChannel() public {
@@ -293,14 +293,14 @@ contract PaymentTest is PaymentFixture {
         _fund(STRANGER, 1e18);
         vm.expectRevert(abi.encodeWithSelector(Payment.ChannelNotFound.selector, _id(STRANGER, PROVIDER, POD)));
         vm.prank(STRANGER);
-        payment.deposit(PROVIDER, POD, 1);
+        payment.deposit(PROVIDER, POD, enclave, 1);
     }
 
     function test_deposit_revertsOnClosedChannel() public {
         bytes32 id = _closeFullyClaimed();
         vm.expectRevert(abi.encodeWithSelector(Payment.ChannelIsClosed.selector, id));
         vm.prank(PUBLISHER);
-        payment.deposit(PROVIDER, POD, 1);
+        payment.deposit(PROVIDER, POD, enclave, 1);
     }
 
     function test_deposit_revertsOnAmountTooLarge() public {
@@ -309,11 +309,11 @@ contract PaymentTest is PaymentFixture {
         token.mint(PUBLISHER, amount);
         vm.expectRevert(abi.encodeWithSelector(Payment.AmountTooLarge.selector, amount));
         vm.prank(PUBLISHER);
-        payment.deposit(PROVIDER, POD, amount);
+        payment.deposit(PROVIDER, POD, enclave, amount);
 
         // One less fits exactly.
         vm.prank(PUBLISHER);
-        payment.deposit(PROVIDER, POD, amount - 1);
+        payment.deposit(PROVIDER, POD, enclave, amount - 1);
         assertEq(payment.getChannel(_id()).deposited, MAX_AMOUNT, "deposited");
     }
 
@@ -324,7 +324,7 @@ contract PaymentTest is PaymentFixture {
         bytes32 id = _create(1e18);
         vm.expectRevert(abi.encodeWithSignature("Panic(uint256)", uint256(0x11)));
         vm.prank(PUBLISHER);
-        payment.deposit(PROVIDER, POD, type(uint256).max);
+        payment.deposit(PROVIDER, POD, enclave, type(uint256).max);
         _assertChannel(id, enclave, 0, false, 1e18, 0, DELAY);
     }
 
@@ -336,7 +336,7 @@ contract PaymentTest is PaymentFixture {
         token.mint(PUBLISHER, amount);
         vm.expectRevert(abi.encodeWithSelector(Payment.AmountTooLarge.selector, amount));
         vm.prank(PUBLISHER);
-        payment.deposit(PROVIDER, POD, amount);
+        payment.deposit(PROVIDER, POD, enclave, amount);
     }
 
     function test_deposit_cancelsAPendingUnlock() public {
@@ -349,13 +349,13 @@ contract PaymentTest is PaymentFixture {
         vm.expectEmit(true, true, true, true, address(payment));
         emit Payment.Deposited(PUBLISHER, PROVIDER, id, 1, 1e18 + 1);
         vm.prank(PUBLISHER);
-        payment.deposit(PROVIDER, POD, 1);
+        payment.deposit(PROVIDER, POD, enclave, 1);
         _assertChannel(id, enclave, 0, false, 1e18 + 1, 0, DELAY);
 
         vm.warp(START + DELAY);
         vm.expectRevert(Payment.UnlockNotRequested.selector);
         vm.prank(PUBLISHER);
-        payment.withdrawUnlocked(PROVIDER, POD);
+        payment.withdrawUnlocked(PROVIDER, POD, enclave);
     }
 
     function test_deposit_cancelsAnElapsedUnlock() public {
@@ -364,18 +364,18 @@ contract PaymentTest is PaymentFixture {
         payment.requestUnlock(PROVIDER, POD);
         vm.warp(START + 2 * uint256(DELAY));
         vm.prank(PUBLISHER);
-        payment.deposit(PROVIDER, POD, 1);
+        payment.deposit(PROVIDER, POD, enclave, 1);
         assertEq(payment.getChannel(id).unlockAt, 0, "unlockAt");
         vm.expectRevert(Payment.UnlockNotRequested.selector);
         vm.prank(PUBLISHER);
-        payment.withdrawUnlocked(PROVIDER, POD);
+        payment.withdrawUnlocked(PROVIDER, POD, enclave);
     }
 
     function test_deposit_withoutPendingUnlockEmitsNoCancel() public {
         _create(1e18);
         vm.recordLogs();
         vm.prank(PUBLISHER);
-        payment.deposit(PROVIDER, POD, 1);
+        payment.deposit(PROVIDER, POD, enclave, 1);
         // Deposited and the token's Transfer, nothing else.
         assertEq(vm.getRecordedLogs().length, 2, "logs");
     }
@@ -385,14 +385,14 @@ contract PaymentTest is PaymentFixture {
         _claim(4e18);
         _unlockAndWait();
         vm.prank(PUBLISHER);
-        payment.withdrawUnlocked(PROVIDER, POD);
+        payment.withdrawUnlocked(PROVIDER, POD, enclave);
         // The withdrawal left the unlock requested; the deposit cancels it.
         vm.expectEmit(true, true, true, true, address(payment));
         emit Payment.UnlockCancelled(PUBLISHER, PROVIDER, id);
         vm.expectEmit(true, true, true, true, address(payment));
         emit Payment.Deposited(PUBLISHER, PROVIDER, id, 5e18, 9e18);
         vm.prank(PUBLISHER);
-        payment.deposit(PROVIDER, POD, 5e18);
+        payment.deposit(PROVIDER, POD, enclave, 5e18);
         _assertChannel(id, enclave, 0, false, 9e18, 4e18, DELAY);
         _claim(9e18);
         assertEq(token.balanceOf(PROVIDER), 9e18, "provider");
@@ -447,7 +447,7 @@ contract PaymentTest is PaymentFixture {
         _create(1e18);
         _unlockAndWait();
         vm.prank(PUBLISHER);
-        payment.withdrawUnlocked(PROVIDER, POD);
+        payment.withdrawUnlocked(PROVIDER, POD, enclave);
         vm.warp(block.timestamp + 7 days);
         vm.expectRevert(abi.encodeWithSelector(Payment.UnlockAlreadyRequested.selector, START + DELAY));
         vm.prank(PUBLISHER);
@@ -460,7 +460,7 @@ contract PaymentTest is PaymentFixture {
         payment.requestUnlock(PROVIDER, POD);
         assertEq(payment.getChannel(id).unlockAt, START, "unlockAt");
         vm.prank(PUBLISHER);
-        payment.withdrawUnlocked(PROVIDER, POD);
+        payment.withdrawUnlocked(PROVIDER, POD, enclave);
         assertEq(token.balanceOf(PUBLISHER), 1_000_000e18, "refunded");
     }
 
@@ -493,7 +493,7 @@ contract PaymentTest is PaymentFixture {
         vm.expectEmit(true, true, true, true, address(token));
         emit Transfer(address(payment), PUBLISHER, 7e18);
         vm.prank(PUBLISHER);
-        payment.withdrawUnlocked(PROVIDER, POD);
+        payment.withdrawUnlocked(PROVIDER, POD, enclave);
 
         assertEq(token.balanceOf(PUBLISHER) - before, 7e18, "publisher got the unclaimed");
         assertEq(token.balanceOf(address(payment)), 0, "payment empty");
@@ -508,10 +508,10 @@ contract PaymentTest is PaymentFixture {
         vm.warp(START + DELAY - 1);
         vm.expectRevert(abi.encodeWithSelector(Payment.UnlockPending.selector, START + DELAY));
         vm.prank(PUBLISHER);
-        payment.withdrawUnlocked(PROVIDER, POD);
+        payment.withdrawUnlocked(PROVIDER, POD, enclave);
         vm.warp(START + DELAY);
         vm.prank(PUBLISHER);
-        payment.withdrawUnlocked(PROVIDER, POD);
+        payment.withdrawUnlocked(PROVIDER, POD, enclave);
         assertEq(token.balanceOf(PUBLISHER), 1_000_000e18, "refunded");
     }
 
@@ -519,7 +519,7 @@ contract PaymentTest is PaymentFixture {
         _create(1e18);
         vm.expectRevert(Payment.UnlockNotRequested.selector);
         vm.prank(PUBLISHER);
-        payment.withdrawUnlocked(PROVIDER, POD);
+        payment.withdrawUnlocked(PROVIDER, POD, enclave);
     }
 
     function test_withdrawUnlocked_revertsWhilePending() public {
@@ -528,7 +528,7 @@ contract PaymentTest is PaymentFixture {
         payment.requestUnlock(PROVIDER, POD);
         vm.expectRevert(abi.encodeWithSelector(Payment.UnlockPending.selector, START + DELAY));
         vm.prank(PUBLISHER);
-        payment.withdrawUnlocked(PROVIDER, POD);
+        payment.withdrawUnlocked(PROVIDER, POD, enclave);
     }
 
     function test_withdrawUnlocked_revertsWhenEverythingWasClaimed() public {
@@ -537,18 +537,18 @@ contract PaymentTest is PaymentFixture {
         _unlockAndWait();
         vm.expectRevert(Payment.NothingToWithdraw.selector);
         vm.prank(PUBLISHER);
-        payment.withdrawUnlocked(PROVIDER, POD);
+        payment.withdrawUnlocked(PROVIDER, POD, enclave);
     }
 
     function test_withdrawUnlocked_revertsOnSecondWithdrawal() public {
         _create(1e18);
         _unlockAndWait();
         vm.prank(PUBLISHER);
-        payment.withdrawUnlocked(PROVIDER, POD);
+        payment.withdrawUnlocked(PROVIDER, POD, enclave);
         // The unlock stays requested, but there is nothing left.
         vm.expectRevert(Payment.NothingToWithdraw.selector);
         vm.prank(PUBLISHER);
-        payment.withdrawUnlocked(PROVIDER, POD);
+        payment.withdrawUnlocked(PROVIDER, POD, enclave);
         // Nor can a new unlock be requested over it.
         vm.expectRevert(abi.encodeWithSelector(Payment.UnlockAlreadyRequested.selector, START + DELAY));
         vm.prank(PUBLISHER);
@@ -560,7 +560,7 @@ contract PaymentTest is PaymentFixture {
         _claim(2e18);
         _unlockAndWait();
         vm.prank(PUBLISHER);
-        payment.withdrawUnlocked(PROVIDER, POD);
+        payment.withdrawUnlocked(PROVIDER, POD, enclave);
         _assertChannel(id, enclave, START + DELAY, false, 2e18, 2e18, DELAY);
 
         // Later on: still requested, still nothing to withdraw, and no claim fits.
@@ -568,7 +568,7 @@ contract PaymentTest is PaymentFixture {
         assertEq(payment.getChannel(id).unlockAt, START + DELAY, "still requested");
         vm.expectRevert(Payment.NothingToWithdraw.selector);
         vm.prank(PUBLISHER);
-        payment.withdrawUnlocked(PROVIDER, POD);
+        payment.withdrawUnlocked(PROVIDER, POD, enclave);
         CompactSignature memory s = _sign(ENCLAVE_KEY, id, 3e18, USAGE);
         vm.expectRevert(abi.encodeWithSelector(Payment.ClaimExceedsDeposit.selector, 3e18, 2e18));
         _claimWith(3e18, USAGE, s);
@@ -577,11 +577,11 @@ contract PaymentTest is PaymentFixture {
         vm.expectEmit(true, true, true, true, address(payment));
         emit Payment.UnlockCancelled(PUBLISHER, PROVIDER, id);
         vm.prank(PUBLISHER);
-        payment.deposit(PROVIDER, POD, 5e18);
+        payment.deposit(PROVIDER, POD, enclave, 5e18);
         _assertChannel(id, enclave, 0, false, 7e18, 2e18, DELAY);
         vm.expectRevert(Payment.UnlockNotRequested.selector);
         vm.prank(PUBLISHER);
-        payment.withdrawUnlocked(PROVIDER, POD);
+        payment.withdrawUnlocked(PROVIDER, POD, enclave);
         _claimWith(3e18, USAGE, s); // the old signature now fits
         assertEq(token.balanceOf(PROVIDER), 3e18, "provider");
 
@@ -593,12 +593,12 @@ contract PaymentTest is PaymentFixture {
         vm.warp(START + 30 days + DELAY - 1);
         vm.expectRevert(abi.encodeWithSelector(Payment.UnlockPending.selector, START + 30 days + DELAY));
         vm.prank(PUBLISHER);
-        payment.withdrawUnlocked(PROVIDER, POD);
+        payment.withdrawUnlocked(PROVIDER, POD, enclave);
         vm.warp(START + 30 days + DELAY);
         vm.expectEmit(true, true, true, true, address(payment));
         emit Payment.Withdrawn(PUBLISHER, PROVIDER, id, 4e18);
         vm.prank(PUBLISHER);
-        payment.withdrawUnlocked(PROVIDER, POD);
+        payment.withdrawUnlocked(PROVIDER, POD, enclave);
         _assertChannel(id, enclave, START + 30 days + DELAY, false, 3e18, 3e18, DELAY);
         assertEq(token.balanceOf(PUBLISHER), 1_000_000e18 - 3e18, "publisher paid exactly the claims");
     }
@@ -606,14 +606,14 @@ contract PaymentTest is PaymentFixture {
     function test_withdrawUnlocked_revertsOnUnknownChannel() public {
         vm.expectRevert(abi.encodeWithSelector(Payment.ChannelNotFound.selector, _id()));
         vm.prank(PUBLISHER);
-        payment.withdrawUnlocked(PROVIDER, POD);
+        payment.withdrawUnlocked(PROVIDER, POD, enclave);
     }
 
     function test_withdrawUnlocked_revertsOnClosedChannel() public {
         bytes32 id = _closeFullyClaimed();
         vm.expectRevert(abi.encodeWithSelector(Payment.ChannelIsClosed.selector, id));
         vm.prank(PUBLISHER);
-        payment.withdrawUnlocked(PROVIDER, POD);
+        payment.withdrawUnlocked(PROVIDER, POD, enclave);
     }
 
     function test_withdrawUnlocked_onlyThePublisherCanWithdraw() public {
@@ -622,10 +622,10 @@ contract PaymentTest is PaymentFixture {
         // The provider and a stranger address their own (non-existent) channels.
         vm.expectRevert(abi.encodeWithSelector(Payment.ChannelNotFound.selector, _id(PROVIDER, PROVIDER, POD)));
         vm.prank(PROVIDER);
-        payment.withdrawUnlocked(PROVIDER, POD);
+        payment.withdrawUnlocked(PROVIDER, POD, enclave);
         vm.expectRevert(abi.encodeWithSelector(Payment.ChannelNotFound.selector, _id(STRANGER, PROVIDER, POD)));
         vm.prank(STRANGER);
-        payment.withdrawUnlocked(PROVIDER, POD);
+        payment.withdrawUnlocked(PROVIDER, POD, enclave);
         assertEq(token.balanceOf(address(payment)), 1e18, "funds stay");
     }
 
@@ -635,7 +635,7 @@ contract PaymentTest is PaymentFixture {
         CompactSignature memory late = _sign(ENCLAVE_KEY, _id(), 5e18, USAGE);
         _unlockAndWait();
         vm.prank(PUBLISHER);
-        payment.withdrawUnlocked(PROVIDER, POD);
+        payment.withdrawUnlocked(PROVIDER, POD, enclave);
         vm.expectRevert(abi.encodeWithSelector(Payment.ClaimExceedsDeposit.selector, 5e18, 2e18));
         _claimWith(5e18, USAGE, late);
     }
@@ -655,7 +655,7 @@ contract PaymentTest is PaymentFixture {
         vm.expectEmit(true, true, true, true, address(token));
         emit Transfer(address(payment), PUBLISHER, 6e18);
         vm.prank(PUBLISHER);
-        payment.close(PROVIDER, POD);
+        payment.close(PROVIDER, POD, enclave);
 
         assertEq(token.balanceOf(PUBLISHER) - before, 6e18, "refund");
         assertEq(token.balanceOf(address(payment)), 0, "payment empty");
@@ -668,7 +668,7 @@ contract PaymentTest is PaymentFixture {
         _claim(10e18);
         vm.recordLogs();
         vm.prank(PUBLISHER);
-        payment.close(PROVIDER, POD);
+        payment.close(PROVIDER, POD, enclave);
         // ChannelClosed(refunded = 0) and nothing else: no token transfer.
         Vm.Log[] memory logs = vm.getRecordedLogs();
         assertEq(logs.length, 1, "logs");
@@ -687,24 +687,24 @@ contract PaymentTest is PaymentFixture {
         payment.requestUnlock(PROVIDER, POD);
         _claim(10e18); // the provider's final claim, during the delay
         vm.prank(PUBLISHER);
-        payment.close(PROVIDER, POD); // before unlockAt: nothing to refund, so no wait
+        payment.close(PROVIDER, POD, enclave); // before unlockAt: nothing to refund, so no wait
         _assertChannel(id, enclave, START + DELAY, true, 10e18, 10e18, DELAY);
         // A closed channel refuses everything, whatever its unlock time says.
         vm.warp(START + DELAY);
         vm.expectRevert(abi.encodeWithSelector(Payment.ChannelIsClosed.selector, id));
         vm.prank(PUBLISHER);
-        payment.withdrawUnlocked(PROVIDER, POD);
+        payment.withdrawUnlocked(PROVIDER, POD, enclave);
     }
 
     function test_close_afterAWithdrawalHasNoRemainder() public {
         bytes32 id = _create(10e18);
         _unlockAndWait();
         vm.prank(PUBLISHER);
-        payment.withdrawUnlocked(PROVIDER, POD);
+        payment.withdrawUnlocked(PROVIDER, POD, enclave);
         vm.expectEmit(true, true, true, true, address(payment));
         emit Payment.ChannelClosed(PUBLISHER, PROVIDER, id, 0);
         vm.prank(PUBLISHER);
-        payment.close(PROVIDER, POD);
+        payment.close(PROVIDER, POD, enclave);
         _assertChannel(id, enclave, START + DELAY, true, 0, 0, DELAY);
     }
 
@@ -713,7 +713,7 @@ contract PaymentTest is PaymentFixture {
         vm.warp(START + 10);
         _claim(10e18);
         vm.prank(PUBLISHER);
-        payment.close(PROVIDER, POD);
+        payment.close(PROVIDER, POD, enclave);
         _assertChannel(id, enclave, 0, true, 10e18, 10e18, DELAY, 1e18, START);
     }
 
@@ -722,7 +722,7 @@ contract PaymentTest is PaymentFixture {
         _claim(1);
         vm.expectRevert(Payment.UnlockNotRequested.selector);
         vm.prank(PUBLISHER);
-        payment.close(PROVIDER, POD);
+        payment.close(PROVIDER, POD, enclave);
     }
 
     function test_close_withRemainderRevertsWhileUnlockPending() public {
@@ -732,20 +732,20 @@ contract PaymentTest is PaymentFixture {
         vm.warp(START + DELAY - 1);
         vm.expectRevert(abi.encodeWithSelector(Payment.UnlockPending.selector, START + DELAY));
         vm.prank(PUBLISHER);
-        payment.close(PROVIDER, POD);
+        payment.close(PROVIDER, POD, enclave);
     }
 
     function test_close_revertsOnUnknownChannel() public {
         vm.expectRevert(abi.encodeWithSelector(Payment.ChannelNotFound.selector, _id()));
         vm.prank(PUBLISHER);
-        payment.close(PROVIDER, POD);
+        payment.close(PROVIDER, POD, enclave);
     }
 
     function test_close_revertsWhenAlreadyClosed() public {
         bytes32 id = _closeFullyClaimed();
         vm.expectRevert(abi.encodeWithSelector(Payment.ChannelIsClosed.selector, id));
         vm.prank(PUBLISHER);
-        payment.close(PROVIDER, POD);
+        payment.close(PROVIDER, POD, enclave);
     }
 
     function test_close_byAnotherSenderTargetsItsOwnChannel() public {
@@ -753,7 +753,7 @@ contract PaymentTest is PaymentFixture {
         _claim(10e18);
         vm.expectRevert(abi.encodeWithSelector(Payment.ChannelNotFound.selector, _id(PROVIDER, PROVIDER, POD)));
         vm.prank(PROVIDER);
-        payment.close(PROVIDER, POD);
+        payment.close(PROVIDER, POD, enclave);
     }
 
     function test_close_isFinalForClaims() public {
@@ -763,7 +763,7 @@ contract PaymentTest is PaymentFixture {
         CompactSignature memory same = _sign(ENCLAVE_KEY, id, 4e18, USAGE);
         _unlockAndWait();
         vm.prank(PUBLISHER);
-        payment.close(PROVIDER, POD);
+        payment.close(PROVIDER, POD, enclave);
 
         vm.expectRevert(abi.encodeWithSelector(Payment.ClaimExceedsDeposit.selector, 5e18, 4e18));
         _claimWith(5e18, USAGE, higher);
@@ -848,7 +848,7 @@ contract PaymentTest is PaymentFixture {
         _assertChannel(id, enclave, START + DELAY, false, 10e18, 6e18, DELAY);
         vm.warp(START + DELAY);
         vm.prank(PUBLISHER);
-        payment.withdrawUnlocked(PROVIDER, POD);
+        payment.withdrawUnlocked(PROVIDER, POD, enclave);
         assertEq(token.balanceOf(PUBLISHER), 1_000_000e18 - 6e18, "publisher got the rest");
         assertEq(token.balanceOf(PROVIDER), 6e18, "provider");
     }
@@ -860,7 +860,7 @@ contract PaymentTest is PaymentFixture {
         _claim(10e18);
         vm.expectRevert(Payment.NothingToWithdraw.selector);
         vm.prank(PUBLISHER);
-        payment.withdrawUnlocked(PROVIDER, POD);
+        payment.withdrawUnlocked(PROVIDER, POD, enclave);
     }
 
     function test_claim_revertsOnUnknownChannel() public {
@@ -895,7 +895,7 @@ contract PaymentTest is PaymentFixture {
         _claimWith(10e18 + 1, USAGE, s);
         // After a deposit it goes through.
         vm.prank(PUBLISHER);
-        payment.deposit(PROVIDER, POD, 1);
+        payment.deposit(PROVIDER, POD, enclave, 1);
         _claimWith(10e18 + 1, USAGE, s);
         assertEq(token.balanceOf(PROVIDER), 10e18 + 1, "provider");
     }
@@ -940,7 +940,7 @@ contract PaymentTest is PaymentFixture {
         bytes32 id = _create(1e12, DELAY, 1e12);
         vm.warp(START + 1000);
         vm.prank(PUBLISHER);
-        payment.deposit(PROVIDER, POD, 10e18);
+        payment.deposit(PROVIDER, POD, enclave, 10e18);
         _claimWith(1000e12, USAGE, _sign(ENCLAVE_KEY, id, 1000e12, USAGE));
         assertEq(token.balanceOf(PROVIDER), 1000e12, "provider");
     }
@@ -1395,7 +1395,7 @@ contract PaymentTest is PaymentFixture {
         _assertChannel(id, enclave, START + 5 + 3600, false, 10e18, 4e18, 3600, 1e18, START);
         vm.warp(START + 5 + 3600);
         vm.prank(PUBLISHER);
-        payment.close(PROVIDER, POD);
+        payment.close(PROVIDER, POD, enclave);
         _assertChannel(id, enclave, START + 5 + 3600, true, 4e18, 4e18, 3600, 1e18, START);
     }
 
@@ -1430,11 +1430,11 @@ contract PaymentTest is PaymentFixture {
     /// Calls back into Payment for the token to make: every entry point, a replayed and a fresh claim.
     function _reentryPayloads(bytes memory replay) private view returns (bytes[] memory payloads) {
         payloads = new bytes[](7);
-        payloads[0] = abi.encodeCall(Payment.deposit, (PROVIDER, POD, 1));
+        payloads[0] = abi.encodeCall(Payment.deposit, (PROVIDER, POD, enclave, 1));
         payloads[1] = replay;
         payloads[2] = _claimCall(POD, 2e18);
-        payloads[3] = abi.encodeCall(Payment.withdrawUnlocked, (PROVIDER, POD));
-        payloads[4] = abi.encodeCall(Payment.close, (PROVIDER, POD));
+        payloads[3] = abi.encodeCall(Payment.withdrawUnlocked, (PROVIDER, POD, enclave));
+        payloads[4] = abi.encodeCall(Payment.close, (PROVIDER, POD, enclave));
         payloads[5] = abi.encodeCall(Payment.create, (PROVIDER, keccak256("evil pod"), enclave, 1e18, 0, 0));
         payloads[6] = abi.encodeCall(Payment.requestUnlock, (PROVIDER, POD));
     }
@@ -1460,7 +1460,7 @@ contract PaymentTest is PaymentFixture {
 
         evil.arm(address(payment), p, afterMove);
         vm.prank(PUBLISHER);
-        payment.deposit(PROVIDER, pod, 5e18);
+        payment.deposit(PROVIDER, pod, enclave, 5e18);
 
         evil.arm(address(payment), p, afterMove);
         _claimOn(pod, 1e18);
@@ -1469,16 +1469,16 @@ contract PaymentTest is PaymentFixture {
         payment.requestUnlock(PROVIDER, pod);
         evil.arm(address(payment), p, afterMove);
         vm.prank(PUBLISHER);
-        payment.withdrawUnlocked(PROVIDER, pod);
+        payment.withdrawUnlocked(PROVIDER, pod, enclave);
 
         // Fund once more (which cancels the unlock), unlock again and close with a remainder.
         vm.prank(PUBLISHER);
-        payment.deposit(PROVIDER, pod, 3e18);
+        payment.deposit(PROVIDER, pod, enclave, 3e18);
         vm.prank(PUBLISHER);
         payment.requestUnlock(PROVIDER, pod);
         evil.arm(address(payment), p, afterMove);
         vm.prank(PUBLISHER);
-        payment.close(PROVIDER, pod);
+        payment.close(PROVIDER, pod, enclave);
         evil.disarm();
 
         // create, deposit, claim, withdrawUnlocked, close, plus the unarmed deposit: 5 armed.
@@ -1539,7 +1539,7 @@ contract PaymentTest is PaymentFixture {
         id = _create(1e18);
         _claim(1e18);
         vm.prank(PUBLISHER);
-        payment.close(PROVIDER, POD);
+        payment.close(PROVIDER, POD, enclave);
     }
 
     /// Slot `offset` of channel `id` (see CHANNELS_SLOT).

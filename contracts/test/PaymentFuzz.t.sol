@@ -71,14 +71,14 @@ contract PaymentFuzzTest is PaymentFixture {
             if (total + amount > MAX_AMOUNT) {
                 vm.expectRevert(abi.encodeWithSelector(Payment.AmountTooLarge.selector, amount));
                 vm.prank(PUBLISHER);
-                payment.deposit(PROVIDER, POD, amount);
+                payment.deposit(PROVIDER, POD, enclave, amount);
             } else {
                 token.mint(PUBLISHER, amount);
                 total += amount;
                 vm.expectEmit(true, true, true, true, address(payment));
                 emit Payment.Deposited(PUBLISHER, PROVIDER, id, amount, total);
                 vm.prank(PUBLISHER);
-                payment.deposit(PROVIDER, POD, amount);
+                payment.deposit(PROVIDER, POD, enclave, amount);
             }
         }
         assertEq(payment.getChannel(id).deposited, total, "deposited");
@@ -202,7 +202,7 @@ contract PaymentFuzzTest is PaymentFixture {
             emit Payment.Withdrawn(PUBLISHER, PROVIDER, id, deposit - claimDuringDelay);
         }
         vm.prank(PUBLISHER);
-        payment.withdrawUnlocked(PROVIDER, POD);
+        payment.withdrawUnlocked(PROVIDER, POD, enclave);
         bool withdrew = wait >= delay && claimDuringDelay != deposit;
         assertEq(token.balanceOf(PUBLISHER) - before, withdrew ? deposit - claimDuringDelay : 0, "withdrawn");
         assertEq(token.balanceOf(PROVIDER), claimDuringDelay, "provider");
@@ -216,7 +216,7 @@ contract PaymentFuzzTest is PaymentFixture {
         if (withdrew) {
             vm.expectRevert(Payment.NothingToWithdraw.selector);
             vm.prank(PUBLISHER);
-            payment.withdrawUnlocked(PROVIDER, POD);
+            payment.withdrawUnlocked(PROVIDER, POD, enclave);
         }
     }
 
@@ -241,13 +241,13 @@ contract PaymentFuzzTest is PaymentFixture {
         uint256 unlockAt = START + delay;
         vm.warp(unlockAt);
         vm.prank(PUBLISHER);
-        payment.withdrawUnlocked(PROVIDER, POD);
+        payment.withdrawUnlocked(PROVIDER, POD, enclave);
 
         vm.warp(unlockAt + later);
         _assertChannel(id, enclave, unlockAt, false, claimed, claimed, delay);
         vm.expectRevert(Payment.NothingToWithdraw.selector);
         vm.prank(PUBLISHER);
-        payment.withdrawUnlocked(PROVIDER, POD);
+        payment.withdrawUnlocked(PROVIDER, POD, enclave);
         vm.expectRevert(abi.encodeWithSelector(Payment.UnlockAlreadyRequested.selector, unlockAt));
         vm.prank(PUBLISHER);
         payment.requestUnlock(PROVIDER, POD);
@@ -257,11 +257,11 @@ contract PaymentFuzzTest is PaymentFixture {
         vm.expectEmit(true, true, true, true, address(payment));
         emit Payment.Deposited(PUBLISHER, PROVIDER, id, more, claimed + more);
         vm.prank(PUBLISHER);
-        payment.deposit(PROVIDER, POD, more);
+        payment.deposit(PROVIDER, POD, enclave, more);
         _assertChannel(id, enclave, 0, false, claimed + more, claimed, delay);
         vm.expectRevert(Payment.UnlockNotRequested.selector);
         vm.prank(PUBLISHER);
-        payment.withdrawUnlocked(PROVIDER, POD);
+        payment.withdrawUnlocked(PROVIDER, POD, enclave);
         assertEq(token.balanceOf(address(payment)), more, "the new funds are locked");
     }
 
@@ -276,11 +276,11 @@ contract PaymentFuzzTest is PaymentFixture {
         vm.expectEmit(true, true, true, true, address(payment));
         emit Payment.UnlockCancelled(PUBLISHER, PROVIDER, id);
         vm.prank(PUBLISHER);
-        payment.deposit(PROVIDER, POD, amount);
+        payment.deposit(PROVIDER, POD, enclave, amount);
         assertEq(payment.getChannel(id).unlockAt, 0, "cancelled");
         vm.expectRevert(Payment.UnlockNotRequested.selector);
         vm.prank(PUBLISHER);
-        payment.withdrawUnlocked(PROVIDER, POD);
+        payment.withdrawUnlocked(PROVIDER, POD, enclave);
     }
 
     function testFuzz_close_refundsExactlyTheUnclaimed(uint256 deposit, uint256 claimed, uint32 delay) public {
@@ -298,7 +298,7 @@ contract PaymentFuzzTest is PaymentFixture {
         vm.expectEmit(true, true, true, true, address(payment));
         emit Payment.ChannelClosed(PUBLISHER, PROVIDER, id, deposit - claimed);
         vm.prank(PUBLISHER);
-        payment.close(PROVIDER, POD);
+        payment.close(PROVIDER, POD, enclave);
         assertEq(token.balanceOf(PUBLISHER) - before, deposit - claimed, "refund");
         assertEq(token.balanceOf(PROVIDER), claimed, "provider");
         assertEq(token.balanceOf(address(payment)), 0, "empty");
@@ -402,7 +402,7 @@ contract PaymentFuzzTest is PaymentFixture {
         assertEq(payment.getChannel(id).unlockAt, timestamp + delay, "unlockAt");
         vm.warp(timestamp + delay);
         vm.prank(PUBLISHER);
-        payment.withdrawUnlocked(PROVIDER, POD);
+        payment.withdrawUnlocked(PROVIDER, POD, enclave);
         assertEq(payment.unclaimed(id), 0, "withdrawn");
     }
 }

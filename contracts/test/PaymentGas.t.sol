@@ -119,9 +119,9 @@ contract PaymentGas is TestBase {
     }
 
     function test_gas_deposit() public {
-        bytes memory data = abi.encodeCall(Payment.deposit, (providerWarm, podDeposit, 50e18));
+        bytes memory data = abi.encodeCall(Payment.deposit, (providerWarm, podDeposit, enclave, 50e18));
         vm.prank(publisher);
-        payment.deposit(providerWarm, podDeposit, 50e18);
+        payment.deposit(providerWarm, podDeposit, enclave, 50e18);
         _record("deposit", data);
     }
 
@@ -160,9 +160,9 @@ contract PaymentGas is TestBase {
     }
 
     function test_gas_withdrawUnlocked() public {
-        bytes memory data = abi.encodeCall(Payment.withdrawUnlocked, (providerWarm, podWithdraw));
+        bytes memory data = abi.encodeCall(Payment.withdrawUnlocked, (providerWarm, podWithdraw, enclave));
         vm.prank(publisher);
-        payment.withdrawUnlocked(providerWarm, podWithdraw);
+        payment.withdrawUnlocked(providerWarm, podWithdraw, enclave);
         _record("withdrawUnlocked", data);
         require(payment.unclaimed(payment.channelId(publisher, providerWarm, podWithdraw)) == 0, "withdrawn");
     }

@@ -80,7 +80,8 @@ library PaymentSpec {
 abstract contract PaymentFixture is TestBase {
     bytes32 internal constant DOMAIN_TYPEHASH = PaymentSpec.DOMAIN_TYPEHASH;
     bytes32 internal constant CLAIM_TYPEHASH = PaymentSpec.CLAIM_TYPEHASH;
-    uint256 internal constant MAX_AMOUNT = type(uint128).max;
+    /// Payment keeps amounts in uint104 (its `Balance` slot); AmountTooLarge above.
+    uint256 internal constant MAX_AMOUNT = type(uint104).max;
 
     uint256 internal constant ENCLAVE_KEY = 0xE7C1A7E;
     uint256 internal constant OTHER_KEY = 0xBAD5EED;
@@ -196,7 +197,7 @@ abstract contract PaymentFixture is TestBase {
 
     // --- stored state ---
 
-    /// An uncapped channel (or none, with signer zero): nothing in the cap record.
+    /// An uncapped channel (or none, with signer zero): maxRate and createdAt read as zero.
     function _assertChannel(
         bytes32 id,
         address signer,
@@ -222,17 +223,15 @@ abstract contract PaymentFixture is TestBase {
         uint256 maxRate,
         uint256 createdAt
     ) internal view {
-        Payment.Channel memory ch = payment.getChannel(id);
+        Payment.ChannelView memory ch = payment.getChannel(id);
         assertEq(ch.enclaveSigner, signer, "enclaveSigner");
         assertEq(ch.unlockAt, unlockAt, "unlockAt");
         assertEq(ch.unlockDelay, delay, "unlockDelay");
         assertEq(ch.closed, closed, "closed");
-        assertEq(ch.capped, maxRate != 0, "capped");
         assertEq(ch.deposited, deposited, "deposited");
         assertEq(ch.claimed, claimed, "claimed");
         assertEq(payment.unclaimed(id), deposited - claimed, "unclaimed");
-        Payment.Cap memory cap = payment.getCap(id);
-        assertEq(cap.maxRate, maxRate, "cap.maxRate");
-        assertEq(cap.createdAt, createdAt, "cap.createdAt");
+        assertEq(ch.maxRate, maxRate, "maxRate");
+        assertEq(ch.createdAt, createdAt, "createdAt");
     }
 }
