@@ -7,7 +7,7 @@ import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 import {Payment} from "../src/Payment.sol";
 import {MockERC20} from "./utils/MockERC20.sol";
-import {CompactSignature, PaymentFixture, PaymentSpec} from "./utils/PaymentFixture.sol";
+import {CompactSignature, PaymentFixture, PaymentLayout, PaymentSpec} from "./utils/PaymentFixture.sol";
 import {ReentrantToken} from "./utils/ReentrantToken.sol";
 import {Vm} from "./utils/Vm.sol";
 
@@ -16,11 +16,6 @@ contract PaymentTest is PaymentFixture {
     event Transfer(address indexed from, address indexed to, uint256 value);
 
     bytes32 internal constant USAGE = keccak256("usage report #1");
-
-    /// Payment's storage layout (`forge inspect Payment storageLayout`): EIP712's two fallback
-    /// strings take slots 0 and 1, then the channel and cap mappings.
-    uint256 internal constant CHANNELS_SLOT = 2;
-    uint256 internal constant CAPS_SLOT = 3;
 
     function setUp() public {
         _deploy();
@@ -152,7 +147,7 @@ contract PaymentTest is PaymentFixture {
     }
 
     function test_create_acceptsTheLargestAmount() public {
-        assertEq(MAX_AMOUNT, type(uint128).max, "the limit is uint128");
+        assertEq(MAX_AMOUNT, type(uint104).max, "the limit is uint104");
         token.mint(PUBLISHER, MAX_AMOUNT);
         bytes32 id = _create(MAX_AMOUNT);
         assertEq(payment.getChannel(id).deposited, MAX_AMOUNT, "deposited");
@@ -209,9 +204,9 @@ contract PaymentTest is PaymentFixture {
         _create(100e18, DELAY, 0);
         bytes32[] memory written = _distinctWrites();
         assertEq(written.length, 2, "an uncapped channel takes two slots");
-        assertTrue(_contains(written, _channelSlot(id, 0)), "slot 0");
-        assertTrue(_contains(written, _channelSlot(id, 1)), "slot 1");
-        assertEq(vm.load(address(payment), _capSlot(id)), bytes32(0), "no cap record");
+        assertTrue(_contains(written, PaymentLayout.channelSlot(id)), "channel slot");
+        assertTrue(_contains(written, PaymentLayout.balanceSlot(id, enclave)), "balance slot");
+        assertEq(vm.load(address(payment), PaymentLayout.capSlot(id)), bytes32(0), "no cap record");
     }
 
     function test_create_cappedWritesAThirdSlot() public {
@@ -220,35 +215,81 @@ contract PaymentTest is PaymentFixture {
         _create(100e18, DELAY, 9);
         bytes32[] memory written = _distinctWrites();
         assertEq(written.length, 3, "a capped channel takes three slots");
-        assertTrue(_contains(written, _channelSlot(id, 0)), "slot 0");
-        assertTrue(_contains(written, _channelSlot(id, 1)), "slot 1");
-        assertTrue(_contains(written, _capSlot(id)), "cap slot");
+        assertTrue(_contains(written, PaymentLayout.channelSlot(id)), "channel slot");
+        assertTrue(_contains(written, PaymentLayout.balanceSlot(id, enclave)), "balance slot");
+        assertTrue(_contains(written, PaymentLayout.capSlot(id)), "cap slot");
     }
 
     function test_create_storageIsPackedAsDocumented() public {
         uint128 rate = type(uint128).max - 1;
         uint32 delay = type(uint32).max - 2;
-        bytes32 id = _create(100e18, delay, rate);
+        uint256 amount = MAX_AMOUNT - 5; // full width, to catch any overlap with `claimed`
+        token.mint(PUBLISHER, amount);
+        bytes32 id = _create(amount, delay, rate);
         vm.warp(START + 9);
         _claim(9);
         vm.prank(PUBLISHER);
         payment.requestUnlock(PROVIDER, POD);
         uint256 unlockAt = START + 9 + uint256(delay);
 
-        // slot 0: enclaveSigner (160) | unlockAt (40) | unlockDelay (32) | closed (8) | capped (8)
-        uint256 s0 = uint256(vm.load(address(payment), _channelSlot(id, 0)));
-        assertEq(s0, uint256(uint160(enclave)) | unlockAt << 160 | uint256(delay) << 200 | 1 << 240, "slot 0");
-        // slot 1: deposited (128) | claimed (128)
-        assertEq(uint256(vm.load(address(payment), _channelSlot(id, 1))), 100e18 | 9 << 128, "slot 1");
-        // cap: maxRate (128) | createdAt (40)
-        assertEq(uint256(vm.load(address(payment), _capSlot(id))), uint256(rate) | START << 128, "cap slot");
+        // Channel: enclaveSigner (160) | unlockDelay (32); nothing else, ever.
+        bytes32 channel = PaymentLayout.channelSlot(id);
+        assertEq(vm.load(address(payment), channel), PaymentLayout.packChannel(enclave, delay), "channel slot");
+        assertEq(
+            uint256(vm.load(address(payment), channel)), uint256(uint160(enclave)) | uint256(delay) << 160, "literal"
+        );
+        // Balance: deposited (104) | claimed (104) | unlockAt (40) | flags (8): EXISTS | CAPPED.
+        bytes32 balance = PaymentLayout.balanceSlot(id, enclave);
+        assertEq(
+            uint256(vm.load(address(payment), balance)),
+            amount | 9 << 104 | unlockAt << 208 | (1 | 4) << 248,
+            "balance slot"
+        );
+        assertEq(
+            vm.load(address(payment), balance),
+            PaymentLayout.packBalance(amount, 9, unlockAt, PaymentLayout.EXISTS | PaymentLayout.CAPPED),
+            "balance slot, packed"
+        );
+        // Cap: maxRate (128) | createdAt (40).
+        assertEq(uint256(vm.load(address(payment), PaymentLayout.capSlot(id))), uint256(rate) | START << 128, "cap");
 
-        // After closing, the closed flag joins slot 0.
+        // After closing, the CLOSED flag joins the Balance slot and what was unclaimed is gone.
         vm.warp(unlockAt);
         vm.prank(PUBLISHER);
         payment.close(PROVIDER, POD, enclave);
-        s0 = uint256(vm.load(address(payment), _channelSlot(id, 0)));
-        assertEq(s0 >> 232, 1 | 1 << 8, "closed and capped");
+        assertEq(
+            vm.load(address(payment), balance),
+            PaymentLayout.packBalance(
+                9, 9, unlockAt, PaymentLayout.EXISTS | PaymentLayout.CLOSED | PaymentLayout.CAPPED
+            ),
+            "closed balance slot"
+        );
+        assertEq(uint256(vm.load(address(payment), balance)) >> 248, 1 | 2 | 4, "exists, closed and capped");
+        assertEq(vm.load(address(payment), channel), PaymentLayout.packChannel(enclave, delay), "channel unchanged");
+    }
+
+    function test_create_uncappedBalanceHasOnlyTheExistsFlag() public {
+        bytes32 id = _create(7, DELAY, 0);
+        assertEq(
+            vm.load(address(payment), PaymentLayout.balanceSlot(id, enclave)),
+            PaymentLayout.packBalance(7, 0, 0, PaymentLayout.EXISTS),
+            "balance slot"
+        );
+        // No Balance under any other signer, nor under the tag-less key (a plain mapping slot).
+        assertEq(vm.load(address(payment), PaymentLayout.balanceSlot(id, otherSigner)), 0, "other signer");
+        assertEq(vm.load(address(payment), PaymentLayout.balanceSlot(id, address(0))), 0, "zero signer");
+        assertEq(vm.load(address(payment), keccak256(abi.encode(id, uint256(uint160(enclave))))), 0, "untagged");
+    }
+
+    function test_create_balanceSlotIsApartFromTheMappings() public pure {
+        // The tag bit puts a Balance key above any mapping index (2 and 3 here), whatever the signer.
+        bytes32 id = keccak256("any channel");
+        address[3] memory signers = [address(0), address(uint160(2)), address(type(uint160).max)];
+        for (uint256 i; i < signers.length; ++i) {
+            bytes32 b = PaymentLayout.balanceSlot(id, signers[i]);
+            assertTrue(b != PaymentLayout.channelSlot(id), "not the channel slot");
+            assertTrue(b != PaymentLayout.capSlot(id), "not the cap slot");
+        }
     }
 
     // =============================================================================================
@@ -286,6 +327,63 @@ contract PaymentTest is PaymentFixture {
         vm.expectRevert(abi.encodeWithSelector(Payment.ChannelNotFound.selector, _id()));
         vm.prank(PUBLISHER);
         payment.deposit(PROVIDER, POD, enclave, 1);
+    }
+
+    function test_deposit_revertsOnWrongEnclaveSigner() public {
+        bytes32 id = _create(1e18);
+        address[] memory wrong = _wrongSigners();
+        for (uint256 i; i < wrong.length; ++i) {
+            _expectWrongSigner(id, wrong[i]);
+            vm.prank(PUBLISHER);
+            payment.deposit(PROVIDER, POD, wrong[i], 1);
+        }
+        _assertChannel(id, enclave, 0, false, 1e18, 0, DELAY);
+        assertEq(token.balanceOf(address(payment)), 1e18, "nothing pulled");
+        // Nothing was written under the wrong signers either.
+        for (uint256 i; i < wrong.length; ++i) {
+            assertEq(vm.load(address(payment), PaymentLayout.balanceSlot(id, wrong[i])), 0, "no stray balance");
+        }
+    }
+
+    function test_deposit_wrongSignerDoesNotCancelAnUnlock() public {
+        bytes32 id = _create(1e18);
+        vm.prank(PUBLISHER);
+        payment.requestUnlock(PROVIDER, POD);
+        _expectWrongSigner(id, otherSigner);
+        vm.prank(PUBLISHER);
+        payment.deposit(PROVIDER, POD, otherSigner, 1);
+        _assertChannel(id, enclave, START + DELAY, false, 1e18, 0, DELAY);
+    }
+
+    function test_deposit_checkOrder() public {
+        bytes32 id = _create(1e18);
+        // ZeroAmount before the signer check...
+        vm.expectRevert(Payment.ZeroAmount.selector);
+        vm.prank(PUBLISHER);
+        payment.deposit(PROVIDER, POD, otherSigner, 0);
+        // ...and the signer check before AmountTooLarge.
+        _expectWrongSigner(id, otherSigner);
+        vm.prank(PUBLISHER);
+        payment.deposit(PROVIDER, POD, otherSigner, type(uint256).max);
+        // On a closed channel a wrong signer is reported as such (its slot is not the channel's).
+        _claim(1e18);
+        vm.prank(PUBLISHER);
+        payment.close(PROVIDER, POD, enclave);
+        _expectWrongSigner(id, otherSigner);
+        vm.prank(PUBLISHER);
+        payment.deposit(PROVIDER, POD, otherSigner, 1);
+        vm.expectRevert(abi.encodeWithSelector(Payment.ChannelIsClosed.selector, id));
+        vm.prank(PUBLISHER);
+        payment.deposit(PROVIDER, POD, enclave, 1);
+    }
+
+    function test_deposit_unknownChannelIsNotFoundWhateverTheSigner() public {
+        address[] memory signers = _wrongSigners();
+        for (uint256 i; i < signers.length; ++i) {
+            vm.expectRevert(abi.encodeWithSelector(Payment.ChannelNotFound.selector, _id()));
+            vm.prank(PUBLISHER);
+            payment.deposit(PROVIDER, POD, signers[i], 1);
+        }
     }
 
     function test_deposit_byAnotherSenderTargetsItsOwnChannel() public {
@@ -609,6 +707,56 @@ contract PaymentTest is PaymentFixture {
         payment.withdrawUnlocked(PROVIDER, POD, enclave);
     }
 
+    function test_withdrawUnlocked_revertsOnWrongEnclaveSigner() public {
+        bytes32 id = _create(10e18);
+        _claim(3e18);
+        _unlockAndWait();
+        address[] memory wrong = _wrongSigners();
+        for (uint256 i; i < wrong.length; ++i) {
+            _expectWrongSigner(id, wrong[i]);
+            vm.prank(PUBLISHER);
+            payment.withdrawUnlocked(PROVIDER, POD, wrong[i]);
+        }
+        _assertChannel(id, enclave, START + DELAY, false, 10e18, 3e18, DELAY);
+        assertEq(token.balanceOf(address(payment)), 7e18, "funds stay");
+        // The recorded signer works.
+        vm.prank(PUBLISHER);
+        payment.withdrawUnlocked(PROVIDER, POD, enclave);
+        assertEq(token.balanceOf(address(payment)), 0, "withdrawn");
+    }
+
+    function test_withdrawUnlocked_signerCheckComesFirst() public {
+        // Before the unlock checks (not requested, pending, nothing left) and before ChannelIsClosed.
+        bytes32 id = _create(1e18);
+        _expectWrongSigner(id, otherSigner);
+        vm.prank(PUBLISHER);
+        payment.withdrawUnlocked(PROVIDER, POD, otherSigner);
+        vm.prank(PUBLISHER);
+        payment.requestUnlock(PROVIDER, POD);
+        _expectWrongSigner(id, otherSigner);
+        vm.prank(PUBLISHER);
+        payment.withdrawUnlocked(PROVIDER, POD, otherSigner);
+        _claim(1e18);
+        vm.warp(START + DELAY);
+        _expectWrongSigner(id, otherSigner);
+        vm.prank(PUBLISHER);
+        payment.withdrawUnlocked(PROVIDER, POD, otherSigner);
+        vm.prank(PUBLISHER);
+        payment.close(PROVIDER, POD, enclave);
+        _expectWrongSigner(id, otherSigner);
+        vm.prank(PUBLISHER);
+        payment.withdrawUnlocked(PROVIDER, POD, otherSigner);
+    }
+
+    function test_withdrawUnlocked_unknownChannelIsNotFoundWhateverTheSigner() public {
+        vm.expectRevert(abi.encodeWithSelector(Payment.ChannelNotFound.selector, _id()));
+        vm.prank(PUBLISHER);
+        payment.withdrawUnlocked(PROVIDER, POD, otherSigner);
+        vm.expectRevert(abi.encodeWithSelector(Payment.ChannelNotFound.selector, _id()));
+        vm.prank(PUBLISHER);
+        payment.withdrawUnlocked(PROVIDER, POD, address(0));
+    }
+
     function test_withdrawUnlocked_revertsOnClosedChannel() public {
         bytes32 id = _closeFullyClaimed();
         vm.expectRevert(abi.encodeWithSelector(Payment.ChannelIsClosed.selector, id));
@@ -739,6 +887,48 @@ contract PaymentTest is PaymentFixture {
         vm.expectRevert(abi.encodeWithSelector(Payment.ChannelNotFound.selector, _id()));
         vm.prank(PUBLISHER);
         payment.close(PROVIDER, POD, enclave);
+    }
+
+    function test_close_revertsOnWrongEnclaveSigner() public {
+        bytes32 id = _create(10e18);
+        _claim(10e18); // nothing left: the signer is the only thing in the way
+        address[] memory wrong = _wrongSigners();
+        for (uint256 i; i < wrong.length; ++i) {
+            _expectWrongSigner(id, wrong[i]);
+            vm.prank(PUBLISHER);
+            payment.close(PROVIDER, POD, wrong[i]);
+        }
+        _assertChannel(id, enclave, 0, false, 10e18, 10e18, DELAY);
+        vm.prank(PUBLISHER);
+        payment.close(PROVIDER, POD, enclave);
+        _assertChannel(id, enclave, 0, true, 10e18, 10e18, DELAY);
+        // Once closed, a wrong signer is still reported as wrong, the right one as closed.
+        _expectWrongSigner(id, otherSigner);
+        vm.prank(PUBLISHER);
+        payment.close(PROVIDER, POD, otherSigner);
+        vm.expectRevert(abi.encodeWithSelector(Payment.ChannelIsClosed.selector, id));
+        vm.prank(PUBLISHER);
+        payment.close(PROVIDER, POD, enclave);
+    }
+
+    function test_close_withRemainderWrongSignerRefundsNothing() public {
+        bytes32 id = _create(10e18);
+        _claim(4e18);
+        _unlockAndWait();
+        _expectWrongSigner(id, otherSigner);
+        vm.prank(PUBLISHER);
+        payment.close(PROVIDER, POD, otherSigner);
+        assertEq(token.balanceOf(address(payment)), 6e18, "funds stay");
+        _assertChannel(id, enclave, START + DELAY, false, 10e18, 4e18, DELAY);
+    }
+
+    function test_close_unknownChannelIsNotFoundWhateverTheSigner() public {
+        vm.expectRevert(abi.encodeWithSelector(Payment.ChannelNotFound.selector, _id()));
+        vm.prank(PUBLISHER);
+        payment.close(PROVIDER, POD, otherSigner);
+        vm.expectRevert(abi.encodeWithSelector(Payment.ChannelNotFound.selector, _id()));
+        vm.prank(PUBLISHER);
+        payment.close(PROVIDER, POD, address(0));
     }
 
     function test_close_revertsWhenAlreadyClosed() public {
@@ -900,15 +1090,19 @@ contract PaymentTest is PaymentFixture {
         assertEq(token.balanceOf(PROVIDER), 10e18 + 1, "provider");
     }
 
-    function test_claim_revertsOnAmountsBeyondUint128() public {
-        // A cumulative amount above uint128 can never fit the deposit: no truncation on the way.
+    function test_claim_revertsOnAmountsBeyondUint104() public {
+        // A cumulative amount above uint104 can never fit the deposit: no truncation on the way.
         token.mint(PUBLISHER, MAX_AMOUNT);
         bytes32 id = _create(MAX_AMOUNT);
-        uint256 huge = uint256(type(uint128).max) + 1;
-        CompactSignature memory s = _sign(ENCLAVE_KEY, id, huge, USAGE);
-        vm.expectRevert(abi.encodeWithSelector(Payment.ClaimExceedsDeposit.selector, huge, MAX_AMOUNT));
-        _claimWith(huge, USAGE, s);
-        // The whole uint128 range is claimable.
+        uint256[3] memory huge =
+            [uint256(type(uint104).max) + 1, uint256(type(uint104).max) << 104 | 5, type(uint256).max];
+        for (uint256 i; i < huge.length; ++i) {
+            CompactSignature memory h = _sign(ENCLAVE_KEY, id, huge[i], USAGE);
+            vm.expectRevert(abi.encodeWithSelector(Payment.ClaimExceedsDeposit.selector, huge[i], MAX_AMOUNT));
+            _claimWith(huge[i], USAGE, h);
+        }
+        // The whole uint104 range is claimable.
+        CompactSignature memory s;
         s = _sign(ENCLAVE_KEY, id, MAX_AMOUNT, USAGE);
         _claimWith(MAX_AMOUNT, USAGE, s);
         assertEq(token.balanceOf(PROVIDER), MAX_AMOUNT, "provider");
@@ -973,17 +1167,21 @@ contract PaymentTest is PaymentFixture {
 
     // --- claim: storage ---------------------------------------------------------------------------
 
-    function test_claim_uncappedNeverReadsTheCapSlot() public {
+    function test_claim_uncappedReadsAndWritesOneSlot() public {
+        // The fast path: the recovered signer's Balance slot, and nothing else (no Channel, no Cap).
         bytes32 id = _create(10e18);
         CompactSignature memory s = _sign(ENCLAVE_KEY, id, 1e18, USAGE);
         vm.record();
         _claimWith(1e18, USAGE, s);
         (bytes32[] memory reads, bytes32[] memory writes) = vm.accesses(address(payment));
-        assertFalse(_contains(reads, _capSlot(id)), "cap slot not read");
-        assertTrue(_contains(reads, _channelSlot(id, 0)), "slot 0 read");
-        assertTrue(_contains(reads, _channelSlot(id, 1)), "slot 1 read");
+        bytes32 balance = PaymentLayout.balanceSlot(id, enclave);
+        assertEq(_distinct(reads).length, 1, "one slot read");
+        assertTrue(_contains(reads, balance), "the balance slot");
+        assertFalse(_contains(reads, PaymentLayout.capSlot(id)), "cap slot not read");
+        assertFalse(_contains(reads, PaymentLayout.channelSlot(id)), "channel slot not read");
         assertEq(_distinct(writes).length, 1, "one slot written");
-        assertTrue(_contains(writes, _channelSlot(id, 1)), "claimed, in slot 1");
+        assertTrue(_contains(writes, balance), "claimed, in the balance slot");
+        assertEq(vm.load(address(payment), balance), PaymentLayout.packBalance(10e18, 1e18, 0, 1), "stored");
     }
 
     function test_claim_cappedReadsTheCapSlot() public {
@@ -993,9 +1191,53 @@ contract PaymentTest is PaymentFixture {
         vm.record();
         _claimWith(1e18, USAGE, s);
         (bytes32[] memory reads, bytes32[] memory writes) = vm.accesses(address(payment));
-        assertTrue(_contains(reads, _capSlot(id)), "cap slot read");
+        bytes32 balance = PaymentLayout.balanceSlot(id, enclave);
+        assertEq(_distinct(reads).length, 2, "two slots read");
+        assertTrue(_contains(reads, balance), "balance slot read");
+        assertTrue(_contains(reads, PaymentLayout.capSlot(id)), "cap slot read");
+        assertFalse(_contains(reads, PaymentLayout.channelSlot(id)), "channel slot not read");
         assertEq(_distinct(writes).length, 1, "one slot written");
-        assertTrue(_contains(writes, _channelSlot(id, 1)), "claimed, in slot 1");
+        assertTrue(_contains(writes, balance), "claimed, in the balance slot");
+    }
+
+    function test_claim_forgedSignatureFindsAnEmptySlotAndWritesNothing() public {
+        // Another key's signature recovers that key, whose Balance slot of this channel was never
+        // funded; the slow path then reads the channel and names the reason.
+        bytes32 id = _create(10e18);
+        CompactSignature memory s = _sign(OTHER_KEY, id, 1e18, USAGE);
+        bytes memory call = abi.encodeCall(Payment.claim, (PUBLISHER, PROVIDER, POD, 1e18, USAGE, s.r, s.vs));
+        vm.record();
+        (bool ok, bytes memory ret) = address(payment).call(call);
+        (bytes32[] memory reads, bytes32[] memory writes) = vm.accesses(address(payment));
+        assertFalse(ok, "refused");
+        assertEq(
+            keccak256(ret),
+            keccak256(abi.encodeWithSelector(Payment.InvalidSignature.selector, otherSigner, enclave)),
+            "error"
+        );
+        assertTrue(_contains(reads, PaymentLayout.balanceSlot(id, otherSigner)), "the forger's slot");
+        assertTrue(_contains(reads, PaymentLayout.channelSlot(id)), "then the channel");
+        assertTrue(_contains(reads, PaymentLayout.balanceSlot(id, enclave)), "then the real balance");
+        assertEq(writes.length, 0, "nothing written");
+        assertEq(vm.load(address(payment), PaymentLayout.balanceSlot(id, otherSigner)), 0, "still empty");
+        _assertChannel(id, enclave, 0, false, 10e18, 0, DELAY);
+    }
+
+    function test_claim_malformedSignatureReadsTheZeroSignersEmptySlot() public {
+        // tryRecover yields zero for a malformed signature; zero can never be a channel's signer.
+        bytes32 id = _create(10e18);
+        bytes memory call = abi.encodeCall(Payment.claim, (PUBLISHER, PROVIDER, POD, 1e18, USAGE, 0, 0));
+        vm.record();
+        (bool ok, bytes memory ret) = address(payment).call(call);
+        (bytes32[] memory reads,) = vm.accesses(address(payment));
+        assertFalse(ok, "refused");
+        assertEq(
+            keccak256(ret),
+            keccak256(abi.encodeWithSelector(Payment.InvalidSignature.selector, address(0), enclave)),
+            "error"
+        );
+        assertTrue(_contains(reads, PaymentLayout.balanceSlot(id, address(0))), "the zero signer's slot");
+        assertEq(vm.load(address(payment), PaymentLayout.balanceSlot(id, address(0))), 0, "empty");
     }
 
     // --- claim: signatures ------------------------------------------------------------------------
@@ -1364,24 +1606,34 @@ contract PaymentTest is PaymentFixture {
         assertEq(payment.unclaimed(keccak256("nothing")), 0, "unclaimed");
     }
 
-    function test_views_getCap() public {
+    function test_views_capFieldsInGetChannel() public {
         // Zeros for an unknown and for an uncapped channel; the rate and creation time otherwise.
-        Payment.Cap memory cap = payment.getCap(_id());
-        assertEq(cap.maxRate, 0, "unknown: maxRate");
-        assertEq(cap.createdAt, 0, "unknown: createdAt");
+        Payment.ChannelView memory v = payment.getChannel(_id());
+        assertEq(v.maxRate, 0, "unknown: maxRate");
+        assertEq(v.createdAt, 0, "unknown: createdAt");
+        vm.warp(START + 77);
         bytes32 uncapped = _create(1e18, DELAY, 0);
-        cap = payment.getCap(uncapped);
-        assertEq(cap.maxRate, 0, "uncapped: maxRate");
-        assertEq(cap.createdAt, 0, "uncapped: createdAt");
-        assertFalse(payment.getChannel(uncapped).capped, "uncapped: flag");
+        v = payment.getChannel(uncapped);
+        assertEq(v.maxRate, 0, "uncapped: maxRate");
+        assertEq(v.createdAt, 0, "uncapped: createdAt");
+        assertEq(uint256(vm.load(address(payment), PaymentLayout.balanceSlot(uncapped, enclave))) >> 248, 1, "flags");
 
         vm.warp(START + 123);
         vm.prank(PUBLISHER);
         bytes32 capped = payment.create(PROVIDER, keccak256("capped"), enclave, 1e18, DELAY, 456);
-        cap = payment.getCap(capped);
-        assertEq(cap.maxRate, 456, "capped: maxRate");
-        assertEq(cap.createdAt, START + 123, "capped: createdAt");
-        assertTrue(payment.getChannel(capped).capped, "capped: flag");
+        v = payment.getChannel(capped);
+        assertEq(v.maxRate, 456, "capped: maxRate");
+        assertEq(v.createdAt, START + 123, "capped: createdAt");
+        assertEq(uint256(vm.load(address(payment), PaymentLayout.balanceSlot(capped, enclave))) >> 248, 5, "flags");
+    }
+
+    function test_views_getChannelReadsTheRecordedSignersBalance() public {
+        // The view follows Channel.enclaveSigner to its Balance slot; stray slots do not show.
+        bytes32 id = _create(3e18, DELAY, 0);
+        vm.store(address(payment), PaymentLayout.balanceSlot(id, otherSigner), PaymentLayout.packBalance(9, 9, 9, 7));
+        _assertChannel(id, enclave, 0, false, 3e18, 0, DELAY);
+        // Of an unknown channel, the zero signer's slot: empty, so all zeros.
+        _assertChannel(keccak256("unknown"), address(0), 0, false, 0, 0, 0);
     }
 
     function test_views_followTheLifecycle() public {
@@ -1511,7 +1763,7 @@ contract PaymentTest is PaymentFixture {
     }
 
     function _assertChannelClosed(bytes32 id, uint256 claimed) private view {
-        Payment.Channel memory ch = payment.getChannel(id);
+        Payment.ChannelView memory ch = payment.getChannel(id);
         assertTrue(ch.closed, "closed");
         assertEq(ch.deposited, claimed, "deposited");
         assertEq(ch.claimed, claimed, "claimed");
@@ -1542,14 +1794,19 @@ contract PaymentTest is PaymentFixture {
         payment.close(PROVIDER, POD, enclave);
     }
 
-    /// Slot `offset` of channel `id` (see CHANNELS_SLOT).
-    function _channelSlot(bytes32 id, uint256 offset) private pure returns (bytes32) {
-        return bytes32(uint256(keccak256(abi.encode(id, CHANNELS_SLOT))) + offset);
+    /// Signers other than the default channel's enclave: another key, zero, the parties, a near miss.
+    function _wrongSigners() private view returns (address[] memory wrong) {
+        wrong = new address[](5);
+        wrong[0] = otherSigner;
+        wrong[1] = address(0);
+        wrong[2] = PUBLISHER;
+        wrong[3] = PROVIDER;
+        wrong[4] = address(uint160(enclave) ^ 1);
     }
 
-    /// The cap record's slot of channel `id` (see CAPS_SLOT).
-    function _capSlot(bytes32 id) private pure returns (bytes32) {
-        return keccak256(abi.encode(id, CAPS_SLOT));
+    /// Expects WrongEnclaveSigner for `given` on channel `id` (recorded signer: the enclave).
+    function _expectWrongSigner(bytes32 id, address given) private {
+        vm.expectRevert(abi.encodeWithSelector(Payment.WrongEnclaveSigner.selector, id, given, enclave));
     }
 
     /// The distinct slots of Payment written since vm.record().

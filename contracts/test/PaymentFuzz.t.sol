@@ -2,7 +2,7 @@
 pragma solidity 0.8.30;
 
 import {Payment} from "../src/Payment.sol";
-import {CompactSignature, PaymentFixture, PaymentSpec} from "./utils/PaymentFixture.sol";
+import {CompactSignature, PaymentFixture, PaymentLayout, PaymentSpec} from "./utils/PaymentFixture.sol";
 
 /// @notice Property tests over amounts, delays, rates, timestamps and claim sequences
 /// (foundry.toml: 1,024 runs each).
@@ -35,18 +35,33 @@ contract PaymentFuzzTest is PaymentFixture {
         bytes32 id = payment.create(provider, podId, signer, amount, delay, maxRate);
 
         assertEq(id, keccak256(abi.encode(PUBLISHER, provider, podId)), "id");
-        Payment.Channel memory ch = payment.getChannel(id);
+        Payment.ChannelView memory ch = payment.getChannel(id);
         assertEq(ch.enclaveSigner, signer, "signer");
         assertEq(ch.unlockAt, 0, "unlockAt");
         assertFalse(ch.closed, "closed");
-        assertEq(ch.capped, maxRate != 0, "capped");
         assertEq(ch.deposited, amount, "deposited");
         assertEq(ch.claimed, 0, "claimed");
         assertEq(ch.unlockDelay, delay, "delay");
-        // The cap record exists only for capped channels.
-        Payment.Cap memory cap = payment.getCap(id);
-        assertEq(cap.maxRate, maxRate, "maxRate");
-        assertEq(cap.createdAt, maxRate == 0 ? 0 : timestamp, "createdAt");
+        assertEq(ch.maxRate, maxRate, "maxRate");
+        assertEq(ch.createdAt, maxRate == 0 ? 0 : timestamp, "createdAt");
+        // The slots, as laid out: the cap record exists only for capped channels, and the CAPPED
+        // flag says so in the Balance slot.
+        uint256 flags = PaymentLayout.EXISTS | (maxRate == 0 ? 0 : PaymentLayout.CAPPED);
+        assertEq(
+            vm.load(address(payment), PaymentLayout.channelSlot(id)),
+            PaymentLayout.packChannel(signer, delay),
+            "channel slot"
+        );
+        assertEq(
+            vm.load(address(payment), PaymentLayout.balanceSlot(id, signer)),
+            PaymentLayout.packBalance(amount, 0, 0, flags),
+            "balance slot"
+        );
+        assertEq(
+            vm.load(address(payment), PaymentLayout.capSlot(id)),
+            maxRate == 0 ? bytes32(0) : PaymentLayout.packCap(maxRate, timestamp),
+            "cap slot"
+        );
         assertEq(publisherBefore - token.balanceOf(PUBLISHER), amount, "pulled");
         assertEq(token.balanceOf(address(payment)), amount, "held");
     }
@@ -138,7 +153,9 @@ contract PaymentFuzzTest is PaymentFixture {
 
     /// Claims spread over time never exceed rate * (time since creation), whatever the steps.
     function testFuzz_claim_rateCapOverTime(uint128 rate, uint32[6] memory steps, uint256[6] memory asks) public {
-        rate = uint128(bound(rate, 1, 1e24));
+        // Up to 1e23 a second: six 30-day steps allow at most ~1.6e30, well inside the uint104 deposit,
+        // so every refused ask is refused for the rate.
+        rate = uint128(bound(rate, 1, 1e23));
         uint256 deposit = MAX_AMOUNT;
         token.mint(PUBLISHER, deposit);
         bytes32 id = _create(deposit, DELAY, rate);
@@ -404,5 +421,82 @@ contract PaymentFuzzTest is PaymentFixture {
         vm.prank(PUBLISHER);
         payment.withdrawUnlocked(PROVIDER, POD, enclave);
         assertEq(payment.unclaimed(id), 0, "withdrawn");
+    }
+
+    /// deposit, withdrawUnlocked and close refuse any signer but the recorded one, whatever the
+    /// channel's state, and change nothing.
+    function testFuzz_publisherCalls_refuseAnyOtherSigner(address given, uint8 state, uint256 amount) public {
+        vm.assume(given != enclave);
+        amount = bound(amount, 1, MAX_AMOUNT);
+        bytes32 id = _create(10e18);
+        state = state % 4;
+        if (state >= 1) _claim(4e18);
+        if (state >= 2) _unlockAndWait();
+        if (state == 3) {
+            vm.prank(PUBLISHER);
+            payment.close(PROVIDER, POD, enclave);
+        }
+        Payment.ChannelView memory before = payment.getChannel(id);
+        uint256 held = token.balanceOf(address(payment));
+        bytes memory err = abi.encodeWithSelector(Payment.WrongEnclaveSigner.selector, id, given, enclave);
+
+        vm.expectRevert(err);
+        vm.prank(PUBLISHER);
+        payment.deposit(PROVIDER, POD, given, amount);
+        vm.expectRevert(err);
+        vm.prank(PUBLISHER);
+        payment.withdrawUnlocked(PROVIDER, POD, given);
+        vm.expectRevert(err);
+        vm.prank(PUBLISHER);
+        payment.close(PROVIDER, POD, given);
+
+        Payment.ChannelView memory after_ = payment.getChannel(id);
+        assertEq(keccak256(abi.encode(after_)), keccak256(abi.encode(before)), "channel unchanged");
+        assertEq(token.balanceOf(address(payment)), held, "no money moved");
+        assertEq(vm.load(address(payment), PaymentLayout.balanceSlot(id, given)), 0, "no stray balance");
+    }
+
+    /// Without a channel, every publisher call is ChannelNotFound, whatever signer it names.
+    function testFuzz_publisherCalls_unknownChannelWhateverTheSigner(address given, bytes32 podId) public {
+        bytes memory err = abi.encodeWithSelector(Payment.ChannelNotFound.selector, _id(PUBLISHER, PROVIDER, podId));
+        vm.expectRevert(err);
+        vm.prank(PUBLISHER);
+        payment.deposit(PROVIDER, podId, given, 1);
+        vm.expectRevert(err);
+        vm.prank(PUBLISHER);
+        payment.withdrawUnlocked(PROVIDER, podId, given);
+        vm.expectRevert(err);
+        vm.prank(PUBLISHER);
+        payment.close(PROVIDER, podId, given);
+        vm.expectRevert(err);
+        vm.prank(PUBLISHER);
+        payment.requestUnlock(PROVIDER, podId);
+    }
+
+    /// Any signer may be recorded; the publisher calls then take exactly that one.
+    function testFuzz_publisherCalls_takeTheRecordedSigner(uint256 key, uint256 amount) public {
+        key = boundKey(key);
+        address signer = vm.addr(key);
+        amount = bound(amount, 1, 4e23); // twice this is within the publisher's funds
+        vm.prank(PUBLISHER);
+        bytes32 id = payment.create(PROVIDER, POD, signer, amount, 0, 0);
+        vm.prank(PUBLISHER);
+        payment.deposit(PROVIDER, POD, signer, amount);
+        CompactSignature memory s = _sign(key, id, amount, bytes32(0));
+        _claimWith(amount, bytes32(0), s);
+        vm.prank(PUBLISHER);
+        payment.requestUnlock(PROVIDER, POD);
+        vm.prank(PUBLISHER);
+        payment.withdrawUnlocked(PROVIDER, POD, signer);
+        vm.prank(PUBLISHER);
+        payment.close(PROVIDER, POD, signer);
+        _assertChannel(id, signer, START, true, amount, amount, 0);
+        assertEq(token.balanceOf(PROVIDER), amount, "provider");
+    }
+
+    function _unlockAndWait() private {
+        vm.prank(PUBLISHER);
+        payment.requestUnlock(PROVIDER, POD);
+        vm.warp(block.timestamp + DELAY);
     }
 }

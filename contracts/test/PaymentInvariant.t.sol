@@ -4,6 +4,7 @@ pragma solidity 0.8.30;
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {Payment} from "../src/Payment.sol";
 import {MockERC20} from "./utils/MockERC20.sol";
+import {PaymentLayout} from "./utils/PaymentFixture.sol";
 import {IMintableERC20, PaymentHandler} from "./utils/PaymentHandler.sol";
 import {ReentrantToken} from "./utils/ReentrantToken.sol";
 import {InvariantBase} from "./utils/TestBase.sol";
@@ -56,7 +57,7 @@ abstract contract PaymentInvariantBase is InvariantBase {
         uint256 n = handler.idsLength();
         for (uint256 i; i < n; ++i) {
             bytes32 id = handler.ids(i);
-            Payment.Channel memory ch = payment.getChannel(id);
+            Payment.ChannelView memory ch = payment.getChannel(id);
             sum += ch.deposited - ch.claimed;
             assertEq(payment.unclaimed(id), ch.deposited - ch.claimed, "unclaimed view");
             PaymentHandler.Ghost memory g = handler.ghost(id);
@@ -75,23 +76,54 @@ abstract contract PaymentInvariantBase is InvariantBase {
         uint256 n = handler.idsLength();
         for (uint256 i; i < n; ++i) {
             bytes32 id = handler.ids(i);
-            Payment.Channel memory ch = payment.getChannel(id);
-            Payment.Cap memory cap = payment.getCap(id);
+            Payment.ChannelView memory ch = payment.getChannel(id);
             PaymentHandler.Ghost memory g = handler.ghost(id);
             assertLe(ch.claimed, ch.deposited, "claimed <= deposited");
-            if (ch.capped) {
-                assertLe(ch.claimed, uint256(cap.maxRate) * (block.timestamp - cap.createdAt), "rate cap");
+            if (ch.maxRate != 0) {
+                assertLe(ch.claimed, uint256(ch.maxRate) * (block.timestamp - ch.createdAt), "rate cap");
             }
             assertEq(ch.enclaveSigner, vm.addr(g.key), "signer");
-            assertEq(ch.capped, g.maxRate != 0, "capped");
-            assertEq(cap.maxRate, g.maxRate, "maxRate");
-            assertEq(cap.createdAt, g.maxRate == 0 ? 0 : g.createdAt, "createdAt, for capped channels only");
+            assertEq(ch.maxRate, g.maxRate, "maxRate");
+            assertEq(ch.createdAt, g.maxRate == 0 ? 0 : g.createdAt, "createdAt, for capped channels only");
             assertEq(ch.unlockDelay, g.delay, "unlockDelay");
             assertEq(ch.deposited, g.deposits - g.withdrawn, "deposited");
             assertEq(ch.claimed, g.claims, "claimed");
             assertEq(ch.unlockAt, g.unlockAt, "unlockAt");
             assertEq(ch.closed, g.closed, "closed");
             if (ch.closed) assertEq(ch.deposited, ch.claimed, "a closed channel holds nothing");
+        }
+    }
+
+    /// (f) Storage is laid out as documented: per channel a Channel slot {enclaveSigner,
+    /// unlockDelay}, one Balance slot keyed by (id, recorded signer) holding deposited, claimed,
+    /// unlockAt and the EXISTS | CLOSED | CAPPED flags, and a Cap slot only for capped channels.
+    /// No other known enclave signer ever gets a Balance slot for the channel, whatever wrong
+    /// signers publisher calls named.
+    /// forge-config: default.invariant.fail-on-revert = true
+    function invariant_f_storageLayout() public view {
+        uint256 n = handler.idsLength();
+        for (uint256 i; i < n; ++i) {
+            bytes32 id = handler.ids(i);
+            PaymentHandler.Ghost memory g = handler.ghost(id);
+            address signer = vm.addr(g.key);
+            uint256 flags = PaymentLayout.EXISTS | (g.closed ? PaymentLayout.CLOSED : 0)
+                | (g.maxRate != 0 ? PaymentLayout.CAPPED : 0);
+            assertEq(_load(PaymentLayout.channelSlot(id)), PaymentLayout.packChannel(signer, g.delay), "Channel slot");
+            assertEq(
+                _load(PaymentLayout.balanceSlot(id, signer)),
+                PaymentLayout.packBalance(g.deposits - g.withdrawn, g.claims, g.unlockAt, flags),
+                "Balance slot"
+            );
+            assertEq(
+                _load(PaymentLayout.capSlot(id)),
+                g.maxRate == 0 ? bytes32(0) : PaymentLayout.packCap(g.maxRate, g.createdAt),
+                "Cap slot, for capped channels only"
+            );
+            for (uint256 k; k < 3; ++k) {
+                address other = vm.addr(handler.enclaveKey(k));
+                if (other != signer) assertEq(_load(PaymentLayout.balanceSlot(id, other)), 0, "no stray Balance");
+            }
+            assertEq(_load(PaymentLayout.balanceSlot(id, address(0))), 0, "no Balance for signer zero");
         }
     }
 
@@ -141,7 +173,7 @@ abstract contract PaymentInvariantBase is InvariantBase {
         uint256 before = token.balanceOf(publisher);
         bytes4 failure;
         vm.prank(publisher);
-        try payment.withdrawUnlocked(provider, g.podId) {}
+        try payment.withdrawUnlocked(provider, g.podId, vm.addr(g.key)) {}
         catch (bytes memory err) {
             // forge-lint: disable-next-line(unsafe-typecast) -- the selector: the first 4 bytes
             failure = bytes4(err);
@@ -183,6 +215,10 @@ abstract contract PaymentInvariantBase is InvariantBase {
             held += token.balanceOf(handler.providers(i));
         }
         assertEq(held, token.totalSupply(), "every token is with a publisher, a provider or Payment");
+    }
+
+    function _load(bytes32 slot) private view returns (bytes32) {
+        return vm.load(address(payment), slot);
     }
 
     function _tail(bytes memory ret) private pure returns (bytes memory out) {

@@ -76,6 +76,53 @@ library PaymentSpec {
     }
 }
 
+/// @notice Payment's storage layout, written down independently of Payment so tests can read its
+/// slots directly (`forge inspect Payment storageLayout` for the mappings).
+library PaymentLayout {
+    /// EIP712's two fallback strings take slots 0 and 1, then the channel and cap mappings.
+    uint256 internal constant CHANNELS_SLOT = 2;
+    uint256 internal constant CAPS_SLOT = 3;
+    /// The tag bit that keeps Balance slots apart from every mapping slot.
+    uint256 internal constant BALANCE_TAG = 1 << 160;
+
+    /// Balance flags.
+    uint256 internal constant EXISTS = 1;
+    uint256 internal constant CLOSED = 2;
+    uint256 internal constant CAPPED = 4;
+
+    /// The Channel record of `id`: enclaveSigner (160) | unlockDelay (32).
+    function channelSlot(bytes32 id) internal pure returns (bytes32) {
+        return keccak256(abi.encode(id, CHANNELS_SLOT));
+    }
+
+    /// The Balance record of (`id`, `signer`): deposited (104) | claimed (104) | unlockAt (40) |
+    /// flags (8).
+    function balanceSlot(bytes32 id, address signer) internal pure returns (bytes32) {
+        return keccak256(abi.encode(id, uint256(uint160(signer)) | BALANCE_TAG));
+    }
+
+    /// The Cap record of `id`, written for capped channels only: maxRate (128) | createdAt (40).
+    function capSlot(bytes32 id) internal pure returns (bytes32) {
+        return keccak256(abi.encode(id, CAPS_SLOT));
+    }
+
+    function packChannel(address signer, uint256 delay) internal pure returns (bytes32) {
+        return bytes32(uint256(uint160(signer)) | delay << 160);
+    }
+
+    function packBalance(uint256 deposited, uint256 claimed, uint256 unlockAt, uint256 flags)
+        internal
+        pure
+        returns (bytes32)
+    {
+        return bytes32(deposited | claimed << 104 | unlockAt << 208 | flags << 248);
+    }
+
+    function packCap(uint256 maxRate, uint256 createdAt) internal pure returns (bytes32) {
+        return bytes32(maxRate | createdAt << 128);
+    }
+}
+
 /// @notice Shared set-up and helpers for the Payment unit and fuzz tests.
 abstract contract PaymentFixture is TestBase {
     bytes32 internal constant DOMAIN_TYPEHASH = PaymentSpec.DOMAIN_TYPEHASH;

@@ -16,12 +16,16 @@ interface IMintableERC20 is IERC20 {
 /// known enclave keys, plus attackers with random keys and random senders. Token holders are only
 /// the publishers, the providers and Payment: anyone else ending up with tokens is a leak.
 ///
+/// The publisher's deposit, withdrawUnlocked and close name the enclave signer: mostly the recorded
+/// one, sometimes another (another known enclave key, zero, a random address), which must be
+/// refused with WrongEnclaveSigner and change nothing.
+///
 /// Every call predicts its outcome from a ghost model of each channel and records any
 /// disagreement with Payment in `unexpected`; ghost totals back the invariants in
 /// PaymentInvariant.t.sol. With a ReentrantToken, each money-moving call is made with the token
 /// armed to re-enter Payment.
 contract PaymentHandler is TestBase {
-    uint256 internal constant MAX_AMOUNT = type(uint128).max;
+    uint256 internal constant MAX_AMOUNT = type(uint104).max; // Payment's amounts are uint104
     bytes4 internal constant OK = bytes4(0);
     bytes4 internal constant EMPTY_REVERT = 0xffffffff;
 
@@ -73,6 +77,7 @@ contract PaymentHandler is TestBase {
 
     uint256 public forgedSuccesses; // a claim not signed by the channel's enclave went through
     uint256 public withdrawMismatches; // a withdrawal/refund differed from deposited - claimed
+    uint256 public wrongSignerCalls; // publisher calls made with a wrong enclave signer
     uint256 public unexpected; // any outcome the model did not predict
     string public firstUnexpected;
 
@@ -152,15 +157,17 @@ contract PaymentHandler is TestBase {
         }
     }
 
-    function deposit(uint256 chSeed, uint256 amount, uint256 armSeed) external {
+    function deposit(uint256 chSeed, uint256 amount, uint256 armSeed, uint256 signerSeed) external {
         if (ids.length == 0) return;
         bytes32 id = ids[chSeed % ids.length];
         Ghost storage g = _ghost[id];
         amount = _amount(amount);
         address pub = publishers[g.publisher];
+        (address signer, bool wrong) = _signer(g, signerSeed);
 
         bytes4 expected = OK;
         if (amount == 0) expected = Payment.ZeroAmount.selector;
+        else if (wrong) expected = Payment.WrongEnclaveSigner.selector;
         else if (g.closed) expected = Payment.ChannelIsClosed.selector;
         else if (_deposited(g) + amount > MAX_AMOUNT) expected = Payment.AmountTooLarge.selector;
         if (expected == OK) _mint(pub, amount);
@@ -168,9 +175,10 @@ contract PaymentHandler is TestBase {
         _arm(armSeed);
         vm.prank(pub);
         bytes4 outcome;
-        try payment.deposit(providers[g.provider], g.podId, amount) {}
+        try payment.deposit(providers[g.provider], g.podId, signer, amount) {}
         catch (bytes memory err) {
             outcome = _selector(err);
+            _checkWrongSigner("deposit", err, id, signer, g);
         }
         _disarm();
         if (_check("deposit", expected, outcome) && outcome == OK) {
@@ -340,15 +348,17 @@ contract PaymentHandler is TestBase {
         }
     }
 
-    function withdrawUnlocked(uint256 chSeed, uint256 armSeed) external {
+    function withdrawUnlocked(uint256 chSeed, uint256 armSeed, uint256 signerSeed) external {
         if (ids.length == 0) return;
         bytes32 id = ids[chSeed % ids.length];
         Ghost storage g = _ghost[id];
         uint256 owed = _deposited(g) - g.claims;
         address pub = publishers[g.publisher];
+        (address signer, bool wrong) = _signer(g, signerSeed);
 
         bytes4 expected = OK;
-        if (g.closed) expected = Payment.ChannelIsClosed.selector;
+        if (wrong) expected = Payment.WrongEnclaveSigner.selector;
+        else if (g.closed) expected = Payment.ChannelIsClosed.selector;
         else if (g.unlockAt == 0) expected = Payment.UnlockNotRequested.selector;
         // forge-lint: disable-next-line(block-timestamp) -- the model mirrors Payment's check
         else if (block.timestamp < g.unlockAt) expected = Payment.UnlockPending.selector;
@@ -358,9 +368,10 @@ contract PaymentHandler is TestBase {
         _arm(armSeed);
         vm.prank(pub);
         bytes4 outcome;
-        try payment.withdrawUnlocked(providers[g.provider], g.podId) {}
+        try payment.withdrawUnlocked(providers[g.provider], g.podId, signer) {}
         catch (bytes memory err) {
             outcome = _selector(err);
+            _checkWrongSigner("withdrawUnlocked", err, id, signer, g);
         }
         _disarm();
         if (_check("withdrawUnlocked", expected, outcome) && outcome == OK) {
@@ -371,15 +382,17 @@ contract PaymentHandler is TestBase {
         }
     }
 
-    function close(uint256 chSeed, uint256 armSeed) external {
+    function close(uint256 chSeed, uint256 armSeed, uint256 signerSeed) external {
         if (ids.length == 0) return;
         bytes32 id = ids[chSeed % ids.length];
         Ghost storage g = _ghost[id];
         uint256 owed = _deposited(g) - g.claims;
         address pub = publishers[g.publisher];
+        (address signer, bool wrong) = _signer(g, signerSeed);
 
         bytes4 expected = OK;
-        if (g.closed) expected = Payment.ChannelIsClosed.selector;
+        if (wrong) expected = Payment.WrongEnclaveSigner.selector;
+        else if (g.closed) expected = Payment.ChannelIsClosed.selector;
         else if (owed != 0 && g.unlockAt == 0) expected = Payment.UnlockNotRequested.selector;
         // forge-lint: disable-next-line(block-timestamp) -- the model mirrors Payment's check
         else if (owed != 0 && block.timestamp < g.unlockAt) expected = Payment.UnlockPending.selector;
@@ -388,9 +401,10 @@ contract PaymentHandler is TestBase {
         _arm(armSeed);
         vm.prank(pub);
         bytes4 outcome;
-        try payment.close(providers[g.provider], g.podId) {}
+        try payment.close(providers[g.provider], g.podId, signer) {}
         catch (bytes memory err) {
             outcome = _selector(err);
+            _checkWrongSigner("close", err, id, signer, g);
         }
         _disarm();
         if (_check("close", expected, outcome) && outcome == OK) {
@@ -402,9 +416,9 @@ contract PaymentHandler is TestBase {
         }
     }
 
-    /// Someone other than the publisher tries the publisher's calls with a channel's provider and
-    /// pod id. The channel id includes msg.sender, so these address the sender's own, non-existent
-    /// channel.
+    /// Someone other than the publisher tries the publisher's calls with a channel's provider, pod
+    /// id and enclave signer. The channel id includes msg.sender, so these address the sender's own,
+    /// non-existent channel.
     function impersonate(uint256 senderSeed, uint256 chSeed, uint256 op, uint256 amount) external {
         if (ids.length == 0) return;
         Ghost storage g = _ghost[ids[chSeed % ids.length]];
@@ -412,12 +426,13 @@ contract PaymentHandler is TestBase {
         address provider = providers[g.provider];
         amount = bound(amount, 1, 1e24);
         bytes32 ownId = keccak256(abi.encode(sender, provider, g.podId));
+        address signer = vm.addr(g.key);
         bytes memory call;
         op = op % 4;
-        if (op == 0) call = abi.encodeCall(Payment.deposit, (provider, g.podId, amount));
+        if (op == 0) call = abi.encodeCall(Payment.deposit, (provider, g.podId, signer, amount));
         else if (op == 1) call = abi.encodeCall(Payment.requestUnlock, (provider, g.podId));
-        else if (op == 2) call = abi.encodeCall(Payment.withdrawUnlocked, (provider, g.podId));
-        else call = abi.encodeCall(Payment.close, (provider, g.podId));
+        else if (op == 2) call = abi.encodeCall(Payment.withdrawUnlocked, (provider, g.podId, signer));
+        else call = abi.encodeCall(Payment.close, (provider, g.podId, signer));
 
         vm.prank(sender);
         (bool ok, bytes memory err) = address(payment).call(call);
@@ -443,6 +458,10 @@ contract PaymentHandler is TestBase {
 
     function ghost(bytes32 id) external view returns (Ghost memory) {
         return _ghost[id];
+    }
+
+    function enclaveKey(uint256 i) external view returns (uint256) {
+        return enclaveKeys[i];
     }
 
     function publishersLength() external view returns (uint256) {
@@ -471,6 +490,28 @@ contract PaymentHandler is TestBase {
         return d < a ? d : a;
     }
 
+    /// The enclave signer a publisher call names: the recorded one seven times in eight, otherwise
+    /// another known enclave's, zero, or a random address (never the recorded one).
+    function _signer(Ghost storage g, uint256 seed) private view returns (address signer, bool wrong) {
+        address recorded = vm.addr(g.key);
+        if (seed % 8 != 0) return (recorded, false);
+        uint256 kind = (seed >> 8) % 3;
+        if (kind == 0) signer = vm.addr(enclaveKeys[(seed >> 16) % enclaveKeys.length]);
+        else if (kind == 1) signer = address(0);
+        else signer = _randomSender(seed);
+        return (signer, signer != recorded);
+    }
+
+    /// A WrongEnclaveSigner must name the channel, the signer given and the recorded one.
+    function _checkWrongSigner(string memory what, bytes memory err, bytes32 id, address signer, Ghost storage g)
+        private
+    {
+        if (_selector(err) != Payment.WrongEnclaveSigner.selector) return;
+        wrongSignerCalls++;
+        bytes memory want = abi.encodeWithSelector(Payment.WrongEnclaveSigner.selector, id, signer, vm.addr(g.key));
+        if (keccak256(err) != keccak256(want)) _unexpected(string.concat(what, ": WrongEnclaveSigner arguments"));
+    }
+
     function _claimAmount(Ghost storage g, uint256 seed) private view returns (uint256) {
         uint256 cap = _cap(g);
         if (seed % 5 != 0 && cap > g.claims) return bound(seed, g.claims + 1, cap);
@@ -484,7 +525,7 @@ contract PaymentHandler is TestBase {
         return uint128(bound(seed >> 8, 1, 1e20));
     }
 
-    /// Amounts: zero sometimes, around the uint128 limit sometimes, otherwise up to 1e24.
+    /// Amounts: zero sometimes, around the uint104 limit sometimes, otherwise up to 1e24.
     function _amount(uint256 seed) private pure returns (uint256) {
         uint256 kind = seed % 32;
         if (kind == 0) return 0;
@@ -547,9 +588,10 @@ contract PaymentHandler is TestBase {
         if (kind == 0) return;
         address provider = providers[(seed >> 8) % providers.length];
         bytes32 pod = pods[(seed >> 16) % pods.length];
+        address signer = vm.addr(enclaveKeys[(seed >> 40) % enclaveKeys.length]);
         bytes memory payload;
         if (kind == 1) {
-            payload = abi.encodeCall(Payment.deposit, (provider, pod, 1));
+            payload = abi.encodeCall(Payment.deposit, (provider, pod, signer, 1));
         } else if (kind == 2 && _hasLastClaim) {
             ClaimCall memory c = _lastClaim; // a replay
             payload = abi.encodeCall(Payment.claim, (c.publisher, c.provider, c.podId, c.amount, c.usage, c.r, c.vs));
@@ -563,9 +605,9 @@ contract PaymentHandler is TestBase {
                 Payment.claim, (publishers[g.publisher], providers[g.provider], g.podId, amount, bytes32(0), s.r, s.vs)
             );
         } else if (kind == 4) {
-            payload = abi.encodeCall(Payment.withdrawUnlocked, (provider, pod));
+            payload = abi.encodeCall(Payment.withdrawUnlocked, (provider, pod, signer));
         } else if (kind == 5) {
-            payload = abi.encodeCall(Payment.close, (provider, pod));
+            payload = abi.encodeCall(Payment.close, (provider, pod, signer));
         } else {
             payload = abi.encodeCall(Payment.create, (provider, pod, vm.addr(enclaveKeys[0]), 1, 0, 0));
         }
