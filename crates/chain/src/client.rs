@@ -409,6 +409,16 @@ impl Chain {
         Ok(Some(uri).filter(|u| !u.is_empty()))
     }
 
+    /// How many pricing tables are registered (ids run from 1 to this).
+    pub async fn pricing_table_count(&self) -> Result<U256, ChainError> {
+        self.registry().pricingTableCount().call().await.map_err(|e| self.call_error("pricingTableCount", e))
+    }
+
+    /// Whether `provider` offers pricing table `id`.
+    pub async fn is_subscribed(&self, provider: Address, id: U256) -> Result<bool, ChainError> {
+        self.registry().isSubscribed(provider, id).call().await.map_err(|e| self.call_error("isSubscribed", e))
+    }
+
     /// The pricing tables a provider offers.
     pub async fn subscriptions_of(&self, provider: Address) -> Result<Vec<U256>, ChainError> {
         self.registry().subscriptionsOf(provider).call().await.map_err(|e| self.call_error("subscriptionsOf", e))

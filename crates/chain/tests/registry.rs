@@ -32,6 +32,8 @@ async fn provider_registers_profile_and_offers_a_table() {
     provider.subscribe(id).await.unwrap();
     assert_eq!(provider.profile_of(provider.account()).await.unwrap().as_deref(), Some("ipfs://bafyprofile"));
     assert_eq!(provider.subscriptions_of(provider.account()).await.unwrap(), vec![id]);
+    assert!(provider.is_subscribed(provider.account(), id).await.unwrap());
+    assert_eq!(provider.pricing_table_count().await.unwrap(), id);
 
     let missing = id + U256::from(1);
     let err = provider.subscribe(missing).await.unwrap_err();
@@ -40,4 +42,5 @@ async fn provider_registers_profile_and_offers_a_table() {
     provider.remove_provider().await.unwrap();
     assert_eq!(provider.profile_of(provider.account()).await.unwrap(), None);
     assert!(provider.subscriptions_of(provider.account()).await.unwrap().is_empty());
+    assert!(!provider.is_subscribed(provider.account(), id).await.unwrap());
 }
