@@ -124,3 +124,9 @@ fn malformed_devnet_file_is_named_with_line_and_remedy() {
         assert!(msg.contains("Delete it"), "{args:?}: {msg}");
     }
 }
+
+#[test]
+fn the_bootstrapped_anvil_is_the_pinned_version() {
+    let found = tpod_devnet::anvil::version(&anvil()).unwrap();
+    assert_eq!(found, tpod_devnet::anvil::pinned_version());
+}

@@ -10,6 +10,26 @@ use nix::unistd::Pid;
 
 use crate::error::DevnetError;
 
+/// The anvil version the project pins, read from `tools/versions.env` at build time so the pin
+/// stays in one place.
+pub fn pinned_version() -> &'static str {
+    include_str!("../../../tools/versions.env")
+        .lines()
+        .find_map(|l| l.strip_prefix("ANVIL_VERSION="))
+        .map(str::trim)
+        .unwrap_or("unknown")
+}
+
+/// The version `bin --version` reports (e.g. `1.7.1`).
+pub fn version(bin: &Path) -> Result<String, DevnetError> {
+    let out = Command::new(bin).arg("--version").stdin(Stdio::null()).output().map_err(|e| {
+        DevnetError::AnvilFailed { reason: format!("cannot run {} --version: {e}", bin.display()), log: bin.to_owned() }
+    })?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "anvil Version: 1.7.1" on the first line.
+    Ok(text.lines().next().and_then(|l| l.rsplit(' ').next()).unwrap_or_default().to_owned())
+}
+
 /// How long anvil may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -184,4 +204,13 @@ pub async fn stop(pid: u32, grace: Duration) -> bool {
     }
     let _ = kill(target, Signal::SIGKILL);
     true
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn pinned_version_comes_from_versions_env() {
+        let v = super::pinned_version();
+        assert!(v.split('.').count() == 3 && v.split('.').all(|p| p.parse::<u32>().is_ok()), "{v}");
+    }
 }

@@ -84,6 +84,15 @@ pub async fn up(opts: &UpOptions) -> Result<UpOutcome, DevnetError> {
         anvil::stop(existing.anvil_pid, Duration::from_secs(5)).await;
     }
     let bin = anvil::locate(opts.anvil.as_deref())?;
+    let found = anvil::version(&bin)?;
+    if found != anvil::pinned_version() {
+        tracing::warn!(
+            anvil = %bin.display(),
+            found,
+            pinned = anvil::pinned_version(),
+            "this anvil is not the pinned version; run tools/bootstrap and put tools/bin first on PATH"
+        );
+    }
     std::fs::create_dir_all(&opts.dir).map_err(|e| DevnetError::io(&opts.dir, e))?;
     let mut node = anvil::AnvilProcess::spawn(&anvil::AnvilOptions {
         bin,
