@@ -43,15 +43,15 @@ pub async fn run(command: DevCommand, dir: &Path, json: bool) -> anyhow::Result<
                 UpOutcome::Started(f) => (false, f),
             };
             if json {
-                println!(
+                say!(
                     "{}",
                     json!({ "already_up": already, "devnet_file": tpod_devnet::file_path(dir), "devnet": summary(file) })
                 );
             } else {
                 if already {
-                    println!("devnet already up at {} (chain {}); nothing changed", file.rpc_url, file.chain_id);
+                    say!("devnet already up at {} (chain {}); nothing changed", file.rpc_url, file.chain_id);
                 } else {
-                    println!("devnet up: anvil at {} (chain {}, pid {})", file.rpc_url, file.chain_id, file.anvil_pid);
+                    say!("devnet up: anvil at {} (chain {}, pid {})", file.rpc_url, file.chain_id, file.anvil_pid);
                 }
                 print_file(file, dir);
             }
@@ -60,7 +60,7 @@ pub async fn run(command: DevCommand, dir: &Path, json: bool) -> anyhow::Result<
         DevCommand::Status => {
             let status = tpod_devnet::status(dir).await.context("tpod dev status")?;
             if json {
-                println!(
+                say!(
                     "{}",
                     json!({
                         "healthy": status.healthy(),
@@ -75,19 +75,19 @@ pub async fn run(command: DevCommand, dir: &Path, json: bool) -> anyhow::Result<
             } else {
                 let f = &status.file;
                 let anvil = if status.anvil_running { "running" } else { "NOT running" };
-                println!("anvil pid {} {anvil}; RPC {} chain {}", f.anvil_pid, f.rpc_url, f.chain_id);
+                say!("anvil pid {} {anvil}; RPC {} chain {}", f.anvil_pid, f.rpc_url, f.chain_id);
                 match (&status.block, &status.rpc_error) {
-                    (Some(block), _) => println!("latest block {block}"),
-                    (None, Some(e)) => println!("RPC does not answer: {e}"),
+                    (Some(block), _) => say!("latest block {block}"),
+                    (None, Some(e)) => say!("RPC does not answer: {e}"),
                     (None, None) => {}
                 }
                 for (name, address, ok) in &status.contracts {
-                    println!("  {name:<10} {address}  {}", if *ok { "deployed" } else { "NO CODE" });
+                    say!("  {name:<10} {address}  {}", if *ok { "deployed" } else { "NO CODE" });
                 }
                 for (name, address, native, tokens) in &status.balances {
-                    println!("  {name:<10} {address}  {} ETH  {} TPT", ether(*native), ether(*tokens));
+                    say!("  {name:<10} {address}  {} ETH  {} TPT", ether(*native), ether(*tokens));
                 }
-                println!(
+                say!(
                     "{}",
                     if status.healthy() { "healthy" } else { "UNHEALTHY: run `tpod dev down` then `tpod dev up`" }
                 );
@@ -97,11 +97,11 @@ pub async fn run(command: DevCommand, dir: &Path, json: bool) -> anyhow::Result<
         DevCommand::Down => {
             let was_running = tpod_devnet::down(dir).await.context("tpod dev down")?;
             if json {
-                println!("{}", json!({ "stopped": was_running }));
+                say!("{}", json!({ "stopped": was_running }));
             } else if was_running {
-                println!("devnet stopped");
+                say!("devnet stopped");
             } else {
-                println!("devnet was not running; removed its file");
+                say!("devnet was not running; removed its file");
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -120,13 +120,13 @@ fn summary(f: &DevnetFile) -> serde_json::Value {
 }
 
 fn print_file(f: &DevnetFile, dir: &Path) {
-    println!("  Payment    {}", f.contracts.payment);
-    println!("  Registry   {}", f.contracts.registry);
-    println!("  TestToken  {}", f.contracts.token);
+    say!("  Payment    {}", f.contracts.payment);
+    say!("  Registry   {}", f.contracts.registry);
+    say!("  TestToken  {}", f.contracts.token);
     for a in &f.accounts {
-        println!("  {:<10} {}", a.name, a.address);
+        say!("  {:<10} {}", a.name, a.address);
     }
-    println!("devnet file (with the dev keys): {}", tpod_devnet::file_path(dir).display());
+    say!("devnet file (with the dev keys): {}", tpod_devnet::file_path(dir).display());
 }
 
 fn ether(v: U256) -> String {

@@ -1,6 +1,15 @@
 //! The publisher CLI `tpod`: command-line parsing, and one module per command group. Output is
 //! for people by default and JSON with `--json`.
 
+/// Prints a line to stdout. A closed pipe (`tpod ... | head`) ends output quietly instead of
+/// panicking as `println!` would.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 pub mod dev;
 
 use std::path::PathBuf;
