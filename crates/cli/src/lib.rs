@@ -35,6 +35,15 @@ pub struct Cli {
 /// Top-level commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Write a commented sample manifest that deploys as is.
+    Init {
+        /// Where to write it.
+        #[arg(default_value = "tpod.yaml")]
+        path: PathBuf,
+        /// Replace the file if it exists.
+        #[arg(long)]
+        force: bool,
+    },
     /// Run a local development network (anvil, contracts, funded dev accounts).
     Dev {
         /// What to do with it.
@@ -70,5 +79,33 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let devnet_dir = cli.devnet_dir.unwrap_or_else(tpod_devnet::default_dir);
     match cli.command {
         Command::Dev { command } => dev::run(command, &devnet_dir, cli.json).await,
+        Command::Init { path, force } => init(&path, force, cli.json),
     }
+}
+
+/// `tpod init`: writes the sample manifest, never over an existing file unless asked.
+fn init(path: &std::path::Path, force: bool, json: bool) -> anyhow::Result<ExitCode> {
+    use anyhow::Context as _;
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true);
+    if force {
+        options.create(true).truncate(true);
+    } else {
+        options.create_new(true);
+    }
+    let mut file = options.open(path).with_context(|| {
+        if path.exists() && !force {
+            format!("{} already exists; pass --force to replace it", path.display())
+        } else {
+            format!("cannot write {}", path.display())
+        }
+    })?;
+    file.write_all(tpod_manifest::SAMPLE.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
+    if json {
+        say!("{}", serde_json::json!({ "manifest": path }));
+    } else {
+        say!("wrote {}: a sample pod manifest (busybox httpd on port 8080); edit it, then deploy it", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
 }
