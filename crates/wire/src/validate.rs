@@ -1,0 +1,211 @@
+//! Shape checks of decoded messages: the protobuf decoder bounds a message only by its total
+//! size, so a few megabytes could still hold thousands of containers or env entries. After
+//! decoding, [`Validate`] checks the version and caps repeated fields and string lengths, naming
+//! the offending field so a publisher sees what to fix. Semantics (prices, image refs, replica
+//! ranges) are checked by the provider, not here.
+
+use crate::pb::{
+    self, Container, Pod, PodStatus, PricingTable, ProvisionRequest, ProvisionResponse, QuoteRequest, QuoteResponse,
+    SignedRequest,
+};
+use crate::{VERSION, WireError};
+
+/// Caps on repeated fields and field lengths of decoded messages.
+pub mod limits {
+    /// Containers per pod.
+    pub const MAX_CONTAINERS: usize = 16;
+    /// Volumes per pod.
+    pub const MAX_VOLUMES: usize = 16;
+    /// Environment entries per container.
+    pub const MAX_ENV: usize = 64;
+    /// Ports per container.
+    pub const MAX_PORTS: usize = 32;
+    /// Volume mounts per container.
+    pub const MAX_VOLUME_MOUNTS: usize = 16;
+    /// Entries of a container's `command`, and separately of its `args`.
+    pub const MAX_ARGS: usize = 64;
+    /// Prices in a pricing table.
+    pub const MAX_PRICES: usize = 16;
+    /// Container statuses in a pod status.
+    pub const MAX_CONTAINER_STATUSES: usize = MAX_CONTAINERS;
+    /// Bytes of a short string field: names, image references, paths, addresses, states.
+    pub const MAX_STRING_BYTES: usize = 1024;
+    /// Bytes of a free-text field: env values, error messages, unavailability reasons.
+    pub const MAX_TEXT_BYTES: usize = 16 * 1024;
+    /// Bytes of a pod id.
+    pub const POD_ID_BYTES: usize = 32;
+    /// Bytes of an EIP-712 signature (r, s, v).
+    pub const SIGNATURE_BYTES: usize = 65;
+    /// Bytes of an Ethereum address.
+    pub const ADDRESS_BYTES: usize = 20;
+}
+
+use limits::*;
+
+/// Checks a decoded message against the version this crate speaks and the [`limits`].
+pub trait Validate {
+    /// Returns the first violation found, naming the field path.
+    fn validate(&self) -> Result<(), WireError>;
+}
+
+fn version(got: u32) -> Result<(), WireError> {
+    if got == VERSION { Ok(()) } else { Err(WireError::UnsupportedVersion { got, supported: VERSION }) }
+}
+
+/// `field` is built only on failure, so valid messages cost no allocation.
+fn max_len(field: impl FnOnce() -> String, len: usize, max: usize) -> Result<(), WireError> {
+    if len <= max { Ok(()) } else { Err(WireError::Limit { field: field(), len, max }) }
+}
+
+fn string(path: &str, name: &str, value: &str, max: usize) -> Result<(), WireError> {
+    max_len(|| join(path, name), value.len(), max)
+}
+
+fn exact_len(field: &str, len: usize, expected: usize) -> Result<(), WireError> {
+    if len == expected { Ok(()) } else { Err(WireError::WrongLength { field: field.to_owned(), len, expected }) }
+}
+
+fn join(path: &str, name: &str) -> String {
+    if path.is_empty() { name.to_owned() } else { format!("{path}.{name}") }
+}
+
+impl Validate for QuoteRequest {
+    fn validate(&self) -> Result<(), WireError> {
+        version(self.version)
+    }
+}
+
+impl Validate for QuoteResponse {
+    fn validate(&self) -> Result<(), WireError> {
+        version(self.version)?;
+        string("", "reason", &self.reason, MAX_TEXT_BYTES)?;
+        string("", "enclave_signer", &self.enclave_signer, MAX_STRING_BYTES)?;
+        string("", "payment_contract", &self.payment_contract, MAX_STRING_BYTES)?;
+        // Empty when the provider is not available.
+        if !self.token.is_empty() {
+            exact_len("token", self.token.len(), ADDRESS_BYTES)?;
+        }
+        if let Some(pricing) = &self.pricing {
+            pricing_table(pricing)?;
+        }
+        Ok(())
+    }
+}
+
+fn pricing_table(table: &PricingTable) -> Result<(), WireError> {
+    max_len(|| "pricing.prices".into(), table.prices.len(), MAX_PRICES)?;
+    for (i, price) in table.prices.iter().enumerate() {
+        let path = format!("pricing.prices[{i}]");
+        string(&path, "resource", &price.resource, MAX_STRING_BYTES)?;
+        string(&path, "reservation", &price.reservation, MAX_STRING_BYTES)?;
+        string(&path, "usage", &price.usage, MAX_STRING_BYTES)?;
+    }
+    string("pricing", "token", &table.token, MAX_STRING_BYTES)?;
+    string("pricing", "tee_type", &table.tee_type, MAX_STRING_BYTES)?;
+    string("pricing", "cpu_model", &table.cpu_model, MAX_STRING_BYTES)
+}
+
+impl Validate for SignedRequest {
+    fn validate(&self) -> Result<(), WireError> {
+        version(self.version)?;
+        // The payload is bounded by the frame limit and validated when decoded on its own.
+        exact_len("signature", self.signature.len(), SIGNATURE_BYTES)
+    }
+}
+
+impl Validate for ProvisionRequest {
+    fn validate(&self) -> Result<(), WireError> {
+        use pb::provision_request::Action;
+        version(self.version)?;
+        exact_len("pod_id", self.pod_id.len(), POD_ID_BYTES)?;
+        string("", "publisher", &self.publisher, MAX_STRING_BYTES)?;
+        match &self.action {
+            Some(Action::Provision(pb::Provision { pod: Some(p) })) => pod("provision.pod", p),
+            Some(Action::Update(pb::Update { pod: Some(p) })) => pod("update.pod", p),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn pod(path: &str, pod: &Pod) -> Result<(), WireError> {
+    string(path, "name", &pod.name, MAX_STRING_BYTES)?;
+    max_len(|| join(path, "containers"), pod.containers.len(), MAX_CONTAINERS)?;
+    for (i, c) in pod.containers.iter().enumerate() {
+        container(&format!("{path}.containers[{i}]"), c)?;
+    }
+    max_len(|| join(path, "volumes"), pod.volumes.len(), MAX_VOLUMES)?;
+    for (i, volume) in pod.volumes.iter().enumerate() {
+        // Secret contents are bounded by the frame limit only: they may be large files.
+        string(&format!("{path}.volumes[{i}]"), "name", &volume.name, MAX_STRING_BYTES)?;
+    }
+    Ok(())
+}
+
+fn container(path: &str, c: &Container) -> Result<(), WireError> {
+    string(path, "name", &c.name, MAX_STRING_BYTES)?;
+    string(path, "image", &c.image, MAX_STRING_BYTES)?;
+    string(path, "image_cid", &c.image_cid, MAX_STRING_BYTES)?;
+    string(path, "working_dir", &c.working_dir, MAX_STRING_BYTES)?;
+    for (name, list) in [("command", &c.command), ("args", &c.args)] {
+        max_len(|| join(path, name), list.len(), MAX_ARGS)?;
+        for (i, arg) in list.iter().enumerate() {
+            string(path, &format!("{name}[{i}]"), arg, MAX_TEXT_BYTES)?;
+        }
+    }
+    max_len(|| join(path, "env"), c.env.len(), MAX_ENV)?;
+    for (key, value) in &c.env {
+        string(path, "env key", key, MAX_STRING_BYTES)?;
+        max_len(|| format!("{path}.env[{key}]"), value.len(), MAX_TEXT_BYTES)?;
+    }
+    max_len(|| join(path, "ports"), c.ports.len(), MAX_PORTS)?;
+    for (i, port) in c.ports.iter().enumerate() {
+        string(path, &format!("ports[{i}].hostname"), &port.hostname, MAX_STRING_BYTES)?;
+    }
+    max_len(|| join(path, "volume_mounts"), c.volume_mounts.len(), MAX_VOLUME_MOUNTS)?;
+    for (i, mount) in c.volume_mounts.iter().enumerate() {
+        string(path, &format!("volume_mounts[{i}].name"), &mount.name, MAX_STRING_BYTES)?;
+        string(path, &format!("volume_mounts[{i}].mount_path"), &mount.mount_path, MAX_STRING_BYTES)?;
+    }
+    Ok(())
+}
+
+impl Validate for ProvisionResponse {
+    fn validate(&self) -> Result<(), WireError> {
+        use pb::provision_response::Result as Outcome;
+        version(self.version)?;
+        match &self.result {
+            Some(Outcome::Status(status)) => pod_status(status),
+            Some(Outcome::Error(error)) => string("error", "message", &error.message, MAX_TEXT_BYTES),
+            None => Ok(()),
+        }
+    }
+}
+
+fn pod_status(status: &PodStatus) -> Result<(), WireError> {
+    string("status", "state", &status.state, MAX_STRING_BYTES)?;
+    string("status", "url", &status.url, MAX_STRING_BYTES)?;
+    max_len(|| "status.containers".into(), status.containers.len(), MAX_CONTAINER_STATUSES)?;
+    for (i, c) in status.containers.iter().enumerate() {
+        let path = format!("status.containers[{i}]");
+        string(&path, "name", &c.name, MAX_STRING_BYTES)?;
+        string(&path, "state", &c.state, MAX_STRING_BYTES)?;
+    }
+    Ok(())
+}
+
+impl Validate for pb::LogsRequest {
+    fn validate(&self) -> Result<(), WireError> {
+        version(self.version)?;
+        exact_len("pod_id", self.pod_id.len(), POD_ID_BYTES)?;
+        string("", "publisher", &self.publisher, MAX_STRING_BYTES)?;
+        string("", "container", &self.container, MAX_STRING_BYTES)
+    }
+}
+
+impl Validate for pb::LogChunk {
+    fn validate(&self) -> Result<(), WireError> {
+        version(self.version)?;
+        // `data` is bounded by the frame limit.
+        string("", "container", &self.container, MAX_STRING_BYTES)
+    }
+}
