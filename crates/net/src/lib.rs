@@ -1,2 +1,86 @@
-//! Networking: the libp2p host (TCP, noise, yamux) and the request-response behaviours for the
-//! protocols named in `tpod-wire`. Filled in by the deploy issue.
+//! Networking: the libp2p host of publisher and provider (TCP, noise, yamux) and the
+//! request-response protocols named in `tpod-wire`, behind a small API that hides the swarm.
+//!
+//! - [`Provider::listen`] answers `/tpod/quote/1` and `/tpod/provision/1` with a [`Handler`],
+//!   which sees the authenticated peer id of every request.
+//! - [`Client::connect`] sends requests to a provider by peer id and address.
+//!
+//! Every message from the network goes through [`WireCodec`], i.e. `tpod-wire`'s bounded
+//! framing and validation. Log streaming (`/tpod/logs/1`) is not carried here yet.
+
+mod client;
+mod codec;
+mod error;
+mod keys;
+mod provider;
+
+use std::time::Duration;
+
+pub use client::Client;
+pub use codec::WireCodec;
+pub use error::{NetError, RequestError, RequestErrorKind};
+pub use keys::{generate_keypair, load_keypair, load_or_generate_keypair, save_keypair};
+pub use libp2p::{Multiaddr, PeerId, identity::Keypair};
+pub use provider::{Handler, Provider};
+
+use libp2p::{
+    StreamProtocol, Swarm, SwarmBuilder, noise,
+    request_response::{self, ProtocolSupport},
+    swarm::NetworkBehaviour,
+    tcp, yamux,
+};
+use tpod_wire::pb::{ProvisionResponse, QuoteRequest, QuoteResponse, SignedRequest};
+
+/// Settings shared by [`Provider`] and [`Client`].
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    /// How long a request may take, from sending it to reading the response (client side), or
+    /// from reading it to answering (provider side: the handler is abandoned after this).
+    pub request_timeout: Duration,
+    /// How long a connection without open requests is kept, so that a publisher's follow-up
+    /// request (quote, then provision) reuses the authenticated connection.
+    pub idle_connection_timeout: Duration,
+}
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        Self { request_timeout: Duration::from_secs(30), idle_connection_timeout: Duration::from_secs(60) }
+    }
+}
+
+/// Codec of the quote protocol.
+type QuoteCodec = WireCodec<QuoteRequest, QuoteResponse>;
+/// Codec of the provision protocol.
+type ProvisionCodec = WireCodec<SignedRequest, ProvisionResponse>;
+
+/// The protocols both sides speak; the provider supports them inbound, the client outbound.
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    quote: request_response::Behaviour<QuoteCodec>,
+    provision: request_response::Behaviour<ProvisionCodec>,
+}
+
+/// Builds a TCP + noise + yamux swarm whose behaviour supports the protocols as `support`.
+fn build_swarm(keypair: Keypair, support: ProtocolSupport, config: &NetConfig) -> Result<Swarm<Behaviour>, NetError> {
+    let rr_config = request_response::Config::default().with_request_timeout(config.request_timeout);
+    let behaviour = Behaviour {
+        quote: request_response::Behaviour::new(
+            [(StreamProtocol::new(tpod_wire::QUOTE_PROTOCOL), support.clone())],
+            rr_config.clone(),
+        ),
+        provision: request_response::Behaviour::new(
+            [(StreamProtocol::new(tpod_wire::PROVISION_PROTOCOL), support)],
+            rr_config,
+        ),
+    };
+    let idle = config.idle_connection_timeout;
+    let swarm = SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+        .map_err(|e| NetError::Transport(e.to_string()))?
+        .with_behaviour(|_| behaviour)
+        .map_err(|e| NetError::Transport(e.to_string()))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+        .build();
+    Ok(swarm)
+}

@@ -1,0 +1,176 @@
+//! The provider side: listens, reads quote and provision requests, and answers them with a
+//! [`Handler`] running outside the swarm task so that a slow answer does not stall the others.
+
+use std::{future::Future, sync::Arc};
+
+use futures::StreamExt;
+use libp2p::{
+    Multiaddr, PeerId, Swarm,
+    identity::Keypair,
+    request_response::{self, ProtocolSupport, ResponseChannel},
+    swarm::SwarmEvent,
+};
+use tokio::{sync::mpsc, task::JoinHandle};
+use tpod_wire::pb::{ProvisionResponse, QuoteRequest, QuoteResponse, SignedRequest};
+
+use crate::{Behaviour, BehaviourEvent, NetConfig, NetError, build_swarm};
+
+/// Answers the requests a provider receives. `peer` is the remote's peer id as authenticated
+/// by noise, so it can be bound to attestation or payment identities.
+///
+/// A handler that does not answer within the request timeout is abandoned and the client
+/// sees a timeout.
+pub trait Handler: Send + Sync + 'static {
+    /// Answers a quote request.
+    fn quote(&self, peer: PeerId, request: QuoteRequest) -> impl Future<Output = QuoteResponse> + Send;
+    /// Answers a signed provisioning request (its payload is decoded and verified by the handler).
+    fn provision(&self, peer: PeerId, request: SignedRequest) -> impl Future<Output = ProvisionResponse> + Send;
+}
+
+/// A listening provider. The swarm runs in a background task, stopped when this is dropped.
+#[derive(Debug)]
+pub struct Provider {
+    peer_id: PeerId,
+    listen_addr: Multiaddr,
+    task: JoinHandle<()>,
+}
+
+impl Provider {
+    /// Listens on `addr` (e.g. `/ip4/0.0.0.0/tcp/4001`; port 0 picks one) with default settings.
+    pub async fn listen<H: Handler>(keypair: Keypair, addr: Multiaddr, handler: H) -> Result<Self, NetError> {
+        Self::listen_with(keypair, addr, handler, NetConfig::default()).await
+    }
+
+    /// Like [`Provider::listen`], with explicit settings.
+    pub async fn listen_with<H: Handler>(
+        keypair: Keypair,
+        addr: Multiaddr,
+        handler: H,
+        config: NetConfig,
+    ) -> Result<Self, NetError> {
+        let peer_id = keypair.public().to_peer_id();
+        let mut swarm = build_swarm(keypair, ProtocolSupport::Inbound, &config)?;
+        let listener = swarm
+            .listen_on(addr.clone())
+            .map_err(|e| NetError::Listen { address: addr.clone(), reason: e.to_string() })?;
+        // Wait for the bound address, so that the caller learns the port when it asked for 0.
+        let listen_addr = loop {
+            match swarm.select_next_some().await {
+                SwarmEvent::NewListenAddr { listener_id, address } if listener_id == listener => break address,
+                SwarmEvent::ListenerClosed { listener_id, reason, .. } if listener_id == listener => {
+                    let reason = match reason {
+                        Ok(()) => "listener closed".to_owned(),
+                        Err(e) => e.to_string(),
+                    };
+                    return Err(NetError::Listen { address: addr, reason });
+                }
+                SwarmEvent::ListenerError { listener_id, error } if listener_id == listener => {
+                    return Err(NetError::Listen { address: addr, reason: error.to_string() });
+                }
+                _ => {}
+            }
+        };
+        let task = tokio::spawn(run(swarm, Arc::new(handler), config));
+        Ok(Self { peer_id, listen_addr, task })
+    }
+
+    /// This provider's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// The address it listens on (the first one, when listening on all interfaces).
+    pub fn listen_addr(&self) -> &Multiaddr {
+        &self.listen_addr
+    }
+}
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// An answer from a handler task, to be sent by the swarm task which owns the behaviours.
+enum Answer {
+    Quote(ResponseChannel<QuoteResponse>, QuoteResponse),
+    Provision(ResponseChannel<ProvisionResponse>, ProvisionResponse),
+}
+
+async fn run<H: Handler>(mut swarm: Swarm<Behaviour>, handler: Arc<H>, config: NetConfig) {
+    let (answers_tx, mut answers) = mpsc::unbounded_channel();
+    loop {
+        tokio::select! {
+            event = swarm.select_next_some() => on_event(event, &handler, &answers_tx, &config),
+            Some(answer) = answers.recv() => {
+                // An Err means the request already failed (timeout, connection closed): the
+                // behaviour reports that as an InboundFailure, nothing more to do here.
+                let _ = match answer {
+                    Answer::Quote(channel, response) => {
+                        swarm.behaviour_mut().quote.send_response(channel, response).map(drop).map_err(drop)
+                    }
+                    Answer::Provision(channel, response) => {
+                        swarm.behaviour_mut().provision.send_response(channel, response).map(drop).map_err(drop)
+                    }
+                };
+            }
+        }
+    }
+}
+
+fn on_event<H: Handler>(
+    event: SwarmEvent<BehaviourEvent>,
+    handler: &Arc<H>,
+    answers: &mpsc::UnboundedSender<Answer>,
+    config: &NetConfig,
+) {
+    let timeout = config.request_timeout;
+    match event {
+        SwarmEvent::Behaviour(BehaviourEvent::Quote(event)) => match event {
+            request_response::Event::Message {
+                peer,
+                message: request_response::Message::Request { request, channel, .. },
+                ..
+            } => {
+                let (handler, answers) = (handler.clone(), answers.clone());
+                tokio::spawn(async move {
+                    if let Ok(response) = tokio::time::timeout(timeout, handler.quote(peer, request)).await {
+                        let _ = answers.send(Answer::Quote(channel, response));
+                    }
+                });
+            }
+            other => log_other(tpod_wire::QUOTE_PROTOCOL, other),
+        },
+        SwarmEvent::Behaviour(BehaviourEvent::Provision(event)) => match event {
+            request_response::Event::Message {
+                peer,
+                message: request_response::Message::Request { request, channel, .. },
+                ..
+            } => {
+                let (handler, answers) = (handler.clone(), answers.clone());
+                tokio::spawn(async move {
+                    if let Ok(response) = tokio::time::timeout(timeout, handler.provision(peer, request)).await {
+                        let _ = answers.send(Answer::Provision(channel, response));
+                    }
+                });
+            }
+            other => log_other(tpod_wire::PROVISION_PROTOCOL, other),
+        },
+        SwarmEvent::IncomingConnectionError { send_back_addr, error, .. } => {
+            tracing::debug!(%send_back_addr, %error, "incoming connection failed");
+        }
+        _ => {}
+    }
+}
+
+fn log_other<Req, Resp>(protocol: &str, event: request_response::Event<Req, Resp>) {
+    match event {
+        // Malformed, oversized or invalid requests end here, as do answers that came too late.
+        request_response::Event::InboundFailure { peer, error, .. } => {
+            tracing::debug!(%peer, protocol, %error, "inbound request failed");
+        }
+        request_response::Event::ResponseSent { peer, .. } => tracing::trace!(%peer, protocol, "response sent"),
+        // The provider sends no requests.
+        request_response::Event::Message { .. } | request_response::Event::OutboundFailure { .. } => {}
+    }
+}
