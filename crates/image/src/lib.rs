@@ -1,0 +1,30 @@
+//! OCI image layouts for pods: building them deterministically, reading them with every blob
+//! verified, and unpacking their layers safely into a root filesystem.
+//!
+//! A provider receives images from publishers it does not trust, so reading and unpacking treat
+//! the layout as hostile input: every blob is checked against its descriptor's sha256 digest and
+//! size before it is used (layers while they stream), JSON documents are bounded to
+//! [`MAX_JSON_BYTES`], and layer entries may not escape the root filesystem (no absolute paths,
+//! no `..`, no writing through symlinks).
+//!
+//! - [`build_layout`] / [`write_layout`] write an OCI image layout (`oci-layout`, `index.json`,
+//!   `blobs/sha256/…`) with fixed timestamps and owners, so the same input gives the same digests.
+//! - [`read_layout`] parses `index.json` → manifest → config into an [`Image`].
+//! - [`unpack`] applies an image's layers, in order, to a directory.
+//! - [`hello`] builds the `examples/hello` busybox httpd image.
+
+mod build;
+mod digest;
+mod error;
+pub mod hello;
+mod read;
+mod unpack;
+
+pub use build::{ContainerConfig, RootfsFile, build_layout, write_layout};
+pub use digest::Digest;
+pub use error::ImageError;
+pub use read::{Image, MAX_JSON_BYTES, read_layout};
+pub use unpack::{UnpackReport, unpack};
+
+/// Re-exported so callers can inspect [`Image`] without depending on `oci-spec` themselves.
+pub use oci_spec;

@@ -1,0 +1,211 @@
+//! Building, reading and unpacking image layouts, including hostile ones.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use tpod_image::{ContainerConfig, ImageError, read_layout, unpack, write_layout};
+
+const BUSYBOX: &str = "/bin/busybox";
+
+fn hello_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello")
+}
+
+fn build_hello(out: &Path) -> tpod_image::Digest {
+    tpod_image::hello::build(out, Path::new(BUSYBOX), &hello_dir().join("www/index.html")).unwrap()
+}
+
+enum Entry<'a> {
+    Dir(&'a str),
+    File(&'a str, &'a [u8]),
+    Symlink(&'a str, &'a str),
+}
+
+/// A tar with names written raw into the header, so `..` and absolute paths get through.
+fn raw_tar(entries: &[Entry<'_>]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for entry in entries {
+        let mut header = tar::Header::new_gnu();
+        let (name, data, kind, link): (&str, &[u8], _, &str) = match entry {
+            Entry::Dir(name) => (name, b"", tar::EntryType::Directory, ""),
+            Entry::File(name, data) => (name, data, tar::EntryType::Regular, ""),
+            Entry::Symlink(name, target) => (name, b"", tar::EntryType::Symlink, target),
+        };
+        header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        header.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
+        header.set_entry_type(kind);
+        header.set_mode(if kind == tar::EntryType::Directory { 0o755 } else { 0o644 });
+        header.set_size(data.len() as u64);
+        header.set_mtime(0);
+        header.set_cksum();
+        builder.append(&header, data).unwrap();
+    }
+    builder.into_inner().unwrap()
+}
+
+/// Writes `layers` as an image in `tmp/image`, reads it and unpacks it into `tmp/rootfs`.
+fn unpack_layers(tmp: &Path, layers: &[Vec<u8>]) -> Result<PathBuf, ImageError> {
+    let image_dir = tmp.join("image");
+    write_layout(&image_dir, layers, &ContainerConfig::default()).unwrap();
+    let image = read_layout(&image_dir).unwrap();
+    let rootfs = tmp.join("rootfs");
+    unpack(&image, &rootfs).map(|_| rootfs)
+}
+
+#[test]
+fn hello_image_unpacks_to_busybox_and_page() {
+    let tmp = tempfile::tempdir().unwrap();
+    let digest = build_hello(&tmp.path().join("image"));
+    let image = read_layout(&tmp.path().join("image")).unwrap();
+    assert_eq!(image.manifest_digest, digest);
+    let config = image.config.config().as_ref().unwrap();
+    assert_eq!(config.entrypoint().as_deref(), Some(&["/bin/busybox".to_owned(), "httpd".to_owned()][..]));
+    assert_eq!(config.exposed_ports().as_deref(), Some(&["8080/tcp".to_owned()][..]));
+
+    let rootfs = tmp.path().join("rootfs");
+    let report = unpack(&image, &rootfs).unwrap();
+    assert!(report.skipped_devices.is_empty());
+    let busybox = rootfs.join("bin/busybox");
+    assert_eq!(fs::metadata(&busybox).unwrap().permissions().mode() & 0o777, 0o755);
+    assert!(fs::read(&busybox).unwrap() == fs::read(BUSYBOX).unwrap(), "busybox differs");
+    assert_eq!(fs::read(rootfs.join("www/index.html")).unwrap(), fs::read(hello_dir().join("www/index.html")).unwrap());
+}
+
+#[test]
+fn building_twice_gives_the_same_digest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let first = build_hello(&tmp.path().join("a"));
+    let second = build_hello(&tmp.path().join("b"));
+    assert_eq!(first, second);
+    assert_eq!(fs::read(tmp.path().join("a/index.json")).unwrap(), fs::read(tmp.path().join("b/index.json")).unwrap());
+}
+
+#[test]
+fn hello_manifest_parses() {
+    let manifest = tpod_manifest::load(&hello_dir().join("tpod.yaml")).unwrap();
+    assert_eq!(manifest.name, "hello");
+    let web = &manifest.containers[0];
+    assert_eq!(web.image.reference, "./image");
+    assert_eq!(web.command.as_deref(), Some(&["/bin/busybox".to_owned(), "httpd".to_owned()][..]));
+}
+
+fn flip_byte(path: &Path, at: usize) {
+    let mut bytes = fs::read(path).unwrap();
+    bytes[at] ^= 1;
+    fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn tampered_layer_is_refused_before_anything_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let image_dir = tmp.path().join("image");
+    build_hello(&image_dir);
+    let image = read_layout(&image_dir).unwrap();
+    let layer = &image.layers[0].digest;
+    flip_byte(&layer.blob_path(&image_dir), 100);
+    let rootfs = tmp.path().join("rootfs");
+    let err = unpack(&image, &rootfs).unwrap_err();
+    assert!(matches!(&err, ImageError::DigestMismatch { digest, .. } if digest == layer), "{err}");
+    assert!(err.to_string().contains(layer.as_str()), "{err}");
+    assert_eq!(fs::read_dir(&rootfs).unwrap().count(), 0);
+}
+
+#[test]
+fn tampered_config_is_refused_by_read_layout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let image_dir = tmp.path().join("image");
+    build_hello(&image_dir);
+    let image = read_layout(&image_dir).unwrap();
+    let config: tpod_image::Digest = tpod_image::Digest::parse(image.manifest.config().digest().as_ref()).unwrap();
+    flip_byte(&config.blob_path(&image_dir), 10);
+    let err = read_layout(&image_dir).unwrap_err();
+    assert!(matches!(&err, ImageError::DigestMismatch { digest, .. } if *digest == config), "{err}");
+}
+
+#[test]
+fn bad_digests_and_oversized_documents_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let image_dir = tmp.path().join("image");
+    build_hello(&image_dir);
+    let index = fs::read_to_string(image_dir.join("index.json")).unwrap();
+    let digest = read_layout(&image_dir).unwrap().manifest_digest;
+    fs::write(image_dir.join("index.json"), index.replace(digest.as_str(), &format!("sha512:{}", "a".repeat(128))))
+        .unwrap();
+    assert!(matches!(read_layout(&image_dir), Err(ImageError::InvalidDigest(_))));
+    fs::write(image_dir.join("index.json"), index.replace(digest.hex(), &digest.hex().to_uppercase())).unwrap();
+    assert!(read_layout(&image_dir).is_err());
+    fs::write(image_dir.join("index.json"), vec![b' '; (tpod_image::MAX_JSON_BYTES + 1) as usize]).unwrap();
+    assert!(matches!(read_layout(&image_dir), Err(ImageError::TooLarge { .. })));
+}
+
+#[test]
+fn parent_and_absolute_paths_are_refused() {
+    for name in ["../escape", "a/../../escape", "/abs-tpod-image-test"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let err = unpack_layers(tmp.path(), &[raw_tar(&[Entry::File(name, b"x")])]).unwrap_err();
+        assert!(matches!(&err, ImageError::UnsafeEntry { path, .. } if path == name), "{name}: {err}");
+        assert!(!tmp.path().join("escape").exists());
+        assert!(!Path::new("/abs-tpod-image-test").exists());
+    }
+}
+
+#[test]
+fn writing_through_a_symlink_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let err = unpack_layers(tmp.path(), &[raw_tar(&[Entry::Symlink("evil", "/"), Entry::File("evil/etc/x", b"x")])])
+        .unwrap_err();
+    assert!(matches!(&err, ImageError::UnsafeEntry { path, .. } if path == "evil/etc/x"), "{err}");
+    assert!(!Path::new("/etc/x").exists());
+
+    // The same through a link to a directory outside, and through a link made by a lower layer.
+    let tmp = tempfile::tempdir().unwrap();
+    let outside = tmp.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    let link = raw_tar(&[Entry::Symlink("evil", outside.to_str().unwrap())]);
+    let err = unpack_layers(tmp.path(), &[link, raw_tar(&[Entry::File("evil/x", b"x")])]).unwrap_err();
+    assert!(matches!(err, ImageError::UnsafeEntry { .. }), "{err}");
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+}
+
+#[test]
+fn a_file_replaces_a_symlink_instead_of_writing_through_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let outside = tmp.path().join("outside");
+    fs::write(&outside, b"untouched").unwrap();
+    let link = raw_tar(&[Entry::Symlink("f", outside.to_str().unwrap())]);
+    let rootfs = unpack_layers(tmp.path(), &[link, raw_tar(&[Entry::File("f", b"new")])]).unwrap();
+    assert_eq!(fs::read(&outside).unwrap(), b"untouched");
+    assert!(!fs::symlink_metadata(rootfs.join("f")).unwrap().file_type().is_symlink());
+    assert_eq!(fs::read(rootfs.join("f")).unwrap(), b"new");
+}
+
+#[test]
+fn whiteouts_remove_lower_layer_content() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lower = raw_tar(&[
+        Entry::Dir("a/"),
+        Entry::File("a/keep", b"k"),
+        Entry::File("a/gone", b"g"),
+        Entry::Dir("b/"),
+        Entry::File("b/old", b"o"),
+    ]);
+    let upper =
+        raw_tar(&[Entry::File("a/.wh.gone", b""), Entry::File("b/new", b"n"), Entry::File("b/.wh..wh..opq", b"")]);
+    let rootfs = unpack_layers(tmp.path(), &[lower, upper]).unwrap();
+    assert!(rootfs.join("a/keep").exists());
+    assert!(!rootfs.join("a/gone").exists());
+    assert!(!rootfs.join("a/.wh.gone").exists());
+    assert!(!rootfs.join("b/old").exists());
+    assert_eq!(fs::read(rootfs.join("b/new")).unwrap(), b"n");
+}
+
+#[test]
+fn whiteout_of_parent_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::write(tmp.path().join("precious"), b"p").unwrap();
+    let err = unpack_layers(tmp.path(), &[raw_tar(&[Entry::File("a/.wh..", b"")])]).unwrap_err();
+    assert!(matches!(err, ImageError::UnsafeEntry { .. }), "{err}");
+    assert!(tmp.path().join("precious").exists());
+}
