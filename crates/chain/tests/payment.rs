@@ -11,6 +11,21 @@ use tpod_chain::claim::{Claim, channel_id};
 use tpod_chain::client::NewChannel;
 use tpod_chain::contracts::Payment;
 
+/// A devnet with the publisher and provider connected and a fresh enclave key.
+struct Parties {
+    net: tpod_devnet::Throwaway,
+    publisher: tpod_chain::Chain,
+    provider: tpod_chain::Chain,
+    enclave: PrivateKeySigner,
+}
+
+async fn parties() -> Parties {
+    let net = devnet().await;
+    let publisher = connect(&net, "publisher").await;
+    let provider = connect(&net, "provider").await;
+    Parties { net, publisher, provider, enclave: PrivateKeySigner::random() }
+}
+
 fn new_channel(provider: alloy::primitives::Address, enclave: &PrivateKeySigner) -> NewChannel {
     NewChannel {
         provider,
@@ -24,11 +39,8 @@ fn new_channel(provider: alloy::primitives::Address, enclave: &PrivateKeySigner)
 
 #[tokio::test]
 async fn channel_lifecycle_pays_provider_and_returns_exactly_the_rest() {
-    let net = devnet().await;
-    let publisher = connect(&net, "publisher").await;
-    let provider = connect(&net, "provider").await;
+    let Parties { net, publisher, provider, enclave } = parties().await;
     let token = net.file.contracts.token;
-    let enclave = PrivateKeySigner::random();
     let ch = new_channel(provider.account(), &enclave);
 
     publisher.approve_payment(token, tokens(150)).await.unwrap();
@@ -80,11 +92,8 @@ async fn channel_lifecycle_pays_provider_and_returns_exactly_the_rest() {
 
 #[tokio::test]
 async fn claim_signed_by_another_key_is_refused_by_name() {
-    let net = devnet().await;
-    let publisher = connect(&net, "publisher").await;
-    let provider = connect(&net, "provider").await;
+    let Parties { net, publisher, provider, enclave } = parties().await;
     let token = net.file.contracts.token;
-    let enclave = PrivateKeySigner::random();
     let ch = new_channel(provider.account(), &enclave);
     publisher.approve_payment(token, ch.amount).await.unwrap();
     let id = publisher.create_channel(&ch).await.unwrap();
@@ -170,10 +179,7 @@ async fn wrong_url_and_chain_without_contracts_are_named() {
 
 #[tokio::test]
 async fn spend_cap_limits_claims_to_rate_times_elapsed() {
-    let net = devnet().await;
-    let publisher = connect(&net, "publisher").await;
-    let provider = connect(&net, "provider").await;
-    let enclave = PrivateKeySigner::random();
+    let Parties { net, publisher, provider, enclave } = parties().await;
     let rate = tokens(1).to::<u128>(); // one token per second
     let ch = NewChannel { max_rate: rate, ..new_channel(provider.account(), &enclave) };
     publisher.approve_payment(net.file.contracts.token, ch.amount).await.unwrap();
