@@ -1,7 +1,7 @@
 //! The provider side: listens, reads quote and provision requests, and answers them with a
 //! [`Handler`] running outside the swarm task so that a slow answer does not stall the others.
 
-use std::{future::Future, sync::Arc};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use futures::StreamExt;
 use libp2p::{
@@ -118,6 +118,23 @@ async fn run<H: Handler>(mut swarm: Swarm<Behaviour>, handler: Arc<H>, config: N
     }
 }
 
+/// Runs one handler call in its own task, cut off at the request timeout, and queues its answer
+/// for the swarm task (which alone may touch the response channel). A timed-out call is dropped;
+/// the client then sees its own timeout.
+fn answer_in_task<R: Send + 'static>(
+    timeout: Duration,
+    answers: &mpsc::UnboundedSender<Answer>,
+    call: impl Future<Output = R> + Send + 'static,
+    into_answer: impl FnOnce(R) -> Answer + Send + 'static,
+) {
+    let answers = answers.clone();
+    tokio::spawn(async move {
+        if let Ok(response) = tokio::time::timeout(timeout, call).await {
+            let _ = answers.send(into_answer(response));
+        }
+    });
+}
+
 fn on_event<H: Handler>(
     event: SwarmEvent<BehaviourEvent>,
     handler: &Arc<H>,
@@ -132,11 +149,9 @@ fn on_event<H: Handler>(
                 message: request_response::Message::Request { request, channel, .. },
                 ..
             } => {
-                let (handler, answers) = (handler.clone(), answers.clone());
-                tokio::spawn(async move {
-                    if let Ok(response) = tokio::time::timeout(timeout, handler.quote(peer, request)).await {
-                        let _ = answers.send(Answer::Quote(channel, response));
-                    }
+                let handler = handler.clone();
+                answer_in_task(timeout, answers, async move { handler.quote(peer, request).await }, |r| {
+                    Answer::Quote(channel, r)
                 });
             }
             other => log_other(tpod_wire::QUOTE_PROTOCOL, other),
@@ -147,11 +162,9 @@ fn on_event<H: Handler>(
                 message: request_response::Message::Request { request, channel, .. },
                 ..
             } => {
-                let (handler, answers) = (handler.clone(), answers.clone());
-                tokio::spawn(async move {
-                    if let Ok(response) = tokio::time::timeout(timeout, handler.provision(peer, request)).await {
-                        let _ = answers.send(Answer::Provision(channel, response));
-                    }
+                let handler = handler.clone();
+                answer_in_task(timeout, answers, async move { handler.provision(peer, request).await }, |r| {
+                    Answer::Provision(channel, r)
                 });
             }
             other => log_other(tpod_wire::PROVISION_PROTOCOL, other),
