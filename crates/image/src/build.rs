@@ -119,7 +119,7 @@ pub(crate) fn host_arch() -> Arch {
     })
 }
 
-fn spec_error(e: oci_spec::OciSpecError) -> ImageError {
+pub(crate) fn spec_error(e: oci_spec::OciSpecError) -> ImageError {
     ImageError::Build(e.to_string())
 }
 
@@ -135,7 +135,7 @@ fn write_blob(out_dir: &Path, media_type: MediaType, bytes: &[u8]) -> Result<Des
 }
 
 /// Serializes with object keys sorted, whatever map type the value used.
-fn canonical_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, ImageError> {
+pub(crate) fn canonical_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, ImageError> {
     fn sort(value: Value) -> Value {
         match value {
             Value::Object(map) => {

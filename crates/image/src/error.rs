@@ -91,6 +91,15 @@ pub enum ImageError {
         /// The underlying error.
         source: io::Error,
     },
+    /// A `docker save` tarball is refused: `manifest.json` missing or listing a file that is not
+    /// in the archive or escapes it, a layer not matching the config's diff ids, ….
+    #[error("docker archive {archive}: {reason}")]
+    DockerArchive {
+        /// The tarball.
+        archive: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// Something given to the builder is unusable (bad destination path, …).
     #[error("build: {0}")]
     Build(String),

@@ -9,12 +9,16 @@
 //!
 //! - [`build_layout`] / [`write_layout`] write an OCI image layout (`oci-layout`, `index.json`,
 //!   `blobs/sha256/…`) with fixed timestamps and owners, so the same input gives the same digests.
-//! - [`read_layout`] parses `index.json` → manifest → config into an [`Image`].
+//! - [`read_layout`] parses `index.json` → manifest → config into an [`Image`]; [`read_image`]
+//!   does the same from a manifest digest in a bare blob store.
+//! - [`import_docker_archive`] converts a `docker save` tarball into an image layout in a cache
+//!   directory, checking its layers against the config's diff ids.
 //! - [`unpack`] applies an image's layers, in order, to a directory.
 //! - [`hello`] builds the `examples/hello` busybox httpd image.
 
 mod build;
 mod digest;
+mod docker;
 mod error;
 pub mod hello;
 mod read;
@@ -22,8 +26,9 @@ mod unpack;
 
 pub use build::{ContainerConfig, RootfsFile, build_layout, write_layout};
 pub use digest::Digest;
+pub use docker::import_docker_archive;
 pub use error::ImageError;
-pub use read::{Image, MAX_JSON_BYTES, read_layout};
+pub use read::{Image, Layer, MAX_JSON_BYTES, read_image, read_layout};
 pub use unpack::{UnpackReport, unpack};
 
 /// Re-exported so callers can inspect [`Image`] without depending on `oci-spec` themselves.

@@ -67,8 +67,24 @@ pub fn read_layout(dir: &Path) -> Result<Image, ImageError> {
         .ok_or_else(|| invalid("index.json", format!("no image manifest for linux/{arch}")))?;
 
     let (manifest_digest, bytes) = read_json_blob(dir, manifest_descriptor)?;
+    image_from_manifest(dir, manifest_digest, &bytes)
+}
+
+/// Reads the image whose manifest is the blob `manifest_digest` in the blob store at `dir`
+/// (laid out like an image layout: `dir/blobs/sha256/<hex>`; no `index.json` needed). This is
+/// how a provider opens an image whose blobs were uploaded to it one by one.
+pub fn read_image(dir: &Path, manifest_digest: &Digest) -> Result<Image, ImageError> {
+    let what = format!("blob {manifest_digest}");
+    let bytes = read_bounded(&manifest_digest.blob_path(dir), &what)?;
+    let actual = Digest::of(&bytes);
+    check_blob(manifest_digest, bytes.len() as u64, bytes.len() as u64, actual)?;
+    image_from_manifest(dir, manifest_digest.clone(), &bytes)
+}
+
+/// Parses a verified manifest, then reads and verifies its config.
+fn image_from_manifest(dir: &Path, manifest_digest: Digest, bytes: &[u8]) -> Result<Image, ImageError> {
     let what = format!("manifest {manifest_digest}");
-    let manifest: ImageManifest = parse_json(&bytes, &what)?;
+    let manifest: ImageManifest = parse_json(bytes, &what)?;
     if manifest.schema_version() != 2 {
         return Err(invalid(&what, format!("schemaVersion {} is not 2", manifest.schema_version())));
     }

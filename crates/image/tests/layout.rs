@@ -209,3 +209,22 @@ fn whiteout_of_parent_is_refused() {
     assert!(matches!(err, ImageError::UnsafeEntry { .. }), "{err}");
     assert!(tmp.path().join("precious").exists());
 }
+
+#[test]
+fn read_image_opens_a_bare_blob_store_by_manifest_digest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let image_dir = tmp.path().join("image");
+    let digest = build_hello(&image_dir);
+    // A provider's store holds blobs only: no oci-layout, no index.json.
+    fs::remove_file(image_dir.join("index.json")).unwrap();
+    fs::remove_file(image_dir.join("oci-layout")).unwrap();
+    let image = tpod_image::read_image(&image_dir, &digest).unwrap();
+    assert_eq!(image.manifest_digest, digest);
+    assert_eq!(image.layers.len(), 1);
+
+    flip_byte(&digest.blob_path(&image_dir), 5);
+    let err = tpod_image::read_image(&image_dir, &digest).unwrap_err();
+    assert!(matches!(&err, ImageError::DigestMismatch { digest: d, .. } if *d == digest), "{err}");
+    let missing = tpod_image::Digest::of(b"not stored");
+    assert!(tpod_image::read_image(&image_dir, &missing).is_err());
+}
