@@ -3,7 +3,12 @@
 
 use std::error::Error;
 
-const PROTOS: &[&str] = &["proto/tpod/v1/quote.proto", "proto/tpod/v1/provision.proto", "proto/tpod/v1/logs.proto"];
+const PROTOS: &[&str] = &[
+    "proto/tpod/v1/quote.proto",
+    "proto/tpod/v1/provision.proto",
+    "proto/tpod/v1/logs.proto",
+    "proto/tpod/v1/blob.proto",
+];
 
 fn main() -> Result<(), Box<dyn Error>> {
     println!("cargo:rerun-if-changed=proto");

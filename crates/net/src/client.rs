@@ -1,41 +1,83 @@
-//! The publisher side: sends quote and provision requests to providers by peer id and address,
-//! through a swarm running in a background task driven by a command channel.
+//! The publisher side: sends quote, provision and blob requests to providers by peer id and
+//! address, and opens log streams, through a swarm running in a background task driven by a
+//! command channel.
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::HashMap,
+    fs::File,
+    io::{self, Read, Seek, SeekFrom},
+    path::Path,
+    time::Duration,
+};
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use libp2p::{
-    Multiaddr, PeerId, Swarm,
+    Multiaddr, PeerId, StreamProtocol, Swarm,
     identity::Keypair,
     request_response::{self, OutboundFailure, OutboundRequestId, ProtocolSupport},
-    swarm::{DialError, SwarmEvent},
+    swarm::{
+        DialError, SwarmEvent,
+        dial_opts::{DialOpts, PeerCondition},
+    },
 };
 use tokio::{
     sync::{mpsc, oneshot},
     task::JoinHandle,
 };
 use tpod_wire::{
-    PROVISION_PROTOCOL, QUOTE_PROTOCOL,
-    pb::{ProvisionResponse, QuoteRequest, QuoteResponse, SignedRequest},
+    BLOB_PROTOCOL, LOGS_PROTOCOL, PROVISION_PROTOCOL, QUOTE_PROTOCOL, VERSION,
+    limits::MAX_BLOB_CHUNK_BYTES,
+    pb::{
+        self, BlobRequest, BlobResponse, LogChunk, ProvisionResponse, QuoteRequest, QuoteResponse, SignedRequest,
+        blob_request::Op, blob_response,
+    },
 };
 
-use crate::{Behaviour, BehaviourEvent, NetConfig, NetError, RequestErrorKind, build_swarm};
+use crate::{Behaviour, BehaviourEvent, NetConfig, NetError, RequestErrorKind, build_swarm, logs};
 
 type Reply<T> = oneshot::Sender<Result<T, NetError>>;
 
 enum Command {
-    Quote { peer: PeerId, addr: Multiaddr, request: QuoteRequest, reply: Reply<QuoteResponse> },
-    Provision { peer: PeerId, addr: Multiaddr, request: SignedRequest, reply: Reply<ProvisionResponse> },
+    Quote {
+        peer: PeerId,
+        addr: Multiaddr,
+        request: QuoteRequest,
+        reply: Reply<QuoteResponse>,
+    },
+    Provision {
+        peer: PeerId,
+        addr: Multiaddr,
+        request: SignedRequest,
+        reply: Reply<ProvisionResponse>,
+    },
+    Blob {
+        peer: PeerId,
+        addr: Multiaddr,
+        request: BlobRequest,
+        reply: Reply<BlobResponse>,
+    },
+    /// Makes sure a connection to the peer is up, for protocols opened as raw streams.
+    Connect {
+        peer: PeerId,
+        addr: Multiaddr,
+        reply: Reply<()>,
+    },
 }
 
-/// A client of providers. The swarm runs in a background task, stopped when this is dropped;
-/// connections are reused between requests to the same peer.
-#[derive(Debug)]
+/// A client of providers. The swarm runs in a background task, stopped when this is dropped
+/// (which also ends its log streams); connections are reused between requests to the same peer.
 pub struct Client {
     peer_id: PeerId,
     commands: mpsc::Sender<Command>,
+    streams: libp2p_stream::Control,
     request_timeout: Duration,
     task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("peer_id", &self.peer_id).finish_non_exhaustive()
+    }
 }
 
 impl Client {
@@ -50,9 +92,10 @@ impl Client {
         let runtime = tokio::runtime::Handle::try_current().map_err(|e| NetError::Transport(e.to_string()))?;
         let peer_id = keypair.public().to_peer_id();
         let swarm = build_swarm(keypair, ProtocolSupport::Outbound, &config)?;
+        let streams = swarm.behaviour().stream.new_control();
         let (commands, rx) = mpsc::channel(64);
         let task = runtime.spawn(run(swarm, rx, config.request_timeout));
-        Ok(Self { peer_id, commands, request_timeout: config.request_timeout, task })
+        Ok(Self { peer_id, commands, streams, request_timeout: config.request_timeout, task })
     }
 
     /// This client's peer id, as providers see it.
@@ -75,6 +118,123 @@ impl Client {
         self.call(peer, PROVISION_PROTOCOL, |reply| Command::Provision { peer, addr, request, reply }).await
     }
 
+    /// Sends a blob query or put to `peer`, reachable at `addr`. An error answer is returned as
+    /// is; [`Client::push_blob`] turns it into [`RequestErrorKind::Refused`].
+    pub async fn blob(&self, peer: PeerId, addr: Multiaddr, request: BlobRequest) -> Result<BlobResponse, NetError> {
+        self.call(peer, BLOB_PROTOCOL, |reply| Command::Blob { peer, addr, request, reply }).await
+    }
+
+    /// Uploads the file at `path` as the blob `digest` (`sha256:<hex>`, which the provider checks
+    /// against the content once it has it all). Skips a blob the provider already holds, resumes
+    /// an interrupted upload where the provider's copy ends, and sends the rest in chunks of
+    /// [`MAX_BLOB_CHUNK_BYTES`] read from the file one at a time, so memory stays bounded.
+    /// `progress(sent, total)` is called with the bytes the provider holds after each step.
+    pub async fn push_blob(
+        &self,
+        peer: PeerId,
+        addr: Multiaddr,
+        digest: &str,
+        path: &Path,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<(), NetError> {
+        let file_error = |source| NetError::BlobFile { path: path.to_owned(), source };
+        let mut file = File::open(path).map_err(file_error)?;
+        let total = file.metadata().map_err(file_error)?.len();
+        let request = |op| BlobRequest { version: VERSION, digest: digest.to_owned(), op: Some(op) };
+        let failed = |reason: String| NetError::request(peer, BLOB_PROTOCOL, RequestErrorKind::Failed(reason));
+
+        let state = self.blob_state(peer, addr.clone(), request(Op::Query(pb::Query {}))).await?;
+        if state.complete {
+            tracing::debug!(%peer, digest, "blob already on the provider");
+            progress(total, total);
+            return Ok(());
+        }
+        if state.received > total {
+            return Err(failed(format!("the provider holds {} bytes of a {total}-byte file", state.received)));
+        }
+        let mut offset = state.received;
+        progress(offset, total);
+        loop {
+            // Blocking file reads run off the async workers; the file travels with the job.
+            let (returned, data) = tokio::task::spawn_blocking(move || read_chunk(file, offset))
+                .await
+                .map_err(|e| failed(format!("reading the file: {e}")))?
+                .map_err(file_error)?;
+            file = returned;
+            let len = data.len() as u64;
+            if len == 0 && offset < total {
+                return Err(file_error(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the file shrank while uploading",
+                )));
+            }
+            let put = pb::Put { offset, data, total_size: total };
+            let state = self.blob_state(peer, addr.clone(), request(Op::Put(put))).await?;
+            if state.complete {
+                progress(total, total);
+                return Ok(());
+            }
+            // The provider must have taken the chunk (or be further along); anything else would
+            // loop forever.
+            if state.received < offset + len || state.received > total {
+                return Err(failed(format!(
+                    "the provider holds {} bytes after a put of {len} bytes at offset {offset} (of {total})",
+                    state.received
+                )));
+            }
+            if state.received == total {
+                return Err(failed(format!(
+                    "the provider has all {total} bytes but does not report the blob complete"
+                )));
+            }
+            offset = state.received;
+            progress(offset, total);
+        }
+    }
+
+    /// Sends a blob request and unwraps the state, turning an error answer into a refusal.
+    async fn blob_state(&self, peer: PeerId, addr: Multiaddr, request: BlobRequest) -> Result<pb::BlobState, NetError> {
+        match self.blob(peer, addr, request).await?.result {
+            Some(blob_response::Result::State(state)) => Ok(state),
+            Some(blob_response::Result::Error(pb::Error { code, message })) => {
+                Err(NetError::request(peer, BLOB_PROTOCOL, RequestErrorKind::Refused { code, message }))
+            }
+            None => Err(NetError::request(peer, BLOB_PROTOCOL, RequestErrorKind::Failed("empty answer".into()))),
+        }
+    }
+
+    /// Sends a signed logs request to `peer`, reachable at `addr`, and returns the provider's log
+    /// chunks as they come: all of them then the end when not following, for as long as the pod
+    /// runs (or until the stream is dropped, which tells the provider to stop) when following.
+    ///
+    /// A refusal (e.g. wrong signer) is an error here, [`RequestErrorKind::Refused`] with the
+    /// provider's code and reason. A stream that breaks or ends without its last chunk yields
+    /// one error and ends. Connecting and the provider's verdict are bounded by the request
+    /// timeout; waiting for log lines is not.
+    pub async fn logs(
+        &self,
+        peer: PeerId,
+        addr: Multiaddr,
+        request: SignedRequest,
+    ) -> Result<impl Stream<Item = Result<LogChunk, NetError>> + Unpin + Send + 'static, NetError> {
+        let open = async {
+            let (reply, connected) = oneshot::channel();
+            self.commands.send(Command::Connect { peer, addr, reply }).await.map_err(|_| NetError::Stopped)?;
+            connected.await.map_err(|_| NetError::Stopped)??;
+            let stream = self
+                .streams
+                .clone()
+                .open_stream(peer, StreamProtocol::new(LOGS_PROTOCOL))
+                .await
+                .map_err(|e| NetError::request(peer, LOGS_PROTOCOL, RequestErrorKind::Failed(e.to_string())))?;
+            logs::receive(peer, stream, request).await
+        };
+        match tokio::time::timeout(self.request_timeout, open).await {
+            Ok(result) => result,
+            Err(_) => Err(NetError::request(peer, LOGS_PROTOCOL, RequestErrorKind::Timeout(self.request_timeout))),
+        }
+    }
+
     async fn call<T>(
         &self,
         peer: PeerId,
@@ -92,6 +252,14 @@ impl Client {
     }
 }
 
+/// Reads up to [`MAX_BLOB_CHUNK_BYTES`] at `offset`; fewer only at the end of the file.
+fn read_chunk(mut file: File, offset: u64) -> io::Result<(File, Vec<u8>)> {
+    file.seek(SeekFrom::Start(offset))?;
+    let mut data = Vec::with_capacity(MAX_BLOB_CHUNK_BYTES);
+    (&mut file).take(MAX_BLOB_CHUNK_BYTES as u64).read_to_end(&mut data)?;
+    Ok((file, data))
+}
+
 impl Drop for Client {
     fn drop(&mut self) {
         self.task.abort();
@@ -100,15 +268,19 @@ impl Drop for Client {
 
 /// Requests in flight, per protocol, and the last dial error per peer, kept to explain the
 /// behaviour's bare `DialFailure` (the swarm reports the cause first, as a separate event).
+/// Connection requests wait in `connecting` for their peer's connection or dial failure.
+#[derive(Default)]
 struct State {
     quotes: HashMap<OutboundRequestId, Reply<QuoteResponse>>,
     provisions: HashMap<OutboundRequestId, Reply<ProvisionResponse>>,
+    blobs: HashMap<OutboundRequestId, Reply<BlobResponse>>,
+    connecting: HashMap<PeerId, Vec<Reply<()>>>,
     dial_errors: HashMap<PeerId, DialError>,
     timeout: Duration,
 }
 
 async fn run(mut swarm: Swarm<Behaviour>, mut commands: mpsc::Receiver<Command>, timeout: Duration) {
-    let mut state = State { quotes: HashMap::new(), provisions: HashMap::new(), dial_errors: HashMap::new(), timeout };
+    let mut state = State { timeout, ..Default::default() };
     loop {
         tokio::select! {
             command = commands.recv() => match command {
@@ -122,6 +294,12 @@ async fn run(mut swarm: Swarm<Behaviour>, mut commands: mpsc::Receiver<Command>,
                     let id = swarm.behaviour_mut().provision.send_request_with_addresses(&peer, request, vec![addr]);
                     state.provisions.insert(id, reply);
                 }
+                Some(Command::Blob { peer, addr, request, reply }) => {
+                    state.dial_errors.remove(&peer);
+                    let id = swarm.behaviour_mut().blob.send_request_with_addresses(&peer, request, vec![addr]);
+                    state.blobs.insert(id, reply);
+                }
+                Some(Command::Connect { peer, addr, reply }) => connect(&mut swarm, &mut state, peer, addr, reply),
                 // The client was dropped.
                 None => break,
             },
@@ -134,12 +312,52 @@ async fn run(mut swarm: Swarm<Behaviour>, mut commands: mpsc::Receiver<Command>,
                     let State { provisions, dial_errors, timeout, .. } = &mut state;
                     on_response(PROVISION_PROTOCOL, event, provisions, dial_errors, *timeout);
                 }
+                SwarmEvent::Behaviour(BehaviourEvent::Blob(event)) => {
+                    let State { blobs, dial_errors, timeout, .. } = &mut state;
+                    on_response(BLOB_PROTOCOL, event, blobs, dial_errors, *timeout);
+                }
+                SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                    for reply in state.connecting.remove(&peer_id).unwrap_or_default() {
+                        let _ = reply.send(Ok(()));
+                    }
+                }
                 SwarmEvent::OutgoingConnectionError { peer_id: Some(peer), error, .. } => {
+                    for reply in state.connecting.remove(&peer).unwrap_or_default() {
+                        let _ = reply.send(Err(NetError::request(peer, LOGS_PROTOCOL, dial_error_kind(&error))));
+                    }
                     state.dial_errors.insert(peer, error);
                 }
                 _ => {}
             },
         }
+    }
+}
+
+/// Answers `reply` once `peer` is connected, dialing `addr` unless a connection or a dial is
+/// already there.
+fn connect(swarm: &mut Swarm<Behaviour>, state: &mut State, peer: PeerId, addr: Multiaddr, reply: Reply<()>) {
+    if swarm.is_connected(&peer) {
+        let _ = reply.send(Ok(()));
+        return;
+    }
+    let opts =
+        DialOpts::peer_id(peer).addresses(vec![addr]).condition(PeerCondition::DisconnectedAndNotDialing).build();
+    match swarm.dial(opts) {
+        // A dial already under way answers us too, through the same events.
+        Ok(()) | Err(DialError::DialPeerConditionFalse(_)) => state.connecting.entry(peer).or_default().push(reply),
+        Err(error) => {
+            let _ = reply.send(Err(NetError::request(peer, LOGS_PROTOCOL, dial_error_kind(&error))));
+        }
+    }
+}
+
+/// Why a dial failed, naming the peer actually reached when it was the wrong one.
+fn dial_error_kind(error: &DialError) -> RequestErrorKind {
+    match error {
+        DialError::WrongPeerId { obtained, address } => {
+            RequestErrorKind::WrongPeer { address: address.clone(), obtained: *obtained }
+        }
+        error => RequestErrorKind::Dial(error.to_string()),
     }
 }
 
@@ -163,10 +381,7 @@ fn on_response<Req, Resp>(
             let error = match error {
                 OutboundFailure::Timeout => RequestErrorKind::Timeout(timeout),
                 OutboundFailure::DialFailure => match dial_errors.get(&peer) {
-                    Some(DialError::WrongPeerId { obtained, address }) => {
-                        RequestErrorKind::WrongPeer { address: address.clone(), obtained: *obtained }
-                    }
-                    Some(error) => RequestErrorKind::Dial(error.to_string()),
+                    Some(error) => dial_error_kind(error),
                     None => RequestErrorKind::Dial("dial failed".into()),
                 },
                 other => RequestErrorKind::Failed(other.to_string()),

@@ -25,6 +25,14 @@ pub enum NetError {
     /// The background network task is gone (it panicked or was shut down).
     #[error("the network task has stopped")]
     Stopped,
+    /// Reading a local file to upload failed.
+    #[error("blob file {path}: {source}")]
+    BlobFile {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// Reading or writing a keypair file failed.
     #[error("keypair file {path}: {source}")]
     KeyIo {
@@ -76,12 +84,28 @@ pub enum RequestErrorKind {
     /// connection closed, or the peer does not speak the protocol.
     #[error("failed: {0}")]
     Failed(String),
+    /// The provider answered with an error: it refused the request or could not carry it out.
+    #[error("refused by the provider: {message} (code {code})")]
+    Refused {
+        /// Error code set by the provider (HTTP-like, e.g. 403, 409).
+        code: u32,
+        /// The provider's explanation.
+        message: String,
+    },
 }
 
 impl NetError {
     /// A [`NetError::Request`].
     pub(crate) fn request(peer: PeerId, protocol: &'static str, kind: RequestErrorKind) -> Self {
         Self::Request(Box::new(RequestError { peer, protocol, kind }))
+    }
+
+    /// The provider's refusal `(code, message)`, if this is one.
+    pub fn refusal(&self) -> Option<(u32, &str)> {
+        match self.as_request().map(|e| &e.kind) {
+            Some(RequestErrorKind::Refused { code, message }) => Some((*code, message)),
+            _ => None,
+        }
     }
 
     /// The request failure, if this is one.

@@ -1,17 +1,20 @@
-//! Networking: the libp2p host of publisher and provider (TCP, noise, yamux) and the
-//! request-response protocols named in `tpod-wire`, behind a small API that hides the swarm.
+//! Networking: the libp2p host of publisher and provider (TCP, noise, yamux) and the protocols
+//! named in `tpod-wire`, behind a small API that hides the swarm.
 //!
-//! - [`Provider::listen`] answers `/tpod/quote/1` and `/tpod/provision/1` with a [`Handler`],
-//!   which sees the authenticated peer id of every request.
-//! - [`Client::connect`] sends requests to a provider by peer id and address.
+//! - [`Provider::listen`] answers `/tpod/quote/1`, `/tpod/provision/1` and `/tpod/blob/1`
+//!   (request-response) and `/tpod/logs/1` (a request, then a stream of log chunks) with a
+//!   [`Handler`], which sees the authenticated peer id of every request.
+//! - [`Client::connect`] sends requests to a provider by peer id and address, follows its logs
+//!   ([`Client::logs`]) and uploads blobs resumably ([`Client::push_blob`]).
 //!
-//! Every message from the network goes through [`WireCodec`], i.e. `tpod-wire`'s bounded
-//! framing and validation. Log streaming (`/tpod/logs/1`) is not carried here yet.
+//! Every message from the network goes through `tpod-wire`'s bounded framing and validation:
+//! [`WireCodec`] for the request-response protocols, the same reader for the log stream.
 
 mod client;
 mod codec;
 mod error;
 mod keys;
+mod logs;
 mod provider;
 
 use std::time::Duration;
@@ -29,7 +32,7 @@ use libp2p::{
     swarm::NetworkBehaviour,
     tcp, yamux,
 };
-use tpod_wire::pb::{ProvisionResponse, QuoteRequest, QuoteResponse, SignedRequest};
+use tpod_wire::pb::{BlobRequest, BlobResponse, ProvisionResponse, QuoteRequest, QuoteResponse, SignedRequest};
 
 /// Settings shared by [`Provider`] and [`Client`].
 #[derive(Debug, Clone)]
@@ -52,12 +55,18 @@ impl Default for NetConfig {
 type QuoteCodec = WireCodec<QuoteRequest, QuoteResponse>;
 /// Codec of the provision protocol.
 type ProvisionCodec = WireCodec<SignedRequest, ProvisionResponse>;
+/// Codec of the blob protocol.
+type BlobCodec = WireCodec<BlobRequest, BlobResponse>;
 
 /// The protocols both sides speak; the provider supports them inbound, the client outbound.
+/// `stream` carries the logs protocol, which is not request-response: the provider registers
+/// it for inbound streams, the client opens streams through a [`libp2p_stream::Control`].
 #[derive(NetworkBehaviour)]
 struct Behaviour {
     quote: request_response::Behaviour<QuoteCodec>,
     provision: request_response::Behaviour<ProvisionCodec>,
+    blob: request_response::Behaviour<BlobCodec>,
+    stream: libp2p_stream::Behaviour,
 }
 
 /// Builds a TCP + noise + yamux swarm whose behaviour supports the protocols as `support`.
@@ -69,9 +78,11 @@ fn build_swarm(keypair: Keypair, support: ProtocolSupport, config: &NetConfig) -
             rr_config.clone(),
         ),
         provision: request_response::Behaviour::new(
-            [(StreamProtocol::new(tpod_wire::PROVISION_PROTOCOL), support)],
-            rr_config,
+            [(StreamProtocol::new(tpod_wire::PROVISION_PROTOCOL), support.clone())],
+            rr_config.clone(),
         ),
+        blob: request_response::Behaviour::new([(StreamProtocol::new(tpod_wire::BLOB_PROTOCOL), support)], rr_config),
+        stream: libp2p_stream::Behaviour::new(),
     };
     let idle = config.idle_connection_timeout;
     let swarm = SwarmBuilder::with_existing_identity(keypair)

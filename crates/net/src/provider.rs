@@ -1,19 +1,29 @@
-//! The provider side: listens, reads quote and provision requests, and answers them with a
-//! [`Handler`] running outside the swarm task so that a slow answer does not stall the others.
+//! The provider side: listens, reads quote, provision, blob and logs requests, and answers them
+//! with a [`Handler`] running outside the swarm task so that a slow answer does not stall the
+//! others.
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use futures::StreamExt;
+use futures::{StreamExt, stream::BoxStream};
 use libp2p::{
-    Multiaddr, PeerId, Swarm,
+    Multiaddr, PeerId, StreamProtocol, Swarm,
     identity::Keypair,
     request_response::{self, ProtocolSupport, ResponseChannel},
     swarm::SwarmEvent,
 };
-use tokio::{sync::mpsc, task::JoinHandle};
-use tpod_wire::pb::{ProvisionResponse, QuoteRequest, QuoteResponse, SignedRequest};
+use libp2p_stream::IncomingStreams;
+use tokio::{
+    sync::{Semaphore, mpsc},
+    task::JoinHandle,
+};
+use tpod_wire::pb::{
+    self, BlobRequest, BlobResponse, LogChunk, ProvisionResponse, QuoteRequest, QuoteResponse, SignedRequest,
+};
 
-use crate::{Behaviour, BehaviourEvent, NetConfig, NetError, build_swarm};
+use crate::{
+    Behaviour, BehaviourEvent, NetConfig, NetError, build_swarm,
+    logs::{LogServer, MAX_LOG_STREAMS},
+};
 
 /// Answers the requests a provider receives. `peer` is the remote's peer id as authenticated
 /// by noise, so it can be bound to attestation or payment identities.
@@ -25,6 +35,22 @@ pub trait Handler: Send + Sync + 'static {
     fn quote(&self, peer: PeerId, request: QuoteRequest) -> impl Future<Output = QuoteResponse> + Send;
     /// Answers a signed provisioning request (its payload is decoded and verified by the handler).
     fn provision(&self, peer: PeerId, request: SignedRequest) -> impl Future<Output = ProvisionResponse> + Send;
+    /// Answers a signed logs request (its payload is an encoded `LogsRequest`, decoded and
+    /// verified by the handler) with a stream of chunks, or a refusal that reaches the client
+    /// with its code and message.
+    ///
+    /// The stream may be endless (follow mode); it is dropped as soon as the client goes away,
+    /// which is how a producer feeding it through a channel learns to stop. Chunks longer than
+    /// `tpod_wire::limits::MAX_LOG_CHUNK_BYTES` are split; a chunk with `end` or `error` ends
+    /// the stream, as does the stream ending. Only deciding (this future) is bounded by the
+    /// request timeout.
+    fn logs(
+        &self,
+        peer: PeerId,
+        request: SignedRequest,
+    ) -> impl Future<Output = Result<BoxStream<'static, LogChunk>, pb::Error>> + Send;
+    /// Answers a blob query or put.
+    fn blob(&self, peer: PeerId, request: BlobRequest) -> impl Future<Output = BlobResponse> + Send;
 }
 
 /// A listening provider. The swarm runs in a background task, stopped when this is dropped.
@@ -50,6 +76,12 @@ impl Provider {
     ) -> Result<Self, NetError> {
         let peer_id = keypair.public().to_peer_id();
         let mut swarm = build_swarm(keypair, ProtocolSupport::Inbound, &config)?;
+        let log_streams = swarm
+            .behaviour()
+            .stream
+            .new_control()
+            .accept(StreamProtocol::new(tpod_wire::LOGS_PROTOCOL))
+            .map_err(|e| NetError::Transport(e.to_string()))?;
         let listener = swarm
             .listen_on(addr.clone())
             .map_err(|e| NetError::Listen { address: addr.clone(), reason: e.to_string() })?;
@@ -70,7 +102,7 @@ impl Provider {
                 _ => {}
             }
         };
-        let task = tokio::spawn(run(swarm, Arc::new(handler), config));
+        let task = tokio::spawn(run(swarm, log_streams, Arc::new(handler), config));
         Ok(Self { peer_id, listen_addr, task })
     }
 
@@ -93,24 +125,40 @@ impl Drop for Provider {
 
 /// An answer from a handler task, to be sent by the swarm task which owns the behaviours.
 enum Answer {
-    Quote(ResponseChannel<QuoteResponse>, QuoteResponse),
+    // Boxed: a quote (pricing table, addresses) is several times larger than the other answers.
+    Quote(ResponseChannel<QuoteResponse>, Box<QuoteResponse>),
     Provision(ResponseChannel<ProvisionResponse>, ProvisionResponse),
+    Blob(ResponseChannel<BlobResponse>, BlobResponse),
 }
 
-async fn run<H: Handler>(mut swarm: Swarm<Behaviour>, handler: Arc<H>, config: NetConfig) {
+async fn run<H: Handler>(
+    mut swarm: Swarm<Behaviour>,
+    mut log_streams: IncomingStreams,
+    handler: Arc<H>,
+    config: NetConfig,
+) {
     let (answers_tx, mut answers) = mpsc::unbounded_channel();
+    let logs = LogServer {
+        handler: handler.clone(),
+        timeout: config.request_timeout,
+        slots: Arc::new(Semaphore::new(MAX_LOG_STREAMS)),
+    };
     loop {
         tokio::select! {
             event = swarm.select_next_some() => on_event(event, &handler, &answers_tx, &config),
+            Some((peer, stream)) = log_streams.next() => logs.spawn(peer, stream),
             Some(answer) = answers.recv() => {
                 // An Err means the request already failed (timeout, connection closed): the
                 // behaviour reports that as an InboundFailure, nothing more to do here.
                 let _ = match answer {
                     Answer::Quote(channel, response) => {
-                        swarm.behaviour_mut().quote.send_response(channel, response).map(drop).map_err(drop)
+                        swarm.behaviour_mut().quote.send_response(channel, *response).map(drop).map_err(drop)
                     }
                     Answer::Provision(channel, response) => {
                         swarm.behaviour_mut().provision.send_response(channel, response).map(drop).map_err(drop)
+                    }
+                    Answer::Blob(channel, response) => {
+                        swarm.behaviour_mut().blob.send_response(channel, response).map(drop).map_err(drop)
                     }
                 };
             }
@@ -151,7 +199,7 @@ fn on_event<H: Handler>(
             } => {
                 let handler = handler.clone();
                 answer_in_task(timeout, answers, async move { handler.quote(peer, request).await }, |r| {
-                    Answer::Quote(channel, r)
+                    Answer::Quote(channel, Box::new(r))
                 });
             }
             other => log_other(tpod_wire::QUOTE_PROTOCOL, other),
@@ -168,6 +216,19 @@ fn on_event<H: Handler>(
                 });
             }
             other => log_other(tpod_wire::PROVISION_PROTOCOL, other),
+        },
+        SwarmEvent::Behaviour(BehaviourEvent::Blob(event)) => match event {
+            request_response::Event::Message {
+                peer,
+                message: request_response::Message::Request { request, channel, .. },
+                ..
+            } => {
+                let handler = handler.clone();
+                answer_in_task(timeout, answers, async move { handler.blob(peer, request).await }, |r| {
+                    Answer::Blob(channel, r)
+                });
+            }
+            other => log_other(tpod_wire::BLOB_PROTOCOL, other),
         },
         SwarmEvent::IncomingConnectionError { send_back_addr, error, .. } => {
             tracing::debug!(%send_back_addr, %error, "incoming connection failed");

@@ -9,20 +9,28 @@
 use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use prost::Message;
 
-use crate::{LOGS_PROTOCOL, PROVISION_PROTOCOL, QUOTE_PROTOCOL, Validate, WireError};
+use crate::{BLOB_PROTOCOL, LOGS_PROTOCOL, PROVISION_PROTOCOL, QUOTE_PROTOCOL, Validate, WireError, limits};
 
 /// Largest message of the quote protocol: a request or a pricing table.
 pub const QUOTE_MAX_BYTES: usize = 64 * 1024;
 /// Largest message of the provision protocol: a pod definition, which may carry sealed secrets.
 pub const PROVISION_MAX_BYTES: usize = 4 * 1024 * 1024;
-/// Largest message of the logs protocol: a request or one chunk of log output.
+/// Largest message of the logs protocol: a request or one chunk of log output (whose data is
+/// capped lower, at [`limits::MAX_LOG_CHUNK_BYTES`], by validation).
 pub const LOGS_MAX_BYTES: usize = 1024 * 1024;
+/// Largest message of the blob protocol: one chunk of [`limits::MAX_BLOB_CHUNK_BYTES`] plus room
+/// for the digest and the other fields.
+pub const BLOB_MAX_BYTES: usize = limits::MAX_BLOB_CHUNK_BYTES + 4 * 1024;
 /// Largest message of any protocol in this crate.
 pub const MAX_MESSAGE_BYTES: usize = PROVISION_MAX_BYTES;
 
 /// Per-protocol message size limits, by libp2p protocol id.
-pub const PROTOCOL_LIMITS: &[(&str, usize)] =
-    &[(QUOTE_PROTOCOL, QUOTE_MAX_BYTES), (PROVISION_PROTOCOL, PROVISION_MAX_BYTES), (LOGS_PROTOCOL, LOGS_MAX_BYTES)];
+pub const PROTOCOL_LIMITS: &[(&str, usize)] = &[
+    (QUOTE_PROTOCOL, QUOTE_MAX_BYTES),
+    (PROVISION_PROTOCOL, PROVISION_MAX_BYTES),
+    (LOGS_PROTOCOL, LOGS_MAX_BYTES),
+    (BLOB_PROTOCOL, BLOB_MAX_BYTES),
+];
 
 /// The message size limit of a protocol id, if it is one of the protobuf protocols.
 pub fn max_message_bytes(protocol: &str) -> Option<usize> {

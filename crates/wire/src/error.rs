@@ -45,6 +45,14 @@ pub enum WireError {
         /// Required length.
         expected: usize,
     },
+    /// Fields contradict each other, e.g. a blob chunk reaching past the blob's declared size.
+    #[error("{field}: {reason}")]
+    Inconsistent {
+        /// Path of the field.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The underlying stream failed.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),

@@ -38,6 +38,13 @@ pub mod limits {
     pub const SIGNATURE_BYTES: usize = 65;
     /// Bytes of an Ethereum address.
     pub const ADDRESS_BYTES: usize = 20;
+    /// Bytes of log data in one log chunk; a provider splits longer output.
+    pub const MAX_LOG_CHUNK_BYTES: usize = 64 * 1024;
+    /// Bytes of blob data in one put.
+    pub const MAX_BLOB_CHUNK_BYTES: usize = 1024 * 1024;
+    /// Bytes of a blob digest string. A sha256 digest takes 71 (`sha256:` and 64 hex digits); the
+    /// slack leaves room for CIDs. The exact format is checked by the provider, not here.
+    pub const MAX_DIGEST_BYTES: usize = 128;
 }
 
 use limits::*;
@@ -81,6 +88,9 @@ impl Validate for QuoteResponse {
         string("", "reason", &self.reason, MAX_TEXT_BYTES)?;
         string("", "enclave_signer", &self.enclave_signer, MAX_STRING_BYTES)?;
         string("", "payment_contract", &self.payment_contract, MAX_STRING_BYTES)?;
+        string("", "min_funding", &self.min_funding, MAX_STRING_BYTES)?;
+        string("", "provider_address", &self.provider_address, MAX_STRING_BYTES)?;
+        string("", "domain", &self.domain, MAX_STRING_BYTES)?;
         // Empty when the provider is not available.
         if !self.token.is_empty() {
             exact_len("token", self.token.len(), ADDRESS_BYTES)?;
@@ -185,6 +195,7 @@ fn pod_status(status: &PodStatus) -> Result<(), WireError> {
     string("status", "state", &status.state, MAX_STRING_BYTES)?;
     string("status", "url", &status.url, MAX_STRING_BYTES)?;
     max_len(|| "status.containers".into(), status.containers.len(), MAX_CONTAINER_STATUSES)?;
+    max_len(|| "status.tcp_ports".into(), status.tcp_ports.len(), MAX_PORTS)?;
     for (i, c) in status.containers.iter().enumerate() {
         let path = format!("status.containers[{i}]");
         string(&path, "name", &c.name, MAX_STRING_BYTES)?;
@@ -205,7 +216,46 @@ impl Validate for pb::LogsRequest {
 impl Validate for pb::LogChunk {
     fn validate(&self) -> Result<(), WireError> {
         version(self.version)?;
-        // `data` is bounded by the frame limit.
-        string("", "container", &self.container, MAX_STRING_BYTES)
+        string("", "container", &self.container, MAX_STRING_BYTES)?;
+        max_len(|| "data".into(), self.data.len(), MAX_LOG_CHUNK_BYTES)?;
+        match &self.error {
+            Some(error) => string("error", "message", &error.message, MAX_TEXT_BYTES),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Validate for pb::BlobRequest {
+    fn validate(&self) -> Result<(), WireError> {
+        use pb::blob_request::Op;
+        version(self.version)?;
+        string("", "digest", &self.digest, MAX_DIGEST_BYTES)?;
+        if let Some(Op::Put(put)) = &self.op {
+            let len = put.data.len();
+            max_len(|| "put.data".into(), len, MAX_BLOB_CHUNK_BYTES)?;
+            // A chunk reaching past the declared end can never be accepted; refuse it here.
+            let end = put.offset.checked_add(len as u64);
+            if end.is_none_or(|end| end > put.total_size) {
+                return Err(WireError::Inconsistent {
+                    field: "put".into(),
+                    reason: format!(
+                        "{len} bytes at offset {} reach past the total size {}",
+                        put.offset, put.total_size
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Validate for pb::BlobResponse {
+    fn validate(&self) -> Result<(), WireError> {
+        use pb::blob_response::Result as Outcome;
+        version(self.version)?;
+        match &self.result {
+            Some(Outcome::Error(error)) => string("error", "message", &error.message, MAX_TEXT_BYTES),
+            Some(Outcome::State(_)) | None => Ok(()),
+        }
     }
 }

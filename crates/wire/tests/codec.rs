@@ -9,9 +9,17 @@ use std::task::{Context, Poll, Waker};
 
 use futures::io::Cursor;
 use prost::Message;
-use tpod_wire::codec::{LOGS_MAX_BYTES, MAX_MESSAGE_BYTES, PROVISION_MAX_BYTES, QUOTE_MAX_BYTES, max_message_bytes};
-use tpod_wire::limits::{MAX_CONTAINERS, MAX_ENV, MAX_PORTS, MAX_STRING_BYTES};
-use tpod_wire::pb::{self, provision_request::Action, provision_response::Result as Outcome, volume::Kind};
+use tpod_wire::codec::{
+    BLOB_MAX_BYTES, LOGS_MAX_BYTES, MAX_MESSAGE_BYTES, PROVISION_MAX_BYTES, QUOTE_MAX_BYTES, max_message_bytes,
+};
+use tpod_wire::limits::{
+    MAX_BLOB_CHUNK_BYTES, MAX_CONTAINERS, MAX_DIGEST_BYTES, MAX_ENV, MAX_LOG_CHUNK_BYTES, MAX_PORTS, MAX_STRING_BYTES,
+    MAX_TEXT_BYTES,
+};
+use tpod_wire::pb::{
+    self, blob_request::Op as BlobOp, blob_response::Result as BlobOutcome, provision_request::Action,
+    provision_response::Result as Outcome, volume::Kind,
+};
 use tpod_wire::{PROVISION_PROTOCOL, VERSION, Validate, WireError, decode, read_message, write_message};
 
 /// In-memory streams are always ready, so polling once must finish; no executor needed.
@@ -110,8 +118,10 @@ fn quote_response() -> pb::QuoteResponse {
         payment_contract: "0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512".into(),
         chain_id: 31337,
         token: vec![0x5f; 20],
-        min_funding: 1_000_000,
+        min_funding: "1000000".into(),
         min_unlock_delay_secs: 3600,
+        provider_address: "0x70997970C51812dc3A010C7d01b50e0d17dc79C8".into(),
+        domain: "pods.example.com".into(),
     }
 }
 
@@ -157,6 +167,7 @@ fn every_message_round_trips() {
                 has_exit_code: true,
                 restarts: 2,
             }],
+            tcp_ports: BTreeMap::from([(5432, 30432)]),
         })),
     });
     round_trip(pb::ProvisionResponse {
@@ -170,7 +181,34 @@ fn every_message_round_trips() {
         data: b"GET / 200\n".to_vec(),
         timestamp_unix_nanos: 1_700_000_000_000_000_000,
         end: false,
+        error: None,
     });
+    round_trip(pb::LogChunk {
+        version: VERSION,
+        end: true,
+        error: Some(pb::Error { code: 403, message: "wrong signer".into() }),
+        ..Default::default()
+    });
+    round_trip(blob_put(0, vec![7; 100], 100));
+    round_trip(pb::BlobRequest { version: VERSION, digest: DIGEST.into(), op: Some(BlobOp::Query(pb::Query {})) });
+    round_trip(pb::BlobResponse {
+        version: VERSION,
+        result: Some(BlobOutcome::State(pb::BlobState { complete: false, received: 1 << 20 })),
+    });
+    round_trip(pb::BlobResponse {
+        version: VERSION,
+        result: Some(BlobOutcome::Error(pb::Error { code: 409, message: "wrong offset".into() })),
+    });
+}
+
+const DIGEST: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+fn blob_put(offset: u64, data: Vec<u8>, total_size: u64) -> pb::BlobRequest {
+    pb::BlobRequest {
+        version: VERSION,
+        digest: DIGEST.into(),
+        op: Some(BlobOp::Put(pb::Put { offset, data, total_size })),
+    }
 }
 
 #[test]
@@ -198,7 +236,56 @@ fn frames_follow_each_other_on_one_stream() {
 fn protocol_limits_table() {
     assert_eq!(max_message_bytes(PROVISION_PROTOCOL), Some(PROVISION_MAX_BYTES));
     assert_eq!(max_message_bytes(tpod_wire::QUOTE_PROTOCOL), Some(QUOTE_MAX_BYTES));
-    assert_eq!(max_message_bytes(tpod_wire::BLOB_PROTOCOL), None);
+    assert_eq!(max_message_bytes(tpod_wire::LOGS_PROTOCOL), Some(LOGS_MAX_BYTES));
+    assert_eq!(max_message_bytes(tpod_wire::BLOB_PROTOCOL), Some(BLOB_MAX_BYTES));
+    assert_eq!(max_message_bytes(tpod_wire::ATTEST_PROTOCOL), None);
+    // A full blob chunk with the longest digest fits in one frame.
+    let full = pb::BlobRequest {
+        digest: "x".repeat(MAX_DIGEST_BYTES),
+        ..blob_put(u64::MAX - MAX_BLOB_CHUNK_BYTES as u64, vec![0xff; MAX_BLOB_CHUNK_BYTES], u64::MAX)
+    };
+    assert!(full.encoded_len() <= BLOB_MAX_BYTES);
+    let mut framed = Cursor::new(Vec::new());
+    run(write_message(&mut framed, &full, BLOB_MAX_BYTES)).unwrap();
+    assert_eq!(
+        run(read_message::<pb::BlobRequest, _>(&mut Cursor::new(framed.into_inner()), BLOB_MAX_BYTES)).unwrap(),
+        full
+    );
+}
+
+#[test]
+fn blob_request_limits() {
+    read::<pb::BlobRequest>(&frame(&blob_put(0, vec![1; MAX_BLOB_CHUNK_BYTES], 1 << 30))).unwrap();
+    let err = read::<pb::BlobRequest>(&frame(&blob_put(0, vec![1; MAX_BLOB_CHUNK_BYTES + 1], 1 << 30))).unwrap_err();
+    assert_eq!(limit_field(err), "put.data");
+
+    let long_digest = pb::BlobRequest { digest: "s".repeat(MAX_DIGEST_BYTES + 1), ..blob_put(0, vec![], 0) };
+    assert_eq!(limit_field(read::<pb::BlobRequest>(&frame(&long_digest)).unwrap_err()), "digest");
+
+    // A chunk may end exactly at the total size, not past it, and offsets must not overflow.
+    read::<pb::BlobRequest>(&frame(&blob_put(90, vec![1; 10], 100))).unwrap();
+    for request in [blob_put(91, vec![1; 10], 100), blob_put(u64::MAX, vec![1], u64::MAX), blob_put(0, vec![1], 0)] {
+        let err = read::<pb::BlobRequest>(&frame(&request)).unwrap_err();
+        assert!(matches!(err, WireError::Inconsistent { ref field, .. } if field == "put"), "{err:?}");
+    }
+
+    let error = pb::Error { code: 500, message: "e".repeat(MAX_TEXT_BYTES + 1) };
+    let response = pb::BlobResponse { version: VERSION, result: Some(BlobOutcome::Error(error)) };
+    assert_eq!(limit_field(read::<pb::BlobResponse>(&frame(&response)).unwrap_err()), "error.message");
+}
+
+#[test]
+fn log_chunk_limits() {
+    let chunk = |data: Vec<u8>| pb::LogChunk { version: VERSION, data, ..Default::default() };
+    read::<pb::LogChunk>(&frame(&chunk(vec![b'x'; MAX_LOG_CHUNK_BYTES]))).unwrap();
+    let err = read::<pb::LogChunk>(&frame(&chunk(vec![b'x'; MAX_LOG_CHUNK_BYTES + 1]))).unwrap_err();
+    assert_eq!(limit_field(err), "data");
+    let refusal = pb::LogChunk {
+        end: true,
+        error: Some(pb::Error { code: 403, message: "e".repeat(MAX_TEXT_BYTES + 1) }),
+        ..chunk(vec![])
+    };
+    assert_eq!(limit_field(read::<pb::LogChunk>(&frame(&refusal)).unwrap_err()), "error.message");
 }
 
 fn varint(mut value: u64) -> Vec<u8> {
@@ -289,6 +376,8 @@ fn garbage_never_panics() {
         garbage::<pb::ProvisionResponse>(&mut rng);
         garbage::<pb::LogsRequest>(&mut rng);
         garbage::<pb::LogChunk>(&mut rng);
+        garbage::<pb::BlobRequest>(&mut rng);
+        garbage::<pb::BlobResponse>(&mut rng);
         let body = rng.bytes(64);
         let mut framed = varint(body.len() as u64);
         framed.extend(&body);
@@ -370,4 +459,6 @@ fn wrong_version_is_refused() {
     refused(&pb::ProvisionResponse { version: 2, result: None });
     refused(&pb::LogsRequest { version: 2, ..logs_request() });
     refused(&pb::LogChunk { version: 2, ..Default::default() });
+    refused(&pb::BlobRequest { version: 2, ..blob_put(0, vec![], 0) });
+    refused(&pb::BlobResponse { version: 0, result: None });
 }
