@@ -25,6 +25,9 @@ pub enum DevCommand {
         /// The anvil binary (default: $TPOD_ANVIL, else `anvil` on PATH).
         #[arg(long, value_name = "PATH")]
         anvil: Option<PathBuf>,
+        /// How the local provider is set up.
+        #[command(flatten)]
+        provider: crate::devprovider::ProviderOptions,
     },
     /// Check the devnet against the live chain: anvil, RPC, contracts, balances.
     Status,
@@ -35,17 +38,31 @@ pub enum DevCommand {
 /// Runs a `tpod dev` subcommand.
 pub async fn run(command: DevCommand, dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
     match command {
-        DevCommand::Up { port, chain_id, anvil } => {
+        DevCommand::Up { port, chain_id, anvil, provider } => {
             let opts = UpOptions { dir: dir.to_owned(), anvil, port, chain_id };
             let outcome = tpod_devnet::up(&opts).await.context("tpod dev up")?;
             let (already, file) = match &outcome {
                 UpOutcome::AlreadyUp(f) => (true, f),
                 UpOutcome::Started(f) => (false, f),
             };
+            if !already {
+                // A new chain: pods and deployments of an earlier devnet belong to channels that
+                // no longer exist.
+                crate::devprovider::stop(dir).await.context("stopping the previous devnet's provider")?;
+                crate::devprovider::purge(dir).context("removing the previous devnet's pods")?;
+                let _ = std::fs::remove_file(crate::deployments::Deployments::path(dir));
+            }
+            let started = crate::devprovider::ensure_running(dir, file, &provider)
+                .await
+                .context("starting the devnet's provider")?;
+            let info = crate::devprovider::info(dir)?;
             if json {
                 say!(
                     "{}",
-                    json!({ "already_up": already, "devnet_file": tpod_devnet::file_path(dir), "devnet": summary(file) })
+                    json!({
+                        "already_up": already, "devnet_file": tpod_devnet::file_path(dir), "devnet": summary(file),
+                        "provider": info, "provider_started": started,
+                    })
                 );
             } else {
                 if already {
@@ -54,6 +71,16 @@ pub async fn run(command: DevCommand, dir: &Path, json: bool) -> anyhow::Result<
                     say!("devnet up: anvil at {} (chain {}, pid {})", file.rpc_url, file.chain_id, file.anvil_pid);
                 }
                 print_file(file, dir);
+                let verb = if started { "started" } else { "already running" };
+                say!(
+                    "provider {verb} (pid {}): {}@{}, ingress http://*.{}:{}",
+                    info.pid,
+                    info.peer_id,
+                    info.multiaddr,
+                    info.domain,
+                    info.ingress.rsplit(':').next().unwrap_or_default()
+                );
+                say!("deploy a pod with: tpod deploy examples/hello/tpod.yaml");
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -95,6 +122,9 @@ pub async fn run(command: DevCommand, dir: &Path, json: bool) -> anyhow::Result<
             Ok(if status.healthy() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         DevCommand::Down => {
+            crate::devprovider::stop(dir).await.context("stopping the devnet's provider")?;
+            crate::devprovider::purge(dir).context("removing the devnet's pods")?;
+            let _ = std::fs::remove_file(crate::deployments::Deployments::path(dir));
             let was_running = tpod_devnet::down(dir).await.context("tpod dev down")?;
             if json {
                 say!("{}", json!({ "stopped": was_running }));
@@ -132,4 +162,9 @@ fn print_file(f: &DevnetFile, dir: &Path) {
 fn ether(v: U256) -> String {
     let s = format_ether(v);
     s.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+/// Where the devnet's provider publishes its peer id and addresses.
+pub fn provider_info_path(dir: &Path) -> PathBuf {
+    crate::devprovider::data_dir(dir).join("provider.json")
 }

@@ -10,7 +10,10 @@ macro_rules! say {
     }};
 }
 
+pub mod deployments;
 pub mod dev;
+pub mod devprovider;
+pub mod pods;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,6 +30,9 @@ pub struct Cli {
     /// The local devnet's directory (devnet file and anvil log).
     #[arg(long, global = true, env = "TPOD_DEVNET_DIR", value_name = "DIR")]
     pub devnet_dir: Option<PathBuf>,
+    /// Which provider and publisher key pod commands use.
+    #[command(flatten)]
+    pub target: pods::Target,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -44,7 +50,23 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Run a local development network (anvil, contracts, funded dev accounts).
+    /// Deploy a pod: upload its images, fund its payment channel, start it on the provider.
+    Deploy(pods::DeployArgs),
+    /// Show a deployment's state, URL and containers.
+    Status {
+        /// The deployment (default: the only one).
+        name: Option<String>,
+    },
+    /// Print a container's logs.
+    Logs(pods::LogsArgs),
+    /// Replace a deployment's pod with a new version of its manifest.
+    Update(pods::DeployArgs),
+    /// Stop a deployment's pod and remove everything of it on the provider.
+    Delete {
+        /// The deployment (default: the only one).
+        name: Option<String>,
+    },
+    /// Run a local development network (anvil, contracts, funded dev accounts, a provider).
     Dev {
         /// What to do with it.
         #[command(subcommand)]
@@ -80,6 +102,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Dev { command } => dev::run(command, &devnet_dir, cli.json).await,
         Command::Init { path, force } => init(&path, force, cli.json),
+        Command::Deploy(args) => pods::deploy(&args, &cli.target, &devnet_dir, cli.json).await,
+        Command::Status { name } => pods::status(name.as_deref(), &cli.target, &devnet_dir, cli.json).await,
+        Command::Logs(args) => pods::logs(&args, &cli.target, &devnet_dir, cli.json).await,
+        Command::Update(args) => pods::update(&args, &cli.target, &devnet_dir, cli.json).await,
+        Command::Delete { name } => pods::delete(name.as_deref(), &cli.target, &devnet_dir, cli.json).await,
     }
 }
 
@@ -108,4 +135,14 @@ fn init(path: &std::path::Path, force: bool, json: bool) -> anyhow::Result<ExitC
         say!("wrote {}: a sample pod manifest (busybox httpd on port 8080); edit it, then deploy it", path.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where images converted from docker archives are kept: `$TPOD_CACHE_DIR`, else
+/// `~/.tpod/cache/images`.
+pub fn image_cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("TPOD_CACHE_DIR") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    home.join(".tpod/cache/images")
 }

@@ -44,7 +44,7 @@ containers:                  # 1 to 16 containers
     # or a registry reference such as registry.example.com/app:1.0.
     image: ./image
     command: ["/bin/busybox", "httpd"]
-    args: ["-f", "-p", "8080", "-h", "/www"]   # stay in the foreground, serve /www
+    args: ["-f", "-vv", "-p", "8080", "-h", "/www"]   # foreground, log requests, serve /www
     ports:
       - containerPort: 8080
         protocol: http       # http (the default) or tcp

@@ -1,5 +1,18 @@
-//! The provider daemon: answers the libp2p protocols, runs pods on a runtime backend (local OCI
-//! containers or Kubernetes), exposes them over an HTTP ingress, meters usage and claims payment
-//! with enclave-signed reports. Filled in by the deploy and metering issues.
+//! The provider daemon: answers the libp2p protocols, runs pods on a runtime backend, exposes
+//! them over an HTTP ingress by host name, and keeps its state in a transactional store.
+//!
+//! - [`config`]: the TOML configuration file.
+//! - [`daemon`]: start-up and the protocol handler.
+//! - [`controller`]: admission (auth, payment, capacity) and the pod lifecycle.
+//! - [`pod`]: the pod definition as accepted from the network.
+//! - [`blobs`]: uploaded image blobs.
+//! - [`enclave`]: the (simulated) enclave signing key.
+//! - [`store`]: the state store.
 
+pub mod blobs;
+pub mod config;
+pub mod controller;
+pub mod daemon;
+pub mod enclave;
+pub mod pod;
 pub mod store;

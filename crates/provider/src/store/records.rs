@@ -28,6 +28,9 @@ pub struct PodRecord {
     pub updated_at_unix: u64,
     /// The ingress hostnames the pod holds; kept in step with the store's hostname index.
     pub hostnames: Vec<String>,
+    /// TCP ports exposed on the host: (container port, host port).
+    #[serde(default)]
+    pub tcp_ports: Vec<(u16, u16)>,
 }
 
 /// Lifecycle state of a pod.

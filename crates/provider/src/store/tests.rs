@@ -17,6 +17,7 @@ fn pod(n: u8) -> PodRecord {
         created_at_unix: 1_700_000_000,
         updated_at_unix: 1_700_000_100,
         hostnames: Vec::new(),
+        tcp_ports: Vec::new(),
     }
 }
 

@@ -1,0 +1,595 @@
+//! `tpod deploy | status | logs | update | delete`: a publisher's pods on a provider.
+//!
+//! `deploy` checks the manifest and its images, asks the provider for a quote, uploads the image
+//! blobs the provider lacks, creates and funds the payment channel on chain (approve + create),
+//! then sends the signed pod. Every request about a pod is signed (EIP-712) by the publisher key
+//! that owns the channel, with a fresh nonce and a short expiry.
+
+use std::io::{IsTerminal, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use alloy::primitives::{Address, B256, U256};
+use alloy::signers::local::PrivateKeySigner;
+use alloy::sol_types::Eip712Domain;
+use anyhow::{Context, bail};
+use clap::Args;
+use futures::StreamExt;
+use prost::Message;
+use serde_json::json;
+use tpod_chain::client::NewChannel;
+use tpod_chain::request::PodRequest;
+use tpod_chain::{Chain, ContractAddresses};
+use tpod_devnet::DevnetFile;
+use tpod_manifest::{ImageKind, Manifest};
+use tpod_net::{Client, Multiaddr, PeerId};
+use tpod_wire::pb;
+
+use crate::deployments::{Deployment, Deployments};
+
+/// How long a signed request stays valid.
+const REQUEST_VALIDITY: Duration = Duration::from_secs(120);
+
+/// Which provider, key and network a command uses.
+#[derive(Debug, Clone, Args)]
+pub struct Target {
+    /// The provider, as `<peer-id>@<multiaddr>` (default: the devnet's provider).
+    #[arg(long, value_name = "PEER@ADDR", global = true)]
+    pub provider: Option<String>,
+    /// A file holding the publisher's private key in hex (default: the devnet's publisher).
+    #[arg(long, value_name = "FILE", env = "TPOD_KEY_FILE", global = true)]
+    pub key_file: Option<PathBuf>,
+}
+
+/// Options of `tpod deploy` and `tpod update`.
+#[derive(Debug, Clone, Args)]
+pub struct DeployArgs {
+    /// The pod manifest.
+    pub manifest: PathBuf,
+    /// The deployment's name (default: the manifest's pod name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Amount to fund the channel with, in token base units (default: --hours of reservation at
+    /// the quoted prices, and at least the provider's minimum).
+    #[arg(long)]
+    pub amount: Option<U256>,
+    /// Hours of reservation to fund when no --amount is given.
+    #[arg(long, default_value_t = 24)]
+    pub hours: u64,
+}
+
+/// The publisher side of one command: chain, key, network client.
+struct Publisher {
+    chain: Chain,
+    key: PrivateKeySigner,
+    client: Client,
+    domain: Eip712Domain,
+}
+
+impl Publisher {
+    async fn open(devnet_dir: &Path, target: &Target) -> anyhow::Result<Self> {
+        let file = DevnetFile::load(&tpod_devnet::file_path(devnet_dir))?
+            .context("no devnet is up (no devnet file); run `tpod dev up` first")?;
+        let key = match &target.key_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read key file {}", path.display()))?;
+                text.trim()
+                    .parse::<PrivateKeySigner>()
+                    .map_err(|_| anyhow::anyhow!("key file {} does not hold a hex private key", path.display()))?
+            }
+            None => file.account("publisher")?.signer()?,
+        };
+        let contracts = ContractAddresses {
+            payment: file.contracts.payment,
+            registry: file.contracts.registry,
+            token: file.contracts.token,
+        };
+        let chain = Chain::connect(&file.rpc_url, key.clone(), contracts)
+            .await
+            .with_context(|| format!("cannot reach the devnet chain at {}", file.rpc_url))?;
+        let domain = tpod_chain::request::request_domain(chain.chain_id(), contracts.payment);
+        let client = Client::connect(tpod_net::generate_keypair()).context("cannot start the libp2p client")?;
+        Ok(Self { chain, key, client, domain })
+    }
+
+    /// Signs a request about `pod_id`; `build` fills in the message given (nonce, expiry).
+    fn sign(&self, pod_id: B256, action: &str, build: impl FnOnce(u64, u64) -> Vec<u8>) -> pb::SignedRequest {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        // Nanoseconds: fresh for every request a publisher can send.
+        let nonce = u64::try_from(now.as_nanos()).unwrap_or(u64::MAX);
+        let expiry = now.as_secs() + REQUEST_VALIDITY.as_secs();
+        let payload = build(nonce, expiry);
+        let signature = PodRequest::new(pod_id, action, &payload, nonce, expiry)
+            .sign(&self.domain, &self.key)
+            .map(|s| s.as_bytes().to_vec())
+            .unwrap_or_default();
+        pb::SignedRequest { version: tpod_wire::VERSION, payload, signature }
+    }
+
+    async fn provision(
+        &self,
+        provider: &ProviderTarget,
+        pod_id: B256,
+        action: pb::provision_request::Action,
+    ) -> anyhow::Result<pb::PodStatus> {
+        let name = match &action {
+            pb::provision_request::Action::Provision(_) => "provision",
+            pb::provision_request::Action::Update(_) => "update",
+            pb::provision_request::Action::Delete(_) => "delete",
+            pb::provision_request::Action::Status(_) => "status",
+        };
+        let publisher = self.key.address().to_string();
+        let signed = self.sign(pod_id, name, |nonce, expiry_unix| {
+            pb::ProvisionRequest {
+                version: tpod_wire::VERSION,
+                pod_id: pod_id.to_vec(),
+                publisher,
+                nonce,
+                expiry_unix,
+                action: Some(action),
+            }
+            .encode_to_vec()
+        });
+        let response = self
+            .client
+            .provision(provider.peer, provider.addr.clone(), signed)
+            .await
+            .with_context(|| format!("{name} request to provider {}", provider.peer))?;
+        match response.result {
+            Some(pb::provision_response::Result::Status(status)) => Ok(status),
+            Some(pb::provision_response::Result::Error(e)) => bail!("the provider refused to {name}: {}", e.message),
+            None => bail!("the provider sent an empty answer to {name}"),
+        }
+    }
+}
+
+/// A provider's address.
+#[derive(Clone, Debug)]
+struct ProviderTarget {
+    peer: PeerId,
+    addr: Multiaddr,
+}
+
+impl ProviderTarget {
+    fn resolve(flag: Option<&str>, devnet_dir: &Path) -> anyhow::Result<Self> {
+        let text = match flag {
+            Some(text) => text.to_owned(),
+            None => {
+                let path = crate::dev::provider_info_path(devnet_dir);
+                let info: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).with_context(|| {
+                    format!("the devnet has no provider ({} is missing); run `tpod dev up`", path.display())
+                })?)
+                .with_context(|| format!("{} is not provider info", path.display()))?;
+                format!(
+                    "{}@{}",
+                    info["peer_id"].as_str().unwrap_or_default(),
+                    info["multiaddr"].as_str().unwrap_or_default()
+                )
+            }
+        };
+        Self::parse(&text)
+    }
+
+    fn parse(text: &str) -> anyhow::Result<Self> {
+        let (peer, addr) =
+            text.split_once('@').with_context(|| format!("provider {text:?} is not <peer-id>@<multiaddr>"))?;
+        Ok(Self {
+            peer: peer.parse().with_context(|| format!("provider peer id {peer:?} is malformed"))?,
+            addr: addr.parse().with_context(|| format!("provider address {addr:?} is not a multiaddr"))?,
+        })
+    }
+
+    /// The deployment's provider. The devnet's provider may have restarted on another port, so
+    /// its current address is used when the peer id matches.
+    fn from_deployment(d: &Deployment, devnet_dir: &Path) -> anyhow::Result<Self> {
+        if let Ok(info) = crate::devprovider::info(devnet_dir)
+            && info.peer_id == d.provider_peer
+        {
+            return Self::parse(&format!("{}@{}", info.peer_id, info.multiaddr));
+        }
+        Self::parse(&format!("{}@{}", d.provider_peer, d.provider_addr))
+    }
+}
+
+/// An image of the manifest, read from disk.
+struct LocalImage {
+    container: String,
+    image: tpod_image::Image,
+}
+
+/// Reads every container's image; errors name the container and the path.
+fn read_images(manifest: &Manifest, manifest_path: &Path) -> anyhow::Result<Vec<LocalImage>> {
+    let base = manifest_path.parent().unwrap_or(Path::new("."));
+    manifest
+        .containers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let field = format!("{}: containers[{i}].image", manifest_path.display());
+            if c.image.kind == ImageKind::Registry {
+                bail!(
+                    "{field}: registry images ({}) are not supported yet; use an OCI layout directory",
+                    c.image.reference
+                );
+            }
+            let path = c.image.local_path(base).with_context(|| format!("{field}: no local path"))?;
+            if !path.exists() {
+                bail!("{field}: image {} does not exist", path.display());
+            }
+            let image = if path.is_dir() {
+                tpod_image::read_layout(&path)
+                    .with_context(|| format!("{field}: {} is not a valid OCI image layout", path.display()))?
+            } else {
+                tpod_image::import_docker_archive(&path, &crate::image_cache_dir())
+                    .with_context(|| format!("{field}: {} is not a valid docker-archive tarball", path.display()))?
+            };
+            Ok(LocalImage { container: c.name.clone(), image })
+        })
+        .collect()
+}
+
+/// Uploads each image's blobs the provider lacks: layers, then config, then manifest.
+async fn push_images(
+    publisher: &Publisher,
+    provider: &ProviderTarget,
+    images: &[LocalImage],
+    quiet: bool,
+) -> anyhow::Result<()> {
+    let show = !quiet && std::io::stderr().is_terminal();
+    for local in images {
+        let image = &local.image;
+        let config = tpod_image::Digest::parse(image.manifest.config().digest().as_ref())?;
+        let blobs = image.layers.iter().map(|l| l.digest.clone()).chain([config, image.manifest_digest.clone()]);
+        for digest in blobs {
+            let path = digest.blob_path(&image.dir);
+            let label = format!("{} {}", local.container, &digest.hex()[..12]);
+            publisher
+                .client
+                .push_blob(provider.peer, provider.addr.clone(), digest.as_str(), &path, |sent, total| {
+                    if show {
+                        eprint!("\ruploading {label}: {sent}/{total} bytes");
+                    }
+                })
+                .await
+                .with_context(|| format!("uploading blob {digest} of container {:?}", local.container))?;
+            if show {
+                eprintln!();
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The protobuf pod for a manifest whose images were read.
+fn to_proto(manifest: &Manifest, images: &[LocalImage]) -> pb::Pod {
+    pb::Pod {
+        name: manifest.name.clone(),
+        containers: manifest
+            .containers
+            .iter()
+            .zip(images)
+            .map(|(c, local)| pb::Container {
+                name: c.name.clone(),
+                image: c.image.reference.clone(),
+                image_cid: local.image.manifest_digest.to_string(),
+                command: c.command.clone().unwrap_or_default(),
+                args: c.args.clone().unwrap_or_default(),
+                env: c.env.clone().into_iter().collect(),
+                working_dir: c.working_dir.clone().unwrap_or_default(),
+                ports: c
+                    .ports
+                    .iter()
+                    .map(|p| pb::Port {
+                        container_port: u32::from(p.container_port),
+                        protocol: match p.protocol {
+                            tpod_manifest::Protocol::Http => pb::port::Protocol::Http,
+                            tpod_manifest::Protocol::Tcp => pb::port::Protocol::Tcp,
+                        } as i32,
+                        hostname: p.hostname.clone().unwrap_or_default(),
+                    })
+                    .collect(),
+                resources: Some(pb::Resources {
+                    cpu_millis: c.resources.cpu_millis,
+                    memory_bytes: c.resources.memory_bytes,
+                    gpu: c.resources.gpu,
+                    storage_bytes: 0,
+                }),
+                volume_mounts: c
+                    .volume_mounts
+                    .iter()
+                    .map(|m| pb::VolumeMount {
+                        name: m.name.clone(),
+                        mount_path: m.mount_path.clone(),
+                        read_only: m.read_only,
+                    })
+                    .collect(),
+            })
+            .collect(),
+        volumes: Vec::new(),
+        replicas: Some(pb::Replicas { min: manifest.replicas.min, max: manifest.replicas.max }),
+    }
+}
+
+fn load_manifest(path: &Path) -> anyhow::Result<Manifest> {
+    tpod_manifest::load(path).map_err(|errors| anyhow::anyhow!("{errors}"))
+}
+
+/// Per-second cost of the reservation at the quoted prices: cpu per millicore, memory per MiB.
+fn reservation_rate(quote: &pb::QuoteResponse, cpu_millis: u64, memory_bytes: u64) -> anyhow::Result<U256> {
+    let mut rate = U256::ZERO;
+    for price in quote.pricing.iter().flat_map(|p| &p.prices) {
+        let per_unit: U256 = price.reservation.parse().with_context(|| {
+            format!("the provider quoted a malformed {} price {:?}", price.resource, price.reservation)
+        })?;
+        let units = match price.resource.as_str() {
+            "cpu" => U256::from(cpu_millis),
+            "memory" => U256::from(memory_bytes.div_ceil(1 << 20)),
+            _ => U256::ZERO,
+        };
+        rate = rate.saturating_add(per_unit.saturating_mul(units));
+    }
+    Ok(rate)
+}
+
+/// `tpod deploy`.
+pub async fn deploy(args: &DeployArgs, target: &Target, devnet_dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let manifest = load_manifest(&args.manifest)?;
+    let name = args.name.clone().unwrap_or_else(|| manifest.name.clone());
+    let mut records = Deployments::load(devnet_dir)?;
+    if records.deployments.iter().any(|d| d.name == name && d.deployed) {
+        bail!("a deployment named {name:?} exists; use `tpod update` or deploy with --name");
+    }
+    let images = read_images(&manifest, &args.manifest)?;
+    let publisher = Publisher::open(devnet_dir, target).await?;
+    let provider = ProviderTarget::resolve(target.provider.as_deref(), devnet_dir)?;
+
+    let (cpu_millis, memory_bytes) = manifest
+        .containers
+        .iter()
+        .fold((0u64, 0u64), |(c, m), x| (c + x.resources.cpu_millis, m + x.resources.memory_bytes));
+    let quote = publisher
+        .client
+        .quote(
+            provider.peer,
+            provider.addr.clone(),
+            pb::QuoteRequest {
+                version: tpod_wire::VERSION,
+                resources: Some(pb::Resources { cpu_millis, memory_bytes, gpu: 0, storage_bytes: 0 }),
+            },
+        )
+        .await
+        .with_context(|| format!("asking provider {} for a quote", provider.peer))?;
+    if !quote.available {
+        bail!("provider {} cannot take this pod: {}", provider.peer, quote.reason);
+    }
+    let payment: Address = quote.payment_contract.parse().context("the quote's payment contract is malformed")?;
+    if payment != publisher.chain.contracts().payment || quote.chain_id != publisher.chain.chain_id() {
+        bail!(
+            "the provider is paid through {payment} on chain {}, not this network's {} on chain {}",
+            quote.chain_id,
+            publisher.chain.contracts().payment,
+            publisher.chain.chain_id()
+        );
+    }
+    let provider_address: Address =
+        quote.provider_address.parse().context("the quote's provider address is malformed")?;
+    let enclave_signer: Address = quote.enclave_signer.parse().context("the quote's enclave signer is malformed")?;
+    let min_funding: U256 = quote.min_funding.parse().context("the quote's minimum funding is malformed")?;
+
+    push_images(&publisher, &provider, &images, json).await?;
+
+    let amount = match args.amount {
+        Some(amount) => amount,
+        None => reservation_rate(&quote, cpu_millis, memory_bytes)?
+            .saturating_mul(U256::from(args.hours.saturating_mul(3600)))
+            .max(min_funding),
+    };
+    let pod_id = B256::random();
+    publisher
+        .chain
+        .approve_payment(publisher.chain.contracts().token, amount)
+        .await
+        .context("approving the payment")?;
+    let channel_id = publisher
+        .chain
+        .create_channel(&NewChannel {
+            provider: provider_address,
+            pod_id,
+            enclave_signer,
+            amount,
+            unlock_delay: quote.min_unlock_delay_secs,
+            max_rate: 0,
+        })
+        .await
+        .context("creating the payment channel")?;
+    let mut record = Deployment {
+        name: name.clone(),
+        pod_id,
+        publisher: publisher.key.address(),
+        provider_peer: provider.peer.to_string(),
+        provider_addr: provider.addr.to_string(),
+        provider_address,
+        channel_id,
+        url: String::new(),
+        manifest: args.manifest.clone(),
+        deployed: false,
+    };
+    // Recorded before the pod is sent, so the funded channel is never forgotten.
+    records.upsert(record.clone());
+    records.save(devnet_dir)?;
+
+    let pod = to_proto(&manifest, &images);
+    let status = publisher
+        .provision(&provider, pod_id, pb::provision_request::Action::Provision(pb::Provision { pod: Some(pod) }))
+        .await
+        .with_context(|| format!("deploying {name} (channel {channel_id} stays funded and recorded)"))?;
+    record.url = status.url.clone();
+    record.deployed = true;
+    records.upsert(record.clone());
+    records.save(devnet_dir)?;
+
+    if json {
+        say!(
+            "{}",
+            json!({
+                "name": name, "url": status.url, "pod_id": pod_id, "channel_id": channel_id,
+                "amount": amount.to_string(), "provider": provider.peer.to_string(), "state": status.state,
+            })
+        );
+    } else {
+        say!("deployed {name} (pod {pod_id})");
+        say!("  channel {channel_id} funded with {amount}");
+        say!("  state   {}", status.state);
+        if !status.url.is_empty() {
+            say!("  url     {}", status.url);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tpod update`.
+pub async fn update(args: &DeployArgs, target: &Target, devnet_dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let manifest = load_manifest(&args.manifest)?;
+    let mut records = Deployments::load(devnet_dir)?;
+    let mut record = records.find(args.name.as_deref().or(Some(&manifest.name)))?.clone();
+    let images = read_images(&manifest, &args.manifest)?;
+    let publisher = Publisher::open(devnet_dir, target).await?;
+    let provider = ProviderTarget::from_deployment(&record, devnet_dir)?;
+    push_images(&publisher, &provider, &images, json).await?;
+    let pod = to_proto(&manifest, &images);
+    let status = publisher
+        .provision(&provider, record.pod_id, pb::provision_request::Action::Update(pb::Update { pod: Some(pod) }))
+        .await?;
+    record.url = status.url.clone();
+    record.manifest = args.manifest.clone();
+    records.upsert(record.clone());
+    records.save(devnet_dir)?;
+    print_status(&record, &status, json);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tpod status`.
+pub async fn status(name: Option<&str>, target: &Target, devnet_dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let records = Deployments::load(devnet_dir)?;
+    let record = records.find(name)?;
+    let publisher = Publisher::open(devnet_dir, target).await?;
+    let provider = ProviderTarget::from_deployment(record, devnet_dir)?;
+    let status =
+        publisher.provision(&provider, record.pod_id, pb::provision_request::Action::Status(pb::Status {})).await?;
+    print_status(record, &status, json);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_status(record: &Deployment, status: &pb::PodStatus, json: bool) {
+    let mut tcp: Vec<(u32, u32)> = status.tcp_ports.iter().map(|(c, h)| (*c, *h)).collect();
+    tcp.sort_unstable();
+    if json {
+        say!(
+            "{}",
+            json!({
+                "name": record.name, "pod_id": record.pod_id, "state": status.state, "url": status.url,
+                "tcp_ports": tcp.iter().map(|(c, h)| json!({"container_port": c, "host_port": h})).collect::<Vec<_>>(),
+                "containers": status.containers.iter().map(|c| json!({
+                    "name": c.name, "state": c.state, "restarts": c.restarts,
+                    "exit_code": c.has_exit_code.then_some(c.exit_code),
+                })).collect::<Vec<_>>(),
+            })
+        );
+        return;
+    }
+    say!("{}: {}", record.name, status.state);
+    if !status.url.is_empty() {
+        say!("  url {}", status.url);
+    }
+    for (c, h) in tcp {
+        say!("  tcp {c} -> host port {h}");
+    }
+    for c in &status.containers {
+        let exit = if c.has_exit_code { format!(", last exit code {}", c.exit_code) } else { String::new() };
+        say!("  container {}: {} ({} restarts{exit})", c.name, c.state, c.restarts);
+    }
+}
+
+/// `tpod delete`.
+pub async fn delete(name: Option<&str>, target: &Target, devnet_dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let mut records = Deployments::load(devnet_dir)?;
+    let record = records.find(name)?.clone();
+    let publisher = Publisher::open(devnet_dir, target).await?;
+    let provider = ProviderTarget::from_deployment(&record, devnet_dir)?;
+    publisher.provision(&provider, record.pod_id, pb::provision_request::Action::Delete(pb::Delete {})).await?;
+    records.remove(&record.name);
+    records.save(devnet_dir)?;
+    if json {
+        say!("{}", json!({ "name": record.name, "deleted": true, "channel_id": record.channel_id }));
+    } else {
+        say!("deleted {} (pod {}); its channel {} remains on chain", record.name, record.pod_id, record.channel_id);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Options of `tpod logs`.
+#[derive(Debug, Clone, Args)]
+pub struct LogsArgs {
+    /// The deployment (default: the only one).
+    pub name: Option<String>,
+    /// Keep streaming new output.
+    #[arg(long, short)]
+    pub follow: bool,
+    /// The container (default: the pod's first).
+    #[arg(long, short)]
+    pub container: Option<String>,
+    /// Lines of history to show first (0: all that is kept).
+    #[arg(long, default_value_t = 0)]
+    pub tail: u64,
+}
+
+/// `tpod logs`.
+pub async fn logs(args: &LogsArgs, target: &Target, devnet_dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let records = Deployments::load(devnet_dir)?;
+    let record = records.find(args.name.as_deref())?;
+    let publisher = Publisher::open(devnet_dir, target).await?;
+    let provider = ProviderTarget::from_deployment(record, devnet_dir)?;
+    let pod_id = record.pod_id;
+    let who = publisher.key.address().to_string();
+    let signed = publisher.sign(pod_id, "logs", |nonce, expiry_unix| {
+        pb::LogsRequest {
+            version: tpod_wire::VERSION,
+            pod_id: pod_id.to_vec(),
+            publisher: who,
+            nonce,
+            expiry_unix,
+            container: args.container.clone().unwrap_or_default(),
+            follow: args.follow,
+            tail_lines: args.tail,
+        }
+        .encode_to_vec()
+    });
+    let mut stream = publisher
+        .client
+        .logs(provider.peer, provider.addr.clone(), signed)
+        .await
+        .with_context(|| format!("opening the logs of {}", record.name))?;
+    let mut out = std::io::stdout().lock();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.with_context(|| format!("reading the logs of {}", record.name))?;
+        if let Some(e) = &chunk.error {
+            bail!("the provider ended the logs: {}", e.message);
+        }
+        let written = if json {
+            let line = json!({
+                "container": chunk.container,
+                "timestamp_unix_nanos": chunk.timestamp_unix_nanos,
+                "data": String::from_utf8_lossy(&chunk.data),
+            });
+            if chunk.data.is_empty() { Ok(()) } else { writeln!(out, "{line}") }
+        } else {
+            out.write_all(&chunk.data).and_then(|()| out.flush())
+        };
+        if written.is_err() || chunk.end {
+            break;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

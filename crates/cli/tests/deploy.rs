@@ -1,0 +1,275 @@
+//! End to end, as a user does it: `tpod dev up` (anvil, contracts, a provider with real
+//! containers), then `tpod deploy | status | logs | update | delete` through the real binaries,
+//! with HTTP through the provider's ingress.
+//!
+//! Each test runs its own devnet and provider, on its own bridge and subnet, so they can run in
+//! parallel. They need root (namespaces, cgroups, veth), like the provider itself.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+struct Devnet {
+    dir: tempfile::TempDir,
+}
+
+impl Devnet {
+    /// `tpod dev up` with a private bridge and subnet (`n` tells tests apart).
+    fn up(n: u8) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let anvil = tpod_devnet::anvil::locate(None)
+            .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tools/bin/anvil"));
+        let devnet = Self { dir };
+        let subnet = format!("10.{}.0.0/16", 200 + u32::from(n));
+        let bridge = format!("tpe{n}");
+        let up = devnet.tpod(&[
+            "--json",
+            "dev",
+            "up",
+            "--port",
+            "0",
+            "--anvil",
+            anvil.to_str().unwrap(),
+            "--ingress-port",
+            "0",
+            "--bridge",
+            &bridge,
+            "--subnet",
+            &subnet,
+        ]);
+        assert!(up.status.success(), "dev up failed: {}", text(&up));
+        devnet
+    }
+
+    fn tpod(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_tpod"))
+            .arg("--devnet-dir")
+            .arg(self.dir.path())
+            .args(args)
+            .env_remove("TPOD_DEVNET_DIR")
+            .env("TPOD_CACHE_DIR", self.dir.path().join("cache"))
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.tpod(&[&["--json"], args].concat());
+        assert!(out.status.success(), "tpod {args:?} failed: {}", text(&out));
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(&out)))
+    }
+
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.tpod(args);
+        assert!(!out.status.success(), "tpod {args:?} should have failed: {}", text(&out));
+        text(&out)
+    }
+
+    fn provider_data(&self) -> PathBuf {
+        self.dir.path().join("provider/data")
+    }
+
+    fn provider_pid(&self) -> i32 {
+        let info: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(self.provider_data().join("provider.json")).unwrap()).unwrap();
+        info["pid"].as_i64().unwrap() as i32
+    }
+
+    /// The pod directories the runtime holds.
+    fn runtime_pods(&self) -> Vec<String> {
+        match std::fs::read_dir(self.provider_data().join("pods")) {
+            Ok(entries) => entries.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+impl Drop for Devnet {
+    fn drop(&mut self) {
+        let _ = self.tpod(&["dev", "down"]);
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// A copy of examples/hello with its image built, serving `page`.
+fn hello(dir: &Path, page: &str) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello");
+    std::fs::create_dir_all(dir.join("www")).unwrap();
+    std::fs::write(dir.join("www/index.html"), page).unwrap();
+    let _ = std::fs::remove_dir_all(dir.join("image"));
+    tpod_image::hello::build(&dir.join("image"), Path::new("/bin/busybox"), &dir.join("www/index.html")).unwrap();
+    let manifest = dir.join("tpod.yaml");
+    std::fs::copy(src.join("tpod.yaml"), &manifest).unwrap();
+    manifest
+}
+
+/// GET / with `url`'s host name, sent to 127.0.0.1 at `url`'s port: (status, body).
+fn get(url: &str) -> (u16, String) {
+    let rest = url.strip_prefix("http://").unwrap();
+    let authority = rest.split('/').next().unwrap();
+    let (host, port) = authority.rsplit_once(':').unwrap();
+    let mut stream = TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(stream, "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+/// Polls `url` until it answers 200 with `body`.
+fn wait_for_body(url: &str, body: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = get(url);
+        if got == (200, body.to_owned()) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{url} answers {got:?}, not 200 {body:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn netns_exists(pod_id: &str) -> bool {
+    let hex = pod_id.trim_start_matches("0x");
+    Path::new("/var/run/netns").join(format!("tpod-{}", &hex[..12])).exists()
+}
+
+fn cgroup_dirs(pod_id: &str) -> Vec<PathBuf> {
+    let hex = pod_id.trim_start_matches("0x");
+    let path = tpod_runtime::cgroups_path(hex, "web");
+    ["memory", "cpu", "pids", "unified", ""]
+        .iter()
+        .map(|h| PathBuf::from(format!("/sys/fs/cgroup/{h}{path}")))
+        .filter(|p| p.exists())
+        .collect()
+}
+
+#[test]
+fn deploy_serve_logs_update_delete() {
+    let net = Devnet::up(1);
+    let work = tempfile::tempdir().unwrap();
+    let manifest = hello(work.path(), "hello from trusted pods\n");
+    let manifest = manifest.to_str().unwrap();
+
+    let deployed = net.ok(&["deploy", manifest]);
+    let url = deployed["url"].as_str().unwrap().to_owned();
+    let pod_id = deployed["pod_id"].as_str().unwrap().to_owned();
+    assert!(url.contains(".pods.localhost:"), "{deployed}");
+    wait_for_body(&url, "hello from trusted pods\n");
+    assert!(netns_exists(&pod_id));
+    assert!(!cgroup_dirs(&pod_id).is_empty(), "no cgroup for the pod");
+
+    let status = net.ok(&["status"]);
+    assert_eq!(status["state"], "running", "{status}");
+    assert_eq!(status["containers"][0]["name"], "web");
+
+    // busybox httpd -vv logs each request.
+    let logs = net.tpod(&["logs"]);
+    assert!(logs.status.success(), "{}", text(&logs));
+    assert!(String::from_utf8_lossy(&logs.stdout).contains("url:/"), "{}", text(&logs));
+
+    // Another publisher key may not read or change the pod.
+    let foreign = work.path().join("foreign.key");
+    std::fs::write(&foreign, format!("0x{}", "11".repeat(32))).unwrap();
+    let foreign = foreign.to_str().unwrap();
+    for args in [&["status"][..], &["logs"], &["delete"]] {
+        let err = net.fails(&[&["--key-file", foreign], args].concat());
+        assert!(err.contains("unauthorized") && err.contains("signed by"), "{args:?}: {err}");
+    }
+    let err = net.fails(&["--key-file", foreign, "update", manifest]);
+    assert!(err.contains("unauthorized"), "{err}");
+
+    // Update: the new version serves afterwards.
+    let manifest = hello(work.path(), "version two\n");
+    net.ok(&["update", manifest.to_str().unwrap()]);
+    wait_for_body(&url, "version two\n");
+
+    // Delete: the ingress forgets the host; no container, cgroup, netns or files are left.
+    net.ok(&["delete"]);
+    assert_eq!(get(&url).0, 404);
+    assert!(!netns_exists(&pod_id), "netns left behind");
+    assert!(cgroup_dirs(&pod_id).is_empty(), "cgroups left behind: {:?}", cgroup_dirs(&pod_id));
+    assert!(net.runtime_pods().is_empty(), "runtime state left: {:?}", net.runtime_pods());
+    assert!(net.fails(&["status"]).contains("no deployments"));
+}
+
+#[test]
+fn provider_kill_9_and_restart_re_adopts_the_pod() {
+    let net = Devnet::up(2);
+    let work = tempfile::tempdir().unwrap();
+    let manifest = hello(work.path(), "still here\n");
+    let deployed = net.ok(&["deploy", manifest.to_str().unwrap()]);
+    wait_for_body(deployed["url"].as_str().unwrap(), "still here\n");
+
+    let pid = net.provider_pid();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    while tpod_devnet::anvil::is_running(pid as u32) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // `dev up` on a live chain restarts just the provider, which re-adopts its pods.
+    let up = net.ok(&["dev", "up", "--port", "0", "--ingress-port", "0"]);
+    assert_eq!(up["provider_started"], true, "{up}");
+    let status = net.ok(&["status"]);
+    assert_eq!(status["state"], "running", "{status}");
+    assert_eq!(status["containers"][0]["restarts"], 0, "the container was restarted, not adopted: {status}");
+    // The ingress port was picked afresh (port 0), so read the URL again.
+    wait_for_body(status["url"].as_str().unwrap(), "still here\n");
+}
+
+#[test]
+fn bad_deploys_are_refused_and_leave_nothing_behind() {
+    let net = Devnet::up(3);
+    let work = tempfile::tempdir().unwrap();
+    let manifest = hello(work.path(), "x\n");
+    let yaml = std::fs::read_to_string(&manifest).unwrap();
+    let variant = |name: &str, text: String| {
+        let path = work.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+
+    // Manifest errors name file, line and field, before anything is spent.
+    let bad = variant("unknown.yaml", yaml.replace("replicas:", "colour: blue\nreplicas:"));
+    let err = net.fails(&["deploy", &bad]);
+    assert!(err.contains("unknown.yaml:") && err.contains("colour"), "{err}");
+    let bad = variant("malformed.yaml", yaml.replace("name: hello", "name: [hello"));
+    assert!(net.fails(&["deploy", &bad]).contains("malformed.yaml:"));
+    let bad = variant("noimage.yaml", yaml.replace("./image", "./missing-image"));
+    let err = net.fails(&["deploy", &bad]);
+    assert!(err.contains("containers[0].image") && err.contains("missing-image"), "{err}");
+
+    // More than the provider has: refused with what is free.
+    let bad = variant("huge.yaml", yaml.replace("cpu: 100m", "cpu: \"512\""));
+    let err = net.fails(&["deploy", &bad]);
+    assert!(err.contains("cannot take this pod") && err.contains("free"), "{err}");
+
+    // A channel below the provider's minimum: the provider refuses, and keeps nothing.
+    let err = net.fails(&["deploy", manifest.to_str().unwrap(), "--amount", "1"]);
+    assert!(err.contains("payment") && err.contains("asks at least"), "{err}");
+    assert!(net.runtime_pods().is_empty());
+
+    // A container that exits at once: status says so, with its exit code.
+    let crash = variant(
+        "crash.yaml",
+        yaml.replace(r#"command: ["/bin/busybox", "httpd"]"#, r#"command: ["/bin/busybox", "sh", "-c", "exit 3"]"#),
+    );
+    net.ok(&["deploy", &crash, "--name", "crash"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = net.ok(&["status", "crash"]);
+        let c = &status["containers"][0];
+        if c["exit_code"] == 3 && c["restarts"].as_u64().unwrap_or(0) >= 1 {
+            assert_eq!(status["state"], "crash-looping", "{status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "status never showed exit code 3: {status}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -1,0 +1,341 @@
+//! The provider's one configuration file (TOML): where it keeps its state, where it listens,
+//! which chain it is paid on, what it offers and at what price.
+//!
+//! Quantities are written like a manifest's (`cpu = "2"`, `memory = "4Gi"`) and token amounts as
+//! decimal strings (they do not fit TOML integers). Errors name the file, line and column.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use alloy::primitives::{Address, U256};
+use serde::{Deserialize, Serialize};
+use tpod_manifest::quantity;
+
+/// Why a configuration file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read provider config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not match the schema.
+    #[error("{path}:{line}:{column}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the offending value (0 when unknown).
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The whole configuration file, as written.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the provider keeps its store, blobs, pods and keys; relative to the config file.
+    pub data_dir: PathBuf,
+    /// The libp2p multiaddr to listen on, e.g. `/ip4/0.0.0.0/tcp/4001`.
+    pub listen: String,
+    /// The chain the provider is paid on.
+    pub chain: ChainConfig,
+    /// The HTTP ingress and host ports.
+    pub ingress: IngressConfig,
+    /// What the provider offers in total.
+    pub capacity: CapacityConfig,
+    /// The terms a channel must meet before a pod is run.
+    pub terms: TermsConfig,
+    /// Prices per resource, in token base units per unit-second.
+    #[serde(default)]
+    pub pricing: Vec<PriceConfig>,
+    /// The local container runtime.
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+}
+
+/// Chain access.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainConfig {
+    /// JSON-RPC URL.
+    pub rpc_url: String,
+    /// The Payment contract.
+    pub payment: Address,
+    /// The Registry contract.
+    pub registry: Address,
+    /// File holding the provider account's private key (hex); relative to the config file.
+    pub key_file: PathBuf,
+}
+
+/// The ingress.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngressConfig {
+    /// Address the HTTP reverse proxy listens on.
+    pub http: SocketAddr,
+    /// Pods are served at `<pod-id>.<domain>`.
+    pub domain: String,
+    /// Address TCP host ports are bound on.
+    pub tcp_bind: IpAddr,
+    /// The URL scheme and port publishers reach the ingress on, when it differs from `http`
+    /// (e.g. behind a load balancer): `http://{host}:8080`. `{host}` is replaced.
+    #[serde(default)]
+    pub public_url: Option<String>,
+}
+
+/// Total capacity offered to pods.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapacityConfig {
+    /// CPU, e.g. `"2"` or `"1500m"`.
+    pub cpu: String,
+    /// Memory, e.g. `"4Gi"`.
+    pub memory: String,
+    /// Disk for volumes and root filesystems, e.g. `"20Gi"`.
+    pub storage: String,
+}
+
+/// Terms required of a pod's payment channel.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TermsConfig {
+    /// Least amount (token base units, decimal) the channel must hold unclaimed.
+    pub min_funding: String,
+    /// Least unlock delay, in seconds, so a final claim always fits before a withdrawal.
+    pub min_unlock_delay_secs: u32,
+}
+
+/// One resource's price.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceConfig {
+    /// `cpu`, `memory`, `storage`, …
+    pub resource: String,
+    /// Per unit reserved, per second (decimal).
+    pub reservation: String,
+    /// Per unit used, per second (decimal).
+    pub usage: String,
+}
+
+/// Local runtime settings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// The Linux bridge pods are attached to.
+    pub bridge: String,
+    /// The pods' IPv4 subnet, e.g. `10.89.0.0/16`; the bridge takes its first address.
+    pub subnet: String,
+    /// Largest log kept per container, e.g. `"8Mi"`.
+    pub log_cap: String,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self { bridge: "tpod0".into(), subnet: "10.89.0.0/16".into(), log_cap: "8Mi".into() }
+    }
+}
+
+/// The configuration with every quantity parsed and every path made absolute.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The file it came from.
+    pub file: PathBuf,
+    /// The raw configuration (paths absolute).
+    pub config: Config,
+    /// CPU capacity in millicores.
+    pub cpu_millis: u64,
+    /// Memory capacity in bytes.
+    pub memory_bytes: u64,
+    /// Storage capacity in bytes.
+    pub storage_bytes: u64,
+    /// Least unclaimed channel balance.
+    pub min_funding: U256,
+    /// Parsed prices.
+    pub prices: Vec<(String, U256, U256)>,
+    /// Pods' subnet.
+    pub subnet: (std::net::Ipv4Addr, u8),
+    /// Per-container log cap in bytes.
+    pub log_cap_bytes: u64,
+}
+
+impl Settings {
+    /// Reads and checks the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::parse(&text, path)
+    }
+
+    /// Checks `text`, read from `path` (for messages and relative paths).
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let invalid_at = |offset: Option<usize>, message: String| {
+            let (line, column) = offset.map_or((0, 0), |o| line_column(text, o));
+            ConfigError::Invalid { path: path.to_owned(), line, column, message }
+        };
+        let mut config: Config = toml::from_str(text).map_err(|e| {
+            let message = e.message().trim_end().to_owned();
+            invalid_at(e.span().map(|s| s.start), message)
+        })?;
+        // Values are checked after decoding, so their position is found by key name.
+        let at = |key: &str, message: String| invalid_at(find_key(text, key), format!("{key}: {message}"));
+
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.data_dir = base.join(&config.data_dir);
+        config.chain.key_file = base.join(&config.chain.key_file);
+
+        let cpu_millis = quantity::parse_cpu_millis(&config.capacity.cpu).map_err(|e| at("cpu", e.to_string()))?;
+        let memory_bytes = quantity::parse_bytes(&config.capacity.memory).map_err(|e| at("memory", e.to_string()))?;
+        let storage_bytes =
+            quantity::parse_bytes(&config.capacity.storage).map_err(|e| at("storage", e.to_string()))?;
+        let min_funding = parse_amount(&config.terms.min_funding).map_err(|m| at("min_funding", m))?;
+        let prices = config
+            .pricing
+            .iter()
+            .map(|p| {
+                let reservation = parse_amount(&p.reservation).map_err(|m| at("reservation", m))?;
+                let usage = parse_amount(&p.usage).map_err(|m| at("usage", m))?;
+                Ok((p.resource.clone(), reservation, usage))
+            })
+            .collect::<Result<Vec<_>, ConfigError>>()?;
+        let subnet = parse_subnet(&config.runtime.subnet).map_err(|m| at("subnet", m))?;
+        let log_cap_bytes = quantity::parse_bytes(&config.runtime.log_cap).map_err(|e| at("log_cap", e.to_string()))?;
+        if config.ingress.domain.is_empty() || config.ingress.domain.starts_with('.') {
+            return Err(at("domain", "must be a DNS name such as pods.example.com".into()));
+        }
+        config.ingress.domain = config.ingress.domain.to_ascii_lowercase();
+        Ok(Self {
+            file: path.to_owned(),
+            config,
+            cpu_millis,
+            memory_bytes,
+            storage_bytes,
+            min_funding,
+            prices,
+            subnet,
+            log_cap_bytes,
+        })
+    }
+
+    /// The public URL of an ingress host name.
+    pub fn url_for(&self, host: &str) -> String {
+        match &self.config.ingress.public_url {
+            Some(template) => template.replace("{host}", host),
+            None => format!("http://{host}:{}", self.config.ingress.http.port()),
+        }
+    }
+}
+
+fn parse_amount(text: &str) -> Result<U256, String> {
+    text.parse::<U256>().map_err(|_| format!("{text:?} is not a decimal amount of token base units"))
+}
+
+fn parse_subnet(text: &str) -> Result<(std::net::Ipv4Addr, u8), String> {
+    let bad = || format!("{text:?} is not an IPv4 subnet such as 10.89.0.0/16");
+    let (ip, len) = text.split_once('/').ok_or_else(bad)?;
+    let ip: std::net::Ipv4Addr = ip.parse().map_err(|_| bad())?;
+    let len: u8 = len.parse().map_err(|_| bad())?;
+    if !(8..=28).contains(&len) {
+        return Err(format!("prefix length /{len} must be between /8 and /28"));
+    }
+    Ok((ip, len))
+}
+
+/// The 1-based line and column of byte `offset` in `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, column)
+}
+
+/// The offset of the first line that assigns `key`, for messages about a value.
+fn find_key(text: &str, key: &str) -> Option<usize> {
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        if let Some(rest) = trimmed.strip_prefix(key)
+            && rest.trim_start().starts_with('=')
+        {
+            return Some(offset + (line.len() - trimmed.len()));
+        }
+        offset += line.len();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const SAMPLE: &str = r#"
+data_dir = "data"
+listen = "/ip4/127.0.0.1/tcp/0"
+
+[chain]
+rpc_url = "http://127.0.0.1:8545"
+payment = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+registry = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+key_file = "provider.key"
+
+[ingress]
+http = "127.0.0.1:8080"
+domain = "Pods.Localhost"
+tcp_bind = "127.0.0.1"
+
+[capacity]
+cpu = "2"
+memory = "4Gi"
+storage = "10Gi"
+
+[terms]
+min_funding = "1000"
+min_unlock_delay_secs = 60
+
+[[pricing]]
+resource = "cpu"
+reservation = "10"
+usage = "20"
+"#;
+
+    #[test]
+    fn sample_parses_with_paths_relative_to_the_file() {
+        let s = Settings::parse(SAMPLE, Path::new("/etc/tpod/provider.toml")).unwrap();
+        assert_eq!(s.config.data_dir, Path::new("/etc/tpod/data"));
+        assert_eq!(s.config.chain.key_file, Path::new("/etc/tpod/provider.key"));
+        assert_eq!(s.cpu_millis, 2000);
+        assert_eq!(s.memory_bytes, 4 << 30);
+        assert_eq!(s.min_funding, U256::from(1000));
+        assert_eq!(s.prices, vec![("cpu".into(), U256::from(10), U256::from(20))]);
+        assert_eq!(s.config.ingress.domain, "pods.localhost");
+        assert_eq!(s.subnet, ("10.89.0.0".parse().unwrap(), 16));
+        assert_eq!(s.url_for("a.pods.localhost"), "http://a.pods.localhost:8080");
+    }
+
+    #[test]
+    fn unknown_field_names_line_and_column() {
+        let text = SAMPLE.replace("cpu = \"2\"", "cpu = \"2\"\ngpus = 4");
+        let err = Settings::parse(&text, Path::new("p.toml")).unwrap_err().to_string();
+        assert!(err.starts_with("p.toml:19:1: unknown field `gpus`"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key_and_line() {
+        let text = SAMPLE.replace("memory = \"4Gi\"", "memory = \"lots\"");
+        let err = Settings::parse(&text, Path::new("p.toml")).unwrap_err().to_string();
+        assert!(err.starts_with("p.toml:18:1: memory: "), "{err}");
+        let text = SAMPLE.replace("min_funding = \"1000\"", "min_funding = \"-1\"");
+        let err = Settings::parse(&text, Path::new("p.toml")).unwrap_err().to_string();
+        assert!(err.contains("p.toml:23:1: min_funding: \"-1\" is not a decimal amount"), "{err}");
+        let text = SAMPLE.replace("payment = \"0x5F", "payment = \"0xZZ");
+        let err = Settings::parse(&text, Path::new("p.toml")).unwrap_err().to_string();
+        assert!(err.starts_with("p.toml:7:"), "{err}");
+    }
+}

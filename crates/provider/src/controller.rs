@@ -1,0 +1,774 @@
+//! The controller: decides whether a pod may run (authenticated publisher, paid channel, free
+//! capacity, images present, host names free), then drives a runtime backend and the ingress,
+//! keeping the store the single source of truth. It does not know which backend it drives.
+//!
+//! A change to pods runs one at a time (a provisioning lock), so capacity and host-name checks
+//! cannot race. A deploy that fails at any step removes what it created: the store record and
+//! its host names, the runtime's containers, the routes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use alloy::primitives::{Address, B256, Signature, U256};
+use alloy::signers::local::PrivateKeySigner;
+use alloy::sol_types::Eip712Domain;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use tpod_chain::Chain;
+use tpod_chain::request::PodRequest;
+use tpod_ingress::{Routes, TcpForwards};
+use tpod_runtime::{ContainerSpec, ContainerState, LogOptions, PodEndpoint, PodSpec, Runtime};
+use tpod_wire::pb;
+
+use crate::blobs::BlobStore;
+use crate::config::Settings;
+use crate::pod::{PodDefinition, Reservation, pod_label};
+use crate::store::{PodRecord, PodState, Store};
+
+/// How far ahead a request's expiry may be; nonces are remembered this long.
+pub const MAX_REQUEST_VALIDITY_SECS: u64 = 300;
+
+/// Why a request was refused; becomes the `Error` a publisher reads.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// The request is malformed.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// The signer may not act on this pod, or the request is stale or replayed.
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
+    /// No such pod.
+    #[error("no pod {0} on this provider")]
+    NotFound(String),
+    /// The pod or a host name it wants exists already.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The payment channel does not meet the provider's terms.
+    #[error("payment: {0}")]
+    Payment(String),
+    /// Not enough free capacity.
+    #[error("capacity: {0}")]
+    Capacity(String),
+    /// The provider failed.
+    #[error("provider error: {0}")]
+    Internal(String),
+}
+
+impl Refusal {
+    /// The protocol error for this refusal.
+    pub fn to_error(&self) -> pb::Error {
+        let code = match self {
+            Self::BadRequest(_) => 400,
+            Self::Unauthorized(_) => 401,
+            Self::Payment(_) => 402,
+            Self::NotFound(_) => 404,
+            Self::Conflict(_) => 409,
+            Self::Capacity(_) => 507,
+            Self::Internal(_) => 500,
+        };
+        pb::Error { code, message: self.to_string() }
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> Refusal {
+    Refusal::Internal(e.to_string())
+}
+
+/// What the controller needs besides the runtime.
+pub struct Parts {
+    /// Parsed configuration.
+    pub settings: Settings,
+    /// The state store.
+    pub store: Store,
+    /// Uploaded image blobs.
+    pub blobs: Arc<BlobStore>,
+    /// The directory holding `blobs/sha256/…` (the blob store's parent), read as an image layout.
+    pub image_dir: std::path::PathBuf,
+    /// Ingress routes.
+    pub routes: Routes,
+    /// TCP host ports.
+    pub tcp: TcpForwards,
+    /// The chain, as the provider's account.
+    pub chain: Chain,
+    /// The enclave's signing key.
+    pub enclave: PrivateKeySigner,
+    /// The port publishers reach the HTTP ingress on.
+    pub ingress_port: u16,
+}
+
+/// Runs pods for publishers.
+pub struct Controller<R> {
+    parts: Parts,
+    runtime: R,
+    request_domain: Eip712Domain,
+    ops: tokio::sync::Mutex<()>,
+}
+
+/// An authenticated request about one pod.
+struct Authorized {
+    pod_id: [u8; 32],
+    publisher: Address,
+}
+
+impl<R: Runtime> Controller<R> {
+    /// A controller over `runtime`.
+    pub fn new(parts: Parts, runtime: R) -> Self {
+        let request_domain =
+            tpod_chain::request::request_domain(parts.chain.chain_id(), parts.chain.contracts().payment);
+        Self { parts, runtime, request_domain, ops: tokio::sync::Mutex::new(()) }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.parts.store
+    }
+
+    /// The uploaded blobs.
+    pub fn blobs(&self) -> &BlobStore {
+        &self.parts.blobs
+    }
+
+    /// The enclave signer's address.
+    pub fn enclave_address(&self) -> Address {
+        self.parts.enclave.address()
+    }
+
+    /// The provider's payment address.
+    pub fn provider_address(&self) -> Address {
+        self.parts.chain.account()
+    }
+
+    // --- quotes ------------------------------------------------------------------------------
+
+    /// What is free now: capacity minus what the pods in the store reserve.
+    pub fn free(&self) -> Result<Reservation, Refusal> {
+        let used = self.parts.store.list_pods().map_err(internal)?.iter().filter(|p| holds_resources(p)).try_fold(
+            Reservation::default(),
+            |r, p| {
+                let def: PodDefinition = serde_json::from_str(&p.manifest_json).map_err(internal)?;
+                let d = def.reservation();
+                Ok::<_, Refusal>(Reservation {
+                    cpu_millis: r.cpu_millis.saturating_add(d.cpu_millis),
+                    memory_bytes: r.memory_bytes.saturating_add(d.memory_bytes),
+                })
+            },
+        )?;
+        let s = &self.parts.settings;
+        Ok(Reservation {
+            cpu_millis: s.cpu_millis.saturating_sub(used.cpu_millis),
+            memory_bytes: s.memory_bytes.saturating_sub(used.memory_bytes),
+        })
+    }
+
+    /// Answers a quote: the terms, and whether the asked resources fit.
+    pub fn quote(&self, request: &pb::QuoteRequest) -> pb::QuoteResponse {
+        let s = &self.parts.settings;
+        let contracts = self.parts.chain.contracts();
+        let asked = request.resources.unwrap_or_default();
+        let (available, reason, free) = match self.free() {
+            Ok(free) => {
+                let fits = asked.cpu_millis <= free.cpu_millis && asked.memory_bytes <= free.memory_bytes;
+                let reason = if fits { String::new() } else { capacity_message(&asked, &free) };
+                (fits && asked.gpu == 0, reason, free)
+            }
+            Err(e) => (false, e.to_string(), Reservation::default()),
+        };
+        pb::QuoteResponse {
+            version: tpod_wire::VERSION,
+            available,
+            reason,
+            free: Some(pb::Resources {
+                cpu_millis: free.cpu_millis,
+                memory_bytes: free.memory_bytes,
+                gpu: 0,
+                storage_bytes: s.storage_bytes,
+            }),
+            pricing: Some(pb::PricingTable {
+                prices: s
+                    .prices
+                    .iter()
+                    .map(|(resource, reservation, usage)| pb::ResourcePrice {
+                        resource: resource.clone(),
+                        reservation: reservation.to_string(),
+                        usage: usage.to_string(),
+                    })
+                    .collect(),
+                token: contracts.token.to_string(),
+                tee_type: "simulated".into(),
+                cpu_model: String::new(),
+            }),
+            enclave_signer: self.enclave_address().to_string(),
+            payment_contract: contracts.payment.to_string(),
+            chain_id: self.parts.chain.chain_id(),
+            token: contracts.token.to_vec(),
+            min_funding: s.min_funding.to_string(),
+            min_unlock_delay_secs: s.config.terms.min_unlock_delay_secs,
+            provider_address: self.provider_address().to_string(),
+            domain: s.config.ingress.domain.clone(),
+        }
+    }
+
+    // --- authentication ----------------------------------------------------------------------
+
+    /// Checks the envelope's signature against `owner` (the pod's publisher), then the expiry and
+    /// the nonce. The signature comes first so that nobody but the owner can burn its nonces.
+    fn authenticate(
+        &self,
+        signed: &pb::SignedRequest,
+        action: &str,
+        pod_id: [u8; 32],
+        nonce: u64,
+        expiry: u64,
+        owner: Address,
+    ) -> Result<(), Refusal> {
+        let signature = Signature::from_raw(&signed.signature)
+            .map_err(|e| Refusal::Unauthorized(format!("malformed signature: {e}")))?;
+        PodRequest::new(B256::from(pod_id), action, &signed.payload, nonce, expiry)
+            .verify(&self.request_domain, &signed.payload, &signature, owner)
+            .map_err(|e| Refusal::Unauthorized(e.to_string()))?;
+        let now = now_unix();
+        if expiry <= now {
+            return Err(Refusal::Unauthorized(format!("request expired at {expiry} (provider time {now})")));
+        }
+        if expiry - now > MAX_REQUEST_VALIDITY_SECS {
+            return Err(Refusal::Unauthorized(format!(
+                "request expiry is {}s ahead; at most {MAX_REQUEST_VALIDITY_SECS}s is accepted",
+                expiry - now
+            )));
+        }
+        let fresh = self.parts.store.remember_nonce(&owner.to_string(), nonce, expiry, now).map_err(internal)?;
+        if !fresh {
+            return Err(Refusal::Unauthorized(format!("nonce {nonce} was already used (replayed request)")));
+        }
+        Ok(())
+    }
+
+    /// Decodes and authenticates a provisioning request; the pod's owner is the claimed
+    /// publisher for a new pod, and the recorded one otherwise.
+    async fn authorize(
+        &self,
+        signed: &pb::SignedRequest,
+        action: &str,
+        pod_id: &[u8],
+        publisher: &str,
+        nonce: u64,
+        expiry: u64,
+    ) -> Result<(Authorized, Option<PodRecord>), Refusal> {
+        let pod_id: [u8; 32] = pod_id.try_into().map_err(|_| Refusal::BadRequest("pod_id must be 32 bytes".into()))?;
+        let claimed: Address =
+            publisher.parse().map_err(|_| Refusal::BadRequest(format!("publisher {publisher:?} is not an address")))?;
+        let record = self.parts.store.get_pod(&pod_id).map_err(internal)?;
+        let owner = match &record {
+            Some(r) => r.publisher.parse::<Address>().map_err(internal)?,
+            None if action == "provision" => claimed,
+            None => return Err(Refusal::NotFound(B256::from(pod_id).to_string())),
+        };
+        self.authenticate(signed, action, pod_id, nonce, expiry, owner)?;
+        Ok((Authorized { pod_id, publisher: owner }, record))
+    }
+
+    // --- provisioning ------------------------------------------------------------------------
+
+    /// Answers a signed provisioning request.
+    pub async fn provision_request(&self, signed: &pb::SignedRequest) -> pb::ProvisionResponse {
+        let result = self.provision_inner(signed).await;
+        let result = match result {
+            Ok(status) => pb::provision_response::Result::Status(status),
+            Err(refusal) => {
+                tracing::info!(%refusal, "request refused");
+                pb::provision_response::Result::Error(refusal.to_error())
+            }
+        };
+        pb::ProvisionResponse { version: tpod_wire::VERSION, result: Some(result) }
+    }
+
+    async fn provision_inner(&self, signed: &pb::SignedRequest) -> Result<pb::PodStatus, Refusal> {
+        let request: pb::ProvisionRequest =
+            tpod_wire::decode(&signed.payload).map_err(|e| Refusal::BadRequest(e.to_string()))?;
+        use pb::provision_request::Action;
+        let action = request.action.as_ref().ok_or_else(|| Refusal::BadRequest("no action".into()))?;
+        let name = match action {
+            Action::Provision(_) => "provision",
+            Action::Update(_) => "update",
+            Action::Delete(_) => "delete",
+            Action::Status(_) => "status",
+        };
+        let (who, record) = self
+            .authorize(signed, name, &request.pod_id, &request.publisher, request.nonce, request.expiry_unix)
+            .await?;
+        match action {
+            Action::Provision(p) => {
+                let pod = p.pod.as_ref().ok_or_else(|| Refusal::BadRequest("provision without a pod".into()))?;
+                self.provision(&who, record, pod).await
+            }
+            Action::Update(u) => {
+                let pod = u.pod.as_ref().ok_or_else(|| Refusal::BadRequest("update without a pod".into()))?;
+                self.update(&who, pod).await
+            }
+            Action::Delete(_) => self.delete(&who).await,
+            Action::Status(_) => self.status(&who.pod_id).await,
+        }
+    }
+
+    async fn provision(
+        &self,
+        who: &Authorized,
+        existing: Option<PodRecord>,
+        pod: &pb::Pod,
+    ) -> Result<pb::PodStatus, Refusal> {
+        if existing.is_some() {
+            return Err(Refusal::Conflict(format!(
+                "pod {} exists already; use update to replace it",
+                B256::from(who.pod_id)
+            )));
+        }
+        let def = PodDefinition::from_proto(pod).map_err(Refusal::BadRequest)?;
+        let _ops = self.ops.lock().await;
+        self.check_capacity(&def, None)?;
+        let channel_id = self.check_channel(who).await?;
+        let spec = self.runtime_spec(&who.pod_id, &def)?;
+        let now = now_unix();
+        let record = PodRecord {
+            pod_id: who.pod_id,
+            publisher: who.publisher.to_string(),
+            channel_id: channel_id.0,
+            manifest_json: serde_json::to_string(&def).map_err(internal)?,
+            state: PodState::Provisioning,
+            created_at_unix: now,
+            updated_at_unix: now,
+            hostnames: self.hostnames(&who.pod_id, &def),
+            tcp_ports: Vec::new(),
+        };
+        self.parts.store.put_pod(&record).map_err(|e| match e {
+            crate::store::StoreError::HostnameTaken { .. } => Refusal::Conflict(e.to_string()),
+            e => internal(e),
+        })?;
+        match self.start(record, &def, spec, false).await {
+            Ok(record) => {
+                tracing::info!(pod = %B256::from(who.pod_id), publisher = %who.publisher, "pod deployed");
+                self.status_of(&record).await
+            }
+            Err(e) => {
+                // Nothing of a failed deploy stays behind.
+                self.remove(&who.pod_id).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn update(&self, who: &Authorized, pod: &pb::Pod) -> Result<pb::PodStatus, Refusal> {
+        let def = PodDefinition::from_proto(pod).map_err(Refusal::BadRequest)?;
+        let _ops = self.ops.lock().await;
+        let mut record = self
+            .parts
+            .store
+            .get_pod(&who.pod_id)
+            .map_err(internal)?
+            .ok_or_else(|| Refusal::NotFound(B256::from(who.pod_id).to_string()))?;
+        self.check_capacity(&def, Some(&who.pod_id))?;
+        let spec = self.runtime_spec(&who.pod_id, &def)?;
+        let old: PodDefinition = serde_json::from_str(&record.manifest_json).map_err(internal)?;
+        let old_spec = self.runtime_spec(&who.pod_id, &old).ok();
+        // Host names are claimed before the old version stops, so a taken name changes nothing.
+        record.hostnames = self.hostnames(&who.pod_id, &def);
+        record.manifest_json = serde_json::to_string(&def).map_err(internal)?;
+        record.updated_at_unix = now_unix();
+        let previous = self.parts.store.get_pod(&who.pod_id).map_err(internal)?;
+        self.parts.store.put_pod(&record).map_err(|e| match e {
+            crate::store::StoreError::HostnameTaken { .. } => Refusal::Conflict(e.to_string()),
+            e => internal(e),
+        })?;
+        self.unexpose(&who.pod_id);
+        self.runtime.delete(&hex(&who.pod_id)).await.map_err(internal)?;
+        record.tcp_ports.clear();
+        match self.start(record, &def, spec, false).await {
+            Ok(record) => self.status_of(&record).await,
+            Err(e) => {
+                // Put the previous version back, so a bad update does not take the pod down.
+                if let (Some(previous), Some(old_spec)) = (previous, old_spec) {
+                    let _ = self.parts.store.put_pod(&previous);
+                    if let Err(again) = self.start(previous, &old, old_spec, false).await {
+                        tracing::error!(error = %again, "could not restore the previous version after a failed update");
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn delete(&self, who: &Authorized) -> Result<pb::PodStatus, Refusal> {
+        let _ops = self.ops.lock().await;
+        self.remove(&who.pod_id).await;
+        tracing::info!(pod = %B256::from(who.pod_id), "pod deleted");
+        Ok(pb::PodStatus { state: "deleted".into(), ..Default::default() })
+    }
+
+    async fn status(&self, pod_id: &[u8; 32]) -> Result<pb::PodStatus, Refusal> {
+        let record = self
+            .parts
+            .store
+            .get_pod(pod_id)
+            .map_err(internal)?
+            .ok_or_else(|| Refusal::NotFound(B256::from(*pod_id).to_string()))?;
+        self.status_of(&record).await
+    }
+
+    // --- logs --------------------------------------------------------------------------------
+
+    /// Answers a signed logs request with the container's log stream.
+    pub async fn logs_request(
+        &self,
+        signed: &pb::SignedRequest,
+    ) -> Result<BoxStream<'static, pb::LogChunk>, pb::Error> {
+        self.logs_inner(signed).await.map_err(|r| {
+            tracing::info!(refusal = %r, "logs request refused");
+            r.to_error()
+        })
+    }
+
+    async fn logs_inner(&self, signed: &pb::SignedRequest) -> Result<BoxStream<'static, pb::LogChunk>, Refusal> {
+        let request: pb::LogsRequest =
+            tpod_wire::decode(&signed.payload).map_err(|e| Refusal::BadRequest(e.to_string()))?;
+        let (who, record) = self
+            .authorize(signed, "logs", &request.pod_id, &request.publisher, request.nonce, request.expiry_unix)
+            .await?;
+        let record = record.ok_or_else(|| Refusal::NotFound(B256::from(who.pod_id).to_string()))?;
+        let def: PodDefinition = serde_json::from_str(&record.manifest_json).map_err(internal)?;
+        let container = match request.container.as_str() {
+            "" => def.containers.first().map(|c| c.name.clone()).unwrap_or_default(),
+            name if def.containers.iter().any(|c| c.name == name) => name.to_owned(),
+            name => return Err(Refusal::BadRequest(format!("pod has no container {name:?}"))),
+        };
+        let options = LogOptions { follow: request.follow, tail_lines: request.tail_lines };
+        let stream = self.runtime.logs(&hex(&who.pod_id), &container, options).await.map_err(internal)?;
+        let name = container.clone();
+        let chunks = stream.map(move |item| match item {
+            Ok(data) => pb::LogChunk {
+                version: tpod_wire::VERSION,
+                container: name.clone(),
+                data,
+                timestamp_unix_nanos: now_nanos(),
+                ..Default::default()
+            },
+            Err(e) => pb::LogChunk {
+                version: tpod_wire::VERSION,
+                container: name.clone(),
+                end: true,
+                error: Some(internal(e).to_error()),
+                ..Default::default()
+            },
+        });
+        let end = futures::stream::once(async move {
+            pb::LogChunk { version: tpod_wire::VERSION, container, end: true, ..Default::default() }
+        });
+        Ok(chunks.chain(end).boxed())
+    }
+
+    // --- recovery ------------------------------------------------------------------------------
+
+    /// After a start (or a restart after `kill -9`): re-adopts the pods the store says run,
+    /// finishes off deploys that were cut short, and removes runtime state nobody owns.
+    pub async fn recover(&self) -> Result<(), Refusal> {
+        let _ops = self.ops.lock().await;
+        let pods = self.parts.store.list_pods().map_err(internal)?;
+        for record in &pods {
+            let id = B256::from(record.pod_id);
+            match record.state {
+                PodState::Running => {
+                    let def: PodDefinition = serde_json::from_str(&record.manifest_json).map_err(internal)?;
+                    let adopted = match self.runtime_spec(&record.pod_id, &def) {
+                        Ok(spec) => self.start(record.clone(), &def, spec, true).await,
+                        Err(e) => Err(e),
+                    };
+                    match adopted {
+                        Ok(_) => tracing::info!(pod = %id, "pod re-adopted"),
+                        Err(e) => {
+                            tracing::error!(pod = %id, error = %e, "pod could not be re-adopted");
+                            let mut failed = record.clone();
+                            failed.state = PodState::Failed { reason: e.to_string() };
+                            self.parts.store.put_pod(&failed).map_err(internal)?;
+                        }
+                    }
+                }
+                PodState::Provisioning => {
+                    tracing::warn!(pod = %id, "removing a deploy that was cut short");
+                    self.remove(&record.pod_id).await;
+                }
+                _ => {}
+            }
+        }
+        let known: Vec<String> = pods.iter().map(|p| hex(&p.pod_id)).collect();
+        for orphan in self.runtime.list().await.map_err(internal)? {
+            if !known.contains(&orphan) {
+                tracing::warn!(pod = %orphan, "removing runtime state of an unknown pod");
+                self.runtime.delete(&orphan).await.map_err(internal)?;
+            }
+        }
+        Ok(())
+    }
+
+    // --- helpers -------------------------------------------------------------------------------
+
+    fn check_capacity(&self, def: &PodDefinition, replacing: Option<&[u8; 32]>) -> Result<(), Refusal> {
+        let mut free = self.free()?;
+        if let Some(id) = replacing
+            && let Some(old) = self.parts.store.get_pod(id).map_err(internal)?
+            && holds_resources(&old)
+        {
+            let old: PodDefinition = serde_json::from_str(&old.manifest_json).map_err(internal)?;
+            free.cpu_millis += old.reservation().cpu_millis;
+            free.memory_bytes += old.reservation().memory_bytes;
+        }
+        let asked = def.reservation();
+        if asked.cpu_millis > free.cpu_millis || asked.memory_bytes > free.memory_bytes {
+            let asked =
+                pb::Resources { cpu_millis: asked.cpu_millis, memory_bytes: asked.memory_bytes, ..Default::default() };
+            return Err(Refusal::Capacity(capacity_message(&asked, &free)));
+        }
+        Ok(())
+    }
+
+    /// Checks on chain that the channel (publisher → this provider, pod) pays for the pod.
+    async fn check_channel(&self, who: &Authorized) -> Result<B256, Refusal> {
+        let me = self.provider_address();
+        let id = tpod_chain::claim::channel_id(who.publisher, me, B256::from(who.pod_id));
+        let channel = self
+            .parts
+            .chain
+            .channel(id)
+            .await
+            .map_err(|e| Refusal::Internal(format!("cannot read the payment channel: {e}")))?
+            .ok_or_else(|| {
+                Refusal::Payment(format!(
+                    "no payment channel from {} to this provider ({me}) for pod {}; create and fund one first",
+                    who.publisher,
+                    B256::from(who.pod_id)
+                ))
+            })?;
+        let terms = &self.parts.settings;
+        if channel.closed {
+            return Err(Refusal::Payment(format!("payment channel {id} is closed")));
+        }
+        if channel.enclave_signer != self.enclave_address() {
+            return Err(Refusal::Payment(format!(
+                "payment channel {id} names enclave signer {}, but this provider's enclave signs as {}",
+                channel.enclave_signer,
+                self.enclave_address()
+            )));
+        }
+        if channel.unlock_at.is_some() {
+            return Err(Refusal::Payment(format!("payment channel {id} is being unlocked")));
+        }
+        if channel.unlock_delay < terms.config.terms.min_unlock_delay_secs {
+            return Err(Refusal::Payment(format!(
+                "payment channel {id} has an unlock delay of {}s; this provider asks at least {}s",
+                channel.unlock_delay, terms.config.terms.min_unlock_delay_secs
+            )));
+        }
+        let unclaimed: U256 = channel.unclaimed();
+        if unclaimed < terms.min_funding {
+            return Err(Refusal::Payment(format!(
+                "payment channel {id} holds {unclaimed} unclaimed; this provider asks at least {}",
+                terms.min_funding
+            )));
+        }
+        Ok(id)
+    }
+
+    /// The runtime's view of a pod, with its images opened (and verified) from the blob store.
+    fn runtime_spec(&self, pod_id: &[u8; 32], def: &PodDefinition) -> Result<PodSpec, Refusal> {
+        let containers = def
+            .containers
+            .iter()
+            .map(|c| {
+                let digest =
+                    tpod_image::Digest::parse(&c.image_digest).map_err(|e| Refusal::BadRequest(e.to_string()))?;
+                let image = tpod_image::read_image(&self.parts.image_dir, &digest).map_err(|e| {
+                    Refusal::BadRequest(format!(
+                        "image {} of container {:?} is not (completely) uploaded: {e}",
+                        c.image_digest, c.name
+                    ))
+                })?;
+                Ok(ContainerSpec {
+                    name: c.name.clone(),
+                    image,
+                    command: c.command.clone(),
+                    args: c.args.clone(),
+                    env: c.env.clone(),
+                    working_dir: c.working_dir.clone(),
+                    cpu_millis: c.cpu_millis,
+                    memory_bytes: c.memory_bytes,
+                })
+            })
+            .collect::<Result<Vec<_>, Refusal>>()?;
+        Ok(PodSpec { id: hex(pod_id), containers })
+    }
+
+    fn hostnames(&self, pod_id: &[u8; 32], def: &PodDefinition) -> Vec<String> {
+        let mut hosts = vec![format!("{}.{}", pod_label(pod_id), self.parts.settings.config.ingress.domain)];
+        hosts.extend(def.http_ports().filter_map(|p| p.hostname.clone()));
+        hosts
+    }
+
+    /// Starts (or, with `adopt`, re-attaches to) the pod's containers, then exposes it and marks
+    /// it running. Returns the updated record.
+    async fn start(
+        &self,
+        mut record: PodRecord,
+        def: &PodDefinition,
+        spec: PodSpec,
+        adopt: bool,
+    ) -> Result<PodRecord, Refusal> {
+        let endpoint = if adopt { self.runtime.adopt(spec).await } else { self.runtime.start(spec).await }
+            .map_err(|e| Refusal::Internal(format!("could not start the pod: {e}")))?;
+        record.tcp_ports = self.expose(&record, def, endpoint).await?;
+        record.state = PodState::Running;
+        record.updated_at_unix = now_unix();
+        self.parts.store.put_pod(&record).map_err(internal)?;
+        Ok(record)
+    }
+
+    /// Routes the pod's host names and opens its TCP host ports (the same ones as before when
+    /// re-adopting, if they are still free).
+    async fn expose(
+        &self,
+        record: &PodRecord,
+        def: &PodDefinition,
+        endpoint: PodEndpoint,
+    ) -> Result<Vec<(u16, u16)>, Refusal> {
+        let key = hex(&record.pod_id);
+        let default_host = format!("{}.{}", pod_label(&record.pod_id), self.parts.settings.config.ingress.domain);
+        let mut first = true;
+        for port in def.http_ports() {
+            let mut hosts: Vec<String> = port.hostname.iter().cloned().collect();
+            // The pod's own name goes to its first HTTP port.
+            if std::mem::take(&mut first) {
+                hosts.push(default_host.clone());
+            }
+            let backend = SocketAddr::from((endpoint.ip, port.container_port));
+            self.parts.routes.set(&route_key(&key, port.container_port), hosts, backend);
+        }
+        let mut tcp_ports = Vec::new();
+        for port in def.tcp_ports() {
+            let backend = SocketAddr::from((endpoint.ip, port));
+            let previous = record.tcp_ports.iter().find(|(c, _)| *c == port).map_or(0, |(_, h)| *h);
+            let host_port = match self.parts.tcp.expose(&key, previous, backend).await {
+                Ok(p) => p,
+                Err(_) if previous != 0 => self.parts.tcp.expose(&key, 0, backend).await.map_err(internal)?,
+                Err(e) => return Err(internal(e)),
+            };
+            tcp_ports.push((port, host_port));
+        }
+        Ok(tcp_ports)
+    }
+
+    fn unexpose(&self, pod_id: &[u8; 32]) {
+        let key = hex(pod_id);
+        if let Ok(Some(record)) = self.parts.store.get_pod(pod_id)
+            && let Ok(def) = serde_json::from_str::<PodDefinition>(&record.manifest_json)
+        {
+            for port in def.http_ports() {
+                self.parts.routes.remove(&route_key(&key, port.container_port));
+            }
+        }
+        self.parts.tcp.remove(&key);
+    }
+
+    /// Removes everything of a pod: routes, ports, containers, the record and its host names.
+    async fn remove(&self, pod_id: &[u8; 32]) {
+        self.unexpose(pod_id);
+        if let Err(e) = self.runtime.delete(&hex(pod_id)).await {
+            tracing::error!(pod = %B256::from(*pod_id), error = %e, "runtime could not remove the pod");
+        }
+        if let Err(e) = self.parts.store.delete_pod(pod_id) {
+            tracing::error!(pod = %B256::from(*pod_id), error = %e, "store could not forget the pod");
+        }
+    }
+
+    async fn status_of(&self, record: &PodRecord) -> Result<pb::PodStatus, Refusal> {
+        let def: PodDefinition = serde_json::from_str(&record.manifest_json).map_err(internal)?;
+        let url = def
+            .http_ports()
+            .next()
+            .map(|_| {
+                self.url_for(&format!("{}.{}", pod_label(&record.pod_id), self.parts.settings.config.ingress.domain))
+            })
+            .unwrap_or_default();
+        let runtime = self.runtime.status(&hex(&record.pod_id)).await.map_err(internal)?;
+        let containers: Vec<pb::ContainerStatus> = runtime
+            .map(|s| {
+                s.containers
+                    .into_iter()
+                    .map(|c| pb::ContainerStatus {
+                        name: c.name,
+                        state: container_state(c.state).into(),
+                        exit_code: c.last_exit_code.unwrap_or_default(),
+                        has_exit_code: c.last_exit_code.is_some(),
+                        restarts: c.restarts,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let state = match &record.state {
+            PodState::Running if containers.iter().any(|c| c.state == "restarting") => "crash-looping".to_owned(),
+            PodState::Running if containers.iter().any(|c| c.state != "running") => "starting".to_owned(),
+            PodState::Running => "running".to_owned(),
+            PodState::Provisioning => "provisioning".to_owned(),
+            PodState::Paused { reason } => format!("paused: {reason}"),
+            PodState::Stopped => "stopped".to_owned(),
+            PodState::Failed { reason } => format!("failed: {reason}"),
+        };
+        Ok(pb::PodStatus { state, url, containers, tcp_ports: tcp_port_map(&record.tcp_ports) })
+    }
+
+    fn url_for(&self, host: &str) -> String {
+        match &self.parts.settings.config.ingress.public_url {
+            Some(template) => template.replace("{host}", host),
+            None => format!("http://{host}:{}", self.parts.ingress_port),
+        }
+    }
+}
+
+fn tcp_port_map(ports: &[(u16, u16)]) -> std::collections::BTreeMap<u32, u32> {
+    ports.iter().map(|(c, h)| (u32::from(*c), u32::from(*h))).collect()
+}
+
+fn container_state(state: ContainerState) -> &'static str {
+    match state {
+        ContainerState::Starting => "starting",
+        ContainerState::Running => "running",
+        ContainerState::Restarting => "restarting",
+        ContainerState::Exited => "exited",
+    }
+}
+
+/// Whether a pod's reservation counts against capacity.
+fn holds_resources(p: &PodRecord) -> bool {
+    matches!(p.state, PodState::Provisioning | PodState::Running | PodState::Paused { .. })
+}
+
+fn capacity_message(asked: &pb::Resources, free: &Reservation) -> String {
+    format!(
+        "asked for cpu {}m and memory {} bytes, but only cpu {}m and memory {} bytes are free",
+        asked.cpu_millis, asked.memory_bytes, free.cpu_millis, free.memory_bytes
+    )
+}
+
+/// Routes are keyed per pod and HTTP port.
+fn route_key(pod: &str, port: u16) -> String {
+    format!("{pod}:{port}")
+}
+
+/// Lowercase hex of a pod id: the runtime's name for the pod.
+pub fn hex(pod_id: &[u8; 32]) -> String {
+    alloy::hex::encode(pod_id)
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn now_nanos() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}

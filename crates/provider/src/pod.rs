@@ -1,0 +1,247 @@
+//! A pod as the provider accepts it: the publisher's protobuf `Pod`, checked again here (the
+//! network is not trusted to have run the manifest checks) and kept in the store as JSON.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use tpod_wire::pb;
+
+/// Largest number of containers in a pod.
+const MAX_CONTAINERS: usize = 16;
+
+/// A validated pod definition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodDefinition {
+    /// The pod's name (a DNS label).
+    pub name: String,
+    /// Its containers.
+    pub containers: Vec<ContainerDefinition>,
+}
+
+/// One container of a [`PodDefinition`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerDefinition {
+    /// A DNS label, unique in the pod.
+    pub name: String,
+    /// The image reference as the publisher wrote it (for display).
+    pub image: String,
+    /// The image manifest's digest; its blobs are in the provider's blob store.
+    pub image_digest: String,
+    /// Overrides the image entrypoint.
+    pub command: Option<Vec<String>>,
+    /// Overrides the image arguments.
+    pub args: Option<Vec<String>>,
+    /// Extra environment.
+    pub env: BTreeMap<String, String>,
+    /// Working directory.
+    pub working_dir: Option<String>,
+    /// Exposed ports.
+    pub ports: Vec<PortDefinition>,
+    /// CPU limit in millicores.
+    pub cpu_millis: u64,
+    /// Memory limit in bytes.
+    pub memory_bytes: u64,
+}
+
+/// An exposed port.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortDefinition {
+    /// The port inside the pod.
+    pub container_port: u16,
+    /// Raw TCP (exposed as a host port) rather than HTTP (routed by the ingress).
+    pub tcp: bool,
+    /// Extra host name the ingress routes to this HTTP port.
+    pub hostname: Option<String>,
+}
+
+/// What a pod reserves in total.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reservation {
+    /// CPU in millicores.
+    pub cpu_millis: u64,
+    /// Memory in bytes.
+    pub memory_bytes: u64,
+}
+
+impl PodDefinition {
+    /// Checks a publisher's pod. The error names the field, like the manifest's errors do.
+    pub fn from_proto(pod: &pb::Pod) -> Result<Self, String> {
+        label("name", &pod.name)?;
+        if pod.containers.is_empty() || pod.containers.len() > MAX_CONTAINERS {
+            return Err(format!("containers: a pod has 1 to {MAX_CONTAINERS} containers"));
+        }
+        if !pod.volumes.is_empty() {
+            return Err("volumes: this provider does not offer volumes yet".into());
+        }
+        if let Some(r) = &pod.replicas
+            && (r.min > 1 || r.max > 1)
+        {
+            return Err("replicas: this provider runs one replica per pod".into());
+        }
+        let mut names = BTreeSet::new();
+        let mut ports = BTreeSet::new();
+        let mut hosts = BTreeSet::new();
+        let mut containers = Vec::with_capacity(pod.containers.len());
+        for (i, c) in pod.containers.iter().enumerate() {
+            let at = |field: &str| format!("containers[{i}].{field}");
+            label(&at("name"), &c.name)?;
+            if !names.insert(c.name.clone()) {
+                return Err(format!("{}: duplicate container name {:?}", at("name"), c.name));
+            }
+            if tpod_image::Digest::parse(&c.image_cid).is_err() {
+                return Err(format!("{}: {:?} is not a sha256 image digest", at("image_cid"), c.image_cid));
+            }
+            if !c.working_dir.is_empty() && !c.working_dir.starts_with('/') {
+                return Err(format!("{}: {:?} is not an absolute path", at("working_dir"), c.working_dir));
+            }
+            if !c.volume_mounts.is_empty() {
+                return Err(format!("{}: this provider does not offer volumes yet", at("volume_mounts")));
+            }
+            let resources = c.resources.unwrap_or_default();
+            if resources.cpu_millis == 0 || resources.memory_bytes == 0 {
+                return Err(format!("{}: cpu and memory must be greater than zero", at("resources")));
+            }
+            if resources.gpu > 0 {
+                return Err(format!("{}: this provider offers no GPUs", at("resources.gpu")));
+            }
+            let mut port_defs = Vec::with_capacity(c.ports.len());
+            for (j, p) in c.ports.iter().enumerate() {
+                let at = |field: &str| format!("containers[{i}].ports[{j}].{field}");
+                let port = u16::try_from(p.container_port).ok().filter(|p| *p > 0).ok_or_else(|| {
+                    format!("{}: {} is not a port from 1 to 65535", at("container_port"), p.container_port)
+                })?;
+                if !ports.insert(port) {
+                    return Err(format!("{}: port {port} is exposed twice in the pod", at("container_port")));
+                }
+                let tcp = p.protocol == pb::port::Protocol::Tcp as i32;
+                let hostname = match p.hostname.as_str() {
+                    "" => None,
+                    _ if tcp => return Err(format!("{}: only HTTP ports have host names", at("hostname"))),
+                    host => {
+                        let host = host.to_ascii_lowercase();
+                        dns_name(&at("hostname"), &host)?;
+                        if !hosts.insert(host.clone()) {
+                            return Err(format!("{}: host name {host:?} is used twice", at("hostname")));
+                        }
+                        Some(host)
+                    }
+                };
+                port_defs.push(PortDefinition { container_port: port, tcp, hostname });
+            }
+            containers.push(ContainerDefinition {
+                name: c.name.clone(),
+                image: c.image.clone(),
+                image_digest: c.image_cid.clone(),
+                command: (!c.command.is_empty()).then(|| c.command.clone()),
+                args: (!c.args.is_empty()).then(|| c.args.clone()),
+                env: c.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                working_dir: (!c.working_dir.is_empty()).then(|| c.working_dir.clone()),
+                ports: port_defs,
+                cpu_millis: resources.cpu_millis,
+                memory_bytes: resources.memory_bytes,
+            });
+        }
+        Ok(Self { name: pod.name.clone(), containers })
+    }
+
+    /// The resources the pod reserves.
+    pub fn reservation(&self) -> Reservation {
+        self.containers.iter().fold(Reservation::default(), |r, c| Reservation {
+            cpu_millis: r.cpu_millis.saturating_add(c.cpu_millis),
+            memory_bytes: r.memory_bytes.saturating_add(c.memory_bytes),
+        })
+    }
+
+    /// The pod's HTTP ports, with the extra host name each asks for.
+    pub fn http_ports(&self) -> impl Iterator<Item = &PortDefinition> {
+        self.containers.iter().flat_map(|c| &c.ports).filter(|p| !p.tcp)
+    }
+
+    /// The pod's TCP ports.
+    pub fn tcp_ports(&self) -> impl Iterator<Item = u16> {
+        self.containers.iter().flat_map(|c| &c.ports).filter(|p| p.tcp).map(|p| p.container_port)
+    }
+}
+
+/// The DNS label a pod is served under: the first 16 hex digits of its id (a full 64-digit id
+/// does not fit a 63-character DNS label). The store keeps labels unique like any host name.
+pub fn pod_label(pod_id: &[u8; 32]) -> String {
+    pod_id[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn label(field: &str, value: &str) -> Result<(), String> {
+    let ok = !value.is_empty()
+        && value.len() <= 63
+        && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !value.starts_with('-')
+        && !value.ends_with('-');
+    if ok { Ok(()) } else { Err(format!("{field}: {value:?} is not a DNS label (a-z, 0-9, '-', at most 63)")) }
+}
+
+fn dns_name(field: &str, value: &str) -> Result<(), String> {
+    if value.len() > 253 || !value.contains('.') {
+        return Err(format!("{field}: {value:?} is not a DNS name with a dot"));
+    }
+    value.split('.').try_for_each(|part| label(field, part))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn pod() -> pb::Pod {
+        pb::Pod {
+            name: "hello".into(),
+            containers: vec![pb::Container {
+                name: "web".into(),
+                image: "./image".into(),
+                image_cid: format!("sha256:{}", "ab".repeat(32)),
+                ports: vec![pb::Port {
+                    container_port: 8080,
+                    protocol: pb::port::Protocol::Http as i32,
+                    hostname: "App.Example.com".into(),
+                }],
+                resources: Some(pb::Resources { cpu_millis: 100, memory_bytes: 1 << 26, gpu: 0, storage_bytes: 0 }),
+                ..Default::default()
+            }],
+            volumes: vec![],
+            replicas: None,
+        }
+    }
+
+    #[test]
+    fn a_good_pod_is_accepted_with_lowercased_host_names() {
+        let def = PodDefinition::from_proto(&pod()).unwrap();
+        assert_eq!(def.containers[0].ports[0].hostname.as_deref(), Some("app.example.com"));
+        assert_eq!(def.reservation(), Reservation { cpu_millis: 100, memory_bytes: 1 << 26 });
+        assert_eq!(def.containers[0].command, None);
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let mut p = pod();
+        p.containers[0].ports.push(p.containers[0].ports[0].clone());
+        let err = PodDefinition::from_proto(&p).unwrap_err();
+        assert!(err.starts_with("containers[0].ports[1].container_port: port 8080 is exposed twice"), "{err}");
+
+        let mut p = pod();
+        p.containers[0].image_cid = "../../etc/passwd".into();
+        assert!(PodDefinition::from_proto(&p).unwrap_err().starts_with("containers[0].image_cid"));
+
+        let mut p = pod();
+        p.containers[0].ports[0].hostname = "a..b".into();
+        assert!(PodDefinition::from_proto(&p).unwrap_err().starts_with("containers[0].ports[0].hostname"));
+
+        let mut p = pod();
+        p.containers[0].resources = None;
+        assert!(PodDefinition::from_proto(&p).unwrap_err().contains("greater than zero"));
+    }
+
+    #[test]
+    fn pod_label_is_sixteen_hex_digits() {
+        let mut id = [0u8; 32];
+        id[0] = 0xab;
+        assert_eq!(pod_label(&id), "ab00000000000000");
+    }
+}

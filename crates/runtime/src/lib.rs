@@ -1,0 +1,144 @@
+//! The provider's container runtime: runs a pod's containers and reports on them, behind the
+//! [`Runtime`] trait so the provider's controller does not know which backend it drives.
+//!
+//! [`LocalRuntime`] is the embedded backend: OCI containers run in-process by youki's
+//! `libcontainer`, each with its own pid, mount, uts and ipc namespaces and its own cgroup, all
+//! containers of a pod sharing one network namespace wired to a host bridge (like a Kubernetes
+//! pod). Containers are supervised and restarted with exponential backoff; their output goes to
+//! size-capped log files. Everything a pod has lives under one directory per pod, so a provider
+//! killed with `kill -9` can re-attach to the pods that kept running ([`Runtime::adopt`]).
+
+mod error;
+mod local;
+mod logs;
+mod net;
+mod proc;
+mod spec;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::Ipv4Addr;
+
+use futures::stream::BoxStream;
+
+pub use error::RuntimeError;
+pub use local::{LocalConfig, LocalRuntime, cgroups_path};
+
+/// A pod to run: the containers, already verified, that share one network namespace.
+#[derive(Clone, Debug)]
+pub struct PodSpec {
+    /// The pod id: 64 lowercase hex characters. Host-side names (network namespace, veth,
+    /// cgroups) are derived from its first 12 characters.
+    pub id: String,
+    /// The containers, started in this order.
+    pub containers: Vec<ContainerSpec>,
+}
+
+/// One container of a pod.
+#[derive(Clone, Debug)]
+pub struct ContainerSpec {
+    /// The container's name, unique in the pod: 1 to 63 characters of `a-z`, `0-9` and `-`.
+    pub name: String,
+    /// The image, already read and verified; its layers are unpacked into the container's rootfs.
+    pub image: tpod_image::Image,
+    /// Replaces the image's `Entrypoint` when set (Kubernetes `command`).
+    pub command: Option<Vec<String>>,
+    /// Replaces the image's `Cmd` when set (Kubernetes `args`).
+    pub args: Option<Vec<String>>,
+    /// Environment variables, set on top of the image config's `Env`.
+    pub env: BTreeMap<String, String>,
+    /// The working directory; else the image's `WorkingDir`, else `/`.
+    pub working_dir: Option<String>,
+    /// CPU limit in thousandths of a CPU (cgroup quota per 100 ms period); 0 = no limit.
+    pub cpu_millis: u64,
+    /// Memory limit in bytes; 0 = no limit.
+    pub memory_bytes: u64,
+}
+
+/// Where a running pod can be reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PodEndpoint {
+    /// The pod's address on the provider bridge; the ingress proxies to `ip:containerPort`.
+    pub ip: Ipv4Addr,
+}
+
+/// What a container is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContainerState {
+    /// Being created (rootfs, spec, process).
+    Starting,
+    /// Its process runs.
+    Running,
+    /// It exited (or could not be started) and waits out its restart backoff.
+    Restarting,
+    /// Stopped for good: the pod is being deleted.
+    Exited,
+}
+
+/// One container's status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerStatus {
+    /// The container's name.
+    pub name: String,
+    /// What it is doing.
+    pub state: ContainerState,
+    /// How many times it exited or failed to start and was (or will be) restarted.
+    pub restarts: u32,
+    /// The exit code of its last exit (128 + signal number if killed by a signal), if known:
+    /// a process adopted after a provider restart is not our child and its code is lost.
+    pub last_exit_code: Option<i32>,
+    /// When its current process started (Unix seconds), while it runs.
+    pub running_since_unix: Option<u64>,
+    /// The host pid of its current process, while it runs.
+    pub pid: Option<i32>,
+}
+
+/// A pod's status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodStatus {
+    /// Its containers, in spec order.
+    pub containers: Vec<ContainerStatus>,
+}
+
+/// What [`Runtime::logs`] returns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogOptions {
+    /// After the kept lines, stream new output until the pod is deleted or the stream dropped.
+    pub follow: bool,
+    /// How many of the last lines to return first; 0 = all that are kept.
+    pub tail_lines: u64,
+}
+
+/// A stream of log bytes.
+pub type LogStream = BoxStream<'static, Result<Vec<u8>, RuntimeError>>;
+
+/// A backend that runs pods.
+pub trait Runtime: Send + Sync + 'static {
+    /// Creates and starts the pod. On any error, everything created so far is removed (no
+    /// partial pods).
+    fn start(&self, spec: PodSpec) -> impl Future<Output = Result<PodEndpoint, RuntimeError>> + Send;
+
+    /// After a provider restart (even `kill -9`): re-attaches to the pod's containers that still
+    /// run and restarts the others; same endpoint as before. If nothing of the pod exists any
+    /// more, starts it afresh.
+    fn adopt(&self, spec: PodSpec) -> impl Future<Output = Result<PodEndpoint, RuntimeError>> + Send;
+
+    /// Stops and removes everything of the pod: processes, containers' state, cgroups, network
+    /// namespace, veth, rootfs, logs. Idempotent (an unknown pod is Ok).
+    fn delete(&self, pod_id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// The pod's status, or `None` if this runtime does not run it.
+    fn status(&self, pod_id: &str) -> impl Future<Output = Result<Option<PodStatus>, RuntimeError>> + Send;
+
+    /// Log bytes of one container (stdout and stderr interleaved): the last `tail_lines` lines,
+    /// then, if `follow`, new bytes as they come until the pod is deleted or the stream dropped.
+    fn logs(
+        &self,
+        pod_id: &str,
+        container: &str,
+        options: LogOptions,
+    ) -> impl Future<Output = Result<LogStream, RuntimeError>> + Send;
+
+    /// Pod ids the backend has state for (used to clean up orphans after a crash).
+    fn list(&self) -> impl Future<Output = Result<Vec<String>, RuntimeError>> + Send;
+}

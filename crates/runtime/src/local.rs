@@ -1,0 +1,885 @@
+//! [`LocalRuntime`]: pods as OCI containers on this machine, run in-process by youki's
+//! `libcontainer`, networked by [`crate::net`], logged by [`crate::logs`].
+//!
+//! All state lives under `<root>/pods/<pod id>/`:
+//! - `pod.json`: the pod's address and, per container, its current pid (with its start time),
+//!   restarts and last exit code — what a new runtime needs to adopt the pod after a crash;
+//! - `state/`: libcontainer's state directories, one per container;
+//! - `containers/<name>/`: the OCI bundle (`config.json`, `hosts`, `rootfs/`);
+//! - `logs/<name>.log`: the container's stdout and stderr.
+//!
+//! Each container has a supervising task that polls its process, records its exit and restarts
+//! it after an exponential backoff. Dropping a [`LocalRuntime`] only stops the supervising tasks:
+//! the containers keep running, to be adopted by the next runtime.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::{self, File};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use libcontainer::container::Container;
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::syscall::syscall::SyscallType;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::logs::LogFile;
+use crate::net::{self, PodNet, Subnet};
+use crate::proc::{self, Probe};
+use crate::spec::{self, SpecInput};
+use crate::{
+    ContainerSpec, ContainerState, ContainerStatus, LogOptions, LogStream, PodEndpoint, PodSpec, PodStatus, Runtime,
+    RuntimeError,
+};
+
+/// How often a supervisor looks at its container's process.
+const EXIT_POLL: Duration = Duration::from_millis(100);
+
+/// How often log files are checked against the cap.
+const LOG_CAP_POLL: Duration = Duration::from_millis(100);
+
+/// How long deleting a pod waits for a killed process to go.
+const KILL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Serializes every libcontainer create, start and delete in the process. libcontainer
+/// `chdir`s the whole process into a container's state directory around the notify socket's
+/// bind and connect (socket paths are limited to 108 bytes) and then back to the directory it
+/// found: two of these at once leave the process in the wrong, possibly deleted, directory.
+static LIBCONTAINER: Mutex<()> = Mutex::new(());
+
+/// Settings of a [`LocalRuntime`].
+#[derive(Clone, Debug)]
+pub struct LocalConfig {
+    /// Where all pod state lives (`<root>/pods/<pod id>/…`).
+    pub root: PathBuf,
+    /// The host bridge pods are attached to; created if missing.
+    pub bridge: String,
+    /// The subnet pods get addresses from, as (network address, prefix length); the bridge takes
+    /// its first address.
+    pub subnet: (Ipv4Addr, u8),
+    /// The most bytes a container's log file keeps; past it, it is cut to its newest half.
+    pub log_cap_bytes: u64,
+    /// The restart backoff: (first delay, largest delay); it doubles after each restart.
+    pub restart_backoff: (Duration, Duration),
+    /// A container that ran this long before exiting restarts after the first delay again.
+    pub backoff_reset_after: Duration,
+}
+
+impl LocalConfig {
+    /// The defaults, with state under `root`: bridge `tpod0`, subnet 10.89.0.0/16, 8 MiB of log
+    /// per container, restart backoff 1 s doubling up to 30 s, reset after 60 s of running.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self {
+            root: root.into(),
+            bridge: "tpod0".to_owned(),
+            subnet: (Ipv4Addr::new(10, 89, 0, 0), 16),
+            log_cap_bytes: 8 << 20,
+            restart_backoff: (Duration::from_secs(1), Duration::from_secs(30)),
+            backoff_reset_after: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The local runtime. Cheap to share behind an `Arc`; all methods take `&self`.
+#[derive(Debug)]
+pub struct LocalRuntime {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: LocalConfig,
+    subnet: Subnet,
+    pods: Mutex<HashMap<String, Arc<Pod>>>,
+    /// One lock per pod id, so start, adopt and delete of one pod do not interleave.
+    pod_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Held while choosing an address and writing it to `pod.json`, so two pods never get one.
+    allocation: tokio::sync::Mutex<()>,
+}
+
+/// What `pod.json` holds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct PodRecord {
+    id: String,
+    ip: Ipv4Addr,
+    containers: Vec<ContainerRecord>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct ContainerRecord {
+    name: String,
+    /// The current process, while there is one.
+    pid: Option<i32>,
+    /// Its start time in clock ticks since boot: a pid is only trusted together with it.
+    start_ticks: Option<u64>,
+    running_since_unix: Option<u64>,
+    restarts: u32,
+    last_exit_code: Option<i32>,
+    #[serde(skip, default = "starting")]
+    state: ContainerState,
+}
+
+fn starting() -> ContainerState {
+    ContainerState::Starting
+}
+
+impl ContainerRecord {
+    fn new(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            pid: None,
+            start_ticks: None,
+            running_since_unix: None,
+            restarts: 0,
+            last_exit_code: None,
+            state: ContainerState::Starting,
+        }
+    }
+
+    /// The running process as (pid, start ticks), if any.
+    fn process(&self) -> Option<(i32, u64)> {
+        Some((self.pid?, self.start_ticks.unwrap_or(0)))
+    }
+}
+
+/// The directory of one pod.
+#[derive(Clone, Debug)]
+struct PodDir(PathBuf);
+
+impl PodDir {
+    fn record(&self) -> PathBuf {
+        self.0.join("pod.json")
+    }
+    fn state(&self) -> PathBuf {
+        self.0.join("state")
+    }
+    fn log(&self, container: &str) -> PathBuf {
+        self.0.join("logs").join(format!("{container}.log"))
+    }
+    fn bundle(&self, container: &str) -> PathBuf {
+        self.0.join("containers").join(container)
+    }
+}
+
+/// A pod this runtime runs.
+#[derive(Debug)]
+struct Pod {
+    id: String,
+    dir: PodDir,
+    net: PodNet,
+    ip: Ipv4Addr,
+    subnet: Subnet,
+    specs: Vec<ContainerSpec>,
+    record: Mutex<PodRecord>,
+    logs: BTreeMap<String, Arc<LogFile>>,
+    /// Turns true when the pod's tasks must stop (the pod is deleted or the runtime dropped).
+    stop: watch::Sender<bool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves consistent data: every update is a plain
+    // field assignment.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The cgroup path of a container, relative to each cgroup v1 hierarchy (e.g. under
+/// `/sys/fs/cgroup/memory`) or to the v2 root: `/tpod/<first 12 hex of the pod id>-<name>`.
+/// Metering reads usage there.
+pub fn cgroups_path(pod_id: &str, container: &str) -> String {
+    let prefix = pod_id.get(..12).unwrap_or(pod_id);
+    format!("/tpod/{prefix}-{container}")
+}
+
+/// Text of an error and its sources: libcontainer's top-level messages are terse.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}
+
+fn is_pod_id(id: &str) -> bool {
+    id.len() == 64 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn validate(spec: &PodSpec) -> Result<(), RuntimeError> {
+    let invalid = |reason: String| RuntimeError::InvalidSpec { pod: spec.id.clone(), reason };
+    if !is_pod_id(&spec.id) {
+        return Err(invalid("the pod id must be 64 lowercase hex characters".to_owned()));
+    }
+    if spec.containers.is_empty() {
+        return Err(invalid("a pod needs at least one container".to_owned()));
+    }
+    let mut names = BTreeSet::new();
+    for container in &spec.containers {
+        let name = &container.name;
+        let valid = !name.is_empty()
+            && name.len() <= 63
+            && !name.starts_with('-')
+            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !valid {
+            return Err(invalid(format!(
+                "container name {name:?} must be 1 to 63 characters of a-z, 0-9 and '-', not starting with '-'"
+            )));
+        }
+        if !names.insert(name.as_str()) {
+            return Err(invalid(format!("container name {name} is used twice")));
+        }
+        spec::process_args(&spec.id, container)?;
+    }
+    Ok(())
+}
+
+impl LocalRuntime {
+    /// A runtime keeping its state under `config.root` (created if missing). Nothing is started
+    /// or adopted until asked.
+    pub fn new(config: LocalConfig) -> Result<Self, RuntimeError> {
+        let invalid = |reason: String| RuntimeError::InvalidSpec { pod: String::new(), reason };
+        let (network, prefix_len) = config.subnet;
+        if !(8..=30).contains(&prefix_len) || u32::from(network) & (u32::MAX >> prefix_len) != 0 {
+            return Err(invalid(format!("runtime config: {network}/{prefix_len} is not a usable subnet")));
+        }
+        if config.bridge.is_empty() || config.bridge.len() > 15 {
+            return Err(invalid(format!("runtime config: bridge name {:?} must be 1 to 15 characters", config.bridge)));
+        }
+        let pods = config.root.join("pods");
+        fs::create_dir_all(&pods).map_err(RuntimeError::io("creating runtime state directory", &pods))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                subnet: Subnet { network, prefix_len },
+                config,
+                pods: Mutex::new(HashMap::new()),
+                pod_locks: Mutex::new(HashMap::new()),
+                allocation: tokio::sync::Mutex::new(()),
+            }),
+        })
+    }
+
+    /// The runtime's settings.
+    pub fn config(&self) -> &LocalConfig {
+        &self.inner.config
+    }
+}
+
+impl Drop for LocalRuntime {
+    /// Stops supervising, leaving every container running for the next runtime to adopt.
+    fn drop(&mut self) {
+        for pod in lock(&self.inner.pods).values() {
+            pod.stop.send_replace(true);
+        }
+    }
+}
+
+impl Inner {
+    fn pod_dir(&self, id: &str) -> PodDir {
+        PodDir(self.config.root.join("pods").join(id))
+    }
+
+    fn pod_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        lock(&self.pod_locks).entry(id.to_owned()).or_default().clone()
+    }
+
+    fn running(&self, id: &str) -> Option<Arc<Pod>> {
+        lock(&self.pods).get(id).cloned()
+    }
+
+    fn new_pod(&self, spec: PodSpec, record: PodRecord) -> Arc<Pod> {
+        let dir = self.pod_dir(&spec.id);
+        let logs = spec.containers.iter().map(|c| (c.name.clone(), Arc::new(LogFile::new(dir.log(&c.name))))).collect();
+        Arc::new(Pod {
+            net: PodNet::for_pod(&spec.id),
+            ip: record.ip,
+            subnet: self.subnet.clone(),
+            id: spec.id,
+            dir,
+            specs: spec.containers,
+            record: Mutex::new(record),
+            logs,
+            stop: watch::Sender::new(false),
+            tasks: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Picks a free address and writes the pod's first `pod.json`, creating its directory.
+    async fn create_record(&self, spec: &PodSpec) -> Result<PodRecord, RuntimeError> {
+        let _allocating = self.allocation.lock().await;
+        let pods_dir = self.config.root.join("pods");
+        let mut used = BTreeSet::new();
+        let entries = fs::read_dir(&pods_dir).map_err(RuntimeError::io("listing pods", &pods_dir))?;
+        for entry in entries.flatten() {
+            let other = entry.file_name().to_string_lossy().into_owned();
+            if other != spec.id && other.get(..12) == spec.id.get(..12) {
+                return Err(RuntimeError::InvalidSpec {
+                    pod: spec.id.clone(),
+                    reason: format!("its first 12 characters, which name its network, are those of pod {other}"),
+                });
+            }
+            if let Ok(record) = read_record(&entry.path().join("pod.json")) {
+                used.insert(record.ip);
+            }
+        }
+        used.extend(lock(&self.pods).values().map(|p| p.ip));
+        let ip = self
+            .subnet
+            .pod_addresses()
+            .find(|ip| !used.contains(ip))
+            .ok_or_else(|| RuntimeError::SubnetFull { pod: spec.id.clone(), subnet: self.subnet.to_string() })?;
+        let record = PodRecord {
+            id: spec.id.clone(),
+            ip,
+            containers: spec.containers.iter().map(|c| ContainerRecord::new(&c.name)).collect(),
+        };
+        let dir = self.pod_dir(&spec.id);
+        for sub in [dir.state(), dir.0.join("logs"), dir.0.join("containers")] {
+            fs::create_dir_all(&sub).map_err(RuntimeError::io("creating pod directory", &sub))?;
+        }
+        write_record(&dir.record(), &record)?;
+        Ok(record)
+    }
+
+    /// Starts a pod that has no state yet. On error, removes whatever was created.
+    async fn start_fresh(&self, spec: PodSpec) -> Result<PodEndpoint, RuntimeError> {
+        let record = self.create_record(&spec).await?;
+        let pod = self.new_pod(spec, record);
+        match self.bring_up(&pod, false).await {
+            Ok(()) => {
+                lock(&self.pods).insert(pod.id.clone(), pod.clone());
+                tracing::info!(pod = %pod.id, ip = %pod.ip, "pod started");
+                Ok(PodEndpoint { ip: pod.ip })
+            }
+            Err(e) => {
+                tracing::warn!(pod = %pod.id, error = %e, "pod failed to start; removing it");
+                if let Err(cleanup) = teardown(&pod).await {
+                    tracing::error!(pod = %pod.id, error = %cleanup, "could not remove the pod that failed to start");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Wires the network (if missing) and launches every container that does not run, then
+    /// starts the pod's tasks. With `adopting`, a container that fails to launch is left to its
+    /// supervisor to retry; otherwise the failure is returned.
+    async fn bring_up(&self, pod: &Arc<Pod>, adopting: bool) -> Result<(), RuntimeError> {
+        let bridge = self.config.bridge.clone();
+        let p = pod.clone();
+        blocking(&pod.id, "network setup", move || {
+            if net::netns_exists(&p.net) {
+                net::ensure_bridge(&bridge, &p.subnet)
+            } else {
+                // Leftovers of a half-made network (a crash during setup) would block setup.
+                net::teardown(&p.net)?;
+                net::setup(&p.net, &bridge, &p.subnet, p.ip)
+            }
+        })
+        .await?;
+
+        for index in 0..pod.specs.len() {
+            if pod.container(index).process().is_some() {
+                continue;
+            }
+            let p = pod.clone();
+            match blocking(&pod.id, "container launch", move || p.relaunch(index)).await {
+                Ok((pid, ticks)) => pod.set_running(index, pid, ticks)?,
+                Err(e) if adopting => {
+                    tracing::warn!(pod = %pod.id, container = %pod.specs[index].name, error = %e,
+                        "container failed to start; its supervisor retries");
+                    pod.set_failed(index, None)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+
+        let mut tasks = lock(&pod.tasks);
+        for index in 0..pod.specs.len() {
+            tasks.push(tokio::spawn(supervise(pod.clone(), self.config.clone(), index)));
+        }
+        tasks.push(tokio::spawn(keep_logs(pod.clone(), self.config.log_cap_bytes)));
+        Ok(())
+    }
+}
+
+/// Runs blocking work off the async threads.
+async fn blocking<T: Send + 'static>(
+    pod: &str,
+    what: &'static str,
+    work: impl FnOnce() -> Result<T, RuntimeError> + Send + 'static,
+) -> Result<T, RuntimeError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|e| Err(RuntimeError::Task { pod: pod.to_owned(), what, message: e.to_string() }))
+}
+
+fn read_record(path: &Path) -> Result<PodRecord, RuntimeError> {
+    let bytes = fs::read(path).map_err(RuntimeError::io("reading pod state", path))?;
+    serde_json::from_slice(&bytes).map_err(|source| RuntimeError::State { path: path.to_path_buf(), source })
+}
+
+/// Writes `pod.json` atomically (temporary file, then rename), so a crash never leaves half.
+fn write_record(path: &Path, record: &PodRecord) -> Result<(), RuntimeError> {
+    let json =
+        serde_json::to_vec_pretty(record).map_err(|source| RuntimeError::State { path: path.to_path_buf(), source })?;
+    let tmp = path.with_extension("json.tmp");
+    fs::write(&tmp, json).map_err(RuntimeError::io("writing pod state", &tmp))?;
+    fs::rename(&tmp, path).map_err(RuntimeError::io("writing pod state", path))
+}
+
+impl Pod {
+    fn container(&self, index: usize) -> ContainerRecord {
+        lock(&self.record).containers[index].clone()
+    }
+
+    /// Changes one container's record and saves `pod.json`.
+    fn update(&self, index: usize, change: impl FnOnce(&mut ContainerRecord)) -> Result<(), RuntimeError> {
+        let mut record = lock(&self.record);
+        change(&mut record.containers[index]);
+        write_record(&self.dir.record(), &record)
+    }
+
+    fn set_running(&self, index: usize, pid: i32, ticks: u64) -> Result<(), RuntimeError> {
+        self.update(index, |c| {
+            c.pid = Some(pid);
+            c.start_ticks = Some(ticks);
+            c.running_since_unix = Some(now_unix());
+            c.state = ContainerState::Running;
+        })
+    }
+
+    /// Records an exit (or a failed launch, `exit_code` None) that will be followed by a restart.
+    fn set_failed(&self, index: usize, exit_code: Option<i32>) -> Result<(), RuntimeError> {
+        self.update(index, |c| {
+            c.pid = None;
+            c.start_ticks = None;
+            c.running_since_unix = None;
+            c.restarts = c.restarts.saturating_add(1);
+            c.last_exit_code = exit_code;
+            c.state = ContainerState::Restarting;
+        })
+    }
+
+    fn container_error(&self, index: usize, action: &'static str, e: &dyn std::error::Error) -> RuntimeError {
+        RuntimeError::Container {
+            pod: self.id.clone(),
+            container: self.specs[index].name.clone(),
+            action,
+            message: error_chain(e),
+        }
+    }
+
+    /// Removes libcontainer's state of a container whose process is gone (and its cgroup).
+    fn remove_container_state(&self, name: &str) -> Result<(), RuntimeError> {
+        let dir = self.dir.state().join(name);
+        if !dir.exists() {
+            return Ok(());
+        }
+        let _serialized = lock(&LIBCONTAINER);
+        let message = match Container::load(dir.clone()) {
+            Ok(mut container) => match container.delete(true) {
+                Ok(()) => return Ok(()),
+                Err(e) => error_chain(&e),
+            },
+            Err(e) => error_chain(&e),
+        };
+        // Without a readable state there is no cgroup to find; at least make room for a new one.
+        tracing::warn!(pod = %self.id, container = name, error = %message, "libcontainer delete failed");
+        if dir.exists() {
+            fs::remove_dir_all(&dir).map_err(RuntimeError::io("removing container state", &dir))?;
+        }
+        Err(RuntimeError::Container { pod: self.id.clone(), container: name.to_owned(), action: "delete", message })
+    }
+
+    /// Creates and starts container `index` afresh (after removing any old state of it);
+    /// returns its pid and start ticks. Blocking.
+    fn relaunch(&self, index: usize) -> Result<(i32, u64), RuntimeError> {
+        let container = &self.specs[index];
+        let name = container.name.as_str();
+        if let Err(e) = self.remove_container_state(name) {
+            tracing::warn!(pod = %self.id, container = name, error = %e, "stale container state");
+        }
+        let bundle = self.dir.bundle(name);
+        let rootfs = bundle.join("rootfs");
+        // The rootfs is unpacked once per pod; restarts keep what the container wrote, like a
+        // container restarted in place. The marker tells a whole unpack from an interrupted one.
+        let unpacked = bundle.join("unpacked");
+        if !unpacked.exists() {
+            if rootfs.exists() {
+                fs::remove_dir_all(&rootfs).map_err(RuntimeError::io("removing partial rootfs", &rootfs))?;
+            }
+            tpod_image::unpack(&container.image, &rootfs).map_err(|source| RuntimeError::Unpack {
+                pod: self.id.clone(),
+                container: name.to_owned(),
+                image: container.image.manifest_digest.to_string(),
+                rootfs: rootfs.clone(),
+                source,
+            })?;
+            File::create(&unpacked).map_err(RuntimeError::io("writing unpack marker", &unpacked))?;
+        }
+
+        let hostname = format!("pod-{}", &self.id[..12]);
+        let hosts = bundle.join("hosts");
+        fs::write(&hosts, spec::hosts_file(&hostname, self.ip))
+            .map_err(RuntimeError::io("writing hosts file", &hosts))?;
+        let netns = self.net.netns_path();
+        let cgroups = cgroups_path(&self.id, name);
+        let runtime_spec = spec::runtime_spec(&SpecInput {
+            pod: &self.id,
+            container,
+            hostname: &hostname,
+            netns: &netns,
+            hosts_file: &hosts,
+            cgroups_path: &cgroups,
+        })?;
+        let config = bundle.join("config.json");
+        let json = serde_json::to_vec_pretty(&runtime_spec)
+            .map_err(|source| RuntimeError::State { path: config.clone(), source })?;
+        fs::write(&config, json).map_err(RuntimeError::io("writing runtime spec", &config))?;
+
+        let log = &self.logs[name];
+        let stdout = log.open_for_writer()?;
+        let stderr = stdout.try_clone().map_err(RuntimeError::io("opening container log", log.path()))?;
+        let stdin = File::open("/dev/null").map_err(RuntimeError::io("opening", Path::new("/dev/null")))?;
+        let state = self.dir.state();
+        let serialized = lock(&LIBCONTAINER);
+        let builder = ContainerBuilder::new(name.to_owned(), SyscallType::default())
+            .with_root_path(&state)
+            .map_err(|e| self.container_error(index, "create", &e))?
+            .with_stdin(stdin)
+            .with_stdout(stdout)
+            .with_stderr(stderr);
+        let mut created = builder
+            .as_init(&bundle)
+            .with_systemd(false)
+            .with_detach(true)
+            .build()
+            .map_err(|e| self.container_error(index, "create", &e))?;
+        if let Err(e) = created.start() {
+            let error = self.container_error(index, "start", &e);
+            drop(serialized);
+            let _ = self.remove_container_state(name);
+            return Err(error);
+        }
+        drop(serialized);
+        let pid = created.pid().map(|p| p.as_raw()).ok_or_else(|| RuntimeError::Container {
+            pod: self.id.clone(),
+            container: name.to_owned(),
+            action: "start",
+            message: "libcontainer reported no pid".to_owned(),
+        })?;
+        // A process that already exited has no start time; the supervisor reaps it by pid.
+        let ticks = proc::start_ticks(pid).unwrap_or(0);
+        tracing::info!(pod = %self.id, container = name, pid, "container started");
+        Ok((pid, ticks))
+    }
+
+    fn status(&self) -> PodStatus {
+        let record = lock(&self.record);
+        PodStatus {
+            containers: record
+                .containers
+                .iter()
+                .map(|c| ContainerStatus {
+                    name: c.name.clone(),
+                    state: c.state,
+                    restarts: c.restarts,
+                    last_exit_code: c.last_exit_code,
+                    running_since_unix: c.running_since_unix,
+                    pid: c.pid,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Waits until `stop` turns true (or its sender goes).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|&s| s).await;
+}
+
+/// Keeps container `index` running: waits for its process to end, records the exit, and
+/// relaunches it after the backoff, until the pod's tasks are stopped.
+async fn supervise(pod: Arc<Pod>, config: LocalConfig, index: usize) {
+    let name = pod.specs[index].name.clone();
+    let mut stop = pod.stop.subscribe();
+    let (initial, max) = config.restart_backoff;
+    let mut backoff = initial;
+    loop {
+        let current = pod.container(index);
+        if let Some((pid, ticks)) = current.process() {
+            let exit_code = loop {
+                if *stop.borrow() {
+                    return;
+                }
+                if let Probe::Exited(code) = proc::probe(pid, ticks) {
+                    break code;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(EXIT_POLL) => {}
+                    () = stopped(&mut stop) => return,
+                }
+            };
+            let ran = now_unix().saturating_sub(current.running_since_unix.unwrap_or(0));
+            if Duration::from_secs(ran) >= config.backoff_reset_after {
+                backoff = initial;
+            }
+            tracing::info!(pod = %pod.id, container = %name, pid, ?exit_code, ?backoff, "container exited; restarting");
+            if let Err(e) = pod.set_failed(index, exit_code) {
+                tracing::error!(pod = %pod.id, container = %name, error = %e, "cannot record container exit");
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = stopped(&mut stop) => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+        backoff = (backoff * 2).min(max);
+        let p = pod.clone();
+        match blocking(&pod.id, "container launch", move || p.relaunch(index)).await {
+            Ok((pid, ticks)) => {
+                if let Err(e) = pod.set_running(index, pid, ticks) {
+                    tracing::error!(pod = %pod.id, container = %name, error = %e, "cannot record container start");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(pod = %pod.id, container = %name, error = %e, "container failed to restart");
+                if let Err(e) = pod.set_failed(index, None) {
+                    tracing::error!(pod = %pod.id, container = %name, error = %e, "cannot record container failure");
+                }
+            }
+        }
+    }
+}
+
+/// Holds the pod's log files to the cap until the pod's tasks are stopped.
+async fn keep_logs(pod: Arc<Pod>, cap: u64) {
+    let mut stop = pod.stop.subscribe();
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(LOG_CAP_POLL) => {}
+            () = stopped(&mut stop) => return,
+        }
+        let p = pod.clone();
+        let checked = tokio::task::spawn_blocking(move || {
+            for log in p.logs.values() {
+                if let Err(e) = log.enforce_cap(cap) {
+                    tracing::warn!(pod = %p.id, error = %e, "cannot cap container log");
+                }
+            }
+        })
+        .await;
+        if checked.is_err() {
+            return;
+        }
+    }
+}
+
+/// Stops the pod's tasks, then removes everything of it: processes, libcontainer state and
+/// cgroups, network, directory. Keeps going past errors and returns the first.
+async fn teardown(pod: &Arc<Pod>) -> Result<(), RuntimeError> {
+    pod.stop.send_replace(true);
+    let tasks: Vec<_> = lock(&pod.tasks).drain(..).collect();
+    for task in tasks {
+        // Supervisors return promptly once stopped (at most one launch in flight finishes first).
+        let _ = task.await;
+    }
+    let p = pod.clone();
+    blocking(&pod.id, "pod removal", move || remove_everything(&p)).await
+}
+
+fn remove_everything(pod: &Pod) -> Result<(), RuntimeError> {
+    let mut first_error = None;
+    let mut note = |result: Result<(), RuntimeError>| {
+        if let Err(e) = result {
+            tracing::warn!(pod = %pod.id, error = %e, "pod removal step failed");
+            first_error.get_or_insert(e);
+        }
+    };
+    let processes: Vec<(i32, u64)> = lock(&pod.record).containers.iter().filter_map(ContainerRecord::process).collect();
+    for (pid, ticks) in processes {
+        proc::kill_and_reap(pid, ticks, KILL_TIMEOUT);
+    }
+    // Every container libcontainer knows of, including any a crash left out of pod.json.
+    let state = pod.dir.state();
+    if let Ok(entries) = fs::read_dir(&state) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Ok(mut container) = Container::load(entry.path()) {
+                // Kill through the cgroup first, so the delete below finds it empty.
+                if let Some(pid) = container.pid() {
+                    proc::kill_and_reap(pid.as_raw(), proc::start_ticks(pid.as_raw()).unwrap_or(0), KILL_TIMEOUT);
+                }
+                let _ = container.refresh_status();
+            }
+            note(pod.remove_container_state(&name));
+        }
+    }
+    note(net::teardown(&pod.net));
+    if pod.dir.0.exists() {
+        note(fs::remove_dir_all(&pod.dir.0).map_err(RuntimeError::io("removing pod directory", &pod.dir.0)));
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+impl Runtime for LocalRuntime {
+    async fn start(&self, spec: PodSpec) -> Result<PodEndpoint, RuntimeError> {
+        validate(&spec)?;
+        let pod_lock = self.inner.pod_lock(&spec.id);
+        let _guard = pod_lock.lock().await;
+        if self.inner.running(&spec.id).is_some() || self.inner.pod_dir(&spec.id).0.exists() {
+            return Err(RuntimeError::AlreadyExists { pod: spec.id });
+        }
+        self.inner.start_fresh(spec).await
+    }
+
+    async fn adopt(&self, spec: PodSpec) -> Result<PodEndpoint, RuntimeError> {
+        validate(&spec)?;
+        let pod_lock = self.inner.pod_lock(&spec.id);
+        let _guard = pod_lock.lock().await;
+        if let Some(pod) = self.inner.running(&spec.id) {
+            return Ok(PodEndpoint { ip: pod.ip });
+        }
+        let dir = self.inner.pod_dir(&spec.id);
+        let old = match read_record(&dir.record()) {
+            Ok(record) if record.id == spec.id => record,
+            result => {
+                if let Err(e) = result {
+                    tracing::info!(pod = %spec.id, error = %e, "nothing to adopt; starting the pod afresh");
+                }
+                if dir.0.exists() {
+                    // Leftovers without a usable record: clear them so the fresh start is clean.
+                    let leftover = self.inner.new_pod(
+                        spec.clone(),
+                        PodRecord { id: spec.id.clone(), ip: Ipv4Addr::UNSPECIFIED, containers: Vec::new() },
+                    );
+                    teardown(&leftover).await?;
+                }
+                return self.inner.start_fresh(spec).await;
+            }
+        };
+
+        // Keep the recorded state of the containers still in the spec, dropping processes that
+        // are gone (or whose pid now belongs to another process).
+        let netns_alive = net::netns_exists(&PodNet::for_pod(&spec.id));
+        let mut containers = Vec::with_capacity(spec.containers.len());
+        let mut to_kill = Vec::new();
+        for c in &spec.containers {
+            let mut record = old
+                .containers
+                .iter()
+                .find(|r| r.name == c.name)
+                .cloned()
+                .unwrap_or_else(|| ContainerRecord::new(&c.name));
+            match record.process() {
+                // A container outside the pod's network namespace (it was removed) is unreachable.
+                Some((pid, ticks)) if proc::alive(pid, ticks) && netns_alive => {
+                    record.state = ContainerState::Running;
+                }
+                process => {
+                    to_kill.extend(process);
+                    record.pid = None;
+                    record.start_ticks = None;
+                    record.running_since_unix = None;
+                    record.state = ContainerState::Starting;
+                }
+            }
+            containers.push(record);
+        }
+        let removed: Vec<ContainerRecord> =
+            old.containers.iter().filter(|r| !spec.containers.iter().any(|c| c.name == r.name)).cloned().collect();
+        to_kill.extend(removed.iter().filter_map(ContainerRecord::process));
+        let record = PodRecord { id: spec.id.clone(), ip: old.ip, containers };
+        write_record(&dir.record(), &record)?;
+        let pod = self.inner.new_pod(spec, record);
+        let p = pod.clone();
+        blocking(&pod.id, "adoption cleanup", move || {
+            for (pid, ticks) in to_kill {
+                proc::kill_and_reap(pid, ticks, KILL_TIMEOUT);
+            }
+            for r in &removed {
+                p.remove_container_state(&r.name)?;
+                let bundle = p.dir.bundle(&r.name);
+                if bundle.exists() {
+                    fs::remove_dir_all(&bundle).map_err(RuntimeError::io("removing container bundle", &bundle))?;
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        self.inner.bring_up(&pod, true).await?;
+        lock(&self.inner.pods).insert(pod.id.clone(), pod.clone());
+        tracing::info!(pod = %pod.id, ip = %pod.ip, "pod adopted");
+        Ok(PodEndpoint { ip: pod.ip })
+    }
+
+    async fn delete(&self, pod_id: &str) -> Result<(), RuntimeError> {
+        if !is_pod_id(pod_id) {
+            // No such pod can exist; never let an id reach a path.
+            return Ok(());
+        }
+        let pod_lock = self.inner.pod_lock(pod_id);
+        let _guard = pod_lock.lock().await;
+        let running = lock(&self.inner.pods).remove(pod_id);
+        let pod = match running {
+            Some(pod) => pod,
+            None => {
+                let dir = self.inner.pod_dir(pod_id);
+                let net = PodNet::for_pod(pod_id);
+                if !dir.0.exists() && !net::netns_exists(&net) {
+                    return Ok(());
+                }
+                // State left by an earlier runtime: remove what pod.json and the disk show.
+                let record = read_record(&dir.record()).unwrap_or(PodRecord {
+                    id: pod_id.to_owned(),
+                    ip: Ipv4Addr::UNSPECIFIED,
+                    containers: Vec::new(),
+                });
+                self.inner.new_pod(PodSpec { id: pod_id.to_owned(), containers: Vec::new() }, record)
+            }
+        };
+        let result = teardown(&pod).await;
+        lock(&self.inner.pod_locks).remove(pod_id);
+        tracing::info!(pod = %pod_id, ok = result.is_ok(), "pod deleted");
+        result
+    }
+
+    async fn status(&self, pod_id: &str) -> Result<Option<PodStatus>, RuntimeError> {
+        Ok(self.inner.running(pod_id).map(|pod| pod.status()))
+    }
+
+    async fn logs(&self, pod_id: &str, container: &str, options: LogOptions) -> Result<LogStream, RuntimeError> {
+        let pod = self.inner.running(pod_id).ok_or_else(|| RuntimeError::NoSuchPod { pod: pod_id.to_owned() })?;
+        let log = pod
+            .logs
+            .get(container)
+            .cloned()
+            .ok_or_else(|| RuntimeError::NoSuchContainer { pod: pod_id.to_owned(), container: container.to_owned() })?;
+        Ok(crate::logs::stream(log, options, pod.stop.subscribe()))
+    }
+
+    async fn list(&self) -> Result<Vec<String>, RuntimeError> {
+        let pods_dir = self.inner.config.root.join("pods");
+        let mut ids: BTreeSet<String> = lock(&self.inner.pods).keys().cloned().collect();
+        let entries = fs::read_dir(&pods_dir).map_err(RuntimeError::io("listing pods", &pods_dir))?;
+        for entry in entries {
+            let entry = entry.map_err(RuntimeError::io("listing pods", &pods_dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if is_pod_id(&name) {
+                ids.insert(name);
+            }
+        }
+        Ok(ids.into_iter().collect())
+    }
+}

@@ -1,0 +1,161 @@
+//! Turning a [`ContainerSpec`] and its image config into an OCI runtime spec (`config.json`).
+//!
+//! The base is oci-spec's standard default (the same as `runc spec`): `/proc`, a tmpfs `/dev`,
+//! `/dev/pts`, `/dev/shm`, `/dev/mqueue`, a read-only `/sys`, masked and read-only kernel paths,
+//! a small capability set, no new privileges. Changes from it:
+//! - no cgroup namespace and no `/sys/fs/cgroup` mount: this host has a hybrid v1/v2 layout and
+//!   a pod has no business reading its cgroups;
+//! - the network namespace is the pod's (a path), shared by all its containers;
+//! - `/etc/hosts` is bind-mounted read-only from the bundle, so the image's rootfs is never
+//!   written through a path it controls (its `/etc` could be a symlink);
+//! - a writable rootfs (images expect to write to it, as under Docker).
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{
+    LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResourcesBuilder, Mount,
+    MountBuilder, Spec,
+};
+
+use crate::{ContainerSpec, RuntimeError};
+
+/// The `PATH` given when neither the image nor the spec sets one.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The CFS period the CPU quota is expressed in, in microseconds (100 ms).
+pub(crate) const CPU_PERIOD_US: u64 = 100_000;
+
+/// Where the pieces of one container's runtime spec come from.
+pub(crate) struct SpecInput<'a> {
+    pub pod: &'a str,
+    pub container: &'a ContainerSpec,
+    pub hostname: &'a str,
+    pub netns: &'a Path,
+    pub hosts_file: &'a Path,
+    pub cgroups_path: &'a str,
+}
+
+/// The process arguments, with Kubernetes semantics: `command` replaces the image's
+/// `Entrypoint` and `args` its `Cmd`; a `command` without `args` drops the image's `Cmd`.
+pub(crate) fn process_args(pod: &str, container: &ContainerSpec) -> Result<Vec<String>, RuntimeError> {
+    let image = container.image.config.config().as_ref();
+    let entrypoint = image.and_then(|c| c.entrypoint().clone()).unwrap_or_default();
+    let cmd = image.and_then(|c| c.cmd().clone()).unwrap_or_default();
+    let args = match (&container.command, &container.args) {
+        (Some(command), Some(args)) => [command.clone(), args.clone()].concat(),
+        (Some(command), None) => command.clone(),
+        (None, Some(args)) => [entrypoint, args.clone()].concat(),
+        (None, None) => [entrypoint, cmd].concat(),
+    };
+    if args.is_empty() {
+        return Err(RuntimeError::InvalidSpec {
+            pod: pod.to_owned(),
+            reason: format!("container {}: no command: the image has no Entrypoint or Cmd", container.name),
+        });
+    }
+    Ok(args)
+}
+
+/// The environment: the image's `Env`, then the spec's variables over it, plus a default `PATH`.
+pub(crate) fn environment(container: &ContainerSpec) -> Vec<String> {
+    let mut env = BTreeMap::new();
+    let image_env = container.image.config.config().as_ref().and_then(|c| c.env().clone()).unwrap_or_default();
+    for entry in image_env {
+        let (name, value) = entry.split_once('=').unwrap_or((entry.as_str(), ""));
+        env.insert(name.to_owned(), value.to_owned());
+    }
+    env.extend(container.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    env.entry("PATH".to_owned()).or_insert_with(|| DEFAULT_PATH.to_owned());
+    env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+/// The working directory: the spec's, else the image's, else `/`.
+pub(crate) fn working_dir(container: &ContainerSpec) -> String {
+    container
+        .working_dir
+        .clone()
+        .filter(|d| !d.is_empty())
+        .or_else(|| container.image.config.config().as_ref().and_then(|c| c.working_dir().clone()))
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| "/".to_owned())
+}
+
+/// The `/etc/hosts` a container sees.
+pub(crate) fn hosts_file(hostname: &str, ip: Ipv4Addr) -> String {
+    format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{ip}\t{hostname}\n")
+}
+
+/// Builds the runtime spec; the rootfs is `rootfs` next to `config.json` in the bundle.
+pub(crate) fn runtime_spec(input: &SpecInput<'_>) -> Result<Spec, RuntimeError> {
+    let spec_error = |e: oci_spec::OciSpecError| RuntimeError::InvalidSpec {
+        pod: input.pod.to_owned(),
+        reason: format!("container {}: building the runtime spec: {e}", input.container.name),
+    };
+    let mut spec = Spec::default();
+    spec.set_hostname(Some(input.hostname.to_owned()));
+
+    let mut root = oci_spec::runtime::Root::default();
+    root.set_path(PathBuf::from("rootfs"));
+    root.set_readonly(Some(false));
+    spec.set_root(Some(root));
+
+    let mut process = spec.process().clone().unwrap_or_default();
+    process.set_terminal(Some(false));
+    process.set_args(Some(process_args(input.pod, input.container)?));
+    process.set_env(Some(environment(input.container)));
+    process.set_cwd(PathBuf::from(working_dir(input.container)));
+    spec.set_process(Some(process));
+
+    let mut mounts: Vec<Mount> = spec
+        .mounts()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| m.destination() != Path::new("/sys/fs/cgroup"))
+        .collect();
+    mounts.push(
+        MountBuilder::default()
+            .destination("/etc/hosts")
+            .typ("bind")
+            .source(input.hosts_file)
+            .options(vec!["rbind".to_owned(), "ro".to_owned()])
+            .build()
+            .map_err(spec_error)?,
+    );
+    spec.set_mounts(Some(mounts));
+
+    let mut linux = spec.linux().clone().unwrap_or_default();
+    let mut namespaces: Vec<_> = linux
+        .namespaces()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|ns| !matches!(ns.typ(), LinuxNamespaceType::Network | LinuxNamespaceType::Cgroup))
+        .collect();
+    namespaces.push(
+        LinuxNamespaceBuilder::default()
+            .typ(LinuxNamespaceType::Network)
+            .path(input.netns)
+            .build()
+            .map_err(spec_error)?,
+    );
+    linux.set_namespaces(Some(namespaces));
+    linux.set_cgroups_path(Some(PathBuf::from(input.cgroups_path)));
+
+    let mut resources = LinuxResourcesBuilder::default();
+    if input.container.cpu_millis > 0 {
+        // cpu_millis thousandths of a CPU = cpu_millis * 100 µs per 100 000 µs period.
+        let quota = i64::try_from(input.container.cpu_millis.saturating_mul(CPU_PERIOD_US / 1000)).unwrap_or(i64::MAX);
+        resources =
+            resources.cpu(LinuxCpuBuilder::default().quota(quota).period(CPU_PERIOD_US).build().map_err(spec_error)?);
+    }
+    if input.container.memory_bytes > 0 {
+        let limit = i64::try_from(input.container.memory_bytes).unwrap_or(i64::MAX);
+        resources = resources.memory(LinuxMemoryBuilder::default().limit(limit).build().map_err(spec_error)?);
+    }
+    linux.set_resources(Some(resources.devices(vec![]).build().map_err(spec_error)?));
+    spec.set_linux(Some(linux));
+    Ok(spec)
+}
