@@ -86,11 +86,14 @@ pub async fn run(command: DevCommand, dir: &Path, json: bool) -> anyhow::Result<
         }
         DevCommand::Status => {
             let status = tpod_devnet::status(dir).await.context("tpod dev status")?;
+            let provider = crate::devprovider::running(dir);
+            let healthy = status.healthy() && provider.is_some();
             if json {
                 say!(
                     "{}",
                     json!({
-                        "healthy": status.healthy(),
+                        "healthy": healthy,
+                        "provider": provider,
                         "anvil_running": status.anvil_running,
                         "block": status.block,
                         "rpc_error": status.rpc_error,
@@ -114,12 +117,15 @@ pub async fn run(command: DevCommand, dir: &Path, json: bool) -> anyhow::Result<
                 for (name, address, native, tokens) in &status.balances {
                     say!("  {name:<10} {address}  {} ETH  {} TPT", ether(*native), ether(*tokens));
                 }
-                say!(
-                    "{}",
-                    if status.healthy() { "healthy" } else { "UNHEALTHY: run `tpod dev down` then `tpod dev up`" }
-                );
+                match &provider {
+                    Some(p) => {
+                        say!("provider pid {} running: {}@{}, ingress {}", p.pid, p.peer_id, p.multiaddr, p.ingress)
+                    }
+                    None => say!("provider NOT running (`tpod dev up` restarts it; its pods are re-adopted)"),
+                }
+                say!("{}", if healthy { "healthy" } else { "UNHEALTHY: run `tpod dev down` then `tpod dev up`" });
             }
-            Ok(if status.healthy() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if healthy { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         DevCommand::Down => {
             crate::devprovider::stop(dir).await.context("stopping the devnet's provider")?;

@@ -15,13 +15,13 @@ use tpod_devnet::DevnetFile;
 #[derive(Debug, Clone, Args)]
 pub struct ProviderOptions {
     /// Port of the provider's HTTP ingress on 127.0.0.1 (0 picks a free one).
-    #[arg(long, default_value_t = 8080)]
+    #[arg(long, default_value_t = 8080, env = "TPOD_DEV_INGRESS_PORT")]
     pub ingress_port: u16,
     /// Linux bridge the provider's pods are attached to.
-    #[arg(long, default_value = "tpod0")]
+    #[arg(long, default_value = "tpod0", env = "TPOD_DEV_BRIDGE")]
     pub bridge: String,
     /// IPv4 subnet of the provider's pods.
-    #[arg(long, default_value = "10.89.0.0/16")]
+    #[arg(long, default_value = "10.89.0.0/16", env = "TPOD_DEV_SUBNET")]
     pub subnet: String,
     /// The provider binary (default: `tpod-provider` next to `tpod`).
     #[arg(long, value_name = "PATH", env = "TPOD_PROVIDER_BIN")]
@@ -67,8 +67,14 @@ pub fn info(dir: &Path) -> anyhow::Result<ProviderInfo> {
     serde_json::from_slice(&bytes).with_context(|| format!("{} is not provider info", path.display()))
 }
 
-fn running(dir: &Path) -> Option<ProviderInfo> {
-    info(dir).ok().filter(|i| tpod_devnet::anvil::is_running(i.pid))
+/// The provider's info, if it is running.
+pub fn running(dir: &Path) -> Option<ProviderInfo> {
+    info(dir).ok().filter(|i| is_provider(i.pid))
+}
+
+/// Whether `pid` is a live provider process.
+pub fn is_provider(pid: u32) -> bool {
+    tpod_devnet::anvil::is_live_process(pid, "tpod-provider")
 }
 
 fn provider_bin(opts: &ProviderOptions) -> anyhow::Result<PathBuf> {
@@ -193,7 +199,7 @@ pub async fn stop(dir: &Path) -> anyhow::Result<()> {
     let pid = nix::unistd::Pid::from_raw(i32::try_from(info.pid).context("provider pid out of range")?);
     let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
     for _ in 0..100 {
-        if !tpod_devnet::anvil::is_running(info.pid) {
+        if !is_provider(info.pid) {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

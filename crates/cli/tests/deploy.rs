@@ -210,7 +210,7 @@ fn provider_kill_9_and_restart_re_adopts_the_pod() {
 
     let pid = net.provider_pid();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
-    while tpod_devnet::anvil::is_running(pid as u32) {
+    while tpod::devprovider::is_provider(pid as u32) {
         std::thread::sleep(Duration::from_millis(20));
     }
     // `dev up` on a live chain restarts just the provider, which re-adopts its pods.

@@ -15,6 +15,10 @@ fn tpod(dir: &Path, args: &[&str]) -> Output {
         .arg(dir)
         .args(args)
         .env_remove("TPOD_DEVNET_DIR")
+        // The provider `dev up` starts: a free ingress port, a bridge of these tests' own.
+        .env("TPOD_DEV_INGRESS_PORT", "0")
+        .env("TPOD_DEV_BRIDGE", "tpd0")
+        .env("TPOD_DEV_SUBNET", "10.219.0.0/16")
         .output()
         .unwrap()
 }
@@ -43,6 +47,10 @@ fn up_status_down_lifecycle_is_idempotent() {
     assert_eq!(up["already_up"], false);
     let pid = up["devnet"]["anvil_pid"].as_u64().unwrap();
     assert!(pid_alive(pid));
+    // The devnet's provider runs too.
+    assert_eq!(up["provider_started"], true);
+    let provider_pid = up["provider"]["pid"].as_u64().unwrap() as u32;
+    assert!(tpod::devprovider::is_provider(provider_pid));
     let file = std::fs::read(dir.path().join("devnet.json")).unwrap();
 
     // A second `up` changes nothing and says so.
@@ -67,6 +75,7 @@ fn up_status_down_lifecycle_is_idempotent() {
     let down = tpod(dir.path(), &["dev", "down"]);
     assert!(down.status.success(), "{}", text(&down));
     assert!(!pid_alive(pid), "anvil {pid} still running after dev down");
+    assert!(!tpod::devprovider::is_provider(provider_pid), "provider still running after dev down");
     assert!(!dir.path().join("devnet.json").exists());
 
     let after = tpod(dir.path(), &["dev", "status"]);

@@ -179,13 +179,19 @@ fn listening_port(log: &Path) -> Option<u16> {
 
 /// Whether `pid` is a live anvil process (not just any process that reused the pid).
 pub fn is_running(pid: u32) -> bool {
+    is_live_process(pid, "anvil")
+}
+
+/// Whether `pid` is a live process whose program file is called `name` (not just any process
+/// that reused the pid).
+pub fn is_live_process(pid: u32, name: &str) -> bool {
     let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
         return false;
     };
     let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
-    let is_anvil = Path::new(std::str::from_utf8(argv0).unwrap_or_default()).file_name() == Some("anvil".as_ref());
+    let named = Path::new(std::str::from_utf8(argv0).unwrap_or_default()).file_name() == Some(name.as_ref());
     // A zombie still has /proc/<pid> but an empty cmdline; it is not running.
-    is_anvil && kill(Pid::from_raw(pid as i32), None).is_ok()
+    named && kill(Pid::from_raw(pid as i32), None).is_ok()
 }
 
 /// Stops the anvil with `pid` (SIGTERM, then SIGKILL after `grace`). Returns whether it was running.
