@@ -129,12 +129,40 @@ fn init(path: &std::path::Path, force: bool, json: bool) -> anyhow::Result<ExitC
         }
     })?;
     file.write_all(tpod_manifest::SAMPLE.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
+    let image = sample_image(path)?;
     if json {
-        say!("{}", serde_json::json!({ "manifest": path }));
+        say!("{}", serde_json::json!({ "manifest": path, "image": image }));
     } else {
-        say!("wrote {}: a sample pod manifest (busybox httpd on port 8080); edit it, then deploy it", path.display());
+        say!("wrote {}: a sample pod manifest (busybox httpd on port 8080)", path.display());
+        if let Some(image) = image {
+            say!("built its image in {} from this machine's busybox", image.display());
+        }
+        say!("deploy it with: tpod deploy {}", path.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Builds the sample's image (`./image`, busybox httpd serving `./www/index.html`) next to the
+/// manifest, so the sample deploys as is; an existing `./image` is left alone, and a machine
+/// without `/bin/busybox` gets the manifest only.
+fn sample_image(manifest: &std::path::Path) -> anyhow::Result<Option<PathBuf>> {
+    use anyhow::Context as _;
+    let dir = manifest.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let image = dir.join("image");
+    let busybox = std::path::Path::new("/bin/busybox");
+    if image.exists() || !busybox.exists() {
+        return Ok(None);
+    }
+    let page = dir.join("www/index.html");
+    if !page.exists() {
+        std::fs::create_dir_all(dir.join("www"))
+            .with_context(|| format!("cannot create {}", dir.join("www").display()))?;
+        std::fs::write(&page, "hello from trusted pods\n")
+            .with_context(|| format!("cannot write {}", page.display()))?;
+    }
+    tpod_image::hello::build(&image, busybox, &page)
+        .with_context(|| format!("building the sample image in {}", image.display()))?;
+    Ok(Some(image))
 }
 
 /// Where images converted from docker archives are kept: `$TPOD_CACHE_DIR`, else

@@ -273,3 +273,29 @@ fn bad_deploys_are_refused_and_leave_nothing_behind() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn the_init_sample_deploys_as_is() {
+    let net = Devnet::up(4);
+    let work = tempfile::tempdir().unwrap();
+    let manifest = work.path().join("tpod.yaml");
+    net.ok(&["init", manifest.to_str().unwrap()]);
+    let deployed = net.ok(&["deploy", manifest.to_str().unwrap()]);
+    wait_for_body(deployed["url"].as_str().unwrap(), "hello from trusted pods\n");
+    // A follow-mode log stream shows the request while it is open.
+    let mut follow = Command::new(env!("CARGO_BIN_EXE_tpod"))
+        .arg("--devnet-dir")
+        .arg(net.dir.path())
+        .args(["logs", "-f"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    wait_for_body(deployed["url"].as_str().unwrap(), "hello from trusted pods\n");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(follow.try_wait().unwrap().is_none(), "logs -f ended by itself");
+    follow.kill().unwrap();
+    let out = follow.wait_with_output().unwrap();
+    let seen = String::from_utf8_lossy(&out.stdout);
+    assert!(seen.matches("url:/").count() >= 2, "{seen}");
+}

@@ -17,6 +17,9 @@ fn init_writes_a_manifest_that_parses_and_refuses_to_overwrite() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let manifest = tpod_manifest::load(&path).unwrap();
     assert_eq!(manifest.name, "hello");
+    // Its image is built next to it, so it deploys as is.
+    let image = manifest.containers[0].image.local_path(dir.path()).unwrap();
+    assert!(tpod_image::read_layout(&image).is_ok());
 
     std::fs::write(&path, "mine").unwrap();
     let again = tpod(&["init", p]);
