@@ -323,7 +323,7 @@ usage = "20"
     fn unknown_field_names_line_and_column() {
         let text = SAMPLE.replace("cpu = \"2\"", "cpu = \"2\"\ngpus = 4");
         let err = Settings::parse(&text, Path::new("p.toml")).unwrap_err().to_string();
-        assert!(err.starts_with("p.toml:19:1: unknown field `gpus`"), "{err}");
+        assert!(err.starts_with("p.toml:18:1: unknown field `gpus`"), "{err}");
     }
 
     #[test]
@@ -333,7 +333,7 @@ usage = "20"
         assert!(err.starts_with("p.toml:18:1: memory: "), "{err}");
         let text = SAMPLE.replace("min_funding = \"1000\"", "min_funding = \"-1\"");
         let err = Settings::parse(&text, Path::new("p.toml")).unwrap_err().to_string();
-        assert!(err.contains("p.toml:23:1: min_funding: \"-1\" is not a decimal amount"), "{err}");
+        assert!(err.contains("p.toml:22:1: min_funding: \"-1\" is not a decimal amount"), "{err}");
         let text = SAMPLE.replace("payment = \"0x5F", "payment = \"0xZZ");
         let err = Settings::parse(&text, Path::new("p.toml")).unwrap_err().to_string();
         assert!(err.starts_with("p.toml:7:"), "{err}");

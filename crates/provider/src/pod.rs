@@ -221,7 +221,8 @@ mod tests {
     #[test]
     fn bad_fields_are_named() {
         let mut p = pod();
-        p.containers[0].ports.push(p.containers[0].ports[0].clone());
+        let again = p.containers[0].ports[0].clone();
+        p.containers[0].ports.push(again);
         let err = PodDefinition::from_proto(&p).unwrap_err();
         assert!(err.starts_with("containers[0].ports[1].container_port: port 8080 is exposed twice"), "{err}");
 

@@ -79,8 +79,8 @@ pub enum RuntimeError {
         image: String,
         /// The rootfs being written.
         rootfs: PathBuf,
-        /// The image error.
-        source: tpod_image::ImageError,
+        /// The image error (boxed: it is large, and this error travels in every `Result`).
+        source: Box<tpod_image::ImageError>,
     },
     /// libcontainer failed to create, start, kill or delete a container.
     #[error("pod {pod}, container {container}: {action} failed: {message}")]

@@ -1,8 +1,8 @@
 //! The provider's container runtime: runs a pod's containers and reports on them, behind the
 //! [`Runtime`] trait so the provider's controller does not know which backend it drives.
 //!
-//! [`LocalRuntime`] is the embedded backend: OCI containers run in-process by youki's
-//! `libcontainer`, each with its own pid, mount, uts and ipc namespaces and its own cgroup, all
+//! [`LocalRuntime`] is the embedded backend: OCI containers run by youki's `libcontainer`
+//! (through the small single-threaded `tpod-runtime-shim` binary of this crate), each with its own pid, mount, uts and ipc namespaces and its own cgroup, all
 //! containers of a pod sharing one network namespace wired to a host bridge (like a Kubernetes
 //! pod). Containers are supervised and restarted with exponential backoff; their output goes to
 //! size-capped log files. Everything a pod has lives under one directory per pod, so a provider

@@ -1,5 +1,7 @@
-//! [`LocalRuntime`]: pods as OCI containers on this machine, run in-process by youki's
-//! `libcontainer`, networked by [`crate::net`], logged by [`crate::logs`].
+//! [`LocalRuntime`]: pods as OCI containers on this machine, created by youki's `libcontainer`
+//! in the `tpod-runtime-shim` process (libcontainer's fork is not safe in a multi-threaded
+//! program), supervised, stopped and removed from here; networked by [`crate::net`], logged by
+//! [`crate::logs`].
 //!
 //! All state lives under `<root>/pods/<pod id>/`:
 //! - `pod.json`: the pod's address and, per container, its current pid (with its start time),
@@ -16,12 +18,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use libcontainer::container::Container;
-use libcontainer::container::builder::ContainerBuilder;
-use libcontainer::syscall::syscall::SyscallType;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -44,12 +45,6 @@ const LOG_CAP_POLL: Duration = Duration::from_millis(100);
 /// How long deleting a pod waits for a killed process to go.
 const KILL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Serializes every libcontainer create, start and delete in the process. libcontainer
-/// `chdir`s the whole process into a container's state directory around the notify socket's
-/// bind and connect (socket paths are limited to 108 bytes) and then back to the directory it
-/// found: two of these at once leave the process in the wrong, possibly deleted, directory.
-static LIBCONTAINER: Mutex<()> = Mutex::new(());
-
 /// Settings of a [`LocalRuntime`].
 #[derive(Clone, Debug)]
 pub struct LocalConfig {
@@ -66,11 +61,15 @@ pub struct LocalConfig {
     pub restart_backoff: (Duration, Duration),
     /// A container that ran this long before exiting restarts after the first delay again.
     pub backoff_reset_after: Duration,
+    /// The `tpod-runtime-shim` executable, which creates containers in a single-threaded
+    /// process (see its docs).
+    pub shim: PathBuf,
 }
 
 impl LocalConfig {
     /// The defaults, with state under `root`: bridge `tpod0`, subnet 10.89.0.0/16, 8 MiB of log
-    /// per container, restart backoff 1 s doubling up to 30 s, reset after 60 s of running.
+    /// per container, restart backoff 1 s doubling up to 30 s, reset after 60 s of running, and
+    /// the shim next to the running executable (where cargo builds it).
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self {
             root: root.into(),
@@ -79,7 +78,21 @@ impl LocalConfig {
             log_cap_bytes: 8 << 20,
             restart_backoff: (Duration::from_secs(1), Duration::from_secs(30)),
             backoff_reset_after: Duration::from_secs(60),
+            shim: default_shim(),
         }
+    }
+}
+
+/// `tpod-runtime-shim` in the running executable's directory, or in its parent when that is
+/// cargo's `deps` directory (test binaries).
+fn default_shim() -> PathBuf {
+    const NAME: &str = "tpod-runtime-shim";
+    let Ok(exe) = std::env::current_exe() else { return PathBuf::from(NAME) };
+    let dir = exe.parent().unwrap_or(Path::new("/"));
+    let beside = dir.join(NAME);
+    match dir.parent() {
+        Some(parent) if !beside.exists() && dir.ends_with("deps") => parent.join(NAME),
+        _ => beside,
     }
 }
 
@@ -173,6 +186,7 @@ struct Pod {
     ip: Ipv4Addr,
     subnet: Subnet,
     specs: Vec<ContainerSpec>,
+    shim: PathBuf,
     record: Mutex<PodRecord>,
     logs: BTreeMap<String, Arc<LogFile>>,
     /// Turns true when the pod's tasks must stop (the pod is deleted or the runtime dropped).
@@ -254,6 +268,18 @@ impl LocalRuntime {
         if config.bridge.is_empty() || config.bridge.len() > 15 {
             return Err(invalid(format!("runtime config: bridge name {:?} must be 1 to 15 characters", config.bridge)));
         }
+        if !config.shim.is_file() {
+            return Err(invalid(format!(
+                "runtime config: the container shim {} does not exist (build it: cargo build -p tpod-runtime)",
+                config.shim.display()
+            )));
+        }
+        // Containers are started by the shim, which exits at once: as a subreaper this process
+        // inherits their init processes, so it can wait for them and learn their exit codes.
+        nix::sys::prctl::set_child_subreaper(true).map_err(|e| RuntimeError::Command {
+            command: "prctl(PR_SET_CHILD_SUBREAPER)".to_owned(),
+            message: e.to_string(),
+        })?;
         let pods = config.root.join("pods");
         fs::create_dir_all(&pods).map_err(RuntimeError::io("creating runtime state directory", &pods))?;
         Ok(Self {
@@ -305,6 +331,7 @@ impl Inner {
             id: spec.id,
             dir,
             specs: spec.containers,
+            shim: self.config.shim.clone(),
             record: Mutex::new(record),
             logs,
             stop: watch::Sender::new(false),
@@ -469,22 +496,12 @@ impl Pod {
         })
     }
 
-    fn container_error(&self, index: usize, action: &'static str, e: &dyn std::error::Error) -> RuntimeError {
-        RuntimeError::Container {
-            pod: self.id.clone(),
-            container: self.specs[index].name.clone(),
-            action,
-            message: error_chain(e),
-        }
-    }
-
     /// Removes libcontainer's state of a container whose process is gone (and its cgroup).
     fn remove_container_state(&self, name: &str) -> Result<(), RuntimeError> {
         let dir = self.dir.state().join(name);
         if !dir.exists() {
             return Ok(());
         }
-        let _serialized = lock(&LIBCONTAINER);
         let message = match Container::load(dir.clone()) {
             Ok(mut container) => match container.delete(true) {
                 Ok(()) => return Ok(()),
@@ -522,7 +539,7 @@ impl Pod {
                 container: name.to_owned(),
                 image: container.image.manifest_digest.to_string(),
                 rootfs: rootfs.clone(),
-                source,
+                source: Box::new(source),
             })?;
             File::create(&unpacked).map_err(RuntimeError::io("writing unpack marker", &unpacked))?;
         }
@@ -547,36 +564,35 @@ impl Pod {
         fs::write(&config, json).map_err(RuntimeError::io("writing runtime spec", &config))?;
 
         let log = &self.logs[name];
-        let stdout = log.open_for_writer()?;
-        let stderr = stdout.try_clone().map_err(RuntimeError::io("opening container log", log.path()))?;
-        let stdin = File::open("/dev/null").map_err(RuntimeError::io("opening", Path::new("/dev/null")))?;
         let state = self.dir.state();
-        let serialized = lock(&LIBCONTAINER);
-        let builder = ContainerBuilder::new(name.to_owned(), SyscallType::default())
-            .with_root_path(&state)
-            .map_err(|e| self.container_error(index, "create", &e))?
-            .with_stdin(stdin)
-            .with_stdout(stdout)
-            .with_stderr(stderr);
-        let mut created = builder
-            .as_init(&bundle)
-            .with_systemd(false)
-            .with_detach(true)
-            .build()
-            .map_err(|e| self.container_error(index, "create", &e))?;
-        if let Err(e) = created.start() {
-            let error = self.container_error(index, "start", &e);
-            drop(serialized);
-            let _ = self.remove_container_state(name);
-            return Err(error);
-        }
-        drop(serialized);
-        let pid = created.pid().map(|p| p.as_raw()).ok_or_else(|| RuntimeError::Container {
-            pod: self.id.clone(),
-            container: name.to_owned(),
-            action: "start",
-            message: "libcontainer reported no pid".to_owned(),
-        })?;
+        let shim = &self.shim;
+        let output = Command::new(shim)
+            .arg("create")
+            .args([state.as_os_str(), name.as_ref(), bundle.as_os_str(), log.path().as_os_str()])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| RuntimeError::Command {
+                command: format!("{} create", shim.display()),
+                message: e.to_string(),
+            })?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let pid = match stdout.trim().parse::<i32>() {
+            Ok(pid) if output.status.success() => pid,
+            _ => {
+                let stderr = String::from_utf8_lossy(&output.stderr);
+                let error = RuntimeError::Container {
+                    pod: self.id.clone(),
+                    container: name.to_owned(),
+                    action: if stderr.starts_with("start:") { "start" } else { "create" },
+                    message: format!("{} ({})", stderr.trim(), output.status),
+                };
+                // A container created but not started waits in libcontainer's init: remove it.
+                if let Err(e) = self.remove_container_state(name) {
+                    tracing::warn!(pod = %self.id, container = name, error = %e, "cannot remove failed container");
+                }
+                return Err(error);
+            }
+        };
         // A process that already exited has no start time; the supervisor reaps it by pid.
         let ticks = proc::start_ticks(pid).unwrap_or(0);
         tracing::info!(pod = %self.id, container = name, pid, "container started");
@@ -716,12 +732,14 @@ fn remove_everything(pod: &Pod) -> Result<(), RuntimeError> {
     if let Ok(entries) = fs::read_dir(&state) {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if let Ok(mut container) = Container::load(entry.path()) {
-                // Kill through the cgroup first, so the delete below finds it empty.
-                if let Some(pid) = container.pid() {
-                    proc::kill_and_reap(pid.as_raw(), proc::start_ticks(pid.as_raw()).unwrap_or(0), KILL_TIMEOUT);
-                }
-                let _ = container.refresh_status();
+            // pod.json may not know this process (a crash between start and save): kill it by
+            // libcontainer's pid, but only if that pid is still in the container's cgroup.
+            if let Ok(container) = Container::load(entry.path())
+                && let Some(pid) = container.pid().map(|p| p.as_raw())
+                && proc::in_cgroup(pid, &cgroups_path(&pod.id, &name))
+                && let Some(ticks) = proc::start_ticks(pid)
+            {
+                proc::kill_and_reap(pid, ticks, KILL_TIMEOUT);
             }
             note(pod.remove_container_state(&name));
         }

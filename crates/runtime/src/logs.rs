@@ -1,5 +1,5 @@
 //! Container log files: one per container, written directly by the container (its stdout and
-//! stderr are the file, opened `O_APPEND`), so a container keeps logging while the provider is
+//! stderr are the file, opened `O_APPEND` by the shim that creates it), so a container keeps logging while the provider is
 //! down. The runtime caps each file by copy-truncating it to its newest half when it grows past
 //! the cap: with `O_APPEND` the container's next write lands at the new end, never in a hole.
 //!
@@ -8,7 +8,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -38,16 +37,6 @@ pub(crate) struct LogFile {
 impl LogFile {
     pub(crate) fn new(path: PathBuf) -> Self {
         Self { path, lock: Mutex::new(()), dropped: AtomicU64::new(0) }
-    }
-
-    /// Opens the file for a container process to write (created if missing).
-    pub(crate) fn open_for_writer(&self) -> Result<File, RuntimeError> {
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o640)
-            .open(&self.path)
-            .map_err(RuntimeError::io("opening container log", &self.path))
     }
 
     /// Cuts the file to roughly its newest `cap / 2` bytes, starting at a line, if it is longer

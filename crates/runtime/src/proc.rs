@@ -31,6 +31,13 @@ pub(crate) fn alive(pid: i32, ticks: u64) -> bool {
     start_ticks(pid) == Some(ticks)
 }
 
+/// Whether process `pid` is in the cgroup at `path` (as `/proc/<pid>/cgroup` shows it, in
+/// any hierarchy).
+pub(crate) fn in_cgroup(pid: i32, path: &str) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .is_ok_and(|text| text.lines().any(|line| line.rsplit_once(':').is_some_and(|(_, p)| p == path)))
+}
+
 /// What a non-blocking look at a process found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Probe {

@@ -159,3 +159,88 @@ pub(crate) fn runtime_spec(input: &SpecInput<'_>) -> Result<Spec, RuntimeError> 
     spec.set_linux(Some(linux));
     Ok(spec)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use super::*;
+
+    fn container(command: Option<&[&str]>, args: Option<&[&str]>) -> (tempfile::TempDir, ContainerSpec) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = tpod_image::ContainerConfig {
+            entrypoint: vec!["/bin/entry".to_owned()],
+            cmd: vec!["default-arg".to_owned()],
+            env: vec!["PATH=/bin".to_owned(), "FROM_IMAGE=1".to_owned(), "OVERRIDDEN=image".to_owned()],
+            working_dir: Some("/srv".to_owned()),
+            exposed_ports: Vec::new(),
+        };
+        tpod_image::write_layout(dir.path(), &[], &config).unwrap();
+        let image = tpod_image::read_layout(dir.path()).unwrap();
+        let strings = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect();
+        let spec = ContainerSpec {
+            name: "c".to_owned(),
+            image,
+            command: command.map(strings),
+            args: args.map(strings),
+            env: BTreeMap::from([("OVERRIDDEN".to_owned(), "spec".to_owned())]),
+            working_dir: None,
+            cpu_millis: 1500,
+            memory_bytes: 1 << 20,
+        };
+        (dir, spec)
+    }
+
+    #[test]
+    fn args_follow_kubernetes_semantics() {
+        let args = |command, args| process_args("p", &container(command, args).1).unwrap();
+        assert_eq!(args(None, None), ["/bin/entry", "default-arg"]);
+        assert_eq!(args(None, Some(&["x"])), ["/bin/entry", "x"]);
+        assert_eq!(args(Some(&["/bin/other"]), None), ["/bin/other"]);
+        assert_eq!(args(Some(&["/bin/other"]), Some(&["y"])), ["/bin/other", "y"]);
+        let empty = process_args("p", &container(Some(&[]), Some(&[])).1).unwrap_err();
+        assert!(empty.to_string().contains("no command"), "{empty}");
+    }
+
+    #[test]
+    fn env_and_working_dir_layer_spec_over_image() {
+        let (_dir, mut spec) = container(None, None);
+        assert_eq!(environment(&spec), ["FROM_IMAGE=1", "OVERRIDDEN=spec", "PATH=/bin"]);
+        assert_eq!(working_dir(&spec), "/srv");
+        spec.working_dir = Some("/work".to_owned());
+        assert_eq!(working_dir(&spec), "/work");
+    }
+
+    #[test]
+    fn runtime_spec_joins_the_pod_netns_with_limits() {
+        let (_dir, spec) = container(None, None);
+        let oci = runtime_spec(&SpecInput {
+            pod: "p",
+            container: &spec,
+            hostname: "pod-x",
+            netns: Path::new("/var/run/netns/tpod-x"),
+            hosts_file: Path::new("/b/hosts"),
+            cgroups_path: "/tpod/x-c",
+        })
+        .unwrap();
+        let linux = oci.linux().as_ref().unwrap();
+        let namespaces = linux.namespaces().as_ref().unwrap();
+        let network = namespaces.iter().find(|n| n.typ() == LinuxNamespaceType::Network).unwrap();
+        assert_eq!(network.path().as_deref(), Some(Path::new("/var/run/netns/tpod-x")));
+        assert!(!namespaces.iter().any(|n| n.typ() == LinuxNamespaceType::Cgroup));
+        for own in
+            [LinuxNamespaceType::Pid, LinuxNamespaceType::Mount, LinuxNamespaceType::Uts, LinuxNamespaceType::Ipc]
+        {
+            assert!(namespaces.iter().any(|n| n.typ() == own && n.path().is_none()), "{own:?}");
+        }
+        let resources = linux.resources().as_ref().unwrap();
+        let cpu = resources.cpu().as_ref().unwrap();
+        assert_eq!((cpu.quota(), cpu.period()), (Some(150_000), Some(100_000)));
+        assert_eq!(resources.memory().as_ref().unwrap().limit(), Some(1 << 20));
+        assert_eq!(oci.process().as_ref().unwrap().terminal(), Some(false));
+        assert!(oci.mounts().as_ref().unwrap().iter().any(|m| m.destination() == Path::new("/etc/hosts")));
+    }
+}

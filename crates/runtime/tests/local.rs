@@ -45,6 +45,7 @@ impl Env {
         config.bridge = format!("tpt{}", random_hex(8));
         config.subnet = (Ipv4Addr::new(10, net, 0, 0), 24);
         config.restart_backoff = (Duration::from_millis(200), Duration::from_millis(800));
+        config.shim = PathBuf::from(env!("CARGO_BIN_EXE_tpod-runtime-shim"));
         Self { dir, config }
     }
 
@@ -215,14 +216,14 @@ async fn hello_pod_serves_http_and_logs_requests() {
     assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
     assert!(response.ends_with(PAGE), "{response}");
 
-    // busybox httpd -v logs each request with the URL; the follower sees it arrive.
+    // busybox httpd -v logs each response (`<client>: response:200`); the follower sees it arrive.
     let mut followed = String::new();
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !followed.contains("url:/") {
+    while !followed.contains("response:200") {
         let chunk = tokio::time::timeout_at(deadline.into(), follow.next()).await.expect("request in followed logs");
         followed.push_str(&String::from_utf8_lossy(&chunk.unwrap().unwrap()));
     }
-    assert!(read_logs(&runtime, &id, "web", 1).await.contains("url:/"));
+    assert!(read_logs(&runtime, &id, "web", 1).await.contains("response:200"));
 
     let pod = status(&runtime, &id).await;
     assert_eq!(pod.containers.len(), 1);
@@ -342,6 +343,16 @@ async fn new_runtime_adopts_running_containers_and_restarts_dead_ones() {
     let new_side = after.containers[1].pid.unwrap();
     second.delete(&id).await.unwrap();
     assert_gone(&env, &id, &["web", "side"], &[web_pid, new_side]);
+
+    // Adopting a pod of which nothing exists starts it afresh.
+    let fresh = random_hex(64);
+    second
+        .adopt(PodSpec { id: fresh.clone(), containers: vec![busybox(&image, "idle", "exec sleep 1000")] })
+        .await
+        .unwrap();
+    wait_status(&second, &fresh, "fresh pod running", |s| s.containers[0].state == ContainerState::Running).await;
+    second.delete(&fresh).await.unwrap();
+    assert_gone(&env, &fresh, &["idle"], &[]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -354,8 +365,17 @@ async fn delete_removes_everything_and_is_idempotent() {
         id: id.clone(),
         containers: vec![httpd(&image), busybox(&image, "worker", "while true; do echo tick; sleep 1; done")],
     };
-    runtime.start(spec).await.unwrap();
+    let endpoint = runtime.start(spec).await.unwrap();
     let pids: Vec<i32> = status(&runtime, &id).await.containers.iter().map(|c| c.pid.unwrap()).collect();
+    // A neighbour pod, started by another runtime on the same root, gets the next address
+    // (allocation reads every pod.json) and is untouched by the deletion below.
+    let neighbour = random_hex(64);
+    let other_runtime = env.runtime();
+    let other = other_runtime
+        .start(PodSpec { id: neighbour.clone(), containers: vec![busybox(&image, "idle", "exec sleep 1000")] })
+        .await
+        .unwrap();
+    assert_eq!((endpoint.ip, other.ip), (Ipv4Addr::new(10, 235, 0, 2), Ipv4Addr::new(10, 235, 0, 3)));
     assert!(env.pod_dir(&id).join("containers/web/rootfs/bin/busybox").exists());
     assert!(env.pod_dir(&id).join("logs/worker.log").exists());
     assert!(netns_exists(&id) && veth_exists(&id));
@@ -367,6 +387,11 @@ async fn delete_removes_everything_and_is_idempotent() {
     runtime.delete(&id).await.unwrap();
     assert_gone(&env, &id, &["web", "worker"], &pids);
     assert!(runtime.status(&id).await.unwrap().is_none());
+    assert_eq!(runtime.list().await.unwrap(), vec![neighbour.clone()]);
+    assert_eq!(status(&other_runtime, &neighbour).await.containers[0].state, ContainerState::Running);
+    assert!(netns_exists(&neighbour) && veth_exists(&neighbour));
+    other_runtime.delete(&neighbour).await.unwrap();
+    assert_gone(&env, &neighbour, &["idle"], &[]);
     assert!(runtime.list().await.unwrap().is_empty());
     runtime.delete(&id).await.unwrap();
     runtime.delete("../not-a-pod").await.unwrap();
@@ -397,6 +422,7 @@ async fn log_file_stays_under_the_cap() {
     if let Some(last) = text.lines().last() {
         total_lines = last.split(' ').nth(1).and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
     }
+    eprintln!("log cap {cap}: largest file seen {largest} bytes; {total_lines} lines written");
     // It wrote far more than the cap, yet the file stayed near it, and what is kept is the newest
     // output starting at a whole line.
     assert!(total_lines * 90 > 4 * cap, "only {total_lines} lines written");
