@@ -157,6 +157,30 @@ impl Chain {
         Ok(chain)
     }
 
+    /// Like [`Chain::connect`], with the token read from the Payment contract (a provider's
+    /// configuration names only Payment and Registry).
+    pub async fn connect_to_payment(
+        url: &str,
+        signer: PrivateKeySigner,
+        payment: Address,
+        registry: Address,
+    ) -> Result<Self, ChainError> {
+        let (provider, chain_id) = connect_provider(url, signer.clone()).await?;
+        let code = provider
+            .get_code_at(payment)
+            .await
+            .map_err(|e| ChainError::Rpc { call: "eth_getCode", reason: e.to_string() })?;
+        if code.is_empty() {
+            return Err(ChainError::NoContract { name: "Payment", address: payment, chain_id, url: url.to_owned() });
+        }
+        let token = Payment::new(payment, provider)
+            .token()
+            .call()
+            .await
+            .map_err(|e| ChainError::Rpc { call: "token", reason: e.to_string() })?;
+        Self::connect(url, signer, ContractAddresses { payment, registry, token }).await
+    }
+
     /// The chain id.
     pub fn chain_id(&self) -> u64 {
         self.chain_id

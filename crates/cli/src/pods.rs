@@ -22,7 +22,7 @@ use tpod_chain::client::NewChannel;
 use tpod_chain::request::PodRequest;
 use tpod_chain::{Chain, ContractAddresses};
 use tpod_devnet::DevnetFile;
-use tpod_manifest::{ImageKind, Manifest};
+use tpod_manifest::{ImageKind, Manifest, VolumeSource};
 use tpod_net::{Client, Multiaddr, PeerId};
 use tpod_wire::pb;
 
@@ -307,13 +307,47 @@ fn to_proto(manifest: &Manifest, images: &[LocalImage]) -> pb::Pod {
                     .collect(),
             })
             .collect(),
-        volumes: Vec::new(),
+        volumes: manifest
+            .volumes
+            .iter()
+            .map(|v| pb::Volume {
+                name: v.name.clone(),
+                kind: Some(match &v.source {
+                    VolumeSource::EmptyDir => pb::volume::Kind::EmptyDir(pb::volume::EmptyDir {}),
+                    VolumeSource::Filesystem { size_bytes } => {
+                        pb::volume::Kind::Filesystem(pb::volume::Filesystem { size_bytes: *size_bytes })
+                    }
+                    // Refused before this point (see `check_supported`).
+                    VolumeSource::Secret { .. } => pb::volume::Kind::Secret(pb::volume::Secret { sealed: Vec::new() }),
+                }),
+            })
+            .collect(),
         replicas: Some(pb::Replicas { min: manifest.replicas.min, max: manifest.replicas.max }),
     }
 }
 
+/// Refuses what this version cannot deliver yet, before anything is uploaded or paid.
+fn check_supported(manifest: &Manifest, path: &Path) -> anyhow::Result<()> {
+    for (i, v) in manifest.volumes.iter().enumerate() {
+        if let VolumeSource::Secret { file } = &v.source {
+            bail!(
+                "{}: volumes[{i}] ({}): secret volumes ({}) need sealed delivery to the provider's enclave, which is not built yet",
+                path.display(),
+                v.name,
+                file.display()
+            );
+        }
+    }
+    if manifest.replicas.max > 1 {
+        bail!("{}: replicas.max: providers run one replica per pod for now", path.display());
+    }
+    Ok(())
+}
+
 fn load_manifest(path: &Path) -> anyhow::Result<Manifest> {
-    tpod_manifest::load(path).map_err(|errors| anyhow::anyhow!("{errors}"))
+    let manifest = tpod_manifest::load(path).map_err(|errors| anyhow::anyhow!("{errors}"))?;
+    check_supported(&manifest, path)?;
+    Ok(manifest)
 }
 
 /// Per-second cost of the reservation at the quoted prices: cpu per millicore, memory per MiB.
@@ -349,6 +383,14 @@ pub async fn deploy(args: &DeployArgs, target: &Target, devnet_dir: &Path, json:
         .containers
         .iter()
         .fold((0u64, 0u64), |(c, m), x| (c + x.resources.cpu_millis, m + x.resources.memory_bytes));
+    let storage_bytes = manifest
+        .volumes
+        .iter()
+        .filter_map(|v| match v.source {
+            VolumeSource::Filesystem { size_bytes } => Some(size_bytes),
+            _ => None,
+        })
+        .sum();
     let quote = publisher
         .client
         .quote(
@@ -356,7 +398,7 @@ pub async fn deploy(args: &DeployArgs, target: &Target, devnet_dir: &Path, json:
             provider.addr.clone(),
             pb::QuoteRequest {
                 version: tpod_wire::VERSION,
-                resources: Some(pb::Resources { cpu_millis, memory_bytes, gpu: 0, storage_bytes: 0 }),
+                resources: Some(pb::Resources { cpu_millis, memory_bytes, gpu: 0, storage_bytes }),
             },
         )
         .await

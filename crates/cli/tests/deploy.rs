@@ -255,6 +255,24 @@ fn bad_deploys_are_refused_and_leave_nothing_behind() {
     assert!(err.contains("payment") && err.contains("asks at least"), "{err}");
     assert!(net.runtime_pods().is_empty());
 
+    // A host name another pod holds is refused, and the refused pod leaves nothing behind.
+    let named = variant(
+        "named.yaml",
+        yaml.replace("        protocol: http", "        protocol: http\n        hostname: app.example.com"),
+    );
+    net.ok(&["deploy", &named, "--name", "first"]);
+    let err = net.fails(&["deploy", &named, "--name", "second"]);
+    assert!(err.contains("conflict") && err.contains("app.example.com"), "{err}");
+    assert_eq!(net.runtime_pods().len(), 1, "{:?}", net.runtime_pods());
+
+    // A TCP port is forwarded from a host port that status shows.
+    let tcp = variant("tcp.yaml", yaml.replace("protocol: http", "protocol: tcp"));
+    net.ok(&["deploy", &tcp, "--name", "tcp"]);
+    let status = net.ok(&["status", "tcp"]);
+    assert_eq!(status["tcp_ports"][0]["container_port"], 8080, "{status}");
+    let host_port = status["tcp_ports"][0]["host_port"].as_u64().unwrap();
+    wait_for_body(&format!("http://tcp.test:{host_port}"), "x\n");
+
     // A container that exits at once: status says so, with its exit code.
     let crash = variant(
         "crash.yaml",
@@ -298,4 +316,35 @@ fn the_init_sample_deploys_as_is() {
     let out = follow.wait_with_output().unwrap();
     let seen = String::from_utf8_lossy(&out.stdout);
     assert!(seen.matches("url:/").count() >= 2, "{seen}");
+}
+
+#[test]
+fn a_filesystem_volume_keeps_its_data_across_an_update() {
+    let net = Devnet::up(5);
+    let work = tempfile::tempdir().unwrap();
+    let manifest = hello(work.path(), "from the image\n");
+    let yaml = std::fs::read_to_string(&manifest).unwrap();
+    // The page lives on the volume: written once, served from there by every version.
+    let with_volume = |marker: &str| {
+        yaml.replace(
+            r#"command: ["/bin/busybox", "httpd"]"#,
+            &format!(
+                r#"command: ["/bin/busybox", "sh", "-c", "[ -f /data/index.html ] || echo {marker} > /data/index.html; exec /bin/busybox httpd -f -p 8080 -h /data"]"#
+            ),
+        )
+        .replace(r#"args: ["-f", "-vv", "-p", "8080", "-h", "/www"]"#, "args: []")
+        .replace("    resources:", "    volumeMounts:\n      - name: data\n        mountPath: /data\n    resources:")
+        .replace("replicas:", "volumes:\n  - name: data\n    filesystem:\n      size: 8Mi\nreplicas:")
+    };
+    std::fs::write(&manifest, with_volume("first")).unwrap();
+    let deployed = net.ok(&["deploy", manifest.to_str().unwrap()]);
+    let url = deployed["url"].as_str().unwrap().to_owned();
+    wait_for_body(&url, "first\n");
+
+    std::fs::write(&manifest, with_volume("second")).unwrap();
+    net.ok(&["update", manifest.to_str().unwrap()]);
+    std::thread::sleep(Duration::from_millis(300));
+    wait_for_body(&url, "first\n");
+    net.ok(&["delete"]);
+    assert!(net.runtime_pods().is_empty());
 }

@@ -222,14 +222,6 @@ impl Settings {
             log_cap_bytes,
         })
     }
-
-    /// The public URL of an ingress host name.
-    pub fn url_for(&self, host: &str) -> String {
-        match &self.config.ingress.public_url {
-            Some(template) => template.replace("{host}", host),
-            None => format!("http://{host}:{}", self.config.ingress.http.port()),
-        }
-    }
 }
 
 fn parse_amount(text: &str) -> Result<U256, String> {
@@ -316,7 +308,6 @@ usage = "20"
         assert_eq!(s.prices, vec![("cpu".into(), U256::from(10), U256::from(20))]);
         assert_eq!(s.config.ingress.domain, "pods.localhost");
         assert_eq!(s.subnet, ("10.89.0.0".parse().unwrap(), 16));
-        assert_eq!(s.url_for("a.pods.localhost"), "http://a.pods.localhost:8080");
     }
 
     #[test]

@@ -18,7 +18,9 @@ use futures::stream::BoxStream;
 use tpod_chain::Chain;
 use tpod_chain::request::PodRequest;
 use tpod_ingress::{Routes, TcpForwards};
-use tpod_runtime::{ContainerSpec, ContainerState, LogOptions, PodEndpoint, PodSpec, Runtime};
+use tpod_runtime::{
+    ContainerSpec, ContainerState, LogOptions, PodEndpoint, PodSpec, Runtime, VolumeKind, VolumeMount, VolumeSpec,
+};
 use tpod_wire::pb;
 
 use crate::blobs::BlobStore;
@@ -141,24 +143,20 @@ impl<R: Runtime> Controller<R> {
 
     // --- quotes ------------------------------------------------------------------------------
 
-    /// What is free now: capacity minus what the pods in the store reserve.
-    pub fn free(&self) -> Result<Reservation, Refusal> {
-        let used = self.parts.store.list_pods().map_err(internal)?.iter().filter(|p| holds_resources(p)).try_fold(
-            Reservation::default(),
-            |r, p| {
+    /// What is free now: capacity minus what the pods in the store reserve, not counting the
+    /// pod `except` (which is being replaced).
+    pub fn free(&self, except: Option<&[u8; 32]>) -> Result<Reservation, Refusal> {
+        let mut used = Reservation::default();
+        for p in self.parts.store.list_pods().map_err(internal)? {
+            if holds_resources(&p) && except != Some(&p.pod_id) {
                 let def: PodDefinition = serde_json::from_str(&p.manifest_json).map_err(internal)?;
-                let d = def.reservation();
-                Ok::<_, Refusal>(Reservation {
-                    cpu_millis: r.cpu_millis.saturating_add(d.cpu_millis),
-                    memory_bytes: r.memory_bytes.saturating_add(d.memory_bytes),
-                })
-            },
-        )?;
+                used = used.plus(def.reservation());
+            }
+        }
         let s = &self.parts.settings;
-        Ok(Reservation {
-            cpu_millis: s.cpu_millis.saturating_sub(used.cpu_millis),
-            memory_bytes: s.memory_bytes.saturating_sub(used.memory_bytes),
-        })
+        let capacity =
+            Reservation { cpu_millis: s.cpu_millis, memory_bytes: s.memory_bytes, storage_bytes: s.storage_bytes };
+        Ok(capacity.minus(used))
     }
 
     /// Answers a quote: the terms, and whether the asked resources fit.
@@ -166,12 +164,16 @@ impl<R: Runtime> Controller<R> {
         let s = &self.parts.settings;
         let contracts = self.parts.chain.contracts();
         let asked = request.resources.unwrap_or_default();
-        let (available, reason, free) = match self.free() {
-            Ok(free) => {
-                let fits = asked.cpu_millis <= free.cpu_millis && asked.memory_bytes <= free.memory_bytes;
-                let reason = if fits { String::new() } else { capacity_message(&asked, &free) };
-                (fits && asked.gpu == 0, reason, free)
-            }
+        let asked_gpu = asked.gpu;
+        let asked = Reservation {
+            cpu_millis: asked.cpu_millis,
+            memory_bytes: asked.memory_bytes,
+            storage_bytes: asked.storage_bytes,
+        };
+        let (available, reason, free) = match self.free(None) {
+            Ok(free) if asked_gpu > 0 => (false, "this provider offers no GPUs".to_owned(), free),
+            Ok(free) if asked.fits_in(free) => (true, String::new(), free),
+            Ok(free) => (false, capacity_message(asked, free), free),
             Err(e) => (false, e.to_string(), Reservation::default()),
         };
         pb::QuoteResponse {
@@ -182,7 +184,7 @@ impl<R: Runtime> Controller<R> {
                 cpu_millis: free.cpu_millis,
                 memory_bytes: free.memory_bytes,
                 gpu: 0,
-                storage_bytes: s.storage_bytes,
+                storage_bytes: free.storage_bytes,
             }),
             pricing: Some(pb::PricingTable {
                 prices: s
@@ -360,7 +362,7 @@ impl<R: Runtime> Controller<R> {
     async fn update(&self, who: &Authorized, pod: &pb::Pod) -> Result<pb::PodStatus, Refusal> {
         let def = PodDefinition::from_proto(pod).map_err(Refusal::BadRequest)?;
         let _ops = self.ops.lock().await;
-        let mut record = self
+        let previous = self
             .parts
             .store
             .get_pod(&who.pod_id)
@@ -368,33 +370,48 @@ impl<R: Runtime> Controller<R> {
             .ok_or_else(|| Refusal::NotFound(B256::from(who.pod_id).to_string()))?;
         self.check_capacity(&def, Some(&who.pod_id))?;
         let spec = self.runtime_spec(&who.pod_id, &def)?;
-        let old: PodDefinition = serde_json::from_str(&record.manifest_json).map_err(internal)?;
-        let old_spec = self.runtime_spec(&who.pod_id, &old).ok();
+        let old: PodDefinition = serde_json::from_str(&previous.manifest_json).map_err(internal)?;
+        let mut record = previous.clone();
         // Host names are claimed before the old version stops, so a taken name changes nothing.
         record.hostnames = self.hostnames(&who.pod_id, &def);
         record.manifest_json = serde_json::to_string(&def).map_err(internal)?;
         record.updated_at_unix = now_unix();
-        let previous = self.parts.store.get_pod(&who.pod_id).map_err(internal)?;
         self.parts.store.put_pod(&record).map_err(|e| match e {
             crate::store::StoreError::HostnameTaken { .. } => Refusal::Conflict(e.to_string()),
             e => internal(e),
         })?;
-        self.unexpose(&who.pod_id);
-        self.runtime.delete(&hex(&who.pod_id)).await.map_err(internal)?;
-        record.tcp_ports.clear();
-        match self.start(record, &def, spec, false).await {
+        self.unexpose(&previous).await;
+        match self.replace(record, &def, spec).await {
             Ok(record) => self.status_of(&record).await,
             Err(e) => {
                 // Put the previous version back, so a bad update does not take the pod down.
-                if let (Some(previous), Some(old_spec)) = (previous, old_spec) {
-                    let _ = self.parts.store.put_pod(&previous);
-                    if let Err(again) = self.start(previous, &old, old_spec, false).await {
-                        tracing::error!(error = %again, "could not restore the previous version after a failed update");
+                let restored = match self.runtime_spec(&who.pod_id, &old) {
+                    Ok(old_spec) => {
+                        self.parts.store.put_pod(&previous).map_err(internal)?;
+                        self.replace(previous, &old, old_spec).await.map(|_| ())
                     }
+                    Err(again) => Err(again),
+                };
+                if let Err(again) = restored {
+                    tracing::error!(error = %again, "could not restore the previous version after a failed update");
                 }
                 Err(e)
             }
         }
+    }
+
+    /// Replaces the running pod's containers in place (same network, kept volumes), then
+    /// exposes the new version.
+    async fn replace(&self, mut record: PodRecord, def: &PodDefinition, spec: PodSpec) -> Result<PodRecord, Refusal> {
+        let endpoint = self
+            .runtime
+            .update(spec)
+            .await
+            .map_err(|e| Refusal::Internal(format!("could not start the new version: {e}")))?;
+        record.tcp_ports = self.expose(&record, def, endpoint).await?;
+        record.state = PodState::Running;
+        self.parts.store.put_pod(&record).map_err(internal)?;
+        Ok(record)
     }
 
     async fn delete(&self, who: &Authorized) -> Result<pb::PodStatus, Refusal> {
@@ -511,20 +528,10 @@ impl<R: Runtime> Controller<R> {
     // --- helpers -------------------------------------------------------------------------------
 
     fn check_capacity(&self, def: &PodDefinition, replacing: Option<&[u8; 32]>) -> Result<(), Refusal> {
-        let mut free = self.free()?;
-        if let Some(id) = replacing
-            && let Some(old) = self.parts.store.get_pod(id).map_err(internal)?
-            && holds_resources(&old)
-        {
-            let old: PodDefinition = serde_json::from_str(&old.manifest_json).map_err(internal)?;
-            free.cpu_millis += old.reservation().cpu_millis;
-            free.memory_bytes += old.reservation().memory_bytes;
-        }
+        let free = self.free(replacing)?;
         let asked = def.reservation();
-        if asked.cpu_millis > free.cpu_millis || asked.memory_bytes > free.memory_bytes {
-            let asked =
-                pb::Resources { cpu_millis: asked.cpu_millis, memory_bytes: asked.memory_bytes, ..Default::default() };
-            return Err(Refusal::Capacity(capacity_message(&asked, &free)));
+        if !asked.fits_in(free) {
+            return Err(Refusal::Capacity(capacity_message(asked, free)));
         }
         Ok(())
     }
@@ -599,10 +606,26 @@ impl<R: Runtime> Controller<R> {
                     working_dir: c.working_dir.clone(),
                     cpu_millis: c.cpu_millis,
                     memory_bytes: c.memory_bytes,
+                    mounts: c
+                        .mounts
+                        .iter()
+                        .map(|m| VolumeMount { volume: m.volume.clone(), path: m.path.clone(), read_only: m.read_only })
+                        .collect(),
                 })
             })
             .collect::<Result<Vec<_>, Refusal>>()?;
-        Ok(PodSpec { id: hex(pod_id), containers })
+        let volumes = def
+            .volumes
+            .iter()
+            .map(|v| VolumeSpec {
+                name: v.name.clone(),
+                kind: match v.size_bytes {
+                    Some(size_bytes) => VolumeKind::Filesystem { size_bytes },
+                    None => VolumeKind::EmptyDir,
+                },
+            })
+            .collect();
+        Ok(PodSpec { id: hex(pod_id), containers, volumes })
     }
 
     fn hostnames(&self, pod_id: &[u8; 32], def: &PodDefinition) -> Vec<String> {
@@ -663,21 +686,22 @@ impl<R: Runtime> Controller<R> {
         Ok(tcp_ports)
     }
 
-    fn unexpose(&self, pod_id: &[u8; 32]) {
-        let key = hex(pod_id);
-        if let Ok(Some(record)) = self.parts.store.get_pod(pod_id)
-            && let Ok(def) = serde_json::from_str::<PodDefinition>(&record.manifest_json)
-        {
+    async fn unexpose(&self, record: &PodRecord) {
+        let key = hex(&record.pod_id);
+        if let Ok(def) = serde_json::from_str::<PodDefinition>(&record.manifest_json) {
             for port in def.http_ports() {
                 self.parts.routes.remove(&route_key(&key, port.container_port));
             }
         }
-        self.parts.tcp.remove(&key);
+        // Waits for the ports to close, so a new version can take the same ones.
+        self.parts.tcp.remove_and_wait(&key).await;
     }
 
     /// Removes everything of a pod: routes, ports, containers, the record and its host names.
     async fn remove(&self, pod_id: &[u8; 32]) {
-        self.unexpose(pod_id);
+        if let Ok(Some(record)) = self.parts.store.get_pod(pod_id) {
+            self.unexpose(&record).await;
+        }
         if let Err(e) = self.runtime.delete(&hex(pod_id)).await {
             tracing::error!(pod = %B256::from(*pod_id), error = %e, "runtime could not remove the pod");
         }
@@ -748,11 +772,8 @@ fn holds_resources(p: &PodRecord) -> bool {
     matches!(p.state, PodState::Provisioning | PodState::Running | PodState::Paused { .. })
 }
 
-fn capacity_message(asked: &pb::Resources, free: &Reservation) -> String {
-    format!(
-        "asked for cpu {}m and memory {} bytes, but only cpu {}m and memory {} bytes are free",
-        asked.cpu_millis, asked.memory_bytes, free.cpu_millis, free.memory_bytes
-    )
+fn capacity_message(asked: Reservation, free: Reservation) -> String {
+    format!("asked for {asked}, but only {free} are free")
 }
 
 /// Routes are keyed per pod and HTTP port.

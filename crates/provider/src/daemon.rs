@@ -10,7 +10,7 @@ use std::sync::Arc;
 use alloy::primitives::Address;
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
-use tpod_chain::{Chain, ContractAddresses};
+use tpod_chain::Chain;
 use tpod_ingress::{HttpIngress, Routes, TcpForwards};
 use tpod_net::{Handler, Multiaddr, PeerId, Provider};
 use tpod_runtime::{LocalConfig, LocalRuntime, Runtime};
@@ -178,16 +178,7 @@ async fn connect_chain(
     account: alloy::signers::local::PrivateKeySigner,
 ) -> Result<Chain, DaemonError> {
     let c = &settings.config.chain;
-    // The token is the Payment contract's own; the connection checks all three have code.
-    let probe = Chain::connect(
-        &c.rpc_url,
-        account.clone(),
-        ContractAddresses { payment: c.payment, registry: c.registry, token: c.payment },
-    )
-    .await
-    .map_err(|e| step("connect to the chain")(e.to_string()))?;
-    let token = probe.payment_token().await.map_err(|e| step("read the payment token")(e.to_string()))?;
-    Chain::connect(&c.rpc_url, account, ContractAddresses { payment: c.payment, registry: c.registry, token })
+    Chain::connect_to_payment(&c.rpc_url, account, c.payment, c.registry)
         .await
         .map_err(|e| step("connect to the chain")(e.to_string()))
 }

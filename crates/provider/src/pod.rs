@@ -16,6 +16,29 @@ pub struct PodDefinition {
     pub name: String,
     /// Its containers.
     pub containers: Vec<ContainerDefinition>,
+    /// Its volumes.
+    #[serde(default)]
+    pub volumes: Vec<VolumeDefinition>,
+}
+
+/// A pod volume.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeDefinition {
+    /// A DNS label, unique in the pod.
+    pub name: String,
+    /// `None`: scratch space (emptyDir); `Some(size)`: a filesystem of that many bytes.
+    pub size_bytes: Option<u64>,
+}
+
+/// A volume mounted into a container.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountDefinition {
+    /// The volume's name.
+    pub volume: String,
+    /// Where, in the container.
+    pub path: String,
+    /// Mounted read-only.
+    pub read_only: bool,
 }
 
 /// One container of a [`PodDefinition`].
@@ -41,6 +64,9 @@ pub struct ContainerDefinition {
     pub cpu_millis: u64,
     /// Memory limit in bytes.
     pub memory_bytes: u64,
+    /// Volumes mounted into the container.
+    #[serde(default)]
+    pub mounts: Vec<MountDefinition>,
 }
 
 /// An exposed port.
@@ -61,6 +87,41 @@ pub struct Reservation {
     pub cpu_millis: u64,
     /// Memory in bytes.
     pub memory_bytes: u64,
+    /// Storage (filesystem volumes) in bytes.
+    pub storage_bytes: u64,
+}
+
+impl Reservation {
+    /// Both together.
+    pub fn plus(self, other: Self) -> Self {
+        Self {
+            cpu_millis: self.cpu_millis.saturating_add(other.cpu_millis),
+            memory_bytes: self.memory_bytes.saturating_add(other.memory_bytes),
+            storage_bytes: self.storage_bytes.saturating_add(other.storage_bytes),
+        }
+    }
+
+    /// What is left of `self` once `other` is taken (never below zero).
+    pub fn minus(self, other: Self) -> Self {
+        Self {
+            cpu_millis: self.cpu_millis.saturating_sub(other.cpu_millis),
+            memory_bytes: self.memory_bytes.saturating_sub(other.memory_bytes),
+            storage_bytes: self.storage_bytes.saturating_sub(other.storage_bytes),
+        }
+    }
+
+    /// Whether `self` fits in `free`.
+    pub fn fits_in(self, free: Self) -> bool {
+        self.cpu_millis <= free.cpu_millis
+            && self.memory_bytes <= free.memory_bytes
+            && self.storage_bytes <= free.storage_bytes
+    }
+}
+
+impl std::fmt::Display for Reservation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cpu {}m, memory {} bytes, storage {} bytes", self.cpu_millis, self.memory_bytes, self.storage_bytes)
+    }
 }
 
 impl PodDefinition {
@@ -70,8 +131,26 @@ impl PodDefinition {
         if pod.containers.is_empty() || pod.containers.len() > MAX_CONTAINERS {
             return Err(format!("containers: a pod has 1 to {MAX_CONTAINERS} containers"));
         }
-        if !pod.volumes.is_empty() {
-            return Err("volumes: this provider does not offer volumes yet".into());
+        let mut volumes = Vec::with_capacity(pod.volumes.len());
+        for (i, v) in pod.volumes.iter().enumerate() {
+            label(&format!("volumes[{i}].name"), &v.name)?;
+            if volumes.iter().any(|d: &VolumeDefinition| d.name == v.name) {
+                return Err(format!("volumes[{i}].name: duplicate volume name {:?}", v.name));
+            }
+            let size_bytes = match &v.kind {
+                Some(pb::volume::Kind::EmptyDir(_)) => None,
+                Some(pb::volume::Kind::Filesystem(f)) if f.size_bytes > 0 => Some(f.size_bytes),
+                Some(pb::volume::Kind::Filesystem(_)) => {
+                    return Err(format!("volumes[{i}].filesystem.size_bytes: must be greater than zero"));
+                }
+                Some(pb::volume::Kind::Secret(_)) => {
+                    return Err(format!(
+                        "volumes[{i}]: secret volumes need sealed delivery to the enclave, which this provider does not offer yet"
+                    ));
+                }
+                None => return Err(format!("volumes[{i}]: no kind (emptyDir or filesystem)")),
+            };
+            volumes.push(VolumeDefinition { name: v.name.clone(), size_bytes });
         }
         if let Some(r) = &pod.replicas
             && (r.min > 1 || r.max > 1)
@@ -94,8 +173,23 @@ impl PodDefinition {
             if !c.working_dir.is_empty() && !c.working_dir.starts_with('/') {
                 return Err(format!("{}: {:?} is not an absolute path", at("working_dir"), c.working_dir));
             }
-            if !c.volume_mounts.is_empty() {
-                return Err(format!("{}: this provider does not offer volumes yet", at("volume_mounts")));
+            let mut mounts = Vec::with_capacity(c.volume_mounts.len());
+            for (j, m) in c.volume_mounts.iter().enumerate() {
+                let at = |field: &str| format!("containers[{i}].volume_mounts[{j}].{field}");
+                if !volumes.iter().any(|v| v.name == m.name) {
+                    return Err(format!("{}: no volume named {:?} in the pod", at("name"), m.name));
+                }
+                if !m.mount_path.starts_with('/') || m.mount_path == "/" || m.mount_path.split('/').any(|p| p == "..") {
+                    return Err(format!("{}: {:?} is not an absolute path below /", at("mount_path"), m.mount_path));
+                }
+                if mounts.iter().any(|x: &MountDefinition| x.path == m.mount_path) {
+                    return Err(format!("{}: {:?} is mounted twice", at("mount_path"), m.mount_path));
+                }
+                mounts.push(MountDefinition {
+                    volume: m.name.clone(),
+                    path: m.mount_path.clone(),
+                    read_only: m.read_only,
+                });
             }
             let resources = c.resources.unwrap_or_default();
             if resources.cpu_millis == 0 || resources.memory_bytes == 0 {
@@ -139,16 +233,19 @@ impl PodDefinition {
                 ports: port_defs,
                 cpu_millis: resources.cpu_millis,
                 memory_bytes: resources.memory_bytes,
+                mounts,
             });
         }
-        Ok(Self { name: pod.name.clone(), containers })
+        Ok(Self { name: pod.name.clone(), containers, volumes })
     }
 
     /// The resources the pod reserves.
     pub fn reservation(&self) -> Reservation {
-        self.containers.iter().fold(Reservation::default(), |r, c| Reservation {
+        let storage_bytes = self.volumes.iter().filter_map(|v| v.size_bytes).fold(0u64, u64::saturating_add);
+        self.containers.iter().fold(Reservation { storage_bytes, ..Reservation::default() }, |r, c| Reservation {
             cpu_millis: r.cpu_millis.saturating_add(c.cpu_millis),
             memory_bytes: r.memory_bytes.saturating_add(c.memory_bytes),
+            storage_bytes: r.storage_bytes,
         })
     }
 
@@ -214,7 +311,7 @@ mod tests {
     fn a_good_pod_is_accepted_with_lowercased_host_names() {
         let def = PodDefinition::from_proto(&pod()).unwrap();
         assert_eq!(def.containers[0].ports[0].hostname.as_deref(), Some("app.example.com"));
-        assert_eq!(def.reservation(), Reservation { cpu_millis: 100, memory_bytes: 1 << 26 });
+        assert_eq!(def.reservation(), Reservation { cpu_millis: 100, memory_bytes: 1 << 26, storage_bytes: 0 });
         assert_eq!(def.containers[0].command, None);
     }
 

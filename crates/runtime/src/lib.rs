@@ -5,7 +5,9 @@
 //! (through the small single-threaded `tpod-runtime-shim` binary of this crate), each with its own pid, mount, uts and ipc namespaces and its own cgroup, all
 //! containers of a pod sharing one network namespace wired to a host bridge (like a Kubernetes
 //! pod). Containers are supervised and restarted with exponential backoff; their output goes to
-//! size-capped log files. Everything a pod has lives under one directory per pod, so a provider
+//! size-capped log files. Pod volumes (a shared directory, or a size-limited ext4 file system on a
+//! loop device) are bind-mounted into the containers that name them. A pod's containers can be
+//! replaced in place ([`Runtime::update`]), keeping its address and volumes. Everything a pod has lives under one directory per pod, so a provider
 //! killed with `kill -9` can re-attach to the pods that kept running ([`Runtime::adopt`]).
 
 mod error;
@@ -14,6 +16,7 @@ mod logs;
 mod net;
 mod proc;
 mod spec;
+mod volume;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -23,6 +26,7 @@ use futures::stream::BoxStream;
 
 pub use error::RuntimeError;
 pub use local::{LocalConfig, LocalRuntime, cgroups_path};
+pub use volume::{MAX_FILESYSTEM_BYTES, MIN_FILESYSTEM_BYTES};
 
 /// A pod to run: the containers, already verified, that share one network namespace.
 #[derive(Clone, Debug)]
@@ -32,6 +36,47 @@ pub struct PodSpec {
     pub id: String,
     /// The containers, started in this order.
     pub containers: Vec<ContainerSpec>,
+    /// The pod's volumes, which its containers mount by name (empty if none).
+    pub volumes: Vec<VolumeSpec>,
+}
+
+/// A volume of a pod: storage shared by its containers that outlives their processes. It lives
+/// as long as the pod (container restarts, adoption and [`Runtime::update`] keep it) and is
+/// removed with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VolumeSpec {
+    /// The volume's name, unique in the pod: a DNS label (1 to 63 characters of `a-z`, `0-9`
+    /// and `-`, starting and ending with a letter or digit).
+    pub name: String,
+    /// What storage backs it.
+    pub kind: VolumeKind,
+}
+
+/// What storage backs a volume.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VolumeKind {
+    /// A directory on the host's disk, empty when the pod starts (Kubernetes `emptyDir`), not
+    /// limited in size.
+    EmptyDir,
+    /// A file system of its own holding at most `size_bytes` (including ext4's own metadata:
+    /// a few percent less is usable); writing more fails with `ENOSPC`. Between
+    /// [`MIN_FILESYSTEM_BYTES`] (1 MiB) and [`MAX_FILESYSTEM_BYTES`] (1 TiB). The host's disk is
+    /// only used as data is written.
+    Filesystem {
+        /// The file system's size in bytes.
+        size_bytes: u64,
+    },
+}
+
+/// Where a container sees one of its pod's volumes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VolumeMount {
+    /// The [`VolumeSpec::name`] of a volume of the pod.
+    pub volume: String,
+    /// The absolute path in the container (created if missing; no `..`, not `/`).
+    pub path: String,
+    /// Mounted read-only: the container cannot write to the volume through it.
+    pub read_only: bool,
 }
 
 /// One container of a pod.
@@ -53,6 +98,8 @@ pub struct ContainerSpec {
     pub cpu_millis: u64,
     /// Memory limit in bytes; 0 = no limit.
     pub memory_bytes: u64,
+    /// The pod's volumes this container sees, and where (empty if none).
+    pub mounts: Vec<VolumeMount>,
 }
 
 /// Where a running pod can be reached.
@@ -71,7 +118,7 @@ pub enum ContainerState {
     Running,
     /// It exited (or could not be started) and waits out its restart backoff.
     Restarting,
-    /// Stopped for good: the pod is being deleted.
+    /// Stopped for good: the pod is being deleted, or an [`Runtime::update`] failed.
     Exited,
 }
 
@@ -123,8 +170,20 @@ pub trait Runtime: Send + Sync + 'static {
     /// more, starts it afresh.
     fn adopt(&self, spec: PodSpec) -> impl Future<Output = Result<PodEndpoint, RuntimeError>> + Send;
 
+    /// Replaces the pod's containers with `spec`'s, in place: stops the old containers, keeps
+    /// the pod's network namespace and IP and its volumes whose name and kind are unchanged (a
+    /// [`VolumeKind::Filesystem`] volume keeps its data; one whose size changed or that is no
+    /// longer listed is removed), unpacks the new images (every container gets a fresh rootfs;
+    /// logs of containers that keep their name are appended to), starts the new containers.
+    /// Fails with [`RuntimeError::NoSuchPod`] if this runtime does not run the pod (start or
+    /// adopt it first). On error the pod is left with no running containers (their status is
+    /// [`ContainerState::Exited`]) but its network namespace and volumes intact, so the caller
+    /// can call `update` again with the previous spec.
+    fn update(&self, spec: PodSpec) -> impl Future<Output = Result<PodEndpoint, RuntimeError>> + Send;
+
     /// Stops and removes everything of the pod: processes, containers' state, cgroups, network
-    /// namespace, veth, rootfs, logs. Idempotent (an unknown pod is Ok).
+    /// namespace, veth, rootfs, logs, volumes (unmounted, with their loop devices). Idempotent
+    /// (an unknown pod is Ok).
     fn delete(&self, pod_id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
 
     /// The pod's status, or `None` if this runtime does not run it.

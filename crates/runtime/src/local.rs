@@ -8,14 +8,16 @@
 //!   restarts and last exit code — what a new runtime needs to adopt the pod after a crash;
 //! - `state/`: libcontainer's state directories, one per container;
 //! - `containers/<name>/`: the OCI bundle (`config.json`, `hosts`, `rootfs/`);
-//! - `logs/<name>.log`: the container's stdout and stderr.
+//! - `logs/<name>.log`: the container's stdout and stderr;
+//! - `volumes/<name>/`: the pod's volumes (see [`crate::volume`]), a file system volume
+//!   loop-mounted on its `mnt/` while the pod exists (even while the provider is down).
 //!
 //! Each container has a supervising task that polls its process, records its exit and restarts
 //! it after an exponential backoff. Dropping a [`LocalRuntime`] only stops the supervising tasks:
 //! the containers keep running, to be adopted by the next runtime.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fs::{self, File};
+use std::fs;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -30,10 +32,11 @@ use tokio::task::JoinHandle;
 use crate::logs::LogFile;
 use crate::net::{self, PodNet, Subnet};
 use crate::proc::{self, Probe};
-use crate::spec::{self, SpecInput};
+use crate::spec::{self, Bind, SpecInput};
+use crate::volume;
 use crate::{
     ContainerSpec, ContainerState, ContainerStatus, LogOptions, LogStream, PodEndpoint, PodSpec, PodStatus, Runtime,
-    RuntimeError,
+    RuntimeError, VolumeSpec,
 };
 
 /// How often a supervisor looks at its container's process.
@@ -186,6 +189,10 @@ struct Pod {
     ip: Ipv4Addr,
     subnet: Subnet,
     specs: Vec<ContainerSpec>,
+    volumes: Vec<VolumeSpec>,
+    /// Held while creating or mounting volumes: supervisors relaunching two containers that
+    /// share a volume must not both mount it.
+    volume_lock: Mutex<()>,
     shim: PathBuf,
     record: Mutex<PodRecord>,
     logs: BTreeMap<String, Arc<LogFile>>,
@@ -253,7 +260,7 @@ fn validate(spec: &PodSpec) -> Result<(), RuntimeError> {
         }
         spec::process_args(&spec.id, container)?;
     }
-    Ok(())
+    volume::validate(spec)
 }
 
 impl LocalRuntime {
@@ -331,6 +338,8 @@ impl Inner {
             id: spec.id,
             dir,
             specs: spec.containers,
+            volumes: spec.volumes,
+            volume_lock: Mutex::new(()),
             shim: self.config.shim.clone(),
             record: Mutex::new(record),
             logs,
@@ -412,6 +421,8 @@ impl Inner {
             }
         })
         .await?;
+        let p = pod.clone();
+        blocking(&pod.id, "volume setup", move || p.ensure_volumes(p.volumes.iter())).await?;
 
         for index in 0..pod.specs.len() {
             if pod.container(index).process().is_some() {
@@ -464,6 +475,41 @@ fn write_record(path: &Path, record: &PodRecord) -> Result<(), RuntimeError> {
 }
 
 impl Pod {
+    /// Creates (or re-mounts) `volumes`. Blocking.
+    fn ensure_volumes<'a>(&self, volumes: impl Iterator<Item = &'a VolumeSpec>) -> Result<(), RuntimeError> {
+        let _volumes = lock(&self.volume_lock);
+        for v in volumes {
+            volume::ensure(&self.id, &self.dir.0, v)?;
+        }
+        Ok(())
+    }
+
+    /// Container `index`'s mounts as host paths, after making sure its volumes are there (a
+    /// file system volume unmounted behind our back must not become a plain directory of
+    /// unlimited size).
+    fn binds(&self, index: usize) -> Result<Vec<Bind>, RuntimeError> {
+        let container = &self.specs[index];
+        let mut binds = Vec::with_capacity(container.mounts.len());
+        let mut used = Vec::new();
+        for mount in &container.mounts {
+            // Validation guarantees the volume is listed.
+            let Some(v) = self.volumes.iter().find(|v| v.name == mount.volume) else {
+                return Err(RuntimeError::InvalidSpec {
+                    pod: self.id.clone(),
+                    reason: format!("container {}: no volume {}", container.name, mount.volume),
+                });
+            };
+            used.push(v);
+            binds.push(Bind {
+                source: volume::source(&self.dir.0, v),
+                destination: PathBuf::from(&mount.path),
+                read_only: mount.read_only,
+            });
+        }
+        self.ensure_volumes(used.into_iter())?;
+        Ok(binds)
+    }
+
     fn container(&self, index: usize) -> ContainerRecord {
         lock(&self.record).containers[index].clone()
     }
@@ -528,9 +574,14 @@ impl Pod {
         let bundle = self.dir.bundle(name);
         let rootfs = bundle.join("rootfs");
         // The rootfs is unpacked once per pod; restarts keep what the container wrote, like a
-        // container restarted in place. The marker tells a whole unpack from an interrupted one.
+        // container restarted in place. The marker tells a whole unpack from an interrupted one,
+        // and holds the image digest so a bundle left by another spec (an update that failed
+        // before the provider restarted) is not run with the wrong image. An empty marker is
+        // from before digests were recorded.
         let unpacked = bundle.join("unpacked");
-        if !unpacked.exists() {
+        let digest = container.image.manifest_digest.to_string();
+        let current = fs::read_to_string(&unpacked).is_ok_and(|d| d.is_empty() || d == digest);
+        if !current {
             if rootfs.exists() {
                 fs::remove_dir_all(&rootfs).map_err(RuntimeError::io("removing partial rootfs", &rootfs))?;
             }
@@ -541,7 +592,7 @@ impl Pod {
                 rootfs: rootfs.clone(),
                 source: Box::new(source),
             })?;
-            File::create(&unpacked).map_err(RuntimeError::io("writing unpack marker", &unpacked))?;
+            fs::write(&unpacked, &digest).map_err(RuntimeError::io("writing unpack marker", &unpacked))?;
         }
 
         let hostname = format!("pod-{}", &self.id[..12]);
@@ -550,6 +601,7 @@ impl Pod {
             .map_err(RuntimeError::io("writing hosts file", &hosts))?;
         let netns = self.net.netns_path();
         let cgroups = cgroups_path(&self.id, name);
+        let binds = self.binds(index)?;
         let runtime_spec = spec::runtime_spec(&SpecInput {
             pod: &self.id,
             container,
@@ -557,6 +609,7 @@ impl Pod {
             netns: &netns,
             hosts_file: &hosts,
             cgroups_path: &cgroups,
+            binds: &binds,
         })?;
         let config = bundle.join("config.json");
         let json = serde_json::to_vec_pretty(&runtime_spec)
@@ -702,27 +755,76 @@ async fn keep_logs(pod: Arc<Pod>, cap: u64) {
     }
 }
 
-/// Stops the pod's tasks, then removes everything of it: processes, libcontainer state and
-/// cgroups, network, directory. Keeps going past errors and returns the first.
-async fn teardown(pod: &Arc<Pod>) -> Result<(), RuntimeError> {
+/// Stops the pod's tasks (supervisors, log cap) and waits for them.
+async fn stop_tasks(pod: &Pod) {
     pod.stop.send_replace(true);
     let tasks: Vec<_> = lock(&pod.tasks).drain(..).collect();
     for task in tasks {
         // Supervisors return promptly once stopped (at most one launch in flight finishes first).
         let _ = task.await;
     }
+}
+
+/// Stops the pod's tasks, then removes everything of it: processes, libcontainer state and
+/// cgroups, volumes, network, directory. Keeps going past errors and returns the first.
+async fn teardown(pod: &Arc<Pod>) -> Result<(), RuntimeError> {
+    stop_tasks(pod).await;
     let p = pod.clone();
     blocking(&pod.id, "pod removal", move || remove_everything(&p)).await
 }
 
-fn remove_everything(pod: &Pod) -> Result<(), RuntimeError> {
-    let mut first_error = None;
-    let mut note = |result: Result<(), RuntimeError>| {
+/// Stops the pod's tasks and containers and removes the containers' libcontainer state,
+/// keeping the network, volumes and everything else; records the containers as exited. What
+/// a failed update leaves.
+async fn stop_containers(pod: &Arc<Pod>) -> Result<(), RuntimeError> {
+    stop_tasks(pod).await;
+    let p = pod.clone();
+    let result = blocking(&pod.id, "container removal", move || remove_containers(&p)).await;
+    let mut record = lock(&pod.record);
+    for c in &mut record.containers {
+        c.pid = None;
+        c.start_ticks = None;
+        c.running_since_unix = None;
+        c.state = ContainerState::Exited;
+    }
+    write_record(&pod.dir.record(), &record).and(result)
+}
+
+/// Collects the first error of a sequence of steps that all run, logging each.
+struct FirstError<'a> {
+    pod: &'a str,
+    error: Option<RuntimeError>,
+}
+
+impl FirstError<'_> {
+    fn note(&mut self, result: Result<(), RuntimeError>) {
         if let Err(e) = result {
-            tracing::warn!(pod = %pod.id, error = %e, "pod removal step failed");
-            first_error.get_or_insert(e);
+            tracing::warn!(pod = %self.pod, error = %e, "pod removal step failed");
+            self.error.get_or_insert(e);
         }
-    };
+    }
+
+    fn result(self) -> Result<(), RuntimeError> {
+        self.error.map_or(Ok(()), Err)
+    }
+}
+
+fn remove_everything(pod: &Pod) -> Result<(), RuntimeError> {
+    let mut errors = FirstError { pod: &pod.id, error: None };
+    errors.note(remove_containers(pod));
+    // After the containers: a file system volume unmounts only once no container uses it.
+    errors.note(volume::remove_all(&pod.id, &pod.dir.0));
+    errors.note(net::teardown(&pod.net));
+    if pod.dir.0.exists() {
+        errors.note(fs::remove_dir_all(&pod.dir.0).map_err(RuntimeError::io("removing pod directory", &pod.dir.0)));
+    }
+    errors.result()
+}
+
+/// Kills the pod's processes and removes the libcontainer state (and cgroups) of every
+/// container it has state for. Keeps going past errors and returns the first.
+fn remove_containers(pod: &Pod) -> Result<(), RuntimeError> {
+    let mut errors = FirstError { pod: &pod.id, error: None };
     let processes: Vec<(i32, u64)> = lock(&pod.record).containers.iter().filter_map(ContainerRecord::process).collect();
     for (pid, ticks) in processes {
         proc::kill_and_reap(pid, ticks, KILL_TIMEOUT);
@@ -741,14 +843,10 @@ fn remove_everything(pod: &Pod) -> Result<(), RuntimeError> {
             {
                 proc::kill_and_reap(pid, ticks, KILL_TIMEOUT);
             }
-            note(pod.remove_container_state(&name));
+            errors.note(pod.remove_container_state(&name));
         }
     }
-    note(net::teardown(&pod.net));
-    if pod.dir.0.exists() {
-        note(fs::remove_dir_all(&pod.dir.0).map_err(RuntimeError::io("removing pod directory", &pod.dir.0)));
-    }
-    first_error.map_or(Ok(()), Err)
+    errors.result()
 }
 
 impl Runtime for LocalRuntime {
@@ -791,6 +889,9 @@ impl Runtime for LocalRuntime {
         // Keep the recorded state of the containers still in the spec, dropping processes that
         // are gone (or whose pid now belongs to another process).
         let netns_alive = net::netns_exists(&PodNet::for_pod(&spec.id));
+        // A volume to remove or replace is in use by the running containers: restart them all
+        // (a spec differing from what runs is not expected here, but must not leak volumes).
+        let volumes_changed = volume::stale(&dir.0, &spec.volumes);
         let mut containers = Vec::with_capacity(spec.containers.len());
         let mut to_kill = Vec::new();
         for c in &spec.containers {
@@ -802,7 +903,7 @@ impl Runtime for LocalRuntime {
                 .unwrap_or_else(|| ContainerRecord::new(&c.name));
             match record.process() {
                 // A container outside the pod's network namespace (it was removed) is unreachable.
-                Some((pid, ticks)) if proc::alive(pid, ticks) && netns_alive => {
+                Some((pid, ticks)) if proc::alive(pid, ticks) && netns_alive && !volumes_changed => {
                     record.state = ContainerState::Running;
                 }
                 process => {
@@ -818,6 +919,9 @@ impl Runtime for LocalRuntime {
         let removed: Vec<ContainerRecord> =
             old.containers.iter().filter(|r| !spec.containers.iter().any(|c| c.name == r.name)).cloned().collect();
         to_kill.extend(removed.iter().filter_map(ContainerRecord::process));
+        if volumes_changed {
+            tracing::info!(pod = %spec.id, "volumes differ from the spec's: restarting the containers");
+        }
         let record = PodRecord { id: spec.id.clone(), ip: old.ip, containers };
         write_record(&dir.record(), &record)?;
         let pod = self.inner.new_pod(spec, record);
@@ -833,13 +937,69 @@ impl Runtime for LocalRuntime {
                     fs::remove_dir_all(&bundle).map_err(RuntimeError::io("removing container bundle", &bundle))?;
                 }
             }
-            Ok(())
+            volume::prune(&p.id, &p.dir.0, &p.volumes)
         })
         .await?;
         self.inner.bring_up(&pod, true).await?;
         lock(&self.inner.pods).insert(pod.id.clone(), pod.clone());
         tracing::info!(pod = %pod.id, ip = %pod.ip, "pod adopted");
         Ok(PodEndpoint { ip: pod.ip })
+    }
+
+    async fn update(&self, spec: PodSpec) -> Result<PodEndpoint, RuntimeError> {
+        validate(&spec)?;
+        let pod_lock = self.inner.pod_lock(&spec.id);
+        let _guard = pod_lock.lock().await;
+        let old = self.inner.running(&spec.id).ok_or_else(|| RuntimeError::NoSuchPod { pod: spec.id.clone() })?;
+
+        // Clear out the old containers, then the volumes the new spec drops or changes (only
+        // now is nothing using them).
+        stop_containers(&old).await?;
+        let o = old.clone();
+        let keep_volumes = spec.volumes.clone();
+        let new_names: BTreeSet<String> = spec.containers.iter().map(|c| c.name.clone()).collect();
+        blocking(&old.id, "pod update", move || {
+            // Every container gets a fresh rootfs from its (possibly new) image.
+            for c in &o.specs {
+                let bundle = o.dir.bundle(&c.name);
+                if bundle.exists() {
+                    fs::remove_dir_all(&bundle).map_err(RuntimeError::io("removing container bundle", &bundle))?;
+                }
+            }
+            // A container that keeps its name keeps its log; the others' logs go.
+            for c in o.specs.iter().filter(|c| !new_names.contains(&c.name)) {
+                let log = o.dir.log(&c.name);
+                if log.exists() {
+                    fs::remove_file(&log).map_err(RuntimeError::io("removing container log", &log))?;
+                }
+            }
+            volume::prune(&o.id, &o.dir.0, &keep_volumes)
+        })
+        .await?;
+
+        let record = PodRecord {
+            id: spec.id.clone(),
+            ip: old.ip,
+            containers: spec.containers.iter().map(|c| ContainerRecord::new(&c.name)).collect(),
+        };
+        write_record(&self.inner.pod_dir(&spec.id).record(), &record)?;
+        let pod = self.inner.new_pod(spec, record);
+        // From here the new spec is the pod's, even if it fails to start: status, logs, delete
+        // and the next update see it.
+        lock(&self.inner.pods).insert(pod.id.clone(), pod.clone());
+        match self.inner.bring_up(&pod, false).await {
+            Ok(()) => {
+                tracing::info!(pod = %pod.id, ip = %pod.ip, "pod updated");
+                Ok(PodEndpoint { ip: pod.ip })
+            }
+            Err(e) => {
+                tracing::warn!(pod = %pod.id, error = %e, "pod update failed; stopping its containers");
+                if let Err(cleanup) = stop_containers(&pod).await {
+                    tracing::error!(pod = %pod.id, error = %cleanup, "could not stop the containers of the failed update");
+                }
+                Err(e)
+            }
+        }
     }
 
     async fn delete(&self, pod_id: &str) -> Result<(), RuntimeError> {
@@ -864,7 +1024,8 @@ impl Runtime for LocalRuntime {
                     ip: Ipv4Addr::UNSPECIFIED,
                     containers: Vec::new(),
                 });
-                self.inner.new_pod(PodSpec { id: pod_id.to_owned(), containers: Vec::new() }, record)
+                self.inner
+                    .new_pod(PodSpec { id: pod_id.to_owned(), containers: Vec::new(), volumes: Vec::new() }, record)
             }
         };
         let result = teardown(&pod).await;

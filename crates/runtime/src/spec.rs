@@ -8,7 +8,9 @@
 //! - the network namespace is the pod's (a path), shared by all its containers;
 //! - `/etc/hosts` is bind-mounted read-only from the bundle, so the image's rootfs is never
 //!   written through a path it controls (its `/etc` could be a symlink);
-//! - a writable rootfs (images expect to write to it, as under Docker).
+//! - a writable rootfs (images expect to write to it, as under Docker);
+//! - the container's volume mounts, as recursive bind mounts of the volumes' host directories,
+//!   read-write or read-only.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -35,6 +37,16 @@ pub(crate) struct SpecInput<'a> {
     pub netns: &'a Path,
     pub hosts_file: &'a Path,
     pub cgroups_path: &'a str,
+    /// The container's volume mounts, resolved to host paths.
+    pub binds: &'a [Bind],
+}
+
+/// A host directory bind-mounted into a container.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Bind {
+    pub source: PathBuf,
+    pub destination: PathBuf,
+    pub read_only: bool,
 }
 
 /// The process arguments, with Kubernetes semantics: `command` replaces the image's
@@ -124,6 +136,18 @@ pub(crate) fn runtime_spec(input: &SpecInput<'_>) -> Result<Spec, RuntimeError> 
             .build()
             .map_err(spec_error)?,
     );
+    for bind in input.binds {
+        let access = if bind.read_only { "ro" } else { "rw" };
+        mounts.push(
+            MountBuilder::default()
+                .destination(&bind.destination)
+                .typ("bind")
+                .source(&bind.source)
+                .options(vec!["rbind".to_owned(), access.to_owned()])
+                .build()
+                .map_err(spec_error)?,
+        );
+    }
     spec.set_mounts(Some(mounts));
 
     let mut linux = spec.linux().clone().unwrap_or_default();
@@ -190,6 +214,7 @@ mod tests {
             working_dir: None,
             cpu_millis: 1500,
             memory_bytes: 1 << 20,
+            mounts: Vec::new(),
         };
         (dir, spec)
     }
@@ -224,6 +249,7 @@ mod tests {
             netns: Path::new("/var/run/netns/tpod-x"),
             hosts_file: Path::new("/b/hosts"),
             cgroups_path: "/tpod/x-c",
+            binds: &[Bind { source: "/pod/volumes/v/dir".into(), destination: "/data".into(), read_only: true }],
         })
         .unwrap();
         let linux = oci.linux().as_ref().unwrap();
@@ -241,6 +267,13 @@ mod tests {
         assert_eq!((cpu.quota(), cpu.period()), (Some(150_000), Some(100_000)));
         assert_eq!(resources.memory().as_ref().unwrap().limit(), Some(1 << 20));
         assert_eq!(oci.process().as_ref().unwrap().terminal(), Some(false));
-        assert!(oci.mounts().as_ref().unwrap().iter().any(|m| m.destination() == Path::new("/etc/hosts")));
+        let mounts = oci.mounts().as_ref().unwrap();
+        assert!(mounts.iter().any(|m| m.destination() == Path::new("/etc/hosts")));
+        let data = mounts.iter().find(|m| m.destination() == Path::new("/data")).unwrap();
+        assert_eq!(data.source().as_deref(), Some(Path::new("/pod/volumes/v/dir")));
+        assert_eq!(
+            (data.typ().as_deref(), data.options().as_deref()),
+            (Some("bind"), Some(&["rbind".to_owned(), "ro".to_owned()][..]))
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! Real containers through [`LocalRuntime`] (needs root, as the provider does): HTTP through
 //! the pod network, cgroup limits, restarts, adoption by a new runtime, complete deletion, the
-//! log cap, and clean failure. Each test has its own state root, bridge and subnet, so they run
-//! in parallel.
+//! log cap, clean failure, pod volumes (shared, size-limited, read-only, kept across restarts,
+//! updates and adoption) and in-place updates. Each test has its own state root, bridge and
+//! subnet, so they run in parallel.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
@@ -16,7 +17,7 @@ use futures::StreamExt;
 use tempfile::TempDir;
 use tpod_runtime::{
     ContainerSpec, ContainerState, LocalConfig, LocalRuntime, LogOptions, PodSpec, PodStatus, Runtime, RuntimeError,
-    cgroups_path,
+    VolumeKind, VolumeMount, VolumeSpec, cgroups_path,
 };
 
 const PAGE: &str = "<h1>hello from a trusted pod</h1>\n";
@@ -40,10 +41,15 @@ struct Env {
 
 impl Env {
     fn new(net: u8) -> Self {
+        Self::with_subnet(net, 0)
+    }
+
+    /// Subnet `10.<net>.<third>.0/24`.
+    fn with_subnet(net: u8, third: u8) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut config = LocalConfig::new(dir.path().join("runtime"));
         config.bridge = format!("tpt{}", random_hex(8));
-        config.subnet = (Ipv4Addr::new(10, net, 0, 0), 24);
+        config.subnet = (Ipv4Addr::new(10, net, third, 0), 24);
         config.restart_backoff = (Duration::from_millis(200), Duration::from_millis(800));
         config.shim = PathBuf::from(env!("CARGO_BIN_EXE_tpod-runtime-shim"));
         Self { dir, config }
@@ -98,6 +104,7 @@ fn container(image: &tpod_image::Image, name: &str, command: Option<&[&str]>, ar
         working_dir: None,
         cpu_millis: 500,
         memory_bytes: 64 << 20,
+        mounts: Vec::new(),
     }
 }
 
@@ -208,7 +215,8 @@ async fn hello_pod_serves_http_and_logs_requests() {
     let runtime = env.runtime();
     let id = random_hex(64);
     let image = env.hello_image();
-    let endpoint = runtime.start(PodSpec { id: id.clone(), containers: vec![httpd(&image)] }).await.unwrap();
+    let endpoint =
+        runtime.start(PodSpec { id: id.clone(), volumes: Vec::new(), containers: vec![httpd(&image)] }).await.unwrap();
     assert_eq!(endpoint.ip, Ipv4Addr::new(10, 231, 0, 2), "first pod address after the bridge's");
 
     let mut follow = runtime.logs(&id, "web", LogOptions { follow: true, tail_lines: 0 }).await.unwrap();
@@ -232,7 +240,7 @@ async fn hello_pod_serves_http_and_logs_requests() {
     assert!(web.running_since_unix.is_some() && web.pid.is_some());
 
     // A second start of the same pod is refused; the unknown pod has no status or logs.
-    let again = runtime.start(PodSpec { id: id.clone(), containers: vec![httpd(&image)] }).await;
+    let again = runtime.start(PodSpec { id: id.clone(), volumes: Vec::new(), containers: vec![httpd(&image)] }).await;
     assert!(matches!(again, Err(RuntimeError::AlreadyExists { .. })), "{again:?}");
     assert!(runtime.status(&random_hex(64)).await.unwrap().is_none());
     assert!(matches!(
@@ -256,7 +264,7 @@ async fn cgroup_has_the_spec_limits() {
     let mut spec = busybox(&image, "limited", "exec /bin/busybox sleep 1000");
     spec.cpu_millis = 250;
     spec.memory_bytes = 48 << 20;
-    runtime.start(PodSpec { id: id.clone(), containers: vec![spec] }).await.unwrap();
+    runtime.start(PodSpec { id: id.clone(), volumes: Vec::new(), containers: vec![spec] }).await.unwrap();
 
     let root = Path::new("/sys/fs/cgroup");
     let rel = cgroups_path(&id, "limited");
@@ -285,7 +293,11 @@ async fn crashing_container_restarts_with_backoff() {
     let image = env.hello_image();
     let started = Instant::now();
     runtime
-        .start(PodSpec { id: id.clone(), containers: vec![busybox(&image, "crash", "echo bye; exit 3")] })
+        .start(PodSpec {
+            id: id.clone(),
+            volumes: Vec::new(),
+            containers: vec![busybox(&image, "crash", "echo bye; exit 3")],
+        })
         .await
         .unwrap();
 
@@ -311,7 +323,11 @@ async fn new_runtime_adopts_running_containers_and_restarts_dead_ones() {
     let env = Env::new(234);
     let id = random_hex(64);
     let image = env.hello_image();
-    let spec = PodSpec { id: id.clone(), containers: vec![httpd(&image), busybox(&image, "side", "exec sleep 1000")] };
+    let spec = PodSpec {
+        id: id.clone(),
+        volumes: Vec::new(),
+        containers: vec![httpd(&image), busybox(&image, "side", "exec sleep 1000")],
+    };
     let first = env.runtime();
     let endpoint = first.start(spec.clone()).await.unwrap();
     let before = status(&first, &id).await;
@@ -347,7 +363,11 @@ async fn new_runtime_adopts_running_containers_and_restarts_dead_ones() {
     // Adopting a pod of which nothing exists starts it afresh.
     let fresh = random_hex(64);
     second
-        .adopt(PodSpec { id: fresh.clone(), containers: vec![busybox(&image, "idle", "exec sleep 1000")] })
+        .adopt(PodSpec {
+            id: fresh.clone(),
+            volumes: Vec::new(),
+            containers: vec![busybox(&image, "idle", "exec sleep 1000")],
+        })
         .await
         .unwrap();
     wait_status(&second, &fresh, "fresh pod running", |s| s.containers[0].state == ContainerState::Running).await;
@@ -363,6 +383,7 @@ async fn delete_removes_everything_and_is_idempotent() {
     let image = env.hello_image();
     let spec = PodSpec {
         id: id.clone(),
+        volumes: Vec::new(),
         containers: vec![httpd(&image), busybox(&image, "worker", "while true; do echo tick; sleep 1; done")],
     };
     let endpoint = runtime.start(spec).await.unwrap();
@@ -372,7 +393,11 @@ async fn delete_removes_everything_and_is_idempotent() {
     let neighbour = random_hex(64);
     let other_runtime = env.runtime();
     let other = other_runtime
-        .start(PodSpec { id: neighbour.clone(), containers: vec![busybox(&image, "idle", "exec sleep 1000")] })
+        .start(PodSpec {
+            id: neighbour.clone(),
+            volumes: Vec::new(),
+            containers: vec![busybox(&image, "idle", "exec sleep 1000")],
+        })
         .await
         .unwrap();
     assert_eq!((endpoint.ip, other.ip), (Ipv4Addr::new(10, 235, 0, 2), Ipv4Addr::new(10, 235, 0, 3)));
@@ -408,7 +433,10 @@ async fn log_file_stays_under_the_cap() {
     // About 100 bytes per line, throttled so the 100 ms cap check can keep up.
     let script = "i=0; while true; do echo \"line $i $(printf '%080d' 0)\"; i=$((i+1)); \
                   [ $((i % 50)) = 0 ] && usleep 20000; done";
-    runtime.start(PodSpec { id: id.clone(), containers: vec![busybox(&image, "chatty", script)] }).await.unwrap();
+    runtime
+        .start(PodSpec { id: id.clone(), volumes: Vec::new(), containers: vec![busybox(&image, "chatty", script)] })
+        .await
+        .unwrap();
     let log = env.pod_dir(&id).join("logs/chatty.log");
 
     let mut largest = 0;
@@ -442,6 +470,7 @@ async fn failed_start_leaves_nothing() {
     let id = random_hex(64);
     let spec = PodSpec {
         id: id.clone(),
+        volumes: Vec::new(),
         containers: vec![httpd(&image), container(&image, "broken", Some(&["/bin/nope"]), None)],
     };
     let error = runtime.start(spec).await.unwrap_err();
@@ -458,14 +487,289 @@ async fn failed_start_leaves_nothing() {
     bytes[last] ^= 0xff;
     std::fs::write(&layer, bytes).unwrap();
     let id2 = random_hex(64);
-    let error = runtime.start(PodSpec { id: id2.clone(), containers: vec![httpd(&tampered)] }).await.unwrap_err();
+    let error = runtime
+        .start(PodSpec { id: id2.clone(), volumes: Vec::new(), containers: vec![httpd(&tampered)] })
+        .await
+        .unwrap_err();
     assert!(matches!(error, RuntimeError::Unpack { .. }), "{error}");
     assert_gone(&env, &id2, &["web"], &[]);
 
     // Invalid specs are refused before anything is made.
-    let bad = runtime.start(PodSpec { id: "XYZ".to_owned(), containers: vec![httpd(&image)] }).await;
+    let bad =
+        runtime.start(PodSpec { id: "XYZ".to_owned(), volumes: Vec::new(), containers: vec![httpd(&image)] }).await;
     assert!(matches!(bad, Err(RuntimeError::InvalidSpec { .. })), "{bad:?}");
-    let twice = PodSpec { id: random_hex(64), containers: vec![httpd(&image), httpd(&image)] };
+    let twice = PodSpec { id: random_hex(64), volumes: Vec::new(), containers: vec![httpd(&image), httpd(&image)] };
     assert!(matches!(runtime.start(twice).await, Err(RuntimeError::InvalidSpec { .. })));
+    assert!(runtime.list().await.unwrap().is_empty());
+}
+
+fn empty_dir(name: &str) -> VolumeSpec {
+    VolumeSpec { name: name.to_owned(), kind: VolumeKind::EmptyDir }
+}
+
+fn filesystem(name: &str, size_bytes: u64) -> VolumeSpec {
+    VolumeSpec { name: name.to_owned(), kind: VolumeKind::Filesystem { size_bytes } }
+}
+
+fn mount(volume: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount { volume: volume.to_owned(), path: path.to_owned(), read_only }
+}
+
+fn with_mounts(mut spec: ContainerSpec, mounts: Vec<VolumeMount>) -> ContainerSpec {
+    spec.mounts = mounts;
+    spec
+}
+
+/// Mount points of this process at or below `dir`.
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    let prefix = dir.to_string_lossy().into_owned();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(&prefix))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `losetup -a` lines of loop devices backed by files under `dir`.
+fn loop_devices_under(dir: &Path) -> Vec<String> {
+    let out = Command::new("losetup").arg("-a").output().unwrap();
+    let dir = dir.to_string_lossy().into_owned();
+    String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains(&dir)).map(str::to_owned).collect()
+}
+
+/// Checks that nothing of pod `id`, volumes included, is left.
+fn assert_volumes_gone(env: &Env, id: &str) {
+    let dir = env.pod_dir(id);
+    assert!(mounts_under(&dir).is_empty(), "mounts left: {:?}", mounts_under(&dir));
+    assert!(loop_devices_under(&dir).is_empty(), "loop devices left: {:?}", loop_devices_under(&dir));
+    assert!(!dir.exists(), "pod directory left");
+}
+
+/// Waits until the container's log holds `needle`.
+async fn wait_log(runtime: &LocalRuntime, id: &str, container: &str, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let text = read_logs(runtime, id, container, 0).await;
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {needle:?} in {container}'s log: {text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volumes_are_shared_limited_read_only_and_kept() {
+    let env = Env::with_subnet(231, 1);
+    let runtime = env.runtime();
+    let id = random_hex(64);
+    let image = env.hello_image();
+    let writer = with_mounts(
+        busybox(&image, "writer", "echo hello-from-writer > /shared/msg; exec sleep 1000"),
+        vec![mount("shared", "/shared", false)],
+    );
+    // Waits for the writer's file, tries to write through its read-only mount, then counts its
+    // runs on the file system volume and overfills it.
+    let script = "while [ ! -f /in/msg ]; do usleep 50000; done; echo \"read $(cat /in/msg)\"; \
+                  if echo x > /in/mine; then echo ro-write-succeeded; else echo ro-write-refused; fi; \
+                  echo run >> /data/runs; echo \"runs=$(wc -l < /data/runs)\"; \
+                  dd if=/dev/zero of=/data/big bs=1M count=16 2>&1; echo dd-exit=$?; rm -f /data/big; \
+                  exec sleep 1000";
+    let reader = with_mounts(
+        busybox(&image, "reader", script),
+        vec![mount("shared", "/in", true), mount("data", "/var/lib/data", false), mount("data", "/data", false)],
+    );
+    let spec = PodSpec {
+        id: id.clone(),
+        containers: vec![writer, reader],
+        volumes: vec![empty_dir("shared"), filesystem("data", 8 << 20)],
+    };
+    let endpoint = runtime.start(spec.clone()).await.unwrap();
+    let log = wait_log(&runtime, &id, "reader", "dd-exit=").await;
+    assert!(log.contains("read hello-from-writer"), "{log}");
+    assert!(log.contains("ro-write-refused") && log.contains("Read-only file system"), "{log}");
+    assert!(log.contains("runs=1"), "{log}");
+    assert!(log.contains("No space left on device") && !log.contains("dd-exit=0"), "{log}");
+    assert_eq!(mounts_under(&env.pod_dir(&id)).len(), 1, "the file system volume is mounted once on the host");
+    assert_eq!(loop_devices_under(&env.pod_dir(&id)).len(), 1);
+
+    // The container restarts; the volume keeps its data.
+    let pid = status(&runtime, &id).await.containers[1].pid.unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    wait_log(&runtime, &id, "reader", "runs=2").await;
+
+    // An update with another command keeps the file system volume and drops the emptyDir.
+    let check = with_mounts(
+        busybox(&image, "check", "echo \"updated runs=$(wc -l < /d/runs)\"; exec sleep 1000"),
+        vec![mount("data", "/d", false)],
+    );
+    let updated = PodSpec { id: id.clone(), containers: vec![check], volumes: vec![filesystem("data", 8 << 20)] };
+    assert_eq!(runtime.update(updated).await.unwrap(), endpoint);
+    wait_log(&runtime, &id, "check", "updated runs=2").await;
+    assert!(!env.pod_dir(&id).join("volumes/shared").exists(), "the dropped emptyDir is still there");
+    assert!(!env.pod_dir(&id).join("containers/writer").exists() && !env.pod_dir(&id).join("logs/writer.log").exists());
+    let names: Vec<String> = status(&runtime, &id).await.containers.into_iter().map(|c| c.name).collect();
+    assert_eq!(names, ["check"]);
+
+    runtime.delete(&id).await.unwrap();
+    assert_volumes_gone(&env, &id);
+    assert_gone(&env, &id, &["writer", "reader", "check"], &[]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_replaces_containers_in_place() {
+    let env = Env::with_subnet(232, 1);
+    let runtime = env.runtime();
+    let id = random_hex(64);
+    let image = env.hello_image();
+    let first = PodSpec {
+        id: id.clone(),
+        containers: vec![with_mounts(httpd(&image), vec![mount("cache", "/cache", false)])],
+        volumes: vec![empty_dir("cache"), filesystem("old", 4 << 20)],
+    };
+    let endpoint = runtime.start(first.clone()).await.unwrap();
+    let response = tokio::task::spawn_blocking(move || http_get(endpoint.ip)).await.unwrap();
+    assert!(response.ends_with(PAGE), "{response}");
+    let old_pid = status(&runtime, &id).await.containers[0].pid.unwrap();
+
+    // The new server serves another page from a new volume; both old volumes go.
+    let script = "echo updated-page > /site/index.html && exec /bin/busybox httpd -f -p 8080 -h /site";
+    let second = PodSpec {
+        id: id.clone(),
+        containers: vec![with_mounts(busybox(&image, "web", script), vec![mount("site", "/site", false)])],
+        volumes: vec![empty_dir("site")],
+    };
+    assert_eq!(runtime.update(second).await.unwrap(), endpoint, "the address changed");
+    assert!(!process_exists(old_pid), "the old server still runs");
+    let response = tokio::task::spawn_blocking(move || http_get(endpoint.ip)).await.unwrap();
+    assert!(response.ends_with("updated-page\n"), "{response}");
+    let volumes = env.pod_dir(&id).join("volumes");
+    assert!(!volumes.join("cache").exists() && !volumes.join("old").exists() && volumes.join("site").exists());
+    assert!(mounts_under(&env.pod_dir(&id)).is_empty() && loop_devices_under(&env.pod_dir(&id)).is_empty());
+
+    // A failing update leaves no container running but the network and volumes in place; an
+    // update back to the first spec recovers the pod.
+    let broken = PodSpec {
+        id: id.clone(),
+        containers: vec![container(&image, "broken", Some(&["/bin/nope"]), None)],
+        volumes: vec![empty_dir("site"), filesystem("keep", 4 << 20)],
+    };
+    let error = runtime.update(broken).await.unwrap_err();
+    assert!(matches!(&error, RuntimeError::Container { container, .. } if container == "broken"), "{error}");
+    let after = status(&runtime, &id).await;
+    assert!(after.containers.iter().all(|c| c.state == ContainerState::Exited && c.pid.is_none()), "{after:?}");
+    assert!(netns_exists(&id) && veth_exists(&id));
+    assert!(env.pod_dir(&id).join("volumes/keep/disk.img").exists());
+    assert_eq!(mounts_under(&env.pod_dir(&id)).len(), 1);
+    assert_eq!(runtime.update(first).await.unwrap(), endpoint);
+    let response = tokio::task::spawn_blocking(move || http_get(endpoint.ip)).await.unwrap();
+    assert!(response.ends_with(PAGE), "{response}");
+    assert!(mounts_under(&env.pod_dir(&id)).len() == 1 && env.pod_dir(&id).join("volumes/old/disk.img").exists());
+    assert!(!env.pod_dir(&id).join("volumes/keep").exists());
+
+    // Updating a pod this runtime does not run is refused.
+    let unknown = PodSpec { id: random_hex(64), containers: vec![httpd(&image)], volumes: Vec::new() };
+    assert!(matches!(runtime.update(unknown).await, Err(RuntimeError::NoSuchPod { .. })));
+
+    runtime.delete(&id).await.unwrap();
+    assert_volumes_gone(&env, &id);
+    assert_gone(&env, &id, &["web", "broken"], &[]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adoption_reuses_and_remounts_the_filesystem_volume() {
+    let env = Env::with_subnet(233, 1);
+    let id = random_hex(64);
+    let image = env.hello_image();
+    let script = "echo \"saw $(cat /data/f 2>/dev/null || echo nothing)\"; echo kept > /data/f; exec sleep 1000";
+    let spec = PodSpec {
+        id: id.clone(),
+        containers: vec![with_mounts(busybox(&image, "app", script), vec![mount("data", "/data", false)])],
+        volumes: vec![filesystem("data", 4 << 20)],
+    };
+    let first = env.runtime();
+    let endpoint = first.start(spec.clone()).await.unwrap();
+    wait_log(&first, &id, "app", "saw nothing").await;
+    let pid = status(&first, &id).await.containers[0].pid.unwrap();
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // A provider restart: the running container and the mounted volume are adopted as they are.
+    let second = env.runtime();
+    assert_eq!(second.adopt(spec.clone()).await.unwrap(), endpoint);
+    assert_eq!(status(&second, &id).await.containers[0].pid, Some(pid));
+    assert_eq!(mounts_under(&env.pod_dir(&id)).len(), 1, "the volume was mounted again on top");
+    assert_eq!(loop_devices_under(&env.pod_dir(&id)).len(), 1);
+    drop(second);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // As after a reboot: the container is gone and the volume unmounted. Adoption mounts the
+    // same image again, and the restarted container finds its data.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let mnt = env.pod_dir(&id).join("volumes/data/mnt");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !Command::new("umount").arg(&mnt).status().unwrap().success() {
+        assert!(Instant::now() < deadline, "cannot unmount {}", mnt.display());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(mounts_under(&env.pod_dir(&id)).is_empty());
+    let third = env.runtime();
+    assert_eq!(third.adopt(spec).await.unwrap(), endpoint);
+    wait_log(&third, &id, "app", "saw kept").await;
+    assert_eq!(mounts_under(&env.pod_dir(&id)).len(), 1);
+
+    third.delete(&id).await.unwrap();
+    assert_volumes_gone(&env, &id);
+    assert_gone(&env, &id, &["app"], &[pid]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_volumes_are_refused_and_failed_starts_leave_no_mounts() {
+    let env = Env::with_subnet(234, 1);
+    let runtime = env.runtime();
+    let image = env.hello_image();
+
+    // A container that cannot start after its pod's file system volume was mounted.
+    let id = random_hex(64);
+    let spec = PodSpec {
+        id: id.clone(),
+        containers: vec![with_mounts(
+            container(&image, "broken", Some(&["/bin/nope"]), None),
+            vec![mount("data", "/data", false)],
+        )],
+        volumes: vec![filesystem("data", 4 << 20), empty_dir("tmp")],
+    };
+    let error = runtime.start(spec).await.unwrap_err();
+    assert!(matches!(&error, RuntimeError::Container { .. }), "{error}");
+    assert_volumes_gone(&env, &id);
+    assert_gone(&env, &id, &["broken"], &[]);
+
+    let invalid = |volumes: Vec<VolumeSpec>, mounts: Vec<VolumeMount>| PodSpec {
+        id: random_hex(64),
+        containers: vec![with_mounts(httpd(&image), mounts)],
+        volumes,
+    };
+    let cases = [
+        (invalid(vec![empty_dir("a")], vec![mount("b", "/b", false)]), "\"b\""),
+        (invalid(vec![empty_dir("a")], vec![mount("a", "relative", false)]), "absolute"),
+        (invalid(vec![empty_dir("a")], vec![mount("a", "/x/../etc", false)]), "absolute"),
+        (invalid(vec![empty_dir("a")], vec![mount("a", "/", false)]), "absolute"),
+        (invalid(vec![empty_dir("a")], vec![mount("a", "/x", false), mount("a", "/x/", true)]), "/x"),
+        (invalid(vec![empty_dir("a"), filesystem("a", 4 << 20)], vec![]), "volume a is listed twice"),
+        (invalid(vec![filesystem("tiny", 0)], vec![]), "volume tiny"),
+        (invalid(vec![filesystem("huge", (1 << 40) + 1)], vec![]), "volume huge"),
+        (invalid(vec![empty_dir("Not_A_Label")], vec![]), "Not_A_Label"),
+        (invalid(vec![empty_dir("../up")], vec![]), "../up"),
+    ];
+    for (spec, needle) in cases {
+        let pod = spec.id.clone();
+        let error = runtime.start(spec).await.unwrap_err();
+        assert!(matches!(&error, RuntimeError::InvalidSpec { .. }), "{error}");
+        let text = error.to_string();
+        assert!(text.contains(&pod) && text.contains(needle), "{needle}: {text}");
+    }
     assert!(runtime.list().await.unwrap().is_empty());
 }
