@@ -201,3 +201,15 @@ pub trait Runtime: Send + Sync + 'static {
     /// Pod ids the backend has state for (used to clean up orphans after a crash).
     fn list(&self) -> impl Future<Output = Result<Vec<String>, RuntimeError>> + Send;
 }
+
+/// An error with all its sources, `: `-separated (libcontainer's top-level messages are terse).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}

@@ -219,18 +219,6 @@ pub fn cgroups_path(pod_id: &str, container: &str) -> String {
     format!("/tpod/{prefix}-{container}")
 }
 
-/// Text of an error and its sources: libcontainer's top-level messages are terse.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
-}
-
 fn is_pod_id(id: &str) -> bool {
     id.len() == 64 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
@@ -551,9 +539,9 @@ impl Pod {
         let message = match Container::load(dir.clone()) {
             Ok(mut container) => match container.delete(true) {
                 Ok(()) => return Ok(()),
-                Err(e) => error_chain(&e),
+                Err(e) => crate::error_chain(&e),
             },
-            Err(e) => error_chain(&e),
+            Err(e) => crate::error_chain(&e),
         };
         // Without a readable state there is no cgroup to find; at least make room for a new one.
         tracing::warn!(pod = %self.id, container = name, error = %message, "libcontainer delete failed");

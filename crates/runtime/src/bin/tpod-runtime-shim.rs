@@ -53,7 +53,7 @@ fn create(root: PathBuf, id: &str, bundle: PathBuf, log: PathBuf) -> Result<i32,
     let stdin = File::open("/dev/null").map_err(|e| format!("opening /dev/null: {e}"))?;
     let mut container = ContainerBuilder::new(id.to_owned(), SyscallType::default())
         .with_root_path(root)
-        .map_err(|e| format!("create: {}", chain(&e)))?
+        .map_err(|e| format!("create: {}", tpod_runtime::error_chain(&e)))?
         .with_stdin(stdin)
         .with_stdout(stdout)
         .with_stderr(stderr)
@@ -61,19 +61,7 @@ fn create(root: PathBuf, id: &str, bundle: PathBuf, log: PathBuf) -> Result<i32,
         .with_systemd(false)
         .with_detach(true)
         .build()
-        .map_err(|e| format!("create: {}", chain(&e)))?;
-    container.start().map_err(|e| format!("start: {}", chain(&e)))?;
+        .map_err(|e| format!("create: {}", tpod_runtime::error_chain(&e)))?;
+    container.start().map_err(|e| format!("start: {}", tpod_runtime::error_chain(&e)))?;
     container.pid().map(|pid| pid.as_raw()).ok_or_else(|| "start: libcontainer reported no pid".to_owned())
-}
-
-/// An error and its sources: libcontainer's top-level messages are terse.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
 }
