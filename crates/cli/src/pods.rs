@@ -464,7 +464,7 @@ pub async fn deploy(args: &DeployArgs, target: &Target, devnet_dir: &Path, json:
 
     let pod = to_proto(&manifest, &images);
     let status = publisher
-        .provision(&provider, pod_id, pb::provision_request::Action::Provision(pb::Provision { pod: Some(pod) }))
+        .provision(&provider, pod_id, pb::provision_request::Action::Provision(pb::Provision { pod: Some(pod), pricing: None }))
         .await
         .with_context(|| format!("deploying {name} (channel {channel_id} stays funded and recorded)"))?;
     record.url = status.url.clone();

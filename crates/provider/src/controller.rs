@@ -743,7 +743,7 @@ impl<R: Runtime> Controller<R> {
             PodState::Stopped => "stopped".to_owned(),
             PodState::Failed { reason } => format!("failed: {reason}"),
         };
-        Ok(pb::PodStatus { state, url, containers, tcp_ports: tcp_port_map(&record.tcp_ports) })
+        Ok(pb::PodStatus { state, url, containers, tcp_ports: tcp_port_map(&record.tcp_ports), billing: None })
     }
 
     fn url_for(&self, host: &str) -> String {

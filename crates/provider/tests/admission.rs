@@ -138,6 +138,7 @@ fn pod() -> pb::provision_request::Action {
             }],
             ..Default::default()
         }),
+        pricing: None,
     })
 }
 

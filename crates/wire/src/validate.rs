@@ -130,8 +130,12 @@ impl Validate for ProvisionRequest {
         exact_len("pod_id", self.pod_id.len(), POD_ID_BYTES)?;
         string("", "publisher", &self.publisher, MAX_STRING_BYTES)?;
         match &self.action {
-            Some(Action::Provision(pb::Provision { pod: Some(p) })) => pod("provision.pod", p),
+            Some(Action::Provision(pb::Provision { pod: Some(p), pricing })) => {
+                pod("provision.pod", p)?;
+                pricing.as_ref().map_or(Ok(()), pricing_table)
+            }
             Some(Action::Update(pb::Update { pod: Some(p) })) => pod("update.pod", p),
+            Some(Action::AcceptPricing(pb::AcceptPricing { pricing: Some(t) })) => pricing_table(t),
             _ => Ok(()),
         }
     }
@@ -200,6 +204,50 @@ fn pod_status(status: &PodStatus) -> Result<(), WireError> {
         let path = format!("status.containers[{i}]");
         string(&path, "name", &c.name, MAX_STRING_BYTES)?;
         string(&path, "state", &c.state, MAX_STRING_BYTES)?;
+    }
+    status.billing.as_ref().map_or(Ok(()), billing)
+}
+
+fn billing(b: &pb::Billing) -> Result<(), WireError> {
+    for (name, value) in [("amount", &b.amount), ("claimed", &b.claimed), ("rate_per_second", &b.rate_per_second)] {
+        string("status.billing", name, value, MAX_STRING_BYTES)?;
+    }
+    string("status.billing", "top_up", &b.top_up, MAX_STRING_BYTES)?;
+    if let Some(u) = &b.usage {
+        usage("status.billing.usage", u)?;
+    }
+    for t in [&b.pricing, &b.proposed_pricing].into_iter().flatten() {
+        pricing_table(t)?;
+    }
+    if let Some(claim) = &b.last_claim {
+        let path = "status.billing.last_claim";
+        string(path, "cumulative_amount", &claim.cumulative_amount, MAX_STRING_BYTES)?;
+        max_len(|| join(path, "signature"), claim.signature.len(), SIGNATURE_BYTES)?;
+        if let Some(r) = &claim.report {
+            for (name, bytes) in [("channel", &r.channel), ("pod_id", &r.pod_id), ("terms", &r.terms)] {
+                max_len(|| format!("{path}.report.{name}"), bytes.len(), POD_ID_BYTES)?;
+            }
+            string(path, "report.amount", &r.amount, MAX_STRING_BYTES)?;
+            if let Some(u) = &r.usage {
+                usage(&format!("{path}.report.usage"), u)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn usage(path: &str, u: &pb::Usage) -> Result<(), WireError> {
+    let fields = [
+        ("cpu_reserved", &u.cpu_reserved),
+        ("cpu_used", &u.cpu_used),
+        ("memory_reserved", &u.memory_reserved),
+        ("memory_used", &u.memory_used),
+        ("storage_reserved", &u.storage_reserved),
+        ("ingress", &u.ingress),
+        ("egress", &u.egress),
+    ];
+    for (name, value) in fields {
+        string(path, name, value, MAX_STRING_BYTES)?;
     }
     Ok(())
 }

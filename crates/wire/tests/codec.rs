@@ -143,7 +143,7 @@ fn every_message_round_trips() {
     round_trip(pb::QuoteRequest { version: VERSION, resources: Some(resources()) });
     round_trip(quote_response());
     for action in [
-        Action::Provision(pb::Provision { pod: Some(pod()) }),
+        Action::Provision(pb::Provision { pod: Some(pod()), pricing: None }),
         Action::Update(pb::Update { pod: Some(pod()) }),
         Action::Delete(pb::Delete {}),
         Action::Status(pb::Status {}),
@@ -213,7 +213,7 @@ fn blob_put(offset: u64, data: Vec<u8>, total_size: u64) -> pb::BlobRequest {
 
 #[test]
 fn signed_payload_decodes_and_validates() {
-    let inner = provision_request(Action::Provision(pb::Provision { pod: Some(pod()) }));
+    let inner = provision_request(Action::Provision(pb::Provision { pod: Some(pod()), pricing: None }));
     let signed = pb::SignedRequest { version: VERSION, payload: inner.encode_to_vec(), signature: vec![1; 65] };
     let got: pb::SignedRequest = read(&frame(&signed)).unwrap();
     assert_eq!(decode::<pb::ProvisionRequest>(&got.payload).unwrap(), inner);
@@ -328,7 +328,7 @@ fn oversized_message_is_not_sent() {
 
 #[test]
 fn truncated_input_is_reported() {
-    let bytes = frame(&provision_request(Action::Provision(pb::Provision { pod: Some(pod()) })));
+    let bytes = frame(&provision_request(Action::Provision(pb::Provision { pod: Some(pod()), pricing: None })));
     assert!(matches!(read::<pb::ProvisionRequest>(&[]), Err(WireError::Truncated)));
     // Cut inside a multi-byte prefix.
     assert!(matches!(read::<pb::ProvisionRequest>(&[0x80]), Err(WireError::Truncated)));
@@ -397,7 +397,7 @@ fn limit_field(err: WireError) -> String {
 }
 
 fn provision_with(pod: pb::Pod) -> Vec<u8> {
-    frame(&provision_request(Action::Provision(pb::Provision { pod: Some(pod) })))
+    frame(&provision_request(Action::Provision(pb::Provision { pod: Some(pod), pricing: None })))
 }
 
 #[test]
