@@ -12,7 +12,8 @@ import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/Reentrancy
 /// token. The publisher locks funds; the provider is paid by cumulative claims, each signed
 /// (EIP-712) by the enclave signer recorded when the channel was created, so only the attested
 /// enclave's usage reports move money. The publisher gets back what is unclaimed after an unlock
-/// delay during which the provider can still make its final claim.
+/// delay during which the provider can still make its final claim, or at once if the provider
+/// releases the channel (it has made its final claim).
 /// @dev Storage is laid out for gas. A channel's money lives in one `Balance` slot keyed by
 /// (channel id, enclave signer): a claim recovers the signer from its signature and reads that
 /// one slot; only the real signer's slot was ever funded, so a forged signature finds nothing to
@@ -23,7 +24,7 @@ import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/Reentrancy
 contract Payment is EIP712, ReentrancyGuardTransient {
     using SafeERC20 for IERC20;
 
-    /// Fixed at creation; read by requestUnlock and the slow paths only.
+    /// Fixed at creation; read by requestUnlock, release and the slow paths only.
     struct Channel {
         address enclaveSigner; // zero means "no such channel"
         uint32 unlockDelay; // seconds
@@ -96,6 +97,7 @@ contract Payment is EIP712, ReentrancyGuardTransient {
         address indexed publisher, address indexed provider, bytes32 indexed channelId, uint256 unlockAt
     );
     event UnlockCancelled(address indexed publisher, address indexed provider, bytes32 indexed channelId);
+    event Released(address indexed publisher, address indexed provider, bytes32 indexed channelId, uint256 unlockAt);
     event Withdrawn(address indexed publisher, address indexed provider, bytes32 indexed channelId, uint256 amount);
     event ChannelClosed(
         address indexed publisher, address indexed provider, bytes32 indexed channelId, uint256 refunded
@@ -199,7 +201,8 @@ contract Payment is EIP712, ReentrancyGuardTransient {
     }
 
     /// @notice Ends the channel for good. Anything unclaimed is returned, which needs the unlock
-    /// delay to have passed unless the provider has already claimed everything.
+    /// delay to have passed (or the provider's release) unless the provider has already claimed
+    /// everything.
     function close(address provider, bytes32 podId, address enclaveSigner) external nonReentrant {
         bytes32 id = channelId(msg.sender, provider, podId);
         Balance storage b = _open(id, enclaveSigner);
@@ -207,6 +210,28 @@ contract Payment is EIP712, ReentrancyGuardTransient {
         b.flags |= CLOSED;
         emit ChannelClosed(msg.sender, provider, id, refunded);
         if (refunded != 0) token.safeTransfer(msg.sender, refunded);
+    }
+
+    // --- provider (sent by the provider only) ------------------------------------------------------
+
+    /// @notice The provider has made its final claim and waives the rest of the unlock delay: the
+    /// publisher may withdraw what is unclaimed, or close with a refund, at once. Unlocks now
+    /// whether or not the publisher requested an unlock; a later deposit cancels it as it cancels
+    /// any unlock (the publisher wants to go on). Claims still work until the publisher withdraws.
+    /// @dev Only the provider can release: the channel id includes msg.sender as the provider, so
+    /// anyone else addresses a channel that does not exist (ChannelNotFound).
+    function release(address publisher, bytes32 podId) external {
+        bytes32 id = channelId(publisher, msg.sender, podId);
+        Balance storage b = _open(id, _channels[id].enclaveSigner);
+        uint40 unlockAt = b.unlockAt;
+        // Only ever brings the unlock forward: one already due stays as it is. Validators can skew
+        // time by seconds; unlock delays are hours.
+        // forge-lint: disable-next-line(block-timestamp)
+        if (unlockAt == 0 || unlockAt > block.timestamp) {
+            unlockAt = uint40(block.timestamp);
+            b.unlockAt = unlockAt;
+        }
+        emit Released(publisher, msg.sender, id, unlockAt);
     }
 
     // --- provider (sent by anyone) -----------------------------------------------------------------

@@ -577,6 +577,224 @@ contract PaymentTest is PaymentFixture {
     }
 
     // =============================================================================================
+    // release
+    // =============================================================================================
+
+    function test_release_unlocksAtOnceAndEmits() public {
+        bytes32 id = _create(10e18);
+        _claim(3e18); // the provider's final claim
+        vm.warp(START + 500);
+        vm.expectEmit(true, true, true, true, address(payment));
+        emit Payment.Released(PUBLISHER, PROVIDER, id, START + 500);
+        vm.prank(PROVIDER);
+        payment.release(PUBLISHER, POD);
+        // Unlocked now, without the publisher having asked; nothing else changes.
+        _assertChannel(id, enclave, START + 500, false, 10e18, 3e18, DELAY);
+    }
+
+    function test_release_thenWithdrawReturnsExactlyTheUnclaimedAtOnce() public {
+        bytes32 id = _create(10e18);
+        _claim(3e18);
+        vm.prank(PROVIDER);
+        payment.release(PUBLISHER, POD);
+        uint256 before = token.balanceOf(PUBLISHER);
+
+        vm.expectEmit(true, true, true, true, address(payment));
+        emit Payment.Withdrawn(PUBLISHER, PROVIDER, id, 7e18);
+        vm.prank(PUBLISHER);
+        payment.withdrawUnlocked(PROVIDER, POD, enclave); // same block: no wait at all
+
+        assertEq(token.balanceOf(PUBLISHER) - before, 7e18, "publisher got deposited - claimed");
+        assertEq(token.balanceOf(PROVIDER), 3e18, "provider kept its claims");
+        assertEq(token.balanceOf(address(payment)), 0, "payment empty");
+        _assertChannel(id, enclave, START, false, 3e18, 3e18, DELAY);
+    }
+
+    function test_release_thenCloseRefundsExactlyTheUnclaimedAtOnce() public {
+        bytes32 id = _create(10e18);
+        _claim(4e18);
+        vm.prank(PROVIDER);
+        payment.release(PUBLISHER, POD);
+        uint256 before = token.balanceOf(PUBLISHER);
+
+        vm.expectEmit(true, true, true, true, address(payment));
+        emit Payment.ChannelClosed(PUBLISHER, PROVIDER, id, 6e18);
+        vm.expectEmit(true, true, true, true, address(token));
+        emit Transfer(address(payment), PUBLISHER, 6e18);
+        vm.prank(PUBLISHER);
+        payment.close(PROVIDER, POD, enclave);
+
+        assertEq(token.balanceOf(PUBLISHER) - before, 6e18, "refund: deposited - claimed");
+        assertEq(token.balanceOf(PROVIDER), 4e18, "provider");
+        assertEq(token.balanceOf(address(payment)), 0, "payment empty");
+        _assertChannel(id, enclave, START, true, 4e18, 4e18, DELAY);
+    }
+
+    function test_release_revertsOnUnknownChannel() public {
+        vm.expectRevert(abi.encodeWithSelector(Payment.ChannelNotFound.selector, _id()));
+        vm.prank(PROVIDER);
+        payment.release(PUBLISHER, POD);
+    }
+
+    function test_release_byAnyoneButTheProviderTargetsItsOwnChannel() public {
+        bytes32 id = _create(10e18);
+        _claim(1e18);
+        bytes32 slot = PaymentLayout.balanceSlot(id, enclave);
+        bytes32 stored = vm.load(address(payment), slot);
+        // The channel id takes msg.sender as the provider: the publisher, a stranger, or the
+        // provider naming itself as publisher all address channels that do not exist.
+        address[3] memory senders = [STRANGER, PUBLISHER, PROVIDER];
+        address[3] memory publishers = [PUBLISHER, PUBLISHER, PROVIDER];
+        for (uint256 i; i < senders.length; ++i) {
+            vm.expectRevert(
+                abi.encodeWithSelector(Payment.ChannelNotFound.selector, _id(publishers[i], senders[i], POD))
+            );
+            vm.prank(senders[i]);
+            payment.release(publishers[i], POD);
+        }
+        assertEq(vm.load(address(payment), slot), stored, "channel unchanged");
+        vm.expectRevert(Payment.UnlockNotRequested.selector);
+        vm.prank(PUBLISHER);
+        payment.withdrawUnlocked(PROVIDER, POD, enclave);
+    }
+
+    function test_release_revertsOnClosedChannel() public {
+        bytes32 id = _closeFullyClaimed();
+        vm.expectRevert(abi.encodeWithSelector(Payment.ChannelIsClosed.selector, id));
+        vm.prank(PROVIDER);
+        payment.release(PUBLISHER, POD);
+    }
+
+    function test_release_claimsStillWorkUntilTheWithdrawal() public {
+        bytes32 id = _create(10e18);
+        _claim(2e18);
+        vm.prank(PROVIDER);
+        payment.release(PUBLISHER, POD);
+        vm.warp(START + 60);
+        // A claim that was still in flight goes through: release only moves the unlock time.
+        _claim(5e18);
+        assertEq(token.balanceOf(PROVIDER), 5e18, "provider paid after its release");
+        uint256 before = token.balanceOf(PUBLISHER);
+        vm.prank(PUBLISHER);
+        payment.withdrawUnlocked(PROVIDER, POD, enclave);
+        assertEq(token.balanceOf(PUBLISHER) - before, 5e18, "publisher got the rest");
+        // After the withdrawal there is nothing left to claim.
+        CompactSignature memory s = _sign(ENCLAVE_KEY, id, 6e18, USAGE);
+        vm.expectRevert(abi.encodeWithSelector(Payment.ClaimExceedsDeposit.selector, 6e18, 5e18));
+        _claimWith(6e18, USAGE, s);
+        assertEq(token.balanceOf(address(payment)), 0, "payment empty");
+    }
+
+    function test_release_shortensARequestedUnlock() public {
+        bytes32 id = _create(10e18);
+        vm.prank(PUBLISHER);
+        payment.requestUnlock(PROVIDER, POD);
+        vm.warp(START + 100);
+        vm.expectRevert(abi.encodeWithSelector(Payment.UnlockPending.selector, START + DELAY));
+        vm.prank(PUBLISHER);
+        payment.withdrawUnlocked(PROVIDER, POD, enclave);
+
+        _claim(1e18); // final claim during the delay
+        vm.expectEmit(true, true, true, true, address(payment));
+        emit Payment.Released(PUBLISHER, PROVIDER, id, START + 100);
+        vm.prank(PROVIDER);
+        payment.release(PUBLISHER, POD);
+        _assertChannel(id, enclave, START + 100, false, 10e18, 1e18, DELAY);
+
+        uint256 before = token.balanceOf(PUBLISHER);
+        vm.prank(PUBLISHER);
+        payment.withdrawUnlocked(PROVIDER, POD, enclave);
+        assertEq(token.balanceOf(PUBLISHER) - before, 9e18, "withdrawn without waiting out the delay");
+    }
+
+    function test_release_keepsAnUnlockAlreadyDue() public {
+        // Release only ever brings the unlock forward: an elapsed one, or an earlier release, stays.
+        bytes32 id = _create(10e18);
+        vm.prank(PUBLISHER);
+        payment.requestUnlock(PROVIDER, POD);
+        vm.warp(START + DELAY + 50);
+        vm.expectEmit(true, true, true, true, address(payment));
+        emit Payment.Released(PUBLISHER, PROVIDER, id, START + DELAY);
+        vm.prank(PROVIDER);
+        payment.release(PUBLISHER, POD);
+        _assertChannel(id, enclave, START + DELAY, false, 10e18, 0, DELAY);
+
+        vm.warp(START + DELAY + 80);
+        vm.prank(PROVIDER);
+        payment.release(PUBLISHER, POD);
+        assertEq(payment.getChannel(id).unlockAt, START + DELAY, "a second release changes nothing");
+    }
+
+    function test_release_afterAWithdrawalKeepsTheUnlock() public {
+        bytes32 id = _create(10e18);
+        _unlockAndWait();
+        vm.prank(PUBLISHER);
+        payment.withdrawUnlocked(PROVIDER, POD, enclave);
+        vm.warp(block.timestamp + 1 days);
+        vm.prank(PROVIDER);
+        payment.release(PUBLISHER, POD);
+        _assertChannel(id, enclave, START + DELAY, false, 0, 0, DELAY);
+    }
+
+    function test_release_thenADepositCancelsIt() public {
+        bytes32 id = _create(10e18);
+        _claim(2e18);
+        vm.prank(PROVIDER);
+        payment.release(PUBLISHER, POD);
+
+        // The publisher wants to go on after all: the deposit cancels the release's unlock.
+        vm.warp(START + 10);
+        vm.expectEmit(true, true, true, true, address(payment));
+        emit Payment.UnlockCancelled(PUBLISHER, PROVIDER, id);
+        vm.expectEmit(true, true, true, true, address(payment));
+        emit Payment.Deposited(PUBLISHER, PROVIDER, id, 1e18, 11e18);
+        vm.prank(PUBLISHER);
+        payment.deposit(PROVIDER, POD, enclave, 1e18);
+        _assertChannel(id, enclave, 0, false, 11e18, 2e18, DELAY);
+        vm.expectRevert(Payment.UnlockNotRequested.selector);
+        vm.prank(PUBLISHER);
+        payment.withdrawUnlocked(PROVIDER, POD, enclave);
+
+        // From here the full delay applies again, until the provider releases again.
+        vm.prank(PUBLISHER);
+        payment.requestUnlock(PROVIDER, POD);
+        vm.expectRevert(abi.encodeWithSelector(Payment.UnlockPending.selector, START + 10 + DELAY));
+        vm.prank(PUBLISHER);
+        payment.withdrawUnlocked(PROVIDER, POD, enclave);
+        vm.prank(PROVIDER);
+        payment.release(PUBLISHER, POD);
+        vm.prank(PUBLISHER);
+        payment.close(PROVIDER, POD, enclave);
+        assertEq(token.balanceOf(PROVIDER), 2e18, "provider");
+        assertEq(token.balanceOf(PUBLISHER), 1_000_000e18 - 2e18, "publisher: everything but the claims");
+        assertEq(token.balanceOf(address(payment)), 0, "payment empty");
+    }
+
+    function test_release_ofACappedChannelKeepsTheCap() public {
+        bytes32 id = _create(10e18, DELAY, 1e18);
+        vm.warp(START + 3);
+        _claim(3e18);
+        vm.prank(PROVIDER);
+        payment.release(PUBLISHER, POD);
+        _assertChannel(id, enclave, START + 3, false, 10e18, 3e18, DELAY, 1e18, START);
+    }
+
+    function test_release_readsTheChannelAndWritesOnlyTheBalanceSlot() public {
+        bytes32 id = _create(10e18);
+        _claim(1e18);
+        vm.record();
+        vm.prank(PROVIDER);
+        payment.release(PUBLISHER, POD);
+        bytes32[] memory writes = _distinctWrites();
+        bytes32 balance = PaymentLayout.balanceSlot(id, enclave);
+        assertEq(writes.length, 1, "one slot written");
+        assertEq(writes[0], balance, "the balance slot");
+        assertEq(
+            vm.load(address(payment), balance), PaymentLayout.packBalance(10e18, 1e18, START, 1), "unlockAt stored"
+        );
+    }
+
+    // =============================================================================================
     // withdrawUnlocked
     // =============================================================================================
 
@@ -1681,7 +1899,7 @@ contract PaymentTest is PaymentFixture {
 
     /// Calls back into Payment for the token to make: every entry point, a replayed and a fresh claim.
     function _reentryPayloads(bytes memory replay) private view returns (bytes[] memory payloads) {
-        payloads = new bytes[](7);
+        payloads = new bytes[](8);
         payloads[0] = abi.encodeCall(Payment.deposit, (PROVIDER, POD, enclave, 1));
         payloads[1] = replay;
         payloads[2] = _claimCall(POD, 2e18);
@@ -1689,6 +1907,7 @@ contract PaymentTest is PaymentFixture {
         payloads[4] = abi.encodeCall(Payment.close, (PROVIDER, POD, enclave));
         payloads[5] = abi.encodeCall(Payment.create, (PROVIDER, keccak256("evil pod"), enclave, 1e18, 0, 0));
         payloads[6] = abi.encodeCall(Payment.requestUnlock, (PROVIDER, POD));
+        payloads[7] = abi.encodeCall(Payment.release, (PUBLISHER, POD));
     }
 
     /// Runs create, deposit, claim, withdrawUnlocked and close on a fresh channel (new pod id each
@@ -1736,10 +1955,12 @@ contract PaymentTest is PaymentFixture {
         // create, deposit, claim, withdrawUnlocked, close, plus the unarmed deposit: 5 armed.
         assertEq(evil.attempts() - attempts, 5, "re-entry attempted on every transfer");
         // forge-lint: disable-next-line(unsafe-typecast) -- the selector: the first 4 bytes
-        if (bytes4(payload) == Payment.requestUnlock.selector) {
-            // Not guarded (it moves no money): as the token it can only touch the token's own
-            // channel, and does; the assertions below show it is harmless to everyone else.
-            assertEq(evil.refusedByGuard(), guardRefusals, "requestUnlock is not guarded");
+        bytes4 selector = bytes4(payload);
+        if (selector == Payment.requestUnlock.selector || selector == Payment.release.selector) {
+            // Not guarded (they move no money): as the token, requestUnlock can only touch the
+            // token's own channel, and does, and release only a channel with the token as provider,
+            // of which there is none; the assertions below show both are harmless to everyone else.
+            assertEq(evil.refusedByGuard(), guardRefusals, "requestUnlock and release are not guarded");
         } else {
             assertEq(evil.succeeded(), successes, "no re-entry succeeded");
             assertEq(evil.refusedByGuard() - guardRefusals, 5, "all refused by the guard");

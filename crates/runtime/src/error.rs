@@ -26,6 +26,12 @@ pub enum RuntimeError {
         /// The pod id.
         pod: String,
     },
+    /// The pod is stopped ([`crate::Runtime::stop`]): it must be resumed first.
+    #[error("pod {pod} is stopped (adopt it to resume it)")]
+    Stopped {
+        /// The pod id.
+        pod: String,
+    },
     /// The pod has no container of that name.
     #[error("pod {pod} has no container {container}")]
     NoSuchContainer {

@@ -9,7 +9,15 @@
 //! loop device) are bind-mounted into the containers that name them. A pod's containers can be
 //! replaced in place ([`Runtime::update`]), keeping its address and volumes. Everything a pod has lives under one directory per pod, so a provider
 //! killed with `kill -9` can re-attach to the pods that kept running ([`Runtime::adopt`]).
+//!
+//! For per-second billing, [`Runtime::usage`] reads what a pod consumed from its containers'
+//! cgroups (CPU time over the pod's whole life, memory in use now). The CPU time of containers
+//! whose cgroup goes (a restart, an update, a stop) is kept in the pod's state on disk, so the
+//! total never decreases, even across provider restarts. [`Runtime::stop`] pauses a pod (for
+//! non-payment): its containers go, its address, volumes, logs and that total stay until it
+//! is resumed ([`Runtime::adopt`]) or deleted.
 
+mod cgroup;
 mod error;
 mod local;
 mod logs;
@@ -118,7 +126,8 @@ pub enum ContainerState {
     Running,
     /// It exited (or could not be started) and waits out its restart backoff.
     Restarting,
-    /// Stopped for good: the pod is being deleted, or an [`Runtime::update`] failed.
+    /// Stopped for good: the pod is being deleted or is stopped ([`Runtime::stop`]), or an
+    /// [`Runtime::update`] failed.
     Exited,
 }
 
@@ -156,6 +165,17 @@ pub struct LogOptions {
     pub tail_lines: u64,
 }
 
+/// What a pod has consumed, read from its containers' cgroups.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PodUsage {
+    /// CPU time in nanoseconds used by all the pod's containers over the pod's whole life in
+    /// this runtime. Monotonic: it never decreases, across container restarts, in-place updates,
+    /// stop, and provider restarts (adopt).
+    pub cpu_ns: u64,
+    /// Memory in use now, in bytes, summed over the running containers (0 when none run).
+    pub memory_bytes: u64,
+}
+
 /// A stream of log bytes.
 pub type LogStream = BoxStream<'static, Result<Vec<u8>, RuntimeError>>;
 
@@ -167,7 +187,9 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// After a provider restart (even `kill -9`): re-attaches to the pod's containers that still
     /// run and restarts the others; same endpoint as before. If nothing of the pod exists any
-    /// more, starts it afresh.
+    /// more, starts it afresh. Also resumes a pod paused by [`Runtime::stop`] (in this process
+    /// or before a provider restart): its containers start again, with the same address and
+    /// their volumes' data. A pod this runtime already runs is left as it is.
     fn adopt(&self, spec: PodSpec) -> impl Future<Output = Result<PodEndpoint, RuntimeError>> + Send;
 
     /// Replaces the pod's containers with `spec`'s, in place: stops the old containers, keeps
@@ -178,16 +200,35 @@ pub trait Runtime: Send + Sync + 'static {
     /// Fails with [`RuntimeError::NoSuchPod`] if this runtime does not run the pod (start or
     /// adopt it first). On error the pod is left with no running containers (their status is
     /// [`ContainerState::Exited`]) but its network namespace and volumes intact, so the caller
-    /// can call `update` again with the previous spec.
+    /// can call `update` again with the previous spec. A stopped pod ([`Runtime::stop`]) is not
+    /// updated: [`RuntimeError::Stopped`] (resume it with `adopt` first).
     fn update(&self, spec: PodSpec) -> impl Future<Output = Result<PodEndpoint, RuntimeError>> + Send;
 
     /// Stops and removes everything of the pod: processes, containers' state, cgroups, network
     /// namespace, veth, rootfs, logs, volumes (unmounted, with their loop devices). Idempotent
-    /// (an unknown pod is Ok).
+    /// (an unknown pod is Ok). A stopped pod is deleted the same way.
     fn delete(&self, pod_id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
 
-    /// The pod's status, or `None` if this runtime does not run it.
+    /// Pauses the pod (for non-payment): kills its containers and removes their state and
+    /// cgroups (their CPU time is kept in [`PodUsage::cpu_ns`]), but keeps its network namespace
+    /// and address, its volumes with their data, its logs and its state on disk, marked stopped.
+    /// Then [`Runtime::status`] shows every container [`ContainerState::Exited`],
+    /// [`Runtime::usage`] gives the CPU time so far and no memory, [`Runtime::list`] still lists
+    /// it, and a provider restart leaves it stopped (a new runtime knows it as stopped without
+    /// being asked). [`Runtime::adopt`] resumes it, [`Runtime::delete`] removes it. Works on a
+    /// pod left on disk by an earlier runtime too. Idempotent; [`RuntimeError::NoSuchPod`] if
+    /// the runtime has no state for the pod.
+    fn stop(&self, pod_id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// The pod's status, or `None` if this runtime does not run it (a stopped pod is known,
+    /// even after a provider restart).
     fn status(&self, pod_id: &str) -> impl Future<Output = Result<Option<PodStatus>, RuntimeError>> + Send;
+
+    /// What the pod has consumed: [`PodUsage`], or `None` if the runtime has no state for the
+    /// pod. Cheap (a few small cgroup file reads per container, no processes, no scans), meant
+    /// to be called every second for every pod. A pod left on disk by an earlier runtime and
+    /// not adopted yet is read from its state file, a little less cheaply.
+    fn usage(&self, pod_id: &str) -> impl Future<Output = Result<Option<PodUsage>, RuntimeError>> + Send;
 
     /// Log bytes of one container (stdout and stderr interleaved): the last `tail_lines` lines,
     /// then, if `follow`, new bytes as they come until the pod is deleted or the stream dropped.

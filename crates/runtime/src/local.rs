@@ -5,7 +5,9 @@
 //!
 //! All state lives under `<root>/pods/<pod id>/`:
 //! - `pod.json`: the pod's address and, per container, its current pid (with its start time),
-//!   restarts and last exit code — what a new runtime needs to adopt the pod after a crash;
+//!   restarts and last exit code — what a new runtime needs to adopt the pod after a crash —,
+//!   whether the pod is stopped ([`Runtime::stop`]), and the CPU time of its containers whose
+//!   cgroups were removed (see "Usage" below);
 //! - `state/`: libcontainer's state directories, one per container;
 //! - `containers/<name>/`: the OCI bundle (`config.json`, `hosts`, `rootfs/`);
 //! - `logs/<name>.log`: the container's stdout and stderr;
@@ -14,7 +16,18 @@
 //!
 //! Each container has a supervising task that polls its process, records its exit and restarts
 //! it after an exponential backoff. Dropping a [`LocalRuntime`] only stops the supervising tasks:
-//! the containers keep running, to be adopted by the next runtime.
+//! the containers keep running, to be adopted by the next runtime. A new runtime knows the
+//! stopped pods at once (for status, usage and logs) and starts nothing.
+//!
+//! Usage: a pod's CPU time is `retired_cpu_ns` (in `pod.json`) plus the counters of its live
+//! containers' cgroups ([`crate::cgroup`]). Before a container's cgroup is removed (a restart, an
+//! update, a stop, a delete, a dead container found by adoption), its last processes are killed
+//! and its final counter is written to `pod.json` as pending (`retiring_cpu_ns`, by container);
+//! once the cgroup is gone, the pending value moves into `retired_cpu_ns`. A pending value whose
+//! cgroup still exists (the removal failed, or the provider died before it) is dropped, since
+//! the cgroup still counts it; one whose cgroup is gone is moved (the provider died after the
+//! removal). So a provider killed at any point neither loses nor counts twice a container's CPU
+//! time. While a removal is under way, a pending value stands for its cgroup.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
@@ -29,14 +42,15 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::cgroup;
 use crate::logs::LogFile;
 use crate::net::{self, PodNet, Subnet};
 use crate::proc::{self, Probe};
 use crate::spec::{self, Bind, SpecInput};
 use crate::volume;
 use crate::{
-    ContainerSpec, ContainerState, ContainerStatus, LogOptions, LogStream, PodEndpoint, PodSpec, PodStatus, Runtime,
-    RuntimeError, VolumeSpec,
+    ContainerSpec, ContainerState, ContainerStatus, LogOptions, LogStream, PodEndpoint, PodSpec, PodStatus, PodUsage,
+    Runtime, RuntimeError, VolumeSpec,
 };
 
 /// How often a supervisor looks at its container's process.
@@ -114,6 +128,9 @@ struct Inner {
     pod_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Held while choosing an address and writing it to `pod.json`, so two pods never get one.
     allocation: tokio::sync::Mutex<()>,
+    /// The last CPU time [`Runtime::usage`] reported per pod: it never reports less (a reading
+    /// racing a container's removal could otherwise dip for a moment).
+    reported_cpu_ns: Mutex<HashMap<String, u64>>,
 }
 
 /// What `pod.json` holds.
@@ -122,6 +139,71 @@ struct PodRecord {
     id: String,
     ip: Ipv4Addr,
     containers: Vec<ContainerRecord>,
+    /// Paused by [`Runtime::stop`]: no container runs, none is started until adoption.
+    #[serde(default)]
+    stopped: bool,
+    /// CPU time of the pod's containers whose cgroups were removed, in nanoseconds.
+    #[serde(default)]
+    retired_cpu_ns: u64,
+    /// Final CPU counters of cgroups being removed, by container name (see the module docs).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    retiring_cpu_ns: BTreeMap<String, u64>,
+}
+
+impl PodRecord {
+    fn new(id: &str, ip: Ipv4Addr, containers: Vec<ContainerRecord>) -> Self {
+        Self {
+            id: id.to_owned(),
+            ip,
+            containers,
+            stopped: false,
+            retired_cpu_ns: 0,
+            retiring_cpu_ns: BTreeMap::new(),
+        }
+    }
+
+    /// A record carrying `old`'s CPU accounting (and nothing else of it).
+    fn following(old: &PodRecord, containers: Vec<ContainerRecord>) -> Self {
+        Self {
+            retired_cpu_ns: old.retired_cpu_ns,
+            retiring_cpu_ns: old.retiring_cpu_ns.clone(),
+            ..Self::new(&old.id, old.ip, containers)
+        }
+    }
+
+    /// Settles the pending counters of a record read from disk: moved into the retired total if
+    /// their cgroup is gone, dropped if it still exists (and counts them itself).
+    fn settle(&mut self) {
+        for (name, cpu_ns) in std::mem::take(&mut self.retiring_cpu_ns) {
+            if !cgroup::exists(&cgroups_path(&self.id, &name)) {
+                self.retired_cpu_ns = self.retired_cpu_ns.saturating_add(cpu_ns);
+            }
+        }
+    }
+
+    /// The pod's CPU time and memory now: retired CPU time plus every container's cgroup
+    /// counters (a pending counter standing for a cgroup being removed). Memory counts only
+    /// containers with a running process. Reads a few small cgroup files per container.
+    fn usage(&self) -> PodUsage {
+        let mut usage = PodUsage { cpu_ns: self.retired_cpu_ns, memory_bytes: 0 };
+        let names = self.containers.iter().map(|c| c.name.as_str());
+        let pending_only = self.retiring_cpu_ns.keys().map(String::as_str).filter(|n| !self.has_container(n));
+        for name in names.chain(pending_only) {
+            let path = cgroups_path(&self.id, name);
+            let live = cgroup::cpu_ns(&path).unwrap_or(0);
+            let pending = self.retiring_cpu_ns.get(name).copied().unwrap_or(0);
+            usage.cpu_ns = usage.cpu_ns.saturating_add(live.max(pending));
+        }
+        for c in self.containers.iter().filter(|c| c.pid.is_some()) {
+            let memory = cgroup::memory_bytes(&cgroups_path(&self.id, &c.name)).unwrap_or(0);
+            usage.memory_bytes = usage.memory_bytes.saturating_add(memory);
+        }
+        usage
+    }
+
+    fn has_container(&self, name: &str) -> bool {
+        self.containers.iter().any(|c| c.name == name)
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -277,15 +359,16 @@ impl LocalRuntime {
         })?;
         let pods = config.root.join("pods");
         fs::create_dir_all(&pods).map_err(RuntimeError::io("creating runtime state directory", &pods))?;
-        Ok(Self {
-            inner: Arc::new(Inner {
-                subnet: Subnet { network, prefix_len },
-                config,
-                pods: Mutex::new(HashMap::new()),
-                pod_locks: Mutex::new(HashMap::new()),
-                allocation: tokio::sync::Mutex::new(()),
-            }),
-        })
+        let inner = Inner {
+            subnet: Subnet { network, prefix_len },
+            config,
+            pods: Mutex::new(HashMap::new()),
+            pod_locks: Mutex::new(HashMap::new()),
+            allocation: tokio::sync::Mutex::new(()),
+            reported_cpu_ns: Mutex::new(HashMap::new()),
+        };
+        inner.load_stopped(&pods)?;
+        Ok(Self { inner: Arc::new(inner) })
     }
 
     /// The runtime's settings.
@@ -304,6 +387,48 @@ impl Drop for LocalRuntime {
 }
 
 impl Inner {
+    /// Knows the stopped pods under `pods` (status, usage, logs), starting nothing.
+    fn load_stopped(&self, pods: &Path) -> Result<(), RuntimeError> {
+        let entries = fs::read_dir(pods).map_err(RuntimeError::io("listing pods", pods))?;
+        for entry in entries.flatten() {
+            let id = entry.file_name().to_string_lossy().into_owned();
+            if !is_pod_id(&id) {
+                continue;
+            }
+            let Ok(record) = load_record(&self.pod_dir(&id).record()) else { continue };
+            if record.id == id && record.stopped {
+                let pod = self.stopped_pod(record);
+                lock(&self.pods).insert(id, pod);
+            }
+        }
+        Ok(())
+    }
+
+    /// A pod known only from its record (no spec), marked stopped with every container exited.
+    fn stopped_pod(&self, mut record: PodRecord) -> Arc<Pod> {
+        record.stopped = true;
+        for c in &mut record.containers {
+            c.pid = None;
+            c.start_ticks = None;
+            c.running_since_unix = None;
+            c.state = ContainerState::Exited;
+        }
+        let spec = PodSpec { id: record.id.clone(), containers: Vec::new(), volumes: Vec::new() };
+        let pod = self.new_pod(spec, record);
+        // No tasks will run for it.
+        pod.stop.send_replace(true);
+        pod
+    }
+
+    /// Never less than what was reported before for the pod.
+    fn report(&self, id: &str, mut usage: PodUsage) -> PodUsage {
+        let mut reported = lock(&self.reported_cpu_ns);
+        let last = reported.entry(id.to_owned()).or_insert(0);
+        usage.cpu_ns = usage.cpu_ns.max(*last);
+        *last = usage.cpu_ns;
+        usage
+    }
+
     fn pod_dir(&self, id: &str) -> PodDir {
         PodDir(self.config.root.join("pods").join(id))
     }
@@ -318,7 +443,9 @@ impl Inner {
 
     fn new_pod(&self, spec: PodSpec, record: PodRecord) -> Arc<Pod> {
         let dir = self.pod_dir(&spec.id);
-        let logs = spec.containers.iter().map(|c| (c.name.clone(), Arc::new(LogFile::new(dir.log(&c.name))))).collect();
+        // From the record: a stopped pod known from disk has no spec but keeps its logs.
+        let logs =
+            record.containers.iter().map(|c| (c.name.clone(), Arc::new(LogFile::new(dir.log(&c.name))))).collect();
         Arc::new(Pod {
             net: PodNet::for_pod(&spec.id),
             ip: record.ip,
@@ -360,11 +487,8 @@ impl Inner {
             .pod_addresses()
             .find(|ip| !used.contains(ip))
             .ok_or_else(|| RuntimeError::SubnetFull { pod: spec.id.clone(), subnet: self.subnet.to_string() })?;
-        let record = PodRecord {
-            id: spec.id.clone(),
-            ip,
-            containers: spec.containers.iter().map(|c| ContainerRecord::new(&c.name)).collect(),
-        };
+        let record =
+            PodRecord::new(&spec.id, ip, spec.containers.iter().map(|c| ContainerRecord::new(&c.name)).collect());
         let dir = self.pod_dir(&spec.id);
         for sub in [dir.state(), dir.0.join("logs"), dir.0.join("containers")] {
             fs::create_dir_all(&sub).map_err(RuntimeError::io("creating pod directory", &sub))?;
@@ -453,6 +577,13 @@ fn read_record(path: &Path) -> Result<PodRecord, RuntimeError> {
     serde_json::from_slice(&bytes).map_err(|source| RuntimeError::State { path: path.to_path_buf(), source })
 }
 
+/// Reads `pod.json` to act on it, with its pending CPU counters settled.
+fn load_record(path: &Path) -> Result<PodRecord, RuntimeError> {
+    let mut record = read_record(path)?;
+    record.settle();
+    Ok(record)
+}
+
 /// Writes `pod.json` atomically (temporary file, then rename), so a crash never leaves half.
 fn write_record(path: &Path, record: &PodRecord) -> Result<(), RuntimeError> {
     let json =
@@ -530,13 +661,45 @@ impl Pod {
         })
     }
 
-    /// Removes libcontainer's state of a container whose process is gone (and its cgroup).
+    fn is_stopped(&self) -> bool {
+        lock(&self.record).stopped
+    }
+
+    /// Removes libcontainer's state of a container whose process is gone (and its cgroup),
+    /// first killing what is left in its cgroup and retiring its CPU counter (see the module
+    /// docs).
     fn remove_container_state(&self, name: &str) -> Result<(), RuntimeError> {
         let dir = self.dir.state().join(name);
         if !dir.exists() {
             return Ok(());
         }
-        let message = match Container::load(dir.clone()) {
+        let cgroup = cgroups_path(&self.id, name);
+        cgroup::kill_all(&cgroup, KILL_TIMEOUT);
+        if let Some(cpu_ns) = cgroup::cpu_ns(&cgroup) {
+            let mut record = lock(&self.record);
+            record.retiring_cpu_ns.insert(name.to_owned(), cpu_ns);
+            if let Err(e) = write_record(&self.dir.record(), &record) {
+                tracing::warn!(pod = %self.id, container = name, error = %e, "cannot record a retiring CPU counter");
+            }
+        }
+        let result = self.delete_container_state(name, &dir);
+        let mut record = lock(&self.record);
+        if let Some(cpu_ns) = record.retiring_cpu_ns.remove(name) {
+            // Only a removed cgroup is retired: one left behind (a failed delete) still counts
+            // it, and a container created next in the same place counts on from it.
+            if !cgroup::exists(&cgroup) {
+                record.retired_cpu_ns = record.retired_cpu_ns.saturating_add(cpu_ns);
+            }
+            if let Err(e) = write_record(&self.dir.record(), &record) {
+                tracing::warn!(pod = %self.id, container = name, error = %e, "cannot record a retired CPU counter");
+            }
+        }
+        result
+    }
+
+    /// libcontainer's delete of a container's state directory `dir`, which removes its cgroup.
+    fn delete_container_state(&self, name: &str, dir: &Path) -> Result<(), RuntimeError> {
+        let message = match Container::load(dir.to_path_buf()) {
             Ok(mut container) => match container.delete(true) {
                 Ok(()) => return Ok(()),
                 Err(e) => crate::error_chain(&e),
@@ -546,7 +709,7 @@ impl Pod {
         // Without a readable state there is no cgroup to find; at least make room for a new one.
         tracing::warn!(pod = %self.id, container = name, error = %message, "libcontainer delete failed");
         if dir.exists() {
-            fs::remove_dir_all(&dir).map_err(RuntimeError::io("removing container state", &dir))?;
+            fs::remove_dir_all(dir).map_err(RuntimeError::io("removing container state", dir))?;
         }
         Err(RuntimeError::Container { pod: self.id.clone(), container: name.to_owned(), action: "delete", message })
     }
@@ -853,10 +1016,14 @@ impl Runtime for LocalRuntime {
         let pod_lock = self.inner.pod_lock(&spec.id);
         let _guard = pod_lock.lock().await;
         if let Some(pod) = self.inner.running(&spec.id) {
-            return Ok(PodEndpoint { ip: pod.ip });
+            if !pod.is_stopped() {
+                return Ok(PodEndpoint { ip: pod.ip });
+            }
+            // Resuming a stopped pod: it is adopted from its state on disk like any other.
+            lock(&self.inner.pods).remove(&spec.id);
         }
         let dir = self.inner.pod_dir(&spec.id);
-        let old = match read_record(&dir.record()) {
+        let old = match load_record(&dir.record()) {
             Ok(record) if record.id == spec.id => record,
             result => {
                 if let Err(e) = result {
@@ -866,7 +1033,7 @@ impl Runtime for LocalRuntime {
                     // Leftovers without a usable record: clear them so the fresh start is clean.
                     let leftover = self.inner.new_pod(
                         spec.clone(),
-                        PodRecord { id: spec.id.clone(), ip: Ipv4Addr::UNSPECIFIED, containers: Vec::new() },
+                        PodRecord::new(&spec.id, Ipv4Addr::UNSPECIFIED, Vec::new()),
                     );
                     teardown(&leftover).await?;
                 }
@@ -910,7 +1077,8 @@ impl Runtime for LocalRuntime {
         if volumes_changed {
             tracing::info!(pod = %spec.id, "volumes differ from the spec's: restarting the containers");
         }
-        let record = PodRecord { id: spec.id.clone(), ip: old.ip, containers };
+        // Resuming a stopped pod clears its mark; its CPU accounting carries on.
+        let record = PodRecord::following(&old, containers);
         write_record(&dir.record(), &record)?;
         let pod = self.inner.new_pod(spec, record);
         let p = pod.clone();
@@ -939,6 +1107,9 @@ impl Runtime for LocalRuntime {
         let pod_lock = self.inner.pod_lock(&spec.id);
         let _guard = pod_lock.lock().await;
         let old = self.inner.running(&spec.id).ok_or_else(|| RuntimeError::NoSuchPod { pod: spec.id.clone() })?;
+        if old.is_stopped() {
+            return Err(RuntimeError::Stopped { pod: spec.id });
+        }
 
         // Clear out the old containers, then the volumes the new spec drops or changes (only
         // now is nothing using them).
@@ -965,11 +1136,10 @@ impl Runtime for LocalRuntime {
         })
         .await?;
 
-        let record = PodRecord {
-            id: spec.id.clone(),
-            ip: old.ip,
-            containers: spec.containers.iter().map(|c| ContainerRecord::new(&c.name)).collect(),
-        };
+        let record = PodRecord::following(
+            &lock(&old.record),
+            spec.containers.iter().map(|c| ContainerRecord::new(&c.name)).collect(),
+        );
         write_record(&self.inner.pod_dir(&spec.id).record(), &record)?;
         let pod = self.inner.new_pod(spec, record);
         // From here the new spec is the pod's, even if it fails to start: status, logs, delete
@@ -1007,23 +1177,81 @@ impl Runtime for LocalRuntime {
                     return Ok(());
                 }
                 // State left by an earlier runtime: remove what pod.json and the disk show.
-                let record = read_record(&dir.record()).unwrap_or(PodRecord {
-                    id: pod_id.to_owned(),
-                    ip: Ipv4Addr::UNSPECIFIED,
-                    containers: Vec::new(),
-                });
+                let record = load_record(&dir.record())
+                    .unwrap_or_else(|_| PodRecord::new(pod_id, Ipv4Addr::UNSPECIFIED, Vec::new()));
                 self.inner
                     .new_pod(PodSpec { id: pod_id.to_owned(), containers: Vec::new(), volumes: Vec::new() }, record)
             }
         };
         let result = teardown(&pod).await;
         lock(&self.inner.pod_locks).remove(pod_id);
+        lock(&self.inner.reported_cpu_ns).remove(pod_id);
         tracing::info!(pod = %pod_id, ok = result.is_ok(), "pod deleted");
+        result
+    }
+
+    async fn stop(&self, pod_id: &str) -> Result<(), RuntimeError> {
+        let unknown = || RuntimeError::NoSuchPod { pod: pod_id.to_owned() };
+        if !is_pod_id(pod_id) {
+            return Err(unknown());
+        }
+        let pod_lock = self.inner.pod_lock(pod_id);
+        let _guard = pod_lock.lock().await;
+        let pod = match self.inner.running(pod_id) {
+            Some(pod) => pod,
+            None => {
+                // Left by an earlier runtime and not adopted: stop what runs of it.
+                let dir = self.inner.pod_dir(pod_id);
+                if !dir.record().exists() {
+                    return Err(unknown());
+                }
+                let record = load_record(&dir.record())?;
+                if record.id != pod_id {
+                    return Err(unknown());
+                }
+                let pod = self.inner.new_pod(
+                    PodSpec { id: pod_id.to_owned(), containers: Vec::new(), volumes: Vec::new() },
+                    record,
+                );
+                lock(&self.inner.pods).insert(pod_id.to_owned(), pod.clone());
+                pod
+            }
+        };
+        // Marked first: a provider killed while stopping leaves the pod stopped, not resumed.
+        {
+            let mut record = lock(&pod.record);
+            record.stopped = true;
+            write_record(&pod.dir.record(), &record)?;
+        }
+        // Also when already stopped: clears whatever a stop cut short left running.
+        let result = stop_containers(&pod).await;
+        tracing::info!(pod = %pod_id, ok = result.is_ok(), "pod stopped");
         result
     }
 
     async fn status(&self, pod_id: &str) -> Result<Option<PodStatus>, RuntimeError> {
         Ok(self.inner.running(pod_id).map(|pod| pod.status()))
+    }
+
+    async fn usage(&self, pod_id: &str) -> Result<Option<PodUsage>, RuntimeError> {
+        let usage = match self.inner.running(pod_id) {
+            // Under the record lock, so no container's counter moves to or from the retired
+            // total while it is read.
+            Some(pod) => lock(&pod.record).usage(),
+            None => {
+                if !is_pod_id(pod_id) {
+                    return Ok(None);
+                }
+                let path = self.inner.pod_dir(pod_id).record();
+                match load_record(&path) {
+                    Ok(record) if record.id == pod_id => record.usage(),
+                    Ok(_) => return Ok(None),
+                    Err(_) if !path.exists() => return Ok(None),
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        Ok(Some(self.inner.report(pod_id, usage)))
     }
 
     async fn logs(&self, pod_id: &str, container: &str, options: LogOptions) -> Result<LogStream, RuntimeError> {

@@ -168,6 +168,7 @@ fn every_message_round_trips() {
                 restarts: 2,
             }],
             tcp_ports: BTreeMap::from([(5432, 30432)]),
+            billing: Some(billing()),
         })),
     });
     round_trip(pb::ProvisionResponse {
@@ -251,6 +252,42 @@ fn protocol_limits_table() {
         run(read_message::<pb::BlobRequest, _>(&mut Cursor::new(framed.into_inner()), BLOB_MAX_BYTES)).unwrap(),
         full
     );
+}
+
+fn billing() -> pb::Billing {
+    pb::Billing {
+        usage: Some(pb::Usage { cpu_used: "1000000000".into(), ..Default::default() }),
+        amount: "12345".into(),
+        claimed: "12000".into(),
+        last_claim: Some(pb::SignedClaim {
+            report: Some(pb::UsageReport { channel: vec![1; 32], pod_id: vec![2; 32], ..Default::default() }),
+            cumulative_amount: "12000".into(),
+            signature: vec![3; 65],
+            confirmed: true,
+        }),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn billing_fields_are_bounded() {
+    let status = |billing: pb::Billing| pb::ProvisionResponse {
+        version: VERSION,
+        result: Some(Outcome::Status(pb::PodStatus { billing: Some(billing), ..Default::default() })),
+    };
+    read::<pb::ProvisionResponse>(&frame(&status(billing()))).unwrap();
+    let long = "9".repeat(MAX_STRING_BYTES + 1);
+    let err = read::<pb::ProvisionResponse>(&frame(&status(pb::Billing {
+        usage: Some(pb::Usage { egress: long.clone(), ..Default::default() }),
+        ..billing()
+    })))
+    .unwrap_err();
+    assert!(err.to_string().contains("status.billing.usage"), "{err}");
+    let mut claim = billing().last_claim.unwrap();
+    claim.signature = vec![0; 66];
+    let err = read::<pb::ProvisionResponse>(&frame(&status(pb::Billing { last_claim: Some(claim), ..billing() })))
+        .unwrap_err();
+    assert!(err.to_string().contains("last_claim"), "{err}");
 }
 
 #[test]
