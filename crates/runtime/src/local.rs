@@ -152,14 +152,7 @@ struct PodRecord {
 
 impl PodRecord {
     fn new(id: &str, ip: Ipv4Addr, containers: Vec<ContainerRecord>) -> Self {
-        Self {
-            id: id.to_owned(),
-            ip,
-            containers,
-            stopped: false,
-            retired_cpu_ns: 0,
-            retiring_cpu_ns: BTreeMap::new(),
-        }
+        Self { id: id.to_owned(), ip, containers, stopped: false, retired_cpu_ns: 0, retiring_cpu_ns: BTreeMap::new() }
     }
 
     /// A record carrying `old`'s CPU accounting (and nothing else of it).
@@ -1031,10 +1024,8 @@ impl Runtime for LocalRuntime {
                 }
                 if dir.0.exists() {
                     // Leftovers without a usable record: clear them so the fresh start is clean.
-                    let leftover = self.inner.new_pod(
-                        spec.clone(),
-                        PodRecord::new(&spec.id, Ipv4Addr::UNSPECIFIED, Vec::new()),
-                    );
+                    let leftover =
+                        self.inner.new_pod(spec.clone(), PodRecord::new(&spec.id, Ipv4Addr::UNSPECIFIED, Vec::new()));
                     teardown(&leftover).await?;
                 }
                 return self.inner.start_fresh(spec).await;
@@ -1209,10 +1200,9 @@ impl Runtime for LocalRuntime {
                 if record.id != pod_id {
                     return Err(unknown());
                 }
-                let pod = self.inner.new_pod(
-                    PodSpec { id: pod_id.to_owned(), containers: Vec::new(), volumes: Vec::new() },
-                    record,
-                );
+                let pod = self
+                    .inner
+                    .new_pod(PodSpec { id: pod_id.to_owned(), containers: Vec::new(), volumes: Vec::new() }, record);
                 lock(&self.inner.pods).insert(pod_id.to_owned(), pod.clone());
                 pod
             }

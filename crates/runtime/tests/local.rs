@@ -1,8 +1,9 @@
 //! Real containers through [`LocalRuntime`] (needs root, as the provider does): HTTP through
 //! the pod network, cgroup limits, restarts, adoption by a new runtime, complete deletion, the
 //! log cap, clean failure, pod volumes (shared, size-limited, read-only, kept across restarts,
-//! updates and adoption) and in-place updates. Each test has its own state root, bridge and
-//! subnet, so they run in parallel.
+//! updates and adoption), in-place updates, usage metering (CPU time that never decreases, memory)
+//! and stopping a pod for non-payment. Each test has its own state root, bridge and subnet, so
+//! they run in parallel.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
@@ -16,8 +17,8 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use tempfile::TempDir;
 use tpod_runtime::{
-    ContainerSpec, ContainerState, LocalConfig, LocalRuntime, LogOptions, PodSpec, PodStatus, Runtime, RuntimeError,
-    VolumeKind, VolumeMount, VolumeSpec, cgroups_path,
+    ContainerSpec, ContainerState, LocalConfig, LocalRuntime, LogOptions, PodSpec, PodStatus, PodUsage, Runtime,
+    RuntimeError, VolumeKind, VolumeMount, VolumeSpec, cgroups_path,
 };
 
 const PAGE: &str = "<h1>hello from a trusted pod</h1>\n";
@@ -772,4 +773,278 @@ async fn bad_volumes_are_refused_and_failed_starts_leave_no_mounts() {
         assert!(text.contains(&pod) && text.contains(needle), "{needle}: {text}");
     }
     assert!(runtime.list().await.unwrap().is_empty());
+}
+
+/// A test environment for the usage and stop tests: subnet `10.<net>.<third>.0/24`, bridge
+/// `tpu<random>`.
+fn usage_env(net: u8, third: u8) -> Env {
+    let mut env = Env::with_subnet(net, third);
+    env.config.bridge = format!("tpu{}", random_hex(8));
+    env
+}
+
+/// The container's CPU counter in nanoseconds, read straight from its cgroup.
+fn direct_cpu_ns(id: &str, container: &str) -> Option<u64> {
+    let rel = cgroups_path(id, container);
+    let rel = rel.trim_start_matches('/');
+    let root = Path::new("/sys/fs/cgroup");
+    if root.join("cgroup.controllers").exists() {
+        let stat = std::fs::read_to_string(root.join(rel).join("cpu.stat")).ok()?;
+        let usec: u64 = stat.lines().find_map(|l| l.strip_prefix("usage_usec "))?.trim().parse().ok()?;
+        return Some(usec * 1000);
+    }
+    ["cpuacct", "cpu,cpuacct", "cpuacct,cpu"]
+        .iter()
+        .find_map(|c| std::fs::read_to_string(root.join(c).join(rel).join("cpuacct.usage")).ok())
+        .and_then(|t| t.trim().parse().ok())
+}
+
+async fn usage(runtime: &LocalRuntime, id: &str) -> PodUsage {
+    runtime.usage(id).await.unwrap().expect("pod usage")
+}
+
+/// Burns CPU for about a second (by the clock in /proc/uptime, read without forking), then
+/// exits 1.
+const BURN_THEN_CRASH: &str = "read u _ < /proc/uptime; end=$(( ${u%.*}${u#*.} + 100 )); \
+                               while :; do read u _ < /proc/uptime; [ ${u%.*}${u#*.} -ge $end ] && exit 1; done";
+
+fn burner(image: &tpod_image::Image, name: &str, script: &str) -> ContainerSpec {
+    let mut spec = busybox(image, name, script);
+    spec.cpu_millis = 1000;
+    spec
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_reads_the_cgroups_cpu_and_memory() {
+    let env = usage_env(238, 0);
+    let runtime = env.runtime();
+    let id = random_hex(64);
+    let image = env.hello_image();
+    let spec = PodSpec {
+        id: id.clone(),
+        volumes: Vec::new(),
+        containers: vec![burner(&image, "burn", "while :; do :; done")],
+    };
+    runtime.start(spec).await.unwrap();
+    let first = usage(&runtime, &id).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let before = direct_cpu_ns(&id, "burn").unwrap();
+    let now = usage(&runtime, &id).await;
+    let after = direct_cpu_ns(&id, "burn").unwrap();
+    eprintln!("usage {first:?} -> {now:?}; cgroup {before}..{after}");
+    // Other tests burn CPU too: at least a third of the time.
+    assert!(now.cpu_ns > first.cpu_ns + 1_000_000_000, "{first:?} -> {now:?}");
+    assert!(now.cpu_ns >= before * 98 / 100 && now.cpu_ns <= after * 102 / 100, "{now:?} vs {before}..{after}");
+    assert!(now.memory_bytes > 0, "{now:?}");
+    // Limited to one CPU.
+    assert!(now.cpu_ns < 4_000_000_000, "{now:?}");
+
+    assert!(runtime.usage(&random_hex(64)).await.unwrap().is_none());
+    assert!(runtime.usage("../nope").await.unwrap().is_none());
+    runtime.delete(&id).await.unwrap();
+    assert!(runtime.usage(&id).await.unwrap().is_none());
+    assert_gone(&env, &id, &["burn"], &[]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_never_decreases_across_crash_restarts() {
+    let env = usage_env(238, 1);
+    let runtime = env.runtime();
+    let id = random_hex(64);
+    let image = env.hello_image();
+    let spec =
+        PodSpec { id: id.clone(), volumes: Vec::new(), containers: vec![burner(&image, "crash", BURN_THEN_CRASH)] };
+    runtime.start(spec).await.unwrap();
+
+    // Follows each run's counter straight from its cgroup: a run's last reading is a lower
+    // bound of its CPU time.
+    let mut last = 0;
+    let mut finished_runs = 0u64;
+    let mut current_run = 0u64;
+    let mut samples = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while status(&runtime, &id).await.containers[0].restarts < 3 {
+        assert!(Instant::now() < deadline, "no third restart: {:?}", status(&runtime, &id).await);
+        let now = usage(&runtime, &id).await;
+        assert!(now.cpu_ns >= last, "cpu_ns went down: {last} -> {}", now.cpu_ns);
+        last = now.cpu_ns;
+        if let Some(direct) = direct_cpu_ns(&id, "crash") {
+            if direct < current_run {
+                finished_runs += current_run;
+            }
+            current_run = direct;
+        }
+        samples += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Wait for the third restart's new cgroup to be counted too.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let end = usage(&runtime, &id).await;
+    let live = direct_cpu_ns(&id, "crash").unwrap_or(0);
+    if live < current_run {
+        finished_runs += current_run;
+    }
+    eprintln!("{samples} samples; end {end:?}; finished runs >= {finished_runs} ns, live {live} ns");
+    assert!(end.cpu_ns >= last);
+    assert!(end.cpu_ns >= finished_runs + live, "{end:?} < {finished_runs} + {live}");
+    // Three runs of about a second each (of wall time: other tests burn CPU too).
+    assert!(end.cpu_ns >= 1_000_000_000, "{end:?}");
+    let retired = retired_cpu_ns(&env, &id);
+    assert!(retired >= finished_runs && retired <= end.cpu_ns, "retired {retired}, {end:?}");
+
+    // An in-place update retires the old container's counter too.
+    let updated =
+        PodSpec { id: id.clone(), volumes: Vec::new(), containers: vec![burner(&image, "other", "exec sleep 1000")] };
+    runtime.update(updated).await.unwrap();
+    let after_update = usage(&runtime, &id).await;
+    assert!(after_update.cpu_ns >= end.cpu_ns, "{end:?} -> {after_update:?} across the update");
+    assert!(retired_cpu_ns(&env, &id) >= end.cpu_ns, "the old container's CPU time was not retired");
+    runtime.delete(&id).await.unwrap();
+    assert_gone(&env, &id, &["crash", "other"], &[]);
+}
+
+/// The retired CPU time recorded in the pod's state file.
+fn retired_cpu_ns(env: &Env, id: &str) -> u64 {
+    let text = std::fs::read_to_string(env.pod_dir(id).join("pod.json")).unwrap();
+    let record: serde_json::Value = serde_json::from_str(&text).unwrap();
+    record["retired_cpu_ns"].as_u64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_never_decreases_across_a_provider_restart() {
+    let env = usage_env(239, 0);
+    let id = random_hex(64);
+    let image = env.hello_image();
+    let spec = PodSpec {
+        id: id.clone(),
+        volumes: Vec::new(),
+        containers: vec![burner(&image, "steady", "while :; do :; done"), burner(&image, "crash", BURN_THEN_CRASH)],
+    };
+    let first = env.runtime();
+    first.start(spec.clone()).await.unwrap();
+    wait_status(&first, &id, "a crash restart", |s| {
+        s.containers[1].restarts >= 1 && s.containers[1].state == ContainerState::Running
+    })
+    .await;
+    let before = usage(&first, &id).await;
+    assert!(retired_cpu_ns(&env, &id) > 0, "nothing retired to disk after a restart");
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // A new runtime (no memory of what the first one reported) reads the retired total back.
+    let second = env.runtime();
+    let unadopted = usage(&second, &id).await;
+    assert!(unadopted.cpu_ns >= before.cpu_ns, "{before:?} -> {unadopted:?} before adoption");
+    second.adopt(spec.clone()).await.unwrap();
+    let mut last = usage(&second, &id).await;
+    assert!(last.cpu_ns >= unadopted.cpu_ns, "{unadopted:?} -> {last:?} after adoption");
+    let restarts = status(&second, &id).await.containers[1].restarts;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while status(&second, &id).await.containers[1].restarts < restarts + 2 {
+        assert!(Instant::now() < deadline, "no restarts after adoption");
+        let now = usage(&second, &id).await;
+        assert!(now.cpu_ns >= last.cpu_ns, "{last:?} -> {now:?}");
+        last = now;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let end = usage(&second, &id).await;
+    assert!(end.cpu_ns > before.cpu_ns + 1_000_000_000, "{before:?} -> {end:?}");
+    second.delete(&id).await.unwrap();
+    assert_gone(&env, &id, &["steady", "crash"], &[]);
+}
+
+/// Whether the pod's containers have no cgroup left.
+fn cgroups_gone(id: &str, containers: &[&str]) -> bool {
+    containers.iter().all(|c| cgroup_dirs(id, c).iter().all(|d| !d.exists()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_pauses_a_pod_until_adopt_resumes_it() {
+    let env = usage_env(239, 1);
+    let id = random_hex(64);
+    let image = env.hello_image();
+    let script = "echo \"saw fs=$(cat /fs/f 2>/dev/null) ed=$(cat /ed/f 2>/dev/null)\"; \
+                  echo kept > /fs/f; echo kept > /ed/f; echo written; \
+                  i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; exec sleep 1000";
+    let app = with_mounts(busybox(&image, "app", script), vec![mount("fs", "/fs", false), mount("ed", "/ed", false)]);
+    let spec = PodSpec {
+        id: id.clone(),
+        containers: vec![httpd(&image), app],
+        volumes: vec![filesystem("fs", 4 << 20), empty_dir("ed")],
+    };
+    let names = ["web", "app"];
+    let first = env.runtime();
+    let endpoint = first.start(spec.clone()).await.unwrap();
+    wait_log(&first, &id, "app", "written").await;
+    let running = usage(&first, &id).await;
+    assert!(running.cpu_ns > 0 && running.memory_bytes > 0, "{running:?}");
+    let pids: Vec<i32> = status(&first, &id).await.containers.iter().map(|c| c.pid.unwrap()).collect();
+
+    // Stopped: no process, no cgroup, every container exited; the network, volumes and logs
+    // stay, and usage freezes.
+    first.stop(&id).await.unwrap();
+    let check_stopped = async |runtime: &LocalRuntime, pids: &[i32]| -> PodUsage {
+        for &pid in pids {
+            assert!(!process_exists(pid), "process {pid} survived the stop");
+        }
+        assert!(cgroups_gone(&id, &names), "cgroups left after stop");
+        let stopped = status(runtime, &id).await;
+        assert!(stopped.containers.iter().all(|c| c.state == ContainerState::Exited && c.pid.is_none()), "{stopped:?}");
+        assert!(netns_exists(&id) && veth_exists(&id), "the network went");
+        assert_eq!(mounts_under(&env.pod_dir(&id)).len(), 1, "the file system volume went");
+        assert_eq!(runtime.list().await.unwrap(), vec![id.clone()]);
+        let frozen = usage(runtime, &id).await;
+        assert_eq!(frozen.memory_bytes, 0, "{frozen:?}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(usage(runtime, &id).await, frozen, "usage moved while stopped");
+        assert!(read_logs(runtime, &id, "app", 0).await.contains("written"), "the log went");
+        frozen
+    };
+    let frozen = check_stopped(&first, &pids).await;
+    assert!(frozen.cpu_ns >= running.cpu_ns, "{running:?} -> {frozen:?}");
+    assert!(retired_cpu_ns(&env, &id) == frozen.cpu_ns, "the stopped pod's CPU time is not on disk");
+    // Idempotent; an update is refused; an unknown pod cannot be stopped.
+    first.stop(&id).await.unwrap();
+    assert_eq!(usage(&first, &id).await, frozen);
+    assert!(matches!(first.update(spec.clone()).await, Err(RuntimeError::Stopped { .. })));
+    assert!(matches!(first.stop(&random_hex(64)).await, Err(RuntimeError::NoSuchPod { .. })));
+    assert!(matches!(first.stop("../x").await, Err(RuntimeError::NoSuchPod { .. })));
+
+    // Resumed in the same process: same address, the volumes' data is there, it serves.
+    assert_eq!(first.adopt(spec.clone()).await.unwrap(), endpoint);
+    wait_log(&first, &id, "app", "saw fs=kept ed=kept").await;
+    let response = tokio::task::spawn_blocking(move || http_get(endpoint.ip)).await.unwrap();
+    assert!(response.ends_with(PAGE), "{response}");
+    assert!(usage(&first, &id).await.cpu_ns >= frozen.cpu_ns);
+    let pids: Vec<i32> = status(&first, &id).await.containers.iter().map(|c| c.pid.unwrap()).collect();
+
+    // Stopped again, then the provider restarts: the new runtime knows the pod as stopped and
+    // does not start it.
+    first.stop(&id).await.unwrap();
+    let frozen = check_stopped(&first, &pids).await;
+    drop(first);
+    let second = env.runtime();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(check_stopped(&second, &[]).await, frozen, "usage changed across the restart");
+    assert_eq!(second.list().await.unwrap(), vec![id.clone()]);
+
+    // Resumed after the restart.
+    assert_eq!(second.adopt(spec.clone()).await.unwrap(), endpoint);
+    let log = wait_log(&second, &id, "app", "written\nsaw fs=kept ed=kept\nwritten\nsaw fs=kept").await;
+    assert!(log.starts_with("saw fs= ed=\n"), "{log}");
+    let response = tokio::task::spawn_blocking(move || http_get(endpoint.ip)).await.unwrap();
+    assert!(response.ends_with(PAGE), "{response}");
+    let resumed = usage(&second, &id).await;
+    assert!(resumed.cpu_ns >= frozen.cpu_ns && resumed.memory_bytes > 0, "{frozen:?} -> {resumed:?}");
+    let pids: Vec<i32> = status(&second, &id).await.containers.iter().map(|c| c.pid.unwrap()).collect();
+
+    // Delete after stop leaves nothing.
+    second.stop(&id).await.unwrap();
+    second.delete(&id).await.unwrap();
+    assert!(second.status(&id).await.unwrap().is_none() && second.usage(&id).await.unwrap().is_none());
+    assert!(second.list().await.unwrap().is_empty());
+    assert_volumes_gone(&env, &id);
+    assert_gone(&env, &id, &names, &pids);
+    assert!(matches!(second.stop(&id).await, Err(RuntimeError::NoSuchPod { .. })));
 }
