@@ -300,6 +300,125 @@ contract PaymentFuzzTest is PaymentFixture {
         payment.withdrawUnlocked(PROVIDER, POD, enclave);
     }
 
+    /// Only the provider's release changes the channel: any other sender, naming any publisher,
+    /// addresses a channel that does not exist and leaves every slot as it was. The provider's
+    /// own release only ever brings the unlock forward, to now.
+    function testFuzz_release_onlyTheProvidersChangesTheChannel(
+        address sender,
+        address namedPublisher,
+        uint256 claimed,
+        uint32 delay,
+        uint256 requestAfter,
+        uint256 releaseAfter,
+        bool requested
+    ) public {
+        vm.assume(sender != PROVIDER && sender != address(vm));
+        claimed = bound(claimed, 0, 10e18);
+        requestAfter = bound(requestAfter, 0, 30 days);
+        releaseAfter = bound(releaseAfter, 0, 30 days);
+        bytes32 id = _create(10e18, delay, 0);
+        if (claimed != 0) _claimWith(claimed, bytes32(0), _sign(ENCLAVE_KEY, id, claimed, bytes32(0)));
+        uint256 unlockAt;
+        if (requested) {
+            vm.warp(START + requestAfter);
+            vm.prank(PUBLISHER);
+            payment.requestUnlock(PROVIDER, POD);
+            unlockAt = START + requestAfter + delay;
+        }
+        vm.warp(block.timestamp + releaseAfter);
+        bytes32 channel = vm.load(address(payment), PaymentLayout.channelSlot(id));
+        bytes32 balance = vm.load(address(payment), PaymentLayout.balanceSlot(id, enclave));
+
+        vm.expectRevert(abi.encodeWithSelector(Payment.ChannelNotFound.selector, _id(PUBLISHER, sender, POD)));
+        vm.prank(sender);
+        payment.release(PUBLISHER, POD);
+        if (namedPublisher != PUBLISHER) {
+            // Not even the provider can release a channel it does not have.
+            vm.expectRevert(
+                abi.encodeWithSelector(Payment.ChannelNotFound.selector, _id(namedPublisher, PROVIDER, POD))
+            );
+            vm.prank(PROVIDER);
+            payment.release(namedPublisher, POD);
+        }
+        assertEq(vm.load(address(payment), PaymentLayout.channelSlot(id)), channel, "channel slot unchanged");
+        assertEq(vm.load(address(payment), PaymentLayout.balanceSlot(id, enclave)), balance, "balance unchanged");
+
+        // forge-lint: disable-next-line(block-timestamp) -- the expectation mirrors Payment's check
+        uint256 expected = unlockAt != 0 && unlockAt <= block.timestamp ? unlockAt : block.timestamp;
+        vm.expectEmit(true, true, true, true, address(payment));
+        emit Payment.Released(PUBLISHER, PROVIDER, id, expected);
+        vm.prank(PROVIDER);
+        payment.release(PUBLISHER, POD);
+        _assertChannel(id, enclave, expected, false, 10e18, claimed, delay);
+        assertEq(token.balanceOf(address(payment)), 10e18 - claimed, "no money moved");
+    }
+
+    /// Deposits, claims before and after the release, then the release (with or without an unlock
+    /// requested first) and an immediate withdrawal or close: Payment is left holding exactly
+    /// nothing for the channel, the provider has exactly its claims and the publisher exactly the
+    /// rest of its deposits.
+    function testFuzz_release_thenWithdrawReturnsExactlyTheDeposits(
+        uint256 first,
+        uint256 second,
+        uint256 claimBefore,
+        uint256 claimAfter,
+        uint32 delay,
+        uint256 timestamp,
+        bool requestFirst,
+        bool close
+    ) public {
+        first = bound(first, 1, MAX_AMOUNT / 2);
+        second = bound(second, 0, MAX_AMOUNT / 2);
+        uint256 total = first + second;
+        claimBefore = bound(claimBefore, 0, total);
+        claimAfter = bound(claimAfter, claimBefore, total);
+        // Not at time zero: an unlock time of zero means "no unlock requested".
+        timestamp = bound(timestamp, 1, MAX_TS);
+        vm.warp(timestamp);
+        token.mint(PUBLISHER, total);
+        uint256 publisherBefore = token.balanceOf(PUBLISHER);
+        bytes32 id = _create(first, delay, 0);
+        if (second != 0) {
+            vm.prank(PUBLISHER);
+            payment.deposit(PROVIDER, POD, enclave, second);
+        }
+        if (claimBefore != 0) _claimWith(claimBefore, bytes32(0), _sign(ENCLAVE_KEY, id, claimBefore, bytes32(0)));
+        if (requestFirst) {
+            vm.prank(PUBLISHER);
+            payment.requestUnlock(PROVIDER, POD);
+        }
+
+        vm.prank(PROVIDER);
+        payment.release(PUBLISHER, POD);
+        assertEq(payment.getChannel(id).unlockAt, timestamp, "unlocked now");
+        // A claim still in flight is honoured until the publisher takes the rest.
+        if (claimAfter > claimBefore) {
+            _claimWith(claimAfter, bytes32(0), _sign(ENCLAVE_KEY, id, claimAfter, bytes32(0)));
+        }
+
+        // No time passes: the release waived the whole delay.
+        vm.prank(PUBLISHER);
+        if (close) {
+            payment.close(PROVIDER, POD, enclave);
+        } else if (claimAfter == total) {
+            vm.expectRevert(Payment.NothingToWithdraw.selector);
+            payment.withdrawUnlocked(PROVIDER, POD, enclave);
+        } else {
+            payment.withdrawUnlocked(PROVIDER, POD, enclave);
+        }
+
+        assertEq(payment.unclaimed(id), 0, "nothing unclaimed");
+        assertEq(token.balanceOf(address(payment)), 0, "Payment holds nothing for the channel");
+        assertEq(token.balanceOf(PROVIDER), claimAfter, "provider: exactly its claims");
+        assertEq(publisherBefore - token.balanceOf(PUBLISHER), claimAfter, "publisher: everything else back");
+        assertEq(
+            token.balanceOf(PROVIDER) + token.balanceOf(PUBLISHER) - (publisherBefore - total),
+            total,
+            "publisher + provider received exactly the deposits"
+        );
+        _assertChannel(id, enclave, timestamp, close, claimAfter, claimAfter, delay);
+    }
+
     function testFuzz_close_refundsExactlyTheUnclaimed(uint256 deposit, uint256 claimed, uint32 delay) public {
         deposit = bound(deposit, 1, MAX_AMOUNT);
         claimed = bound(claimed, 0, deposit);

@@ -44,7 +44,8 @@ contract IsolationProbe {
 /// keep a non-zero token balance and gave Payment an unlimited allowance (the usual wallet
 /// set-up; OpenZeppelin then skips the allowance write); addresses and pod ids are full-width;
 /// channels have no spend cap (maxRate 0). The capped variants of create and claim, which touch
-/// the extra cap slot, are recorded too (createCapped, claimCapped) but not compared.
+/// the extra cap slot, are recorded too (createCapped, claimCapped) but not compared, and so is
+/// the provider's release, which the earlier implementation did not have.
 contract PaymentGas is TestBase {
     uint256 internal constant ENCLAVE_KEY = uint256(keccak256("gas: enclave key"));
     uint32 internal constant DELAY = 1 days;
@@ -64,6 +65,7 @@ contract PaymentGas is TestBase {
     bytes32 internal podRequest; // open, funded, no unlock pending
     bytes32 internal podWithdraw; // partly claimed, unlock requested, delay over
     bytes32 internal podClaimCapped; // open, funded, capped, claimed once (providerWarm)
+    bytes32 internal podRelease; // open, funded, no unlock pending (claims would not change the cost)
 
     function setUp() public {
         vm.warp(1_700_000_000);
@@ -81,6 +83,7 @@ contract PaymentGas is TestBase {
         podRequest = keccak256("gas: pod request");
         podWithdraw = keccak256("gas: pod withdraw");
         podClaimCapped = keccak256("gas: pod claim capped");
+        podRelease = keccak256("gas: pod release");
 
         token.mint(publisher, 1_000_000e18);
         vm.prank(publisher);
@@ -91,6 +94,7 @@ contract PaymentGas is TestBase {
         _create(providerFresh, podClaimFresh);
         _create(providerWarm, podRequest);
         _create(providerWarm, podWithdraw);
+        _create(providerWarm, podRelease);
         vm.prank(publisher);
         payment.create(providerWarm, podClaimCapped, enclave, 100e18, DELAY, 1e18);
 
@@ -157,6 +161,14 @@ contract PaymentGas is TestBase {
         vm.prank(publisher);
         payment.requestUnlock(providerWarm, podRequest);
         _record("requestUnlock", data);
+    }
+
+    function test_gas_release() public {
+        bytes memory data = abi.encodeCall(Payment.release, (publisher, podRelease));
+        vm.prank(providerWarm);
+        payment.release(publisher, podRelease);
+        _record("release", data);
+        require(payment.getChannel(payment.channelId(publisher, providerWarm, podRelease)).unlockAt != 0, "released");
     }
 
     function test_gas_withdrawUnlocked() public {

@@ -27,7 +27,7 @@ abstract contract PaymentInvariantBase is InvariantBase {
         payment = new Payment(IERC20(address(token_)));
         handler = new PaymentHandler(payment, token, evil);
         targetContract(address(handler));
-        bytes4[] memory selectors = new bytes4[](8);
+        bytes4[] memory selectors = new bytes4[](9);
         selectors[0] = PaymentHandler.create.selector;
         selectors[1] = PaymentHandler.deposit.selector;
         selectors[2] = PaymentHandler.claim.selector;
@@ -36,6 +36,7 @@ abstract contract PaymentInvariantBase is InvariantBase {
         selectors[5] = PaymentHandler.withdrawUnlocked.selector;
         selectors[6] = PaymentHandler.close.selector;
         selectors[7] = PaymentHandler.warp.selector;
+        selectors[8] = PaymentHandler.release.selector;
         targetSelector(FuzzSelector(address(handler), selectors));
         bytes4[] memory more = new bytes4[](2);
         more[0] = PaymentHandler.impersonate.selector;

@@ -18,7 +18,8 @@ interface IMintableERC20 is IERC20 {
 ///
 /// The publisher's deposit, withdrawUnlocked and close name the enclave signer: mostly the recorded
 /// one, sometimes another (another known enclave key, zero, a random address), which must be
-/// refused with WrongEnclaveSigner and change nothing.
+/// refused with WrongEnclaveSigner and change nothing. The provider's release is sent mostly by
+/// the provider, sometimes by others, who address a channel of their own (usually none).
 ///
 /// Every call predicts its outcome from a ghost model of each channel and records any
 /// disagreement with Payment in `unexpected`; ghost totals back the invariants in
@@ -345,6 +346,44 @@ contract PaymentHandler is TestBase {
         }
         if (_check("requestUnlock", expected, outcome) && outcome == OK) {
             g.unlockAt = block.timestamp + g.delay;
+        }
+    }
+
+    /// The provider releases a channel (waives the rest of the unlock delay), mostly; sometimes
+    /// the publisher, another provider or a random sender tries. Release takes msg.sender as the
+    /// provider, so those address the channel (publisher, sender, pod id): usually none, but
+    /// another provider may have a channel of its own there, which it then releases.
+    function release(uint256 chSeed, uint256 senderSeed) external {
+        if (ids.length == 0) return;
+        Ghost storage g = _ghost[ids[chSeed % ids.length]];
+        address pub = publishers[g.publisher];
+        uint256 k = senderSeed % 8;
+        address sender;
+        if (k < 5) sender = providers[g.provider];
+        else if (k == 5) sender = providers[(senderSeed >> 8) % providers.length];
+        else if (k == 6) sender = pub;
+        else sender = _randomSender(senderSeed);
+        bytes32 target = keccak256(abi.encode(pub, sender, g.podId));
+        Ghost storage t = _ghost[target];
+
+        bytes4 expected = OK;
+        if (t.key == 0) expected = Payment.ChannelNotFound.selector;
+        else if (t.closed) expected = Payment.ChannelIsClosed.selector;
+
+        vm.prank(sender);
+        bytes4 outcome;
+        try payment.release(pub, g.podId) {}
+        catch (bytes memory err) {
+            outcome = _selector(err);
+            if (
+                outcome == Payment.ChannelNotFound.selector
+                    && keccak256(err) != keccak256(abi.encodeWithSelector(Payment.ChannelNotFound.selector, target))
+            ) _unexpected("release: ChannelNotFound names another channel");
+        }
+        if (_check("release", expected, outcome) && outcome == OK) {
+            // Only ever brought forward, to now.
+            // forge-lint: disable-next-line(block-timestamp) -- the model mirrors Payment's check
+            if (t.unlockAt == 0 || t.unlockAt > block.timestamp) t.unlockAt = block.timestamp;
         }
     }
 

@@ -317,6 +317,15 @@ impl Chain {
         self.transact("claim", call).await
     }
 
+    /// Waives the rest of the unlock delay on `publisher`'s channel for `pod_id`, once the provider
+    /// has made its final claim: the publisher may then take back what is unclaimed at once.
+    /// Sent by the provider's account (the contract takes the sender as the channel's provider;
+    /// from any other account the channel is not found). Claims still work until the publisher
+    /// withdraws; a deposit by the publisher cancels the release.
+    pub async fn release(&self, publisher: Address, pod_id: B256) -> Result<TransactionReceipt, ChainError> {
+        self.transact("release", self.payment().release(publisher, pod_id)).await
+    }
+
     /// Starts the unlock delay on this account's channel.
     pub async fn request_unlock(&self, provider: Address, pod_id: B256) -> Result<TransactionReceipt, ChainError> {
         self.transact("requestUnlock", self.payment().requestUnlock(provider, pod_id)).await

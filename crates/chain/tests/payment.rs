@@ -4,6 +4,7 @@
 mod common;
 
 use alloy::primitives::{B256, U256};
+use alloy::providers::Provider;
 use alloy::signers::local::PrivateKeySigner;
 use common::{advance_time, connect, devnet, tokens};
 use tpod_chain::ChainError;
@@ -88,6 +89,58 @@ async fn channel_lifecycle_pays_provider_and_returns_exactly_the_rest() {
     assert!(state.closed);
     assert_eq!(state.unclaimed(), U256::ZERO);
     assert_eq!(publisher.token_balance(token, net.file.contracts.payment).await.unwrap(), U256::ZERO);
+}
+
+#[tokio::test]
+async fn provider_release_lets_the_publisher_close_at_once_with_exactly_the_rest() {
+    let Parties { net, publisher, provider, enclave } = parties().await;
+    let token = net.file.contracts.token;
+    let ch = new_channel(provider.account(), &enclave);
+    publisher.approve_payment(token, ch.amount).await.unwrap();
+    let id = publisher.create_channel(&ch).await.unwrap();
+
+    // The provider's final claim, signed by the enclave.
+    let domain = provider.claim_domain();
+    let last = Claim::new(id, tokens(30), B256::repeat_byte(0xef));
+    let sig = last.sign(&domain, &enclave).unwrap();
+    provider.claim(publisher.account(), provider.account(), ch.pod_id, &last, &sig).await.unwrap();
+
+    // Only the provider can release: from the publisher's account it addresses a channel with the
+    // publisher as provider, which does not exist.
+    let err = publisher.release(publisher.account(), ch.pod_id).await.unwrap_err();
+    assert!(
+        matches!(&err, ChainError::Reverted { call: "release", reason } if reason.contains("ChannelNotFound")),
+        "{err}"
+    );
+    assert_eq!(publisher.channel(id).await.unwrap().unwrap().unlock_at, None);
+
+    // The provider waives the rest of the unlock delay: unlocked as of the release's block.
+    let receipt = provider.release(publisher.account(), ch.pod_id).await.unwrap();
+    let released = receipt.decoded_log::<Payment::Released>().expect("a Released event").data;
+    assert_eq!(released.publisher, publisher.account());
+    assert_eq!(released.provider, provider.account());
+    assert_eq!(released.channelId, id);
+    let block = provider.provider().get_block_by_number(receipt.block_number.unwrap().into()).await.unwrap().unwrap();
+    assert_eq!(released.unlockAt, U256::from(block.header.timestamp));
+    assert_eq!(publisher.channel(id).await.unwrap().unwrap().unlock_at, Some(block.header.timestamp));
+
+    // No waiting: the publisher closes right away and gets exactly deposited - claimed.
+    let before = publisher.token_balance(token, publisher.account()).await.unwrap();
+    let refunded = publisher.close_channel(provider.account(), ch.pod_id).await.unwrap();
+    assert_eq!(refunded, tokens(70));
+    assert_eq!(publisher.token_balance(token, publisher.account()).await.unwrap(), before + tokens(70));
+    assert_eq!(provider.token_balance(token, provider.account()).await.unwrap(), tokens(30));
+    assert_eq!(publisher.token_balance(token, net.file.contracts.payment).await.unwrap(), U256::ZERO);
+
+    let state = publisher.channel(id).await.unwrap().unwrap();
+    assert!(state.closed);
+    assert_eq!(state.deposited, tokens(30));
+    assert_eq!(state.claimed, tokens(30));
+    assert_eq!(state.deposited, state.claimed);
+
+    // A closed channel cannot be released.
+    let err = provider.release(publisher.account(), ch.pod_id).await.unwrap_err();
+    assert!(err.to_string().contains("ChannelIsClosed"), "{err}");
 }
 
 #[tokio::test]
