@@ -26,6 +26,10 @@ pub struct ProviderOptions {
     /// The provider binary (default: `tpod-provider` next to `tpod`).
     #[arg(long, value_name = "PATH", env = "TPOD_PROVIDER_BIN")]
     pub provider_bin: Option<PathBuf>,
+    /// A TOML file merged over the generated provider configuration, e.g. to change prices,
+    /// terms or billing intervals: tables merge key by key, other values (arrays too) replace.
+    #[arg(long, value_name = "FILE", env = "TPOD_DEV_PROVIDER_CONFIG")]
+    pub provider_config: Option<PathBuf>,
 }
 
 /// What the provider publishes about itself (its `provider.json`).
@@ -144,6 +148,12 @@ usage = "0"
 bridge = "{bridge}"
 subnet = "{subnet}"
 log_cap = "8Mi"
+
+[billing]
+# Meter every second; claim every minute, or on delete, unlock and pause.
+sample_interval_secs = 1
+claim_interval_secs = 60
+grace_secs = 60
 "#,
         rpc = devnet.rpc_url,
         payment = devnet.contracts.payment,
@@ -152,6 +162,10 @@ log_cap = "8Mi"
         bridge = opts.bridge,
         subnet = opts.subnet,
     );
+    let config = match &opts.provider_config {
+        Some(path) => merge_config(&config, path)?,
+        None => config,
+    };
     let config_file = config_path(dir);
     std::fs::write(&config_file, config).with_context(|| format!("cannot write {}", config_file.display()))?;
 
@@ -222,6 +236,7 @@ pub fn purge(dir: &Path) -> anyhow::Result<()> {
         bridge: String::new(),
         subnet: String::new(),
         provider_bin: std::env::var_os("TPOD_PROVIDER_BIN").map(PathBuf::from),
+        provider_config: None,
     })?;
     let out = std::process::Command::new(&bin)
         .arg("--config")
@@ -233,6 +248,28 @@ pub fn purge(dir: &Path) -> anyhow::Result<()> {
         bail!("{} --purge failed: {}", bin.display(), String::from_utf8_lossy(&out.stderr));
     }
     std::fs::remove_dir_all(data_dir(dir)).with_context(|| format!("cannot remove {}", data_dir(dir).display()))
+}
+
+/// `base` with the TOML file at `overrides` merged over it.
+fn merge_config(base: &str, overrides: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(overrides).with_context(|| format!("cannot read {}", overrides.display()))?;
+    let over: toml::Table =
+        toml::from_str(&text).with_context(|| format!("{} is not valid TOML", overrides.display()))?;
+    let mut merged: toml::Table = toml::from_str(base).context("the generated provider config is not valid TOML")?;
+    merge(&mut merged, over);
+    let text = toml::to_string(&merged).context("cannot write the merged provider config")?;
+    Ok(format!("# The devnet's provider, written by `tpod dev up`, with {} merged in.\n{text}", overrides.display()))
+}
+
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
 }
 
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {

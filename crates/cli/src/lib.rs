@@ -10,6 +10,7 @@ macro_rules! say {
     }};
 }
 
+pub mod billing;
 pub mod deployments;
 pub mod dev;
 pub mod devprovider;
@@ -61,8 +62,36 @@ pub enum Command {
     Logs(pods::LogsArgs),
     /// Replace a deployment's pod with a new version of its manifest.
     Update(pods::DeployArgs),
-    /// Stop a deployment's pod and remove everything of it on the provider.
+    /// Stop a deployment's pod and remove everything of it on the provider; the provider makes
+    /// its final claim and the channel is closed, returning what is left.
     Delete {
+        /// The deployment (default: the only one).
+        name: Option<String>,
+    },
+    /// Show what a deployment used, what it cost, what was claimed and what is left.
+    Bill {
+        /// The deployment (default: the only one).
+        name: Option<String>,
+    },
+    /// Add funds to a deployment's payment channel (resumes a pod paused for lack of funds).
+    Topup {
+        /// Amount in token base units.
+        amount: alloy::primitives::U256,
+        /// The deployment (default: the only one).
+        name: Option<String>,
+    },
+    /// Ask to unlock a deployment's channel: the pod stops, the provider makes its final claim.
+    Unlock {
+        /// The deployment (default: the only one).
+        name: Option<String>,
+    },
+    /// After the unlock delay, take back everything the provider has not claimed.
+    Withdraw {
+        /// The deployment (default: the only one).
+        name: Option<String>,
+    },
+    /// Agree to the new prices the provider proposes for a deployment.
+    AcceptPricing {
         /// The deployment (default: the only one).
         name: Option<String>,
     },
@@ -107,6 +136,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Logs(args) => pods::logs(&args, &cli.target, &devnet_dir, cli.json).await,
         Command::Update(args) => pods::update(&args, &cli.target, &devnet_dir, cli.json).await,
         Command::Delete { name } => pods::delete(name.as_deref(), &cli.target, &devnet_dir, cli.json).await,
+        Command::Bill { name } => billing::bill(name.as_deref(), &cli.target, &devnet_dir, cli.json).await,
+        Command::Topup { amount, name } => {
+            billing::topup(amount, name.as_deref(), &cli.target, &devnet_dir, cli.json).await
+        }
+        Command::Unlock { name } => billing::unlock(name.as_deref(), &cli.target, &devnet_dir, cli.json).await,
+        Command::Withdraw { name } => billing::withdraw(name.as_deref(), &cli.target, &devnet_dir, cli.json).await,
+        Command::AcceptPricing { name } => {
+            billing::accept_pricing(name.as_deref(), &cli.target, &devnet_dir, cli.json).await
+        }
     }
 }
 

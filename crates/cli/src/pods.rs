@@ -18,6 +18,7 @@ use clap::Args;
 use futures::StreamExt;
 use prost::Message;
 use serde_json::json;
+use tpod_billing::PriceTable;
 use tpod_chain::client::NewChannel;
 use tpod_chain::request::PodRequest;
 use tpod_chain::{Chain, ContractAddresses};
@@ -60,15 +61,15 @@ pub struct DeployArgs {
 }
 
 /// The publisher side of one command: chain, key, network client.
-struct Publisher {
-    chain: Chain,
-    key: PrivateKeySigner,
+pub(crate) struct Publisher {
+    pub(crate) chain: Chain,
+    pub(crate) key: PrivateKeySigner,
     client: Client,
     domain: Eip712Domain,
 }
 
 impl Publisher {
-    async fn open(devnet_dir: &Path, target: &Target) -> anyhow::Result<Self> {
+    pub(crate) async fn open(devnet_dir: &Path, target: &Target) -> anyhow::Result<Self> {
         let file = DevnetFile::load(&tpod_devnet::file_path(devnet_dir))?
             .context("no devnet is up (no devnet file); run `tpod dev up` first")?;
         let key = match &target.key_file {
@@ -108,7 +109,7 @@ impl Publisher {
         pb::SignedRequest { version: tpod_wire::VERSION, payload, signature }
     }
 
-    async fn provision(
+    pub(crate) async fn provision(
         &self,
         provider: &ProviderTarget,
         pod_id: B256,
@@ -119,6 +120,7 @@ impl Publisher {
             pb::provision_request::Action::Update(_) => "update",
             pb::provision_request::Action::Delete(_) => "delete",
             pb::provision_request::Action::Status(_) => "status",
+            pb::provision_request::Action::AcceptPricing(_) => "accept_pricing",
         };
         let publisher = self.key.address().to_string();
         let signed = self.sign(pod_id, name, |nonce, expiry_unix| {
@@ -147,7 +149,7 @@ impl Publisher {
 
 /// A provider's address.
 #[derive(Clone, Debug)]
-struct ProviderTarget {
+pub(crate) struct ProviderTarget {
     peer: PeerId,
     addr: Multiaddr,
 }
@@ -183,7 +185,7 @@ impl ProviderTarget {
 
     /// The deployment's provider. The devnet's provider may have restarted on another port, so
     /// its current address is used when the peer id matches.
-    fn from_deployment(d: &Deployment, devnet_dir: &Path) -> anyhow::Result<Self> {
+    pub(crate) fn from_deployment(d: &Deployment, devnet_dir: &Path) -> anyhow::Result<Self> {
         if let Ok(info) = crate::devprovider::info(devnet_dir)
             && info.peer_id == d.provider_peer
         {
@@ -350,23 +352,6 @@ fn load_manifest(path: &Path) -> anyhow::Result<Manifest> {
     Ok(manifest)
 }
 
-/// Per-second cost of the reservation at the quoted prices: cpu per millicore, memory per MiB.
-fn reservation_rate(quote: &pb::QuoteResponse, cpu_millis: u64, memory_bytes: u64) -> anyhow::Result<U256> {
-    let mut rate = U256::ZERO;
-    for price in quote.pricing.iter().flat_map(|p| &p.prices) {
-        let per_unit: U256 = price.reservation.parse().with_context(|| {
-            format!("the provider quoted a malformed {} price {:?}", price.resource, price.reservation)
-        })?;
-        let units = match price.resource.as_str() {
-            "cpu" => U256::from(cpu_millis),
-            "memory" => U256::from(memory_bytes.div_ceil(1 << 20)),
-            _ => U256::ZERO,
-        };
-        rate = rate.saturating_add(per_unit.saturating_mul(units));
-    }
-    Ok(rate)
-}
-
 /// `tpod deploy`.
 pub async fn deploy(args: &DeployArgs, target: &Target, devnet_dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let manifest = load_manifest(&args.manifest)?;
@@ -419,12 +404,17 @@ pub async fn deploy(args: &DeployArgs, target: &Target, devnet_dir: &Path, json:
         quote.provider_address.parse().context("the quote's provider address is malformed")?;
     let enclave_signer: Address = quote.enclave_signer.parse().context("the quote's enclave signer is malformed")?;
     let min_funding: U256 = quote.min_funding.parse().context("the quote's minimum funding is malformed")?;
+    let quoted = quote.pricing.clone().context("the quote has no prices")?;
+    let prices = PriceTable::from_proto(&quoted).context("the provider quoted malformed prices")?;
 
     push_images(&publisher, &provider, &images, json).await?;
 
     let amount = match args.amount {
         Some(amount) => amount,
-        None => reservation_rate(&quote, cpu_millis, memory_bytes)?
+        None => prices
+            .reservation_numerator_per_second(cpu_millis, memory_bytes, storage_bytes)
+            .context("the quoted prices overflow")?
+            .div_ceil(tpod_billing::DENOMINATOR)
             .saturating_mul(U256::from(args.hours.saturating_mul(3600)))
             .max(min_funding),
     };
@@ -464,7 +454,11 @@ pub async fn deploy(args: &DeployArgs, target: &Target, devnet_dir: &Path, json:
 
     let pod = to_proto(&manifest, &images);
     let status = publisher
-        .provision(&provider, pod_id, pb::provision_request::Action::Provision(pb::Provision { pod: Some(pod), pricing: None }))
+        .provision(
+            &provider,
+            pod_id,
+            pb::provision_request::Action::Provision(pb::Provision { pod: Some(pod), pricing: Some(quoted) }),
+        )
         .await
         .with_context(|| format!("deploying {name} (channel {channel_id} stays funded and recorded)"))?;
     record.url = status.url.clone();
@@ -554,19 +548,63 @@ fn print_status(record: &Deployment, status: &pb::PodStatus, json: bool) {
     }
 }
 
-/// `tpod delete`.
+/// `tpod delete`: the provider stops the pod, makes its final claim and releases the channel;
+/// then the channel is closed and what is left comes back to the publisher.
 pub async fn delete(name: Option<&str>, target: &Target, devnet_dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let mut records = Deployments::load(devnet_dir)?;
-    let record = records.find(name)?.clone();
+    let mut record = records.find(name)?.clone();
     let publisher = Publisher::open(devnet_dir, target).await?;
     let provider = ProviderTarget::from_deployment(&record, devnet_dir)?;
-    publisher.provision(&provider, record.pod_id, pb::provision_request::Action::Delete(pb::Delete {})).await?;
-    records.remove(&record.name);
+    let status =
+        publisher.provision(&provider, record.pod_id, pb::provision_request::Action::Delete(pb::Delete {})).await?;
+    let claimed = status.billing.as_ref().map(|b| b.claimed.clone()).unwrap_or_default();
+    let metered = status.billing.as_ref().map(|b| b.amount.clone()).unwrap_or_default();
+    let usage = status
+        .billing
+        .as_ref()
+        .and_then(|b| b.usage.as_ref())
+        .map(tpod_billing::Usage::from_proto)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("the provider sent malformed usage: {e}"))?;
+    let channel = publisher.chain.channel(record.channel_id).await.context("reading the payment channel")?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    let released = channel.as_ref().is_some_and(|c| !c.closed && c.unlock_at.is_some_and(|t| t <= now));
+    let refunded = if released {
+        let refunded = publisher
+            .chain
+            .close_channel(record.provider_address, record.pod_id)
+            .await
+            .context("closing the payment channel")?;
+        records.remove(&record.name);
+        Some(refunded)
+    } else {
+        // The provider has not released the channel yet (its final claim is pending): keep the
+        // record so `tpod unlock` and `tpod withdraw` can still recover the funds.
+        record.deployed = false;
+        records.upsert(record.clone());
+        None
+    };
     records.save(devnet_dir)?;
     if json {
-        say!("{}", json!({ "name": record.name, "deleted": true, "channel_id": record.channel_id }));
+        say!(
+            "{}",
+            json!({
+                "name": record.name, "deleted": true, "state": status.state, "channel_id": record.channel_id,
+                "claimed": claimed, "metered": metered, "usage": usage,
+                "refunded": refunded.map(|r| r.to_string()),
+            })
+        );
     } else {
-        say!("deleted {} (pod {}); its channel {} remains on chain", record.name, record.pod_id, record.channel_id);
+        say!("deleted {} (pod {}): {}", record.name, record.pod_id, status.state);
+        match refunded {
+            Some(r) => say!("  the provider claimed {claimed} in total; channel closed, {r} returned to you"),
+            None => say!(
+                "  the provider has not released channel {} yet; run `tpod unlock {}` and, after the delay, `tpod withdraw {}`",
+                record.channel_id,
+                record.name,
+                record.name
+            ),
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -6,135 +6,13 @@
 //! parallel. They need root (namespaces, cgroups, veth), like the provider itself.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-struct Devnet {
-    dir: tempfile::TempDir,
-}
-
-impl Devnet {
-    /// `tpod dev up` with a private bridge and subnet (`n` tells tests apart).
-    fn up(n: u8) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let anvil = tpod_devnet::anvil::locate(None)
-            .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tools/bin/anvil"));
-        let devnet = Self { dir };
-        let subnet = format!("10.{}.0.0/16", 200 + u32::from(n));
-        let bridge = format!("tpe{n}");
-        let up = devnet.tpod(&[
-            "--json",
-            "dev",
-            "up",
-            "--port",
-            "0",
-            "--anvil",
-            anvil.to_str().unwrap(),
-            "--ingress-port",
-            "0",
-            "--bridge",
-            &bridge,
-            "--subnet",
-            &subnet,
-        ]);
-        assert!(up.status.success(), "dev up failed: {}", text(&up));
-        devnet
-    }
-
-    fn tpod(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_tpod"))
-            .arg("--devnet-dir")
-            .arg(self.dir.path())
-            .args(args)
-            .env_remove("TPOD_DEVNET_DIR")
-            .env("TPOD_CACHE_DIR", self.dir.path().join("cache"))
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> serde_json::Value {
-        let out = self.tpod(&[&["--json"], args].concat());
-        assert!(out.status.success(), "tpod {args:?} failed: {}", text(&out));
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(&out)))
-    }
-
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.tpod(args);
-        assert!(!out.status.success(), "tpod {args:?} should have failed: {}", text(&out));
-        text(&out)
-    }
-
-    fn provider_data(&self) -> PathBuf {
-        self.dir.path().join("provider/data")
-    }
-
-    fn provider_pid(&self) -> i32 {
-        let info: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(self.provider_data().join("provider.json")).unwrap()).unwrap();
-        info["pid"].as_i64().unwrap() as i32
-    }
-
-    /// The pod directories the runtime holds.
-    fn runtime_pods(&self) -> Vec<String> {
-        match std::fs::read_dir(self.provider_data().join("pods")) {
-            Ok(entries) => entries.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect(),
-            Err(_) => Vec::new(),
-        }
-    }
-}
-
-impl Drop for Devnet {
-    fn drop(&mut self) {
-        let _ = self.tpod(&["dev", "down"]);
-    }
-}
-
-fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-}
-
-/// A copy of examples/hello with its image built, serving `page`.
-fn hello(dir: &Path, page: &str) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello");
-    std::fs::create_dir_all(dir.join("www")).unwrap();
-    std::fs::write(dir.join("www/index.html"), page).unwrap();
-    let _ = std::fs::remove_dir_all(dir.join("image"));
-    tpod_image::hello::build(&dir.join("image"), Path::new("/bin/busybox"), &dir.join("www/index.html")).unwrap();
-    let manifest = dir.join("tpod.yaml");
-    std::fs::copy(src.join("tpod.yaml"), &manifest).unwrap();
-    manifest
-}
-
-/// GET / with `url`'s host name, sent to 127.0.0.1 at `url`'s port: (status, body).
-fn get(url: &str) -> (u16, String) {
-    let rest = url.strip_prefix("http://").unwrap();
-    let authority = rest.split('/').next().unwrap();
-    let (host, port) = authority.rsplit_once(':').unwrap();
-    let mut stream = TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(stream, "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    (status, body)
-}
-
-/// Polls `url` until it answers 200 with `body`.
-fn wait_for_body(url: &str, body: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let got = get(url);
-        if got == (200, body.to_owned()) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{url} answers {got:?}, not 200 {body:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+use common::*;
 
 fn netns_exists(pod_id: &str) -> bool {
     let hex = pod_id.trim_start_matches("0x");
@@ -208,13 +86,10 @@ fn provider_kill_9_and_restart_re_adopts_the_pod() {
     let deployed = net.ok(&["deploy", manifest.to_str().unwrap()]);
     wait_for_body(deployed["url"].as_str().unwrap(), "still here\n");
 
-    let pid = net.provider_pid();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
-    while tpod::devprovider::is_provider(pid as u32) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    net.kill_provider();
     // `dev up` on a live chain restarts just the provider, which re-adopts its pods.
-    let up = net.ok(&["dev", "up", "--port", "0", "--ingress-port", "0"]);
+    let up = net.dev_up();
+    let up: serde_json::Value = serde_json::from_slice(&up.stdout).unwrap();
     assert_eq!(up["provider_started"], true, "{up}");
     let status = net.ok(&["status"]);
     assert_eq!(status["state"], "running", "{status}");

@@ -110,6 +110,17 @@ impl Routes {
         })
     }
 
+    /// Takes the bytes counted for pod `pod_id` since the last take, resetting its counters to
+    /// zero (bytes in flight keep counting into the next take). Metering calls this once per
+    /// sample, so counted bytes are billed exactly once. Zero if the pod never had routes.
+    pub fn take_traffic(&self, pod_id: &str) -> Traffic {
+        let table = self.read();
+        table.counters.get(pod_id).map_or_else(Traffic::default, |c| Traffic {
+            ingress_bytes: c.ingress.swap(0, Ordering::Relaxed),
+            egress_bytes: c.egress.swap(0, Ordering::Relaxed),
+        })
+    }
+
     /// Forgets the traffic counters of a pod that has no routes any more (after metering took
     /// its final reading), so the table does not grow forever. Returns the last totals.
     pub fn forget_traffic(&self, pod_id: &str) -> Option<Traffic> {

@@ -257,6 +257,14 @@ async fn large_body_streams_both_ways_and_is_counted() {
     assert_eq!(after.ingress_bytes, traffic.ingress_bytes);
     assert!(after.egress_bytes > traffic.egress_bytes);
     assert_eq!(routes.traffic("never-routed"), None);
+
+    // Taking the counters bills each byte once: the next take sees only newer traffic.
+    assert_eq!(routes.take_traffic("pod-a"), after);
+    assert_eq!(routes.take_traffic("pod-a"), tpod_ingress::Traffic::default());
+    get(proxy.local_addr(), "a.pods.localhost", "/").await;
+    let again = routes.take_traffic("pod-a");
+    assert_eq!(again.egress_bytes, after.egress_bytes - traffic.egress_bytes);
+    assert_eq!(routes.take_traffic("never-routed"), tpod_ingress::Traffic::default());
 }
 
 #[tokio::test]

@@ -125,9 +125,10 @@ impl Drop for Provider {
 
 /// An answer from a handler task, to be sent by the swarm task which owns the behaviours.
 enum Answer {
-    // Boxed: a quote (pricing table, addresses) is several times larger than the other answers.
+    // Boxed: a quote (pricing table, addresses) and a pod status (with its billing) are several
+    // times larger than a blob answer.
     Quote(ResponseChannel<QuoteResponse>, Box<QuoteResponse>),
-    Provision(ResponseChannel<ProvisionResponse>, ProvisionResponse),
+    Provision(ResponseChannel<ProvisionResponse>, Box<ProvisionResponse>),
     Blob(ResponseChannel<BlobResponse>, BlobResponse),
 }
 
@@ -155,7 +156,7 @@ async fn run<H: Handler>(
                         swarm.behaviour_mut().quote.send_response(channel, *response).map(drop).map_err(drop)
                     }
                     Answer::Provision(channel, response) => {
-                        swarm.behaviour_mut().provision.send_response(channel, response).map(drop).map_err(drop)
+                        swarm.behaviour_mut().provision.send_response(channel, *response).map(drop).map_err(drop)
                     }
                     Answer::Blob(channel, response) => {
                         swarm.behaviour_mut().blob.send_response(channel, response).map(drop).map_err(drop)
@@ -212,7 +213,7 @@ fn on_event<H: Handler>(
             } => {
                 let handler = handler.clone();
                 answer_in_task(timeout, answers, async move { handler.provision(peer, request).await }, |r| {
-                    Answer::Provision(channel, r)
+                    Answer::Provision(channel, Box::new(r))
                 });
             }
             other => log_other(tpod_wire::PROVISION_PROTOCOL, other),

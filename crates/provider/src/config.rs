@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use alloy::primitives::{Address, U256};
 use serde::{Deserialize, Serialize};
+use tpod_billing::{PriceTable, PricingError};
 use tpod_manifest::quantity;
 
 /// Why a configuration file was refused.
@@ -58,6 +59,39 @@ pub struct Config {
     /// The local container runtime.
     #[serde(default)]
     pub runtime: RuntimeConfig,
+    /// Metering, claims and the funds watcher.
+    #[serde(default)]
+    pub billing: BillingConfig,
+}
+
+/// How pods are metered and how the provider gets paid.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BillingConfig {
+    /// Seconds between usage samples (the metering resolution).
+    pub sample_interval_secs: u64,
+    /// Seconds between periodic claims of each pod's earnings.
+    pub claim_interval_secs: u64,
+    /// Least amount (token base units, decimal) worth a periodic claim; final claims (delete,
+    /// unlock, pause) ignore it.
+    pub min_claim: String,
+    /// Seconds a pod keeps running once its funds will not cover the next claim interval
+    /// (plus this grace period), before it is paused.
+    pub grace_secs: u64,
+    /// Seconds a paused pod's volumes are kept before the pod is removed.
+    pub retention_secs: u64,
+}
+
+impl Default for BillingConfig {
+    fn default() -> Self {
+        Self {
+            sample_interval_secs: 1,
+            claim_interval_secs: 300,
+            min_claim: "0".into(),
+            grace_secs: 60,
+            retention_secs: 7 * 24 * 3600,
+        }
+    }
 }
 
 /// Chain access.
@@ -157,8 +191,10 @@ pub struct Settings {
     pub storage_bytes: u64,
     /// Least unclaimed channel balance.
     pub min_funding: U256,
-    /// Parsed prices.
-    pub prices: Vec<(String, U256, U256)>,
+    /// Prices offered to new pods, and proposed to running ones whose terms differ.
+    pub pricing: PriceTable,
+    /// Least amount worth a periodic claim.
+    pub min_claim: U256,
     /// Pods' subnet.
     pub subnet: (std::net::Ipv4Addr, u8),
     /// Per-container log cap in bytes.
@@ -195,15 +231,29 @@ impl Settings {
         let storage_bytes =
             quantity::parse_bytes(&config.capacity.storage).map_err(|e| at("storage", e.to_string()))?;
         let min_funding = parse_amount(&config.terms.min_funding).map_err(|m| at("min_funding", m))?;
-        let prices = config
-            .pricing
-            .iter()
-            .map(|p| {
-                let reservation = parse_amount(&p.reservation).map_err(|m| at("reservation", m))?;
-                let usage = parse_amount(&p.usage).map_err(|m| at("usage", m))?;
-                Ok((p.resource.clone(), reservation, usage))
-            })
-            .collect::<Result<Vec<_>, ConfigError>>()?;
+        let pricing = PriceTable::from_rows(
+            config.pricing.iter().map(|p| (p.resource.as_str(), p.reservation.as_str(), p.usage.as_str())),
+        )
+        .map_err(|e| {
+            let resource = match &e {
+                PricingError::UnknownResource(r) | PricingError::Duplicate(r) => Some(r.as_str()),
+                PricingError::InvalidPrice { resource, .. } | PricingError::NotMetered { resource, .. } => {
+                    Some(resource.as_str())
+                }
+                PricingError::Overflow => None,
+            };
+            let offset = resource.and_then(|r| text.find(&format!("\"{r}\""))).or_else(|| text.find("[[pricing]]"));
+            invalid_at(offset, format!("pricing: {e}"))
+        })?;
+        let b = &config.billing;
+        let min_claim = parse_amount(&b.min_claim).map_err(|m| at("min_claim", m))?;
+        for (key, value) in
+            [("sample_interval_secs", b.sample_interval_secs), ("claim_interval_secs", b.claim_interval_secs)]
+        {
+            if value == 0 {
+                return Err(at(key, "must be at least 1".into()));
+            }
+        }
         let subnet = parse_subnet(&config.runtime.subnet).map_err(|m| at("subnet", m))?;
         let log_cap_bytes = quantity::parse_bytes(&config.runtime.log_cap).map_err(|e| at("log_cap", e.to_string()))?;
         if config.ingress.domain.is_empty() || config.ingress.domain.starts_with('.') {
@@ -217,7 +267,8 @@ impl Settings {
             memory_bytes,
             storage_bytes,
             min_funding,
-            prices,
+            pricing,
+            min_claim,
             subnet,
             log_cap_bytes,
         })
@@ -305,7 +356,9 @@ usage = "20"
         assert_eq!(s.cpu_millis, 2000);
         assert_eq!(s.memory_bytes, 4 << 30);
         assert_eq!(s.min_funding, U256::from(1000));
-        assert_eq!(s.prices, vec![("cpu".into(), U256::from(10), U256::from(20))]);
+        assert_eq!(s.pricing.cpu, tpod_billing::Price { reservation: U256::from(10), usage: U256::from(20) });
+        assert_eq!(s.pricing.memory, tpod_billing::Price::default());
+        assert_eq!(s.config.billing.claim_interval_secs, 300);
         assert_eq!(s.config.ingress.domain, "pods.localhost");
         assert_eq!(s.subnet, ("10.89.0.0".parse().unwrap(), 16));
     }
@@ -325,6 +378,12 @@ usage = "20"
         let text = SAMPLE.replace("min_funding = \"1000\"", "min_funding = \"-1\"");
         let err = Settings::parse(&text, Path::new("p.toml")).unwrap_err().to_string();
         assert!(err.contains("p.toml:22:1: min_funding: \"-1\" is not a decimal amount"), "{err}");
+        let text = SAMPLE.replace("resource = \"cpu\"", "resource = \"gpu\"");
+        let err = Settings::parse(&text, Path::new("p.toml")).unwrap_err().to_string();
+        assert!(err.starts_with("p.toml:26:12: pricing: unknown resource \"gpu\""), "{err}");
+        let text = format!("{SAMPLE}\n[billing]\nclaim_interval_secs = 0\n");
+        let err = Settings::parse(&text, Path::new("p.toml")).unwrap_err().to_string();
+        assert!(err.starts_with("p.toml:31:1: claim_interval_secs: must be at least 1"), "{err}");
         let text = SAMPLE.replace("payment = \"0x5F", "payment = \"0xZZ");
         let err = Settings::parse(&text, Path::new("p.toml")).unwrap_err().to_string();
         assert!(err.starts_with("p.toml:7:"), "{err}");

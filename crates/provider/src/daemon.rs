@@ -69,6 +69,13 @@ pub struct Daemon {
     info: ProviderInfo,
     _net: Provider,
     _ingress: HttpIngress,
+    billing: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.billing.abort();
+    }
 }
 
 impl Daemon {
@@ -116,6 +123,7 @@ pub async fn start(settings: Settings) -> Result<Daemon, DaemonError> {
         runtime,
     ));
     controller.recover().await.map_err(|e| step("re-adopt pods")(e.to_string()))?;
+    let billing = tokio::spawn(controller.clone().run_billing());
 
     let listen: Multiaddr =
         config.listen.parse().map_err(|e| step("parse `listen`")(format!("{:?}: {e}", config.listen)))?;
@@ -138,7 +146,7 @@ pub async fn start(settings: Settings) -> Result<Daemon, DaemonError> {
         .and_then(|()| std::fs::rename(&tmp, &path))
         .map_err(|e| step("write provider.json")(format!("{}: {e}", path.display())))?;
     tracing::info!(peer = %info.peer_id, addr = %info.multiaddr, ingress = %info.ingress, "provider ready");
-    Ok(Daemon { info, _net: net, _ingress: ingress })
+    Ok(Daemon { info, _net: net, _ingress: ingress, billing })
 }
 
 /// Removes every pod the provider with `settings` has (store records and runtime state) and

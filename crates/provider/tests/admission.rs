@@ -126,6 +126,11 @@ fn signed(
 }
 
 fn pod() -> pb::provision_request::Action {
+    priced(Some(tpod_billing::PriceTable::default().to_proto("", "")))
+}
+
+/// [`pod`] agreeing to `pricing` (the fixture's provider is free).
+fn priced(pricing: Option<pb::PricingTable>) -> pb::provision_request::Action {
     pb::provision_request::Action::Provision(pb::Provision {
         pod: Some(pb::Pod {
             name: "web".into(),
@@ -138,7 +143,7 @@ fn pod() -> pb::provision_request::Action {
             }],
             ..Default::default()
         }),
-        pricing: None,
+        pricing,
     })
 }
 
@@ -201,6 +206,16 @@ async fn unpaid_foreign_and_underfunded_channels_are_refused() {
     f.channel(info.provider_address, pod_id, MIN_FUNDING - 1, info.enclave_signer).await;
     let r = f.send(signed(&f.chain, &f.publisher, pod_id, pod(), 3, now() + 60)).await;
     refused(r, 402, "asks at least 1000000");
+
+    // Without the prices it agrees to, or with other prices than the provider's.
+    let pod_id = B256::random();
+    f.channel(info.provider_address, pod_id, MIN_FUNDING, info.enclave_signer).await;
+    let r = f.send(signed(&f.chain, &f.publisher, pod_id, priced(None), 7, now() + 60)).await;
+    refused(r, 400, "must name the prices");
+    let dearer = tpod_billing::PriceTable::from_rows([("cpu", "0", "5")]).unwrap().to_proto("", "");
+    let r = f.send(signed(&f.chain, &f.publisher, pod_id, priced(Some(dearer)), 8, now() + 60)).await;
+    refused(r, 409, "prices changed since the quote");
+    f.assert_nothing_kept();
 
     // Naming another enclave signer.
     let pod_id = B256::random();

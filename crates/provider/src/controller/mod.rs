@@ -2,6 +2,8 @@
 //! capacity, images present, host names free), then drives a runtime backend and the ingress,
 //! keeping the store the single source of truth. It does not know which backend it drives.
 //!
+//! Billing (metering, claims, the funds lifecycle) lives in [`billing`].
+//!
 //! A change to pods runs one at a time (a provisioning lock), so capacity and host-name checks
 //! cannot race. A deploy that fails at any step removes what it created: the store record and
 //! its host names, the runtime's containers, the routes.
@@ -27,6 +29,13 @@ use crate::blobs::BlobStore;
 use crate::config::Settings;
 use crate::pod::{PodDefinition, Reservation, pod_label};
 use crate::store::{PodRecord, PodState, Store};
+
+mod billing;
+
+pub use billing::ClaimOutcome;
+
+/// The TEE kind this provider offers (attestation comes with issue 5).
+const TEE_TYPE: &str = "simulated";
 
 /// How far ahead a request's expiry may be; nonces are remembered this long.
 pub const MAX_REQUEST_VALIDITY_SECS: u64 = 300;
@@ -105,6 +114,9 @@ pub struct Controller<R> {
     runtime: R,
     request_domain: Eip712Domain,
     ops: tokio::sync::Mutex<()>,
+    /// Claims run one at a time, so two never race for the same cumulative amount.
+    claims: tokio::sync::Mutex<()>,
+    live: std::sync::Mutex<std::collections::HashMap<[u8; 32], billing::Live>>,
 }
 
 /// An authenticated request about one pod.
@@ -118,7 +130,14 @@ impl<R: Runtime> Controller<R> {
     pub fn new(parts: Parts, runtime: R) -> Self {
         let request_domain =
             tpod_chain::request::request_domain(parts.chain.chain_id(), parts.chain.contracts().payment);
-        Self { parts, runtime, request_domain, ops: tokio::sync::Mutex::new(()) }
+        Self {
+            parts,
+            runtime,
+            request_domain,
+            ops: tokio::sync::Mutex::new(()),
+            claims: tokio::sync::Mutex::new(()),
+            live: std::sync::Mutex::default(),
+        }
     }
 
     /// The store.
@@ -186,20 +205,7 @@ impl<R: Runtime> Controller<R> {
                 gpu: 0,
                 storage_bytes: free.storage_bytes,
             }),
-            pricing: Some(pb::PricingTable {
-                prices: s
-                    .prices
-                    .iter()
-                    .map(|(resource, reservation, usage)| pb::ResourcePrice {
-                        resource: resource.clone(),
-                        reservation: reservation.to_string(),
-                        usage: usage.to_string(),
-                    })
-                    .collect(),
-                token: contracts.token.to_string(),
-                tee_type: "simulated".into(),
-                cpu_model: String::new(),
-            }),
+            pricing: Some(s.pricing.to_proto(&contracts.token.to_string(), TEE_TYPE)),
             enclave_signer: self.enclave_address().to_string(),
             payment_contract: contracts.payment.to_string(),
             chain_id: self.parts.chain.chain_id(),
@@ -295,6 +301,7 @@ impl<R: Runtime> Controller<R> {
             Action::Update(_) => "update",
             Action::Delete(_) => "delete",
             Action::Status(_) => "status",
+            Action::AcceptPricing(_) => "accept_pricing",
         };
         let (who, record) = self
             .authorize(signed, name, &request.pod_id, &request.publisher, request.nonce, request.expiry_unix)
@@ -302,7 +309,10 @@ impl<R: Runtime> Controller<R> {
         match action {
             Action::Provision(p) => {
                 let pod = p.pod.as_ref().ok_or_else(|| Refusal::BadRequest("provision without a pod".into()))?;
-                self.provision(&who, record, pod).await
+                let pricing = p.pricing.as_ref().ok_or_else(|| {
+                    Refusal::BadRequest("provision must name the prices it agrees to (from the quote)".into())
+                })?;
+                self.provision(&who, record, pod, pricing).await
             }
             Action::Update(u) => {
                 let pod = u.pod.as_ref().ok_or_else(|| Refusal::BadRequest("update without a pod".into()))?;
@@ -310,6 +320,11 @@ impl<R: Runtime> Controller<R> {
             }
             Action::Delete(_) => self.delete(&who).await,
             Action::Status(_) => self.status(&who.pod_id).await,
+            Action::AcceptPricing(a) => {
+                let pricing = a.pricing.as_ref().ok_or_else(|| Refusal::BadRequest("no pricing to accept".into()))?;
+                self.accept_pricing(&who.pod_id, pricing).await?;
+                self.status(&who.pod_id).await
+            }
         }
     }
 
@@ -318,6 +333,7 @@ impl<R: Runtime> Controller<R> {
         who: &Authorized,
         existing: Option<PodRecord>,
         pod: &pb::Pod,
+        pricing: &pb::PricingTable,
     ) -> Result<pb::PodStatus, Refusal> {
         if existing.is_some() {
             return Err(Refusal::Conflict(format!(
@@ -326,6 +342,14 @@ impl<R: Runtime> Controller<R> {
             )));
         }
         let def = PodDefinition::from_proto(pod).map_err(Refusal::BadRequest)?;
+        let agreed =
+            tpod_billing::PriceTable::from_proto(pricing).map_err(|e| Refusal::BadRequest(format!("pricing: {e}")))?;
+        if agreed != self.parts.settings.pricing {
+            return Err(Refusal::Conflict(format!(
+                "prices changed since the quote: this provider now charges {}; quote again",
+                self.parts.settings.pricing
+            )));
+        }
         let _ops = self.ops.lock().await;
         self.check_capacity(&def, None)?;
         let channel_id = self.check_channel(who).await?;
@@ -346,7 +370,12 @@ impl<R: Runtime> Controller<R> {
             crate::store::StoreError::HostnameTaken { .. } => Refusal::Conflict(e.to_string()),
             e => internal(e),
         })?;
-        match self.start(record, &def, spec, false).await {
+        // Billing starts before the containers do: their first CPU cycle is metered.
+        let started = match self.open_account(&who.pod_id, tpod_billing::Ledger::new(agreed, now)) {
+            Ok(()) => self.start(record, &def, spec, false).await,
+            Err(e) => Err(e),
+        };
+        match started {
             Ok(record) => {
                 tracing::info!(pod = %B256::from(who.pod_id), publisher = %who.publisher, "pod deployed");
                 self.status_of(&record).await
@@ -368,8 +397,16 @@ impl<R: Runtime> Controller<R> {
             .get_pod(&who.pod_id)
             .map_err(internal)?
             .ok_or_else(|| Refusal::NotFound(B256::from(who.pod_id).to_string()))?;
+        if !matches!(previous.state, PodState::Running) {
+            return Err(Refusal::Conflict(format!(
+                "pod {} is not running; it cannot be updated",
+                B256::from(who.pod_id)
+            )));
+        }
         self.check_capacity(&def, Some(&who.pod_id))?;
         let spec = self.runtime_spec(&who.pod_id, &def)?;
+        // Usage so far is billed at the old reservation.
+        self.sample(Some(&who.pod_id)).await?;
         let old: PodDefinition = serde_json::from_str(&previous.manifest_json).map_err(internal)?;
         let mut record = previous.clone();
         // Host names are claimed before the old version stops, so a taken name changes nothing.
@@ -414,11 +451,25 @@ impl<R: Runtime> Controller<R> {
         Ok(record)
     }
 
+    /// Stops and removes the pod, bills it to the end and makes the final claim, then releases
+    /// the channel so the publisher can close it at once. If the chain cannot be reached, the
+    /// pod is gone but its account stays until the billing loop has made the final claim.
     async fn delete(&self, who: &Authorized) -> Result<pb::PodStatus, Refusal> {
         let _ops = self.ops.lock().await;
-        self.remove(&who.pod_id).await;
-        tracing::info!(pod = %B256::from(who.pod_id), "pod deleted");
-        Ok(pb::PodStatus { state: "deleted".into(), ..Default::default() })
+        let (state, billing) = match self.delete_and_settle(&who.pod_id).await {
+            Ok(billing) => ("deleted".to_owned(), billing),
+            Err(e) => {
+                let billing = match self.parts.store.get_pod(&who.pod_id).map_err(internal)? {
+                    Some(r) => self.billing_of(&r)?,
+                    None => None,
+                };
+                let state = format!("deleted; final claim pending ({e})");
+                self.note_attempt(&who.pod_id, Err(e));
+                (state, billing)
+            }
+        };
+        tracing::info!(pod = %B256::from(who.pod_id), %state, "pod deleted");
+        Ok(pb::PodStatus { state, billing, ..Default::default() })
     }
 
     async fn status(&self, pod_id: &[u8; 32]) -> Result<pb::PodStatus, Refusal> {
@@ -739,11 +790,12 @@ impl<R: Runtime> Controller<R> {
             PodState::Running if containers.iter().any(|c| c.state != "running") => "starting".to_owned(),
             PodState::Running => "running".to_owned(),
             PodState::Provisioning => "provisioning".to_owned(),
-            PodState::Paused { reason } => format!("paused: {reason}"),
-            PodState::Stopped => "stopped".to_owned(),
+            PodState::Paused { reason, .. } => format!("paused: {reason}"),
+            PodState::Stopped => "deleted; final claim pending".to_owned(),
             PodState::Failed { reason } => format!("failed: {reason}"),
         };
-        Ok(pb::PodStatus { state, url, containers, tcp_ports: tcp_port_map(&record.tcp_ports), billing: None })
+        let billing = self.billing_of(record)?;
+        Ok(pb::PodStatus { state, url, containers, tcp_ports: tcp_port_map(&record.tcp_ports), billing })
     }
 
     fn url_for(&self, host: &str) -> String {

@@ -24,7 +24,8 @@ pub use records::{ClaimRecord, PodRecord, PodState, UsageRecord};
 use records::{cmp_decimal, normalize_decimal, to_hex};
 
 /// The schema version this build writes and understands.
-pub const SCHEMA_VERSION: u64 = 1;
+/// Version 2 changed the usage and claim records; version 1 builds never wrote either.
+pub const SCHEMA_VERSION: u64 = 2;
 const SCHEMA_VERSION_KEY: &str = "schema_version";
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -194,6 +195,11 @@ impl Store {
                     meta.insert(SCHEMA_VERSION_KEY, SCHEMA_VERSION).map_err(self.db_err("write schema version"))?;
                 }
                 Some(SCHEMA_VERSION) => {}
+                Some(1) => {
+                    txn.delete_table(USAGE).map_err(self.db_err("upgrade from schema 1"))?;
+                    txn.delete_table(CLAIMS).map_err(self.db_err("upgrade from schema 1"))?;
+                    meta.insert(SCHEMA_VERSION_KEY, SCHEMA_VERSION).map_err(self.db_err("write schema version"))?;
+                }
                 Some(found) => {
                     return Err(StoreError::UnknownSchemaVersion {
                         path: self.path.clone(),
@@ -325,54 +331,43 @@ impl Store {
         Ok(hosts.get(key.as_str()).map_err(self.db_err("read hostname"))?.map(|v| *v.value()))
     }
 
-    /// Replaces the pod's usage record, refusing to go backwards: no resource's cumulative value,
-    /// nor the amount, nor the sample time may decrease ([`StoreError::UsageRegressed`]); a
-    /// resource missing from the new record counts as zero. The pod must exist.
-    pub fn record_usage(&self, pod_id: &[u8; 32], usage: &UsageRecord) -> Result<(), StoreError> {
-        if usage.pod_id != *pod_id {
-            return Err(StoreError::PodMismatch { path: self.path.clone(), named: usage.pod_id, filed: *pod_id });
-        }
-        self.check_amount(&usage.cumulative_amount)?;
+    /// Replaces the pod's usage record, refusing to go backwards: no usage counter, nor the
+    /// cost, nor the sample time may decrease ([`StoreError::UsageRegressed`]). The pod must exist.
+    pub fn record_usage(&self, usage: &UsageRecord) -> Result<(), StoreError> {
+        self.record_usages(std::slice::from_ref(usage))
+    }
+
+    /// [`Store::record_usage`] for several pods in one transaction: all or nothing.
+    pub fn record_usages(&self, usages: &[UsageRecord]) -> Result<(), StoreError> {
         let txn = self.begin_write()?;
         {
             let pods = txn.open_table(PODS).map_err(self.db_err("open pods table"))?;
-            if pods.get(pod_id).map_err(self.db_err("read pod"))?.is_none() {
-                return Err(StoreError::UnknownPod { path: self.path.clone(), pod_id: *pod_id });
-            }
             let mut table = txn.open_table(USAGE).map_err(self.db_err("open usage table"))?;
-            if let Some(old) = self.get_record::<UsageRecord>(&table, "usage", pod_id)? {
-                self.check_usage_progress(&old, usage)?;
+            for usage in usages {
+                let pod_id = &usage.pod_id;
+                if pods.get(pod_id).map_err(self.db_err("read pod"))?.is_none() {
+                    return Err(StoreError::UnknownPod { path: self.path.clone(), pod_id: *pod_id });
+                }
+                if let Some(old) = self.get_record::<UsageRecord>(&table, "usage", pod_id)? {
+                    self.check_usage_progress(&old, usage)?;
+                }
+                let bytes = self.encode("usage", usage)?;
+                table.insert(pod_id, bytes.as_slice()).map_err(self.db_err("write usage"))?;
             }
-            let bytes = self.encode("usage", usage)?;
-            table.insert(pod_id, bytes.as_slice()).map_err(self.db_err("write usage"))?;
         }
         self.commit(txn)
     }
 
     fn check_usage_progress(&self, old: &UsageRecord, new: &UsageRecord) -> Result<(), StoreError> {
         let regressed = |what: String| StoreError::UsageRegressed { path: self.path.clone(), pod_id: new.pod_id, what };
-        if new.last_sample_unix < old.last_sample_unix {
-            return Err(regressed(format!("last sample {} -> {}", old.last_sample_unix, new.last_sample_unix)));
+        if new.sampled_at_ms < old.sampled_at_ms {
+            return Err(regressed(format!("last sample {} -> {}", old.sampled_at_ms, new.sampled_at_ms)));
         }
-        for (resource, &before) in &old.cumulative {
-            let after = new.cumulative.get(resource).copied().unwrap_or(0);
-            if after < before {
-                return Err(regressed(format!("{resource} {before} -> {after}")));
-            }
+        new.ledger.usage().since(old.ledger.usage()).map_err(|e| regressed(e.to_string()))?;
+        if new.ledger.numerator() < old.ledger.numerator() {
+            return Err(regressed(format!("amount {} -> {}", old.ledger.amount(), new.ledger.amount())));
         }
-        // Both amounts were validated on the way in; an unparsable stored one is corrupt.
-        match cmp_decimal(&new.cumulative_amount, &old.cumulative_amount) {
-            Some(std::cmp::Ordering::Less) => {
-                Err(regressed(format!("amount {} -> {}", old.cumulative_amount, new.cumulative_amount)))
-            }
-            Some(_) => Ok(()),
-            None => Err(StoreError::Corrupt {
-                path: self.path.clone(),
-                table: "usage",
-                key: to_hex(&old.pod_id),
-                reason: format!("cumulative_amount {:?} is not a decimal U256", old.cumulative_amount),
-            }),
-        }
+        Ok(())
     }
 
     /// The pod's usage record, if any.

@@ -3,9 +3,8 @@
 //! Byte arrays are hex strings and `u128` / U256 quantities are decimal strings, so that records
 //! stay readable when dumped and survive JSON tooling that would round large numbers to floats.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
+use tpod_billing::{Ledger, UsageReport};
 
 /// A pod the provider has accepted, with its lifecycle state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,12 +40,20 @@ pub enum PodState {
     Provisioning,
     /// The pod is serving.
     Running,
-    /// The pod was stopped for a recoverable reason (e.g. the channel ran dry).
+    /// The pod's containers were stopped for a recoverable reason (its funds ran low, or the
+    /// publisher asked to unlock the channel); its volumes are kept for the retention period.
     Paused {
         /// Why the pod was paused.
         reason: String,
+        /// When (Unix seconds).
+        #[serde(default)]
+        since_unix: u64,
+        /// What the pod cost per second when it was paused (decimal): resuming needs funds
+        /// for a while at this rate.
+        #[serde(default = "zero")]
+        rate_per_second: String,
     },
-    /// The pod was stopped for good.
+    /// The pod was deleted; its record stays until the final claim is confirmed.
     Stopped,
     /// The pod could not be run.
     Failed {
@@ -55,19 +62,19 @@ pub enum PodState {
     },
 }
 
-/// Metered usage of one pod, cumulative since it started.
+/// Metered usage of one pod, cumulative since it was deployed, with its cost.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UsageRecord {
     /// The pod the usage belongs to.
     #[serde(with = "hex32")]
     pub pod_id: [u8; 32],
-    /// Unit-seconds consumed per resource name.
-    #[serde(with = "decimal_map")]
-    pub cumulative: BTreeMap<String, u128>,
-    /// What the usage costs in total, as a decimal U256.
-    pub cumulative_amount: String,
-    /// When the latest sample was taken (Unix seconds).
-    pub last_sample_unix: u64,
+    /// Cumulative usage, its exact cost and the pricing segments it was billed at.
+    pub ledger: Ledger,
+    /// The runtime's cumulative CPU counter (ns) when the last sample was taken: after a restart
+    /// the next sample bills the difference, so CPU used while the provider was down is counted.
+    pub cpu_counter_ns: u64,
+    /// When the last sample was taken (Unix milliseconds).
+    pub sampled_at_ms: u64,
 }
 
 /// A payment claim the provider made (or is about to make) against a pod's channel.
@@ -76,7 +83,10 @@ pub struct ClaimRecord {
     /// The pod whose usage is claimed.
     #[serde(with = "hex32")]
     pub pod_id: [u8; 32],
-    /// The cumulative amount claimed, as a decimal U256.
+    /// The usage report the claim is backed by.
+    pub report: UsageReport,
+    /// The cumulative amount claimed, as a decimal U256 (at most the report's amount: a claim
+    /// never exceeds what the channel holds).
     pub cumulative_amount: String,
     /// Digest of the usage report that was signed.
     #[serde(with = "hex32")]
@@ -89,6 +99,10 @@ pub struct ClaimRecord {
     pub tx_hash: Option<[u8; 32]>,
     /// Whether the claim transaction is confirmed on chain.
     pub confirmed: bool,
+}
+
+fn zero() -> String {
+    "0".to_owned()
 }
 
 /// Lower-case hex without a prefix.
@@ -162,31 +176,6 @@ mod hex_bytes {
     }
 }
 
-/// `BTreeMap<String, u128>` with the values as decimal strings.
-mod decimal_map {
-    use std::collections::BTreeMap;
-
-    use serde::{Deserialize, Deserializer, Serializer, de::Error, ser::SerializeMap};
-
-    pub fn serialize<S: Serializer>(v: &BTreeMap<String, u128>, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(v.len()))?;
-        for (k, n) in v {
-            map.serialize_entry(k, &n.to_string())?;
-        }
-        map.end()
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, u128>, D::Error> {
-        BTreeMap::<String, String>::deserialize(d)?
-            .into_iter()
-            .map(|(k, n)| {
-                let n = n.parse::<u128>().map_err(|e| D::Error::custom(format!("{k}: {n:?}: {e}")))?;
-                Ok((k, n))
-            })
-            .collect()
-    }
-}
-
 /// Compares two decimal U256 strings numerically; `None` if either is not a plain decimal of at
 /// most 78 digits (the width of 2^256 - 1).
 pub(crate) fn cmp_decimal(a: &str, b: &str) -> Option<std::cmp::Ordering> {
@@ -216,12 +205,9 @@ mod tests {
 
     #[test]
     fn records_serialize_with_hex_and_decimal_strings() {
-        let usage = UsageRecord {
-            pod_id: [0xab; 32],
-            cumulative: BTreeMap::from([("cpu".to_owned(), u128::MAX)]),
-            cumulative_amount: "12".to_owned(),
-            last_sample_unix: 5,
-        };
+        let mut ledger = Ledger::new(tpod_billing::PriceTable::default(), 1);
+        ledger.record(&tpod_billing::Usage { cpu_used: u128::MAX, ..Default::default() }).unwrap();
+        let usage = UsageRecord { pod_id: [0xab; 32], ledger: ledger.clone(), cpu_counter_ns: 7, sampled_at_ms: 5 };
         let json = serde_json::to_string(&usage).unwrap();
         assert!(json.contains(&"ab".repeat(32)), "{json}");
         assert!(json.contains(&format!("\"{}\"", u128::MAX)), "{json}");
@@ -229,6 +215,7 @@ mod tests {
 
         let claim = ClaimRecord {
             pod_id: [1; 32],
+            report: UsageReport::of(&ledger, [1; 32].into(), [1; 32].into(), 9),
             cumulative_amount: "7".to_owned(),
             usage_digest: [2; 32],
             signature: vec![0, 255, 16],

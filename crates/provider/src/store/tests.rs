@@ -1,6 +1,5 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeMap;
 use std::process::Command;
 
 use redb::ReadableTableMetadata;
@@ -13,7 +12,11 @@ fn pod(n: u8) -> PodRecord {
         publisher: format!("0x{}", "ab".repeat(20)),
         channel_id: [n.wrapping_add(100); 32],
         manifest_json: r#"{"containers":[]}"#.to_owned(),
-        state: PodState::Paused { reason: "channel empty".to_owned() },
+        state: PodState::Paused {
+            reason: "channel empty".to_owned(),
+            since_unix: 1_700_000_050,
+            rate_per_second: "12".to_owned(),
+        },
         created_at_unix: 1_700_000_000,
         updated_at_unix: 1_700_000_100,
         hostnames: Vec::new(),
@@ -21,18 +24,20 @@ fn pod(n: u8) -> PodRecord {
     }
 }
 
-fn usage(n: u8, cpu: u128, amount: &str, at: u64) -> UsageRecord {
-    UsageRecord {
-        pod_id: [n; 32],
-        cumulative: BTreeMap::from([("cpu".to_owned(), cpu), ("memory".to_owned(), u128::MAX - 1)]),
-        cumulative_amount: amount.to_owned(),
-        last_sample_unix: at,
-    }
+/// A usage record with `cpu` ns used and `memory` byte-ns reserved, at `cpu_price` per
+/// millicore-second used, sampled at `at` ms.
+fn usage(n: u8, cpu: u128, memory: u128, cpu_price: &str, at: u64) -> UsageRecord {
+    let table = tpod_billing::PriceTable::from_rows([("cpu", "0", cpu_price)]).unwrap();
+    let mut ledger = tpod_billing::Ledger::new(table, 0);
+    ledger.record(&tpod_billing::Usage { cpu_used: cpu, memory_reserved: memory, ..Default::default() }).unwrap();
+    UsageRecord { pod_id: [n; 32], ledger, cpu_counter_ns: 0, sampled_at_ms: at }
 }
 
 fn claim(n: u8, amount: &str, digest: u8) -> ClaimRecord {
+    let ledger = tpod_billing::Ledger::new(tpod_billing::PriceTable::default(), 0);
     ClaimRecord {
         pod_id: [n; 32],
+        report: tpod_billing::UsageReport::of(&ledger, [n; 32].into(), [n; 32].into(), 0),
         cumulative_amount: amount.to_owned(),
         usage_digest: [digest; 32],
         signature: vec![1, 2, 3],
@@ -58,8 +63,8 @@ fn round_trips() {
     assert_eq!(store.get_pod(&[1; 32]).unwrap(), Some(pod(1)));
     assert_eq!(store.list_pods().unwrap(), vec![pod(1), failed]);
 
-    let u = usage(1, 10, "1000", 5);
-    store.record_usage(&[1; 32], &u).unwrap();
+    let u = usage(1, 10, 5, "1000", 5);
+    store.record_usage(&u).unwrap();
     assert_eq!(store.get_usage(&[1; 32]).unwrap(), Some(u));
 
     assert_eq!(store.latest_claim(&[1; 32]).unwrap(), None);
@@ -79,11 +84,9 @@ fn round_trips() {
 #[test]
 fn usage_and_claims_need_their_pod_and_valid_amounts() {
     let (_dir, store) = open();
-    assert!(matches!(store.record_usage(&[1; 32], &usage(1, 1, "1", 1)), Err(StoreError::UnknownPod { .. })));
+    assert!(matches!(store.record_usage(&usage(1, 1, 1, "1", 1)), Err(StoreError::UnknownPod { .. })));
     assert!(matches!(store.record_claim(&claim(1, "1", 1)), Err(StoreError::UnknownPod { .. })));
     store.put_pod(&pod(1)).unwrap();
-    assert!(matches!(store.record_usage(&[2; 32], &usage(1, 1, "1", 1)), Err(StoreError::PodMismatch { .. })));
-    assert!(matches!(store.record_usage(&[1; 32], &usage(1, 1, "-1", 1)), Err(StoreError::InvalidAmount { .. })));
     assert!(matches!(store.record_claim(&claim(1, "0x10", 1)), Err(StoreError::InvalidAmount { .. })));
 }
 
@@ -95,7 +98,7 @@ fn delete_removes_everything_of_the_pod() {
     store.put_pod(&one).unwrap();
     store.put_pod(&pod(2)).unwrap();
     for n in [1, 2] {
-        store.record_usage(&[n; 32], &usage(n, 1, "1", 1)).unwrap();
+        store.record_usage(&usage(n, 1, 1, "1", 1)).unwrap();
         store.record_claim(&claim(n, "1", 1)).unwrap();
         store.record_claim(&claim(n, "2", 2)).unwrap();
     }
@@ -155,22 +158,31 @@ fn hostnames_are_unique_across_pods() {
 fn usage_never_goes_backwards() {
     let (_dir, store) = open();
     store.put_pod(&pod(1)).unwrap();
-    store.record_usage(&[1; 32], &usage(1, 10, "100", 50)).unwrap();
-    for bad in [usage(1, 9, "100", 50), usage(1, 10, "99", 50), usage(1, 10, "100", 49)] {
-        let err = store.record_usage(&[1; 32], &bad).unwrap_err();
+    store.record_usage(&usage(1, 10, 5, "1000", 50)).unwrap();
+    // Less CPU, less memory, a lower cost (same usage at a lower price), an earlier sample.
+    for bad in [
+        usage(1, 9, 5, "1000", 50),
+        usage(1, 10, 4, "1000", 50),
+        usage(1, 10, 5, "999", 50),
+        usage(1, 10, 5, "1000", 49),
+    ] {
+        let err = store.record_usage(&bad).unwrap_err();
         assert!(matches!(err, StoreError::UsageRegressed { .. }), "{err}");
     }
-    let mut dropped = usage(1, 10, "100", 50);
-    dropped.cumulative.remove("memory");
-    assert!(matches!(store.record_usage(&[1; 32], &dropped), Err(StoreError::UsageRegressed { .. })));
-    assert_eq!(store.get_usage(&[1; 32]).unwrap(), Some(usage(1, 10, "100", 50)));
+    assert_eq!(store.get_usage(&[1; 32]).unwrap(), Some(usage(1, 10, 5, "1000", 50)));
 
-    // Equal is fine, as is growth (including a new resource); "0100" equals "100".
-    store.record_usage(&[1; 32], &usage(1, 10, "0100", 50)).unwrap();
-    let mut grown = usage(1, 11, "1000", 60);
-    grown.cumulative.insert("gpu".to_owned(), 1);
-    store.record_usage(&[1; 32], &grown).unwrap();
-    assert_eq!(store.get_usage(&[1; 32]).unwrap(), Some(grown));
+    // Equal is fine, as is growth.
+    store.record_usage(&usage(1, 10, 5, "1000", 50)).unwrap();
+    store.record_usage(&usage(1, 11, 6, "1000", 60)).unwrap();
+    assert_eq!(store.get_usage(&[1; 32]).unwrap(), Some(usage(1, 11, 6, "1000", 60)));
+
+    // A batch is all or nothing.
+    store.put_pod(&pod(2)).unwrap();
+    let err = store.record_usages(&[usage(2, 1, 1, "1", 1), usage(1, 1, 1, "1", 70)]).unwrap_err();
+    assert!(matches!(err, StoreError::UsageRegressed { .. }), "{err}");
+    assert_eq!(store.get_usage(&[2; 32]).unwrap(), None);
+    store.record_usages(&[usage(2, 1, 1, "1", 1), usage(1, 12, 6, "1000", 70)]).unwrap();
+    assert_eq!(store.get_usage(&[2; 32]).unwrap(), Some(usage(2, 1, 1, "1", 1)));
 }
 
 #[test]
@@ -209,14 +221,14 @@ fn state_persists_across_reopen() {
         let mut one = pod(1);
         one.hostnames = vec!["a.example".to_owned()];
         store.put_pod(&one).unwrap();
-        store.record_usage(&[1; 32], &usage(1, 5, "5", 5)).unwrap();
+        store.record_usage(&usage(1, 5, 5, "5", 5)).unwrap();
         store.record_claim(&claim(1, "5", 1)).unwrap();
         assert!(store.remember_nonce("0xp", 1, 100, 0).unwrap());
     }
     let store = Store::open(&path).unwrap();
     assert_eq!(store.get_pod(&[1; 32]).unwrap().unwrap().hostnames, vec!["a.example"]);
     assert_eq!(store.hostname_holder("a.example").unwrap(), Some([1; 32]));
-    assert_eq!(store.get_usage(&[1; 32]).unwrap(), Some(usage(1, 5, "5", 5)));
+    assert_eq!(store.get_usage(&[1; 32]).unwrap(), Some(usage(1, 5, 5, "5", 5)));
     assert_eq!(store.latest_claim(&[1; 32]).unwrap(), Some(claim(1, "5", 1)));
     assert!(!store.remember_nonce("0xp", 1, 100, 1).unwrap(), "replay guard survives restart");
 }
@@ -234,6 +246,25 @@ fn newer_schema_is_refused() {
     let err = Store::open(&path).unwrap_err();
     assert!(matches!(err, StoreError::UnknownSchemaVersion { found, .. } if found == SCHEMA_VERSION + 1), "{err}");
     assert!(err.to_string().contains("state.redb"), "{err}");
+}
+
+#[test]
+fn schema_1_is_upgraded_keeping_pods_and_dropping_its_unused_usage_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    {
+        let store = Store::open(&path).unwrap();
+        store.put_pod(&pod(1)).unwrap();
+        let txn = store.db.begin_write().unwrap();
+        txn.open_table(META).unwrap().insert(SCHEMA_VERSION_KEY, 1).unwrap();
+        txn.open_table(USAGE).unwrap().insert(&[1; 32], br#"{"cumulative":{}}"#.as_slice()).unwrap();
+        txn.commit().unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.get_pod(&[1; 32]).unwrap(), Some(pod(1)));
+    assert_eq!(store.get_usage(&[1; 32]).unwrap(), None);
+    let txn = store.db.begin_read().unwrap();
+    assert_eq!(txn.open_table(META).unwrap().get(SCHEMA_VERSION_KEY).unwrap().unwrap().value(), SCHEMA_VERSION);
 }
 
 #[test]
@@ -273,7 +304,7 @@ fn crash_child() {
     let store = Store::open(path).unwrap();
     for n in 0..CRASH_RECORDS {
         store.put_pod(&pod(n)).unwrap();
-        store.record_usage(&[n; 32], &usage(n, u128::from(n), "1", 1)).unwrap();
+        store.record_usage(&usage(n, u128::from(n), 1, "1", 1)).unwrap();
     }
     println!("committed {CRASH_RECORDS}");
     // No clean shutdown: no destructor runs, nothing is flushed beyond what commit did.
@@ -298,6 +329,6 @@ fn committed_state_survives_abort() {
     assert_eq!(pods.len(), usize::from(CRASH_RECORDS));
     for n in 0..CRASH_RECORDS {
         assert_eq!(store.get_pod(&[n; 32]).unwrap(), Some(pod(n)));
-        assert_eq!(store.get_usage(&[n; 32]).unwrap(), Some(usage(n, u128::from(n), "1", 1)));
+        assert_eq!(store.get_usage(&[n; 32]).unwrap(), Some(usage(n, u128::from(n), 1, "1", 1)));
     }
 }

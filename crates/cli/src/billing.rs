@@ -1,0 +1,257 @@
+//! `tpod bill | topup | unlock | withdraw | accept-pricing`: what a pod costs and its channel.
+//!
+//! `bill` shows the provider's metering next to the chain's view of the channel, and checks the
+//! provider's latest usage report: its digest and the enclave signature over the claim must
+//! match the enclave signer the channel names, so a provider cannot show one account and claim
+//! another. The channel commands act on chain directly; the provider follows the chain.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use alloy::primitives::{Address, Signature, U256};
+use anyhow::{Context, bail};
+use serde_json::json;
+use tpod_billing::{PriceTable, Usage, UsageReport};
+use tpod_chain::claim::Claim;
+use tpod_chain::client::ChannelState;
+use tpod_wire::pb;
+
+use crate::deployments::{Deployment, Deployments};
+use crate::pods::{ProviderTarget, Publisher, Target};
+
+fn now_unix() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
+}
+
+async fn channel_of(publisher: &Publisher, record: &Deployment) -> anyhow::Result<ChannelState> {
+    publisher
+        .chain
+        .channel(record.channel_id)
+        .await
+        .context("reading the payment channel")?
+        .with_context(|| format!("payment channel {} does not exist", record.channel_id))
+}
+
+fn amount(text: &str, what: &str) -> anyhow::Result<U256> {
+    if text.is_empty() {
+        return Ok(U256::ZERO);
+    }
+    tpod_billing::parse_u256(text).map_err(|e| anyhow::anyhow!("the provider sent a malformed {what}: {e}"))
+}
+
+/// Checks the provider's latest signed claim against the channel's enclave signer.
+fn verify_claim(claim: &pb::SignedClaim, channel: &ChannelState, domain: &alloy::sol_types::Eip712Domain) -> String {
+    let check = || -> anyhow::Result<Address> {
+        let report = UsageReport::from_proto(claim.report.as_ref().context("no report")?)
+            .map_err(|e| anyhow::anyhow!("malformed report: {e}"))?;
+        let cumulative = amount(&claim.cumulative_amount, "claim amount")?;
+        if cumulative > report.amount {
+            bail!("claims {cumulative}, more than its report's {}", report.amount);
+        }
+        let signature = Signature::from_raw(&claim.signature).context("malformed signature")?;
+        let signed = Claim::new(report.channel, cumulative, report.digest());
+        Ok(signed.recover_signer(domain, &signature)?)
+    };
+    match check() {
+        Ok(signer) if signer == channel.enclave_signer => format!("verified: signed by enclave {signer}"),
+        Ok(signer) => format!("NOT VALID: signed by {signer}, but the channel's enclave is {}", channel.enclave_signer),
+        Err(e) => format!("NOT VALID: {e:#}"),
+    }
+}
+
+/// Human-readable figures for each usage counter.
+fn usage_lines(u: &Usage) -> Vec<(&'static str, String)> {
+    const MIB_NS: f64 = (1u64 << 20) as f64 * 1e9;
+    vec![
+        ("cpu reserved", format!("{:.1} millicore-s", u.cpu_reserved_millicore_seconds())),
+        ("cpu used", format!("{:.3} CPU-s", u.cpu_used_seconds())),
+        ("memory reserved", format!("{:.1} MiB-s", u.memory_reserved as f64 / MIB_NS)),
+        ("memory used", format!("{:.1} MiB-s", u.memory_used as f64 / MIB_NS)),
+        ("storage reserved", format!("{:.1} MiB-s", u.storage_reserved as f64 / MIB_NS)),
+        ("ingress", format!("{} bytes", u.ingress)),
+        ("egress", format!("{} bytes", u.egress)),
+    ]
+}
+
+/// `tpod bill`.
+pub async fn bill(name: Option<&str>, target: &Target, devnet_dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let records = Deployments::load(devnet_dir)?;
+    let record = records.find(name)?;
+    let publisher = Publisher::open(devnet_dir, target).await?;
+    let provider = ProviderTarget::from_deployment(record, devnet_dir)?;
+    let status =
+        publisher.provision(&provider, record.pod_id, pb::provision_request::Action::Status(pb::Status {})).await?;
+    let billing = status.billing.clone().context("the provider reports no billing for this pod")?;
+    let channel = channel_of(&publisher, record).await?;
+    let usage = Usage::from_proto(&billing.usage.clone().unwrap_or_default())
+        .map_err(|e| anyhow::anyhow!("the provider sent malformed usage: {e}"))?;
+    let metered = amount(&billing.amount, "amount")?;
+    let rate = amount(&billing.rate_per_second, "rate")?;
+    let prices = billing.pricing.as_ref().map(PriceTable::from_proto).transpose()?.unwrap_or_default();
+    let proposed = billing.proposed_pricing.as_ref().map(PriceTable::from_proto).transpose()?;
+    let unused = channel.deposited.saturating_sub(metered);
+    let seconds_left = (!rate.is_zero()).then(|| unused / rate);
+    let verified = billing.last_claim.as_ref().map(|c| verify_claim(c, &channel, &publisher.chain.claim_domain()));
+    if json {
+        say!(
+            "{}",
+            json!({
+                "name": record.name, "pod_id": record.pod_id, "channel_id": record.channel_id, "state": status.state,
+                "usage": usage, "metered": metered.to_string(), "claimed": channel.claimed.to_string(),
+                "deposited": channel.deposited.to_string(), "unclaimed": channel.unclaimed().to_string(),
+                "unused": unused.to_string(), "rate_per_second": rate.to_string(),
+                "seconds_left": seconds_left.map(|s| s.to_string()),
+                "pricing": prices, "proposed_pricing": proposed, "top_up": billing.top_up,
+                "unlock_at": channel.unlock_at, "closed": channel.closed,
+                "last_claim": billing.last_claim.as_ref().map(|c| json!({
+                    "cumulative_amount": c.cumulative_amount, "confirmed": c.confirmed, "check": verified,
+                })),
+            })
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    say!("{}: {}", record.name, status.state);
+    say!("  prices      {prices}");
+    for (what, figure) in usage_lines(&usage) {
+        say!("  {what:<16} {figure}");
+    }
+    say!("  metered     {metered} (the cost of all usage so far)");
+    say!("  claimed     {} (paid to the provider on chain)", channel.claimed);
+    say!("  deposited   {} ({} left in the channel, {unused} not yet used)", channel.deposited, channel.unclaimed());
+    match seconds_left {
+        Some(s) => say!("  rate        {rate} per second: about {} left", human_duration(s)),
+        None => say!("  rate        0 per second"),
+    }
+    if let Some(check) = verified {
+        say!("  last claim  {check}");
+    }
+    if let Some(p) = proposed {
+        say!("  the provider proposes new prices: {p}; agree with `tpod accept-pricing {}`", record.name);
+    }
+    if let Some(at) = channel.unlock_at {
+        let when = if at <= now_unix() { "now".to_owned() } else { format!("in {} s", at - now_unix()) };
+        say!("  unlock requested: `tpod withdraw {}` possible {when}", record.name);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn human_duration(seconds: U256) -> String {
+    let s = u64::try_from(seconds).unwrap_or(u64::MAX);
+    match s {
+        0..120 => format!("{s} s"),
+        120..7200 => format!("{} min", s / 60),
+        7200..172_800 => format!("{} h", s / 3600),
+        _ => format!("{} days", s / 86_400),
+    }
+}
+
+/// `tpod topup`.
+pub async fn topup(
+    amount: U256,
+    name: Option<&str>,
+    target: &Target,
+    devnet_dir: &Path,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let records = Deployments::load(devnet_dir)?;
+    let record = records.find(name)?;
+    let publisher = Publisher::open(devnet_dir, target).await?;
+    publisher
+        .chain
+        .approve_payment(publisher.chain.contracts().token, amount)
+        .await
+        .context("approving the payment")?;
+    publisher.chain.deposit(record.provider_address, record.pod_id, amount).await.context("depositing")?;
+    let channel = channel_of(&publisher, record).await?;
+    if json {
+        say!(
+            "{}",
+            json!({ "name": record.name, "deposited": amount.to_string(), "unclaimed": channel.unclaimed().to_string() })
+        );
+    } else {
+        say!("deposited {amount} into {}'s channel; {} is now unclaimed", record.name, channel.unclaimed());
+        say!("  a paused pod resumes once the provider sees enough funds (`tpod status {}`)", record.name);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tpod unlock`.
+pub async fn unlock(name: Option<&str>, target: &Target, devnet_dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let records = Deployments::load(devnet_dir)?;
+    let record = records.find(name)?;
+    let publisher = Publisher::open(devnet_dir, target).await?;
+    publisher.chain.request_unlock(record.provider_address, record.pod_id).await.context("requesting the unlock")?;
+    let channel = channel_of(&publisher, record).await?;
+    let at = channel.unlock_at.unwrap_or_default();
+    if json {
+        say!("{}", json!({ "name": record.name, "unlock_at": at }));
+    } else {
+        say!("unlock requested for {}'s channel: the provider stops the pod and makes its final claim;", record.name);
+        say!(
+            "  `tpod withdraw {}` returns the rest from unix time {at} (in {} s)",
+            record.name,
+            at.saturating_sub(now_unix())
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tpod withdraw`.
+pub async fn withdraw(name: Option<&str>, target: &Target, devnet_dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let mut records = Deployments::load(devnet_dir)?;
+    let record = records.find(name)?.clone();
+    let publisher = Publisher::open(devnet_dir, target).await?;
+    let channel = channel_of(&publisher, &record).await?;
+    match channel.unlock_at {
+        None => bail!("no unlock was requested for {}'s channel; run `tpod unlock {}` first", record.name, record.name),
+        Some(at) if at > now_unix() => {
+            bail!("the unlock delay of {}'s channel ends in {} s (unix time {at})", record.name, at - now_unix())
+        }
+        Some(_) => {}
+    }
+    let returned =
+        publisher.chain.withdraw_unlocked(record.provider_address, record.pod_id).await.context("withdrawing")?;
+    if !record.deployed {
+        records.remove(&record.name);
+        records.save(devnet_dir)?;
+    }
+    if json {
+        say!("{}", json!({ "name": record.name, "withdrawn": returned.to_string() }));
+    } else {
+        say!("withdrew {returned} from {}'s channel (everything the provider had not claimed)", record.name);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tpod accept-pricing`.
+pub async fn accept_pricing(
+    name: Option<&str>,
+    target: &Target,
+    devnet_dir: &Path,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let records = Deployments::load(devnet_dir)?;
+    let record = records.find(name)?;
+    let publisher = Publisher::open(devnet_dir, target).await?;
+    let provider = ProviderTarget::from_deployment(record, devnet_dir)?;
+    let status =
+        publisher.provision(&provider, record.pod_id, pb::provision_request::Action::Status(pb::Status {})).await?;
+    let proposed = status
+        .billing
+        .and_then(|b| b.proposed_pricing)
+        .with_context(|| format!("the provider proposes no new prices for {}", record.name))?;
+    let table = PriceTable::from_proto(&proposed)?;
+    let action = pb::provision_request::Action::AcceptPricing(pb::AcceptPricing { pricing: Some(proposed) });
+    let status = publisher.provision(&provider, record.pod_id, action).await?;
+    if json {
+        // The account at the switch: everything before it is billed at the old prices.
+        let billing = status.billing.unwrap_or_default();
+        let usage = Usage::from_proto(&billing.usage.unwrap_or_default())
+            .map_err(|e| anyhow::anyhow!("the provider sent malformed usage: {e}"))?;
+        say!("{}", json!({ "name": record.name, "pricing": table, "usage": usage, "metered": billing.amount }));
+    } else {
+        say!("{} is billed at {table} from now on; earlier usage keeps the old prices", record.name);
+    }
+    Ok(ExitCode::SUCCESS)
+}
