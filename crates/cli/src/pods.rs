@@ -531,6 +531,10 @@ fn print_status(record: &Deployment, status: &pb::PodStatus, json: bool) {
                     "name": c.name, "state": c.state, "restarts": c.restarts,
                     "exit_code": c.has_exit_code.then_some(c.exit_code),
                 })).collect::<Vec<_>>(),
+                "billing": status.billing.as_ref().map(|b| json!({
+                    "metered": b.amount, "claimed": b.claimed, "rate_per_second": b.rate_per_second,
+                    "top_up": (!b.top_up.is_empty()).then_some(&b.top_up),
+                })),
             })
         );
         return;
@@ -545,6 +549,14 @@ fn print_status(record: &Deployment, status: &pb::PodStatus, json: bool) {
     for c in &status.containers {
         let exit = if c.has_exit_code { format!(", last exit code {}", c.exit_code) } else { String::new() };
         say!("  container {}: {} ({} restarts{exit})", c.name, c.state, c.restarts);
+    }
+    if let Some(b) = &status.billing {
+        say!(
+            "  billed {} so far, {} claimed, {} per second now (`tpod bill` for details)",
+            b.amount,
+            b.claimed,
+            b.rate_per_second
+        );
     }
 }
 
