@@ -24,6 +24,18 @@ fn now_unix() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
 }
 
+/// The deployment called `name` (or the only one) and the publisher that owns it.
+async fn open(name: Option<&str>, target: &Target, devnet_dir: &Path) -> anyhow::Result<(Deployment, Publisher)> {
+    let record = Deployments::load(devnet_dir)?.find(name)?.clone();
+    Ok((record, Publisher::open(devnet_dir, target).await?))
+}
+
+/// The pod's status (with its account) from its provider.
+async fn status_of(publisher: &Publisher, record: &Deployment, devnet_dir: &Path) -> anyhow::Result<pb::PodStatus> {
+    let provider = ProviderTarget::from_deployment(record, devnet_dir)?;
+    publisher.provision(&provider, record.pod_id, pb::provision_request::Action::Status(pb::Status {})).await
+}
+
 async fn channel_of(publisher: &Publisher, record: &Deployment) -> anyhow::Result<ChannelState> {
     publisher
         .chain
@@ -76,12 +88,9 @@ fn usage_lines(u: &Usage) -> Vec<(&'static str, String)> {
 
 /// `tpod bill`.
 pub async fn bill(name: Option<&str>, target: &Target, devnet_dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
-    let records = Deployments::load(devnet_dir)?;
-    let record = records.find(name)?;
-    let publisher = Publisher::open(devnet_dir, target).await?;
-    let provider = ProviderTarget::from_deployment(record, devnet_dir)?;
-    let status =
-        publisher.provision(&provider, record.pod_id, pb::provision_request::Action::Status(pb::Status {})).await?;
+    let (record, publisher) = open(name, target, devnet_dir).await?;
+    let record = &record;
+    let status = status_of(&publisher, record, devnet_dir).await?;
     let billing = status.billing.clone().context("the provider reports no billing for this pod")?;
     let channel = channel_of(&publisher, record).await?;
     let usage = Usage::from_proto(&billing.usage.clone().unwrap_or_default())
@@ -154,9 +163,8 @@ pub async fn topup(
     devnet_dir: &Path,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let records = Deployments::load(devnet_dir)?;
-    let record = records.find(name)?;
-    let publisher = Publisher::open(devnet_dir, target).await?;
+    let (record, publisher) = open(name, target, devnet_dir).await?;
+    let record = &record;
     publisher
         .chain
         .approve_payment(publisher.chain.contracts().token, amount)
@@ -178,9 +186,8 @@ pub async fn topup(
 
 /// `tpod unlock`.
 pub async fn unlock(name: Option<&str>, target: &Target, devnet_dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
-    let records = Deployments::load(devnet_dir)?;
-    let record = records.find(name)?;
-    let publisher = Publisher::open(devnet_dir, target).await?;
+    let (record, publisher) = open(name, target, devnet_dir).await?;
+    let record = &record;
     publisher.chain.request_unlock(record.provider_address, record.pod_id).await.context("requesting the unlock")?;
     let channel = channel_of(&publisher, record).await?;
     let at = channel.unlock_at.unwrap_or_default();
@@ -231,18 +238,16 @@ pub async fn accept_pricing(
     devnet_dir: &Path,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let records = Deployments::load(devnet_dir)?;
-    let record = records.find(name)?;
-    let publisher = Publisher::open(devnet_dir, target).await?;
-    let provider = ProviderTarget::from_deployment(record, devnet_dir)?;
-    let status =
-        publisher.provision(&provider, record.pod_id, pb::provision_request::Action::Status(pb::Status {})).await?;
+    let (record, publisher) = open(name, target, devnet_dir).await?;
+    let record = &record;
+    let status = status_of(&publisher, record, devnet_dir).await?;
     let proposed = status
         .billing
         .and_then(|b| b.proposed_pricing)
         .with_context(|| format!("the provider proposes no new prices for {}", record.name))?;
     let table = PriceTable::from_proto(&proposed)?;
     let action = pb::provision_request::Action::AcceptPricing(pb::AcceptPricing { pricing: Some(proposed) });
+    let provider = ProviderTarget::from_deployment(record, devnet_dir)?;
     let status = publisher.provision(&provider, record.pod_id, action).await?;
     if json {
         // The account at the switch: everything before it is billed at the old prices.
