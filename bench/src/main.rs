@@ -5,6 +5,12 @@
 //!   provider and channel creation included (approve + create + provision), p50/p95 over N
 //!   deploys. Then the provider daemon's resident memory with M small pods running, next to its
 //!   memory with none (a ratio from one run, since these machines are noisy).
+//! - `metering`: with those M pods running, the provider daemon's CPU time (utime + stime) as a
+//!   share of one core over a window while it meters every pod each second and claims each
+//!   minute, next to the same pods with metering and claims pushed out to an hour (the provider
+//!   restarted with that configuration, re-adopting the pods), then metering on again, every
+//!   window after a restart: the difference is the metering and billing overhead (target < 2 %
+//!   of a core).
 //!
 //! Run with `bench/run` (builds in release mode first).
 
@@ -26,14 +32,73 @@ struct Args {
     /// Pods running when the provider's memory is measured.
     #[arg(long, default_value_t = 100)]
     pods: usize,
+    /// Seconds of each CPU window of the metering figure (60 takes in one claim round).
+    #[arg(long, default_value_t = 60)]
+    cpu_window: u64,
 }
+
+/// Provider configuration merged over the devnet's for the metered CPU windows (the devnet's
+/// own billing settings, spelled out).
+const METERED: &str = "[billing]\nsample_interval_secs = 1\nclaim_interval_secs = 60\n";
+/// The same with metering and claims effectively off: an hour apart, the first sample is taken
+/// at start, before the window.
+const UNMETERED: &str = "[billing]\nsample_interval_secs = 3600\nclaim_interval_secs = 3600\n";
+/// Time a (re)started provider gets to adopt its pods before a CPU window opens.
+const SETTLE: Duration = Duration::from_secs(5);
 
 struct Devnet {
     dir: tempfile::TempDir,
     bin: PathBuf,
+    anvil: PathBuf,
 }
 
 impl Devnet {
+    /// `tpod dev up` on the bench's own bridge and subnet, optionally with a provider
+    /// configuration file merged over the generated one. On a live chain it starts just the
+    /// provider, if it is not running.
+    fn up(&self, provider_config: Option<&Path>) -> anyhow::Result<serde_json::Value> {
+        let mut args = vec![
+            "dev",
+            "up",
+            "--port",
+            "0",
+            "--anvil",
+            self.anvil.to_str().context("anvil path")?,
+            "--ingress-port",
+            "0",
+            "--bridge",
+            "tpbench0",
+            "--subnet",
+            "10.240.0.0/16",
+        ];
+        if let Some(file) = provider_config {
+            args.extend(["--provider-config", file.to_str().context("config path")?]);
+        }
+        self.tpod(&args)
+    }
+
+    /// Stops the provider with SIGTERM (its pods keep running), starts it again with `config`
+    /// merged over the devnet's, and waits for it to adopt its pods. Returns the new pid.
+    fn restart_provider(&self, pid: u32, name: &str, config: &str) -> anyhow::Result<u32> {
+        use nix::sys::signal::{Signal, kill};
+        kill(nix::unistd::Pid::from_raw(i32::try_from(pid)?), Signal::SIGTERM).context("stopping the provider")?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while tpod_devnet::anvil::is_live_process(pid, "tpod-provider") {
+            if Instant::now() > deadline {
+                bail!("the provider (pid {pid}) did not stop within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let file = self.dir.path().join(format!("{name}.toml"));
+        std::fs::write(&file, config)?;
+        let up = self.up(Some(&file))?;
+        if up["provider_started"] != true {
+            bail!("tpod dev up did not start the provider: {up}");
+        }
+        std::thread::sleep(SETTLE);
+        Ok(up["provider"]["pid"].as_u64().context("no provider pid")? as u32)
+    }
+
     fn tpod(&self, args: &[&str]) -> anyhow::Result<serde_json::Value> {
         let out = Command::new(self.bin.join("tpod"))
             .arg("--devnet-dir")
@@ -59,22 +124,9 @@ impl Drop for Devnet {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let bin = std::env::current_exe()?.parent().context("no binary directory")?.to_path_buf();
-    let devnet = Devnet { dir: tempfile::tempdir()?, bin };
     let anvil = tpod_devnet::anvil::locate(None).context("anvil not found; run tools/bootstrap")?;
-    let up = devnet.tpod(&[
-        "dev",
-        "up",
-        "--port",
-        "0",
-        "--anvil",
-        anvil.to_str().context("anvil path")?,
-        "--ingress-port",
-        "0",
-        "--bridge",
-        "tpbench0",
-        "--subnet",
-        "10.240.0.0/16",
-    ])?;
+    let devnet = Devnet { dir: tempfile::tempdir()?, bin, anvil };
+    let up = devnet.up(None)?;
     let provider_pid = up["provider"]["pid"].as_u64().context("no provider pid")? as u32;
     let manifest = hello(devnet.dir.path())?;
     let manifest = manifest.to_str().context("manifest path")?;
@@ -123,7 +175,56 @@ fn main() -> anyhow::Result<()> {
         loaded_rss as f64 / idle_rss as f64,
         (loaded_rss.saturating_sub(idle_rss)) as f64 / (pods - 1) as f64
     );
+
+    // Metering on, off, on again, each after a restart: a restarted provider watches the pods it
+    // adopted through /proc rather than as its children, which costs CPU of its own, so every
+    // window has the same kind. The two metered windows bracket the baseline, so drift in the
+    // machine's load shows as a gap between them.
+    let window = Duration::from_secs(args.cpu_window);
+    let tck = clock_ticks()?;
+    let pid = devnet.restart_provider(provider_pid, "metered", METERED)?;
+    let metered = cpu_percent(pid, window, tck)?;
+    let pid = devnet.restart_provider(pid, "unmetered", UNMETERED)?;
+    let baseline = cpu_percent(pid, window, tck)?;
+    let pid = devnet.restart_provider(pid, "metered", METERED)?;
+    let metered_again = cpu_percent(pid, window, tck)?;
+    let on = (metered + metered_again) / 2.0;
+    let ratio = if baseline > 0.0 { format!("{:.2}", on / baseline) } else { "n/a".to_owned() };
+    println!(
+        "metering {pods} pods @1s: provider CPU {on:.2} % of a core (idle baseline {baseline:.2} %, overhead {:.2} %, \
+         ratio {ratio}; target overhead < 2 %)",
+        on - baseline
+    );
+    println!(
+        "  {} s windows after a restart: metered {metered:.2} %   metering off {baseline:.2} %   \
+         metered again {metered_again:.2} %   ({tck} clock ticks/s)",
+        window.as_secs()
+    );
     Ok(())
+}
+
+/// Clock ticks per second, the unit of /proc/<pid>/stat's CPU times.
+fn clock_ticks() -> anyhow::Result<f64> {
+    let tck = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?.context("no _SC_CLK_TCK")?;
+    Ok(tck as f64)
+}
+
+/// User plus system CPU time of a process (all its threads), in clock ticks.
+fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces), from field 3 (state) on.
+    let (_, rest) = stat.rsplit_once(')').context("malformed /proc/<pid>/stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| -> anyhow::Result<u64> { Ok(fields.get(n - 3).context("short /proc/<pid>/stat")?.parse()?) };
+    Ok(field(14)? + field(15)?)
+}
+
+/// The CPU a process uses over `window`, as a percentage of one core.
+fn cpu_percent(pid: u32, window: Duration, tck: f64) -> anyhow::Result<f64> {
+    let (start, before) = (Instant::now(), cpu_ticks(pid)?);
+    std::thread::sleep(window);
+    let used = cpu_ticks(pid)?.saturating_sub(before);
+    Ok(100.0 * used as f64 / tck / secs(start.elapsed()))
 }
 
 fn secs(d: Duration) -> f64 {
