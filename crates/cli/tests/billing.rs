@@ -377,3 +377,51 @@ fn a_pricing_change_applies_only_after_the_publisher_agrees() {
     assert_eq!(num(&deleted["claimed"]), expected, "{deleted}");
     assert_ne!(expected, total * NEW / 1_000_000_000, "the test cannot tell the prices apart");
 }
+
+/// A pod paused for lack of funds keeps its volumes only for the retention period; then the
+/// provider removes it, makes its final claim and releases the channel, so the publisher
+/// withdraws the rest at once.
+#[test]
+fn a_paused_pod_is_removed_after_its_retention() {
+    let work = tempfile::tempdir().unwrap();
+    let config = overrides(
+        work.path(),
+        "provider.toml",
+        &format!(
+            r#"[terms]
+min_funding = "1000000000000000"
+
+[billing]
+claim_interval_secs = 4
+grace_secs = 2
+retention_secs = 4
+
+[[pricing]]
+resource = "cpu"
+reservation = "{RESERVE}"
+usage = "0"
+"#
+        ),
+    );
+    let net = Devnet::up_with(10, Some(config));
+    let manifest = burner(work.path(), "exec /bin/busybox sleep 100000");
+    let amount: u128 = 1_000_000_000_000_000;
+    let deployed = net.ok(&["deploy", manifest.to_str().unwrap(), "--amount", &amount.to_string()]);
+    let paused = bill_until(&net, "the pause", 90, |b| b["state"].as_str().unwrap().starts_with("paused"));
+    assert!(!net.runtime_pods().is_empty(), "a paused pod keeps its runtime state: {paused}");
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = net.tpod(&["status"]);
+        if !out.status.success() && text(&out).contains("no pod") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the paused pod was never removed: {}", text(&out));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(net.runtime_pods().is_empty(), "runtime state left: {:?}", net.runtime_pods());
+    // Released by the provider: no unlock delay to wait for.
+    let withdrawn = net.ok(&["withdraw"]);
+    let claimed = amount - num(&withdrawn["withdrawn"]);
+    assert_eq!(claimed, cpu_cost(&paused["usage"], RESERVE, 0), "{withdrawn} after {paused} (pod {deployed})");
+}
