@@ -97,6 +97,28 @@ fn cgroup_cpu_ns(pod_id: &str, container: &str) -> u128 {
 const RESERVE: u128 = 50_000_000_000;
 const USE: u128 = 50_000_000_000;
 
+/// Provider settings under which a 1-core pod funded with the minimum runs out in seconds:
+/// cpu at [`RESERVE`] reserved and `used` per millicore-second, claims every 4 s, 2 s of grace.
+fn short_funds(dir: &Path, terms: &str, billing: &str, used: u128) -> PathBuf {
+    let toml = format!(
+        r#"[terms]
+min_funding = "1000000000000000"
+{terms}
+
+[billing]
+claim_interval_secs = 4
+grace_secs = 2
+{billing}
+
+[[pricing]]
+resource = "cpu"
+reservation = "{RESERVE}"
+usage = "{used}"
+"#
+    );
+    overrides(dir, "provider.toml", &toml)
+}
+
 /// A pod whose funds last some 20 s is paused; what was claimed is exactly the metered usage at
 /// the agreed prices. A top-up resumes it and billing goes on from the same totals. An unlock
 /// gets the provider's final claim inside the delay, and the withdrawal returns the rest, to
@@ -104,25 +126,7 @@ const USE: u128 = 50_000_000_000;
 #[test]
 fn funds_run_out_pause_top_up_resume_unlock_withdraw() {
     let work = tempfile::tempdir().unwrap();
-    let config = overrides(
-        work.path(),
-        "provider.toml",
-        &format!(
-            r#"[terms]
-min_funding = "1000000000000000"
-min_unlock_delay_secs = 8
-
-[billing]
-claim_interval_secs = 4
-grace_secs = 2
-
-[[pricing]]
-resource = "cpu"
-reservation = "{RESERVE}"
-usage = "{USE}"
-"#
-        ),
-    );
+    let config = short_funds(work.path(), "min_unlock_delay_secs = 8", "", USE);
     let net = Devnet::up_with(6, Some(config));
     let manifest = burner(work.path(), "while :; do :; done");
     let amount: u128 = 1_500_000_000_000_000;
@@ -384,25 +388,7 @@ fn a_pricing_change_applies_only_after_the_publisher_agrees() {
 #[test]
 fn a_paused_pod_is_removed_after_its_retention() {
     let work = tempfile::tempdir().unwrap();
-    let config = overrides(
-        work.path(),
-        "provider.toml",
-        &format!(
-            r#"[terms]
-min_funding = "1000000000000000"
-
-[billing]
-claim_interval_secs = 4
-grace_secs = 2
-retention_secs = 4
-
-[[pricing]]
-resource = "cpu"
-reservation = "{RESERVE}"
-usage = "0"
-"#
-        ),
-    );
+    let config = short_funds(work.path(), "", "retention_secs = 4", 0);
     let net = Devnet::up_with(10, Some(config));
     let manifest = burner(work.path(), "exec /bin/busybox sleep 100000");
     let amount: u128 = 1_000_000_000_000_000;
