@@ -466,14 +466,13 @@ impl<R: Runtime> Controller<R> {
             }
             for pod in &pods {
                 let due = self.live().get(&pod.pod_id).and_then(|l| l.retry).is_some_and(|(at, _)| now_ms() >= at);
-                if changed.contains(&B256::from(pod.channel_id)) {
-                    self.refresh_and_reconcile(&pod.pod_id).await;
-                }
                 if periodic || due {
                     self.refresh_and_reconcile(&pod.pod_id).await;
                     let paused = !matches!(pod.state, PodState::Running);
                     let claimed = self.claim(&pod.pod_id, paused).await.map(|_| ());
                     self.note_attempt(&pod.pod_id, claimed);
+                } else if changed.contains(&B256::from(pod.channel_id)) {
+                    self.refresh_and_reconcile(&pod.pod_id).await;
                 } else if matches!(pod.state, PodState::Running | PodState::Paused { .. }) {
                     // Cheap: uses the channel as last read, and reads again only to confirm a pause.
                     let checked = self.reconcile_funds(&pod.pod_id).await;
