@@ -138,7 +138,7 @@ mod tests {
             (dag_pb, "raw"),
             (upper.as_str(), "base32"),
             (bad_char.as_str(), "lowercase"),
-            ("b../../../../../../../../../../../../../../../../../etc/pa", "lowercase"),
+            ("b../../../../../../../../../../../../../../../../../etc/pas", "lowercase"),
             (&good[..58], "base32"),
         ] {
             let error = ContentId::parse(text).unwrap_err();
