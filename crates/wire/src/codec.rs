@@ -19,7 +19,7 @@ pub const PROVISION_MAX_BYTES: usize = 4 * 1024 * 1024;
 /// capped lower, at [`limits::MAX_LOG_CHUNK_BYTES`], by validation).
 pub const LOGS_MAX_BYTES: usize = 1024 * 1024;
 /// Largest message of the blob protocol: one chunk of [`limits::MAX_BLOB_CHUNK_BYTES`] plus room
-/// for the digest and the other fields.
+/// for its offset, checksum and framing.
 pub const BLOB_MAX_BYTES: usize = limits::MAX_BLOB_CHUNK_BYTES + 4 * 1024;
 /// Largest message of any protocol in this crate.
 pub const MAX_MESSAGE_BYTES: usize = PROVISION_MAX_BYTES;

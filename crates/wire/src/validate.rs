@@ -42,9 +42,25 @@ pub mod limits {
     pub const MAX_LOG_CHUNK_BYTES: usize = 64 * 1024;
     /// Bytes of blob data in one put.
     pub const MAX_BLOB_CHUNK_BYTES: usize = 1024 * 1024;
-    /// Bytes of a blob digest string. A sha256 digest takes 71 (`sha256:` and 64 hex digits); the
-    /// slack leaves room for CIDs. The exact format is checked by the provider, not here.
+    /// Bytes of a digest or CID string. A sha256 digest takes 71 (`sha256:` and 64 hex digits), a
+    /// CIDv1 in base32 59. The exact format is checked by the provider, not here.
     pub const MAX_DIGEST_BYTES: usize = 128;
+    /// Bytes of an X25519 public key, and of an HPKE encapsulated key.
+    pub const X25519_KEY_BYTES: usize = 32;
+    /// Bytes of a blob key.
+    pub const BLOB_KEY_BYTES: usize = 32;
+    /// Bytes of a sha256.
+    pub const SHA256_BYTES: usize = 32;
+    /// Layers of an image.
+    pub const MAX_LAYERS: usize = 128;
+    /// Bytes of a sealed image's ciphertext (its `ImageKeys`).
+    pub const MAX_SEALED_IMAGE_BYTES: usize = 64 * 1024;
+    /// Bytes of the files of one secret volume, encoded; the sealed ciphertext adds a 16-byte tag.
+    pub const MAX_SECRET_BYTES: usize = 1024 * 1024;
+    /// Files in one secret volume.
+    pub const MAX_SECRET_FILES: usize = 64;
+    /// Bytes of a secret file's name.
+    pub const MAX_FILE_NAME_BYTES: usize = 255;
 }
 
 use limits::*;
@@ -98,6 +114,9 @@ impl Validate for QuoteResponse {
         if let Some(pricing) = &self.pricing {
             pricing_table(pricing)?;
         }
+        if !self.enclave_encryption_key.is_empty() {
+            exact_len("enclave_encryption_key", self.enclave_encryption_key.len(), X25519_KEY_BYTES)?;
+        }
         Ok(())
     }
 }
@@ -149,16 +168,64 @@ fn pod(path: &str, pod: &Pod) -> Result<(), WireError> {
     }
     max_len(|| join(path, "volumes"), pod.volumes.len(), MAX_VOLUMES)?;
     for (i, volume) in pod.volumes.iter().enumerate() {
-        // Secret contents are bounded by the frame limit only: they may be large files.
-        string(&format!("{path}.volumes[{i}]"), "name", &volume.name, MAX_STRING_BYTES)?;
+        let path = format!("{path}.volumes[{i}]");
+        string(&path, "name", &volume.name, MAX_STRING_BYTES)?;
+        if let Some(pb::volume::Kind::Secret(secret)) = &volume.kind {
+            sealed(&join(&path, "secret.sealed"), secret.sealed.as_ref(), MAX_SECRET_BYTES + 16)?;
+        }
+    }
+    if !pod.sealed_by.is_empty() {
+        exact_len(&join(path, "sealed_by"), pod.sealed_by.len(), X25519_KEY_BYTES)?;
     }
     Ok(())
+}
+
+/// An HPKE ciphertext: a 32-byte encapsulated key and at most `max` bytes. Absent is accepted
+/// here (the provider says what is missing).
+fn sealed(path: &str, sealed: Option<&pb::Sealed>, max: usize) -> Result<(), WireError> {
+    let Some(sealed) = sealed else { return Ok(()) };
+    exact_len(&join(path, "enc"), sealed.enc.len(), X25519_KEY_BYTES)?;
+    max_len(|| join(path, "ciphertext"), sealed.ciphertext.len(), max)
+}
+
+impl Validate for pb::ImageKeys {
+    fn validate(&self) -> Result<(), WireError> {
+        string("image", "manifest_digest", &self.manifest_digest, MAX_DIGEST_BYTES)?;
+        if let Some(config) = &self.config {
+            encrypted_blob("image.config", config)?;
+        }
+        max_len(|| "image.layers".into(), self.layers.len(), MAX_LAYERS)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let path = format!("image.layers[{i}]");
+            string(&path, "diff_id", &layer.diff_id, MAX_DIGEST_BYTES)?;
+            if let Some(blob) = &layer.blob {
+                encrypted_blob(&join(&path, "blob"), blob)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn encrypted_blob(path: &str, blob: &pb::EncryptedBlob) -> Result<(), WireError> {
+    string(path, "cid", &blob.cid, MAX_DIGEST_BYTES)?;
+    string(path, "digest", &blob.digest, MAX_DIGEST_BYTES)?;
+    exact_len(&join(path, "key"), blob.key.len(), BLOB_KEY_BYTES)
+}
+
+impl Validate for pb::SecretFiles {
+    fn validate(&self) -> Result<(), WireError> {
+        max_len(|| "files".into(), self.files.len(), MAX_SECRET_FILES)?;
+        for (i, file) in self.files.iter().enumerate() {
+            string(&format!("files[{i}]"), "name", &file.name, MAX_FILE_NAME_BYTES)?;
+        }
+        Ok(())
+    }
 }
 
 fn container(path: &str, c: &Container) -> Result<(), WireError> {
     string(path, "name", &c.name, MAX_STRING_BYTES)?;
     string(path, "image", &c.image, MAX_STRING_BYTES)?;
-    string(path, "image_cid", &c.image_cid, MAX_STRING_BYTES)?;
+    sealed(&join(path, "sealed_image"), c.sealed_image.as_ref(), MAX_SEALED_IMAGE_BYTES)?;
     string(path, "working_dir", &c.working_dir, MAX_STRING_BYTES)?;
     for (name, list) in [("command", &c.command), ("args", &c.args)] {
         max_len(|| join(path, name), list.len(), MAX_ARGS)?;
@@ -273,33 +340,28 @@ impl Validate for pb::LogChunk {
     }
 }
 
-impl Validate for pb::BlobRequest {
+impl Validate for pb::BlobOffer {
     fn validate(&self) -> Result<(), WireError> {
-        use pb::blob_request::Op;
         version(self.version)?;
-        string("", "digest", &self.digest, MAX_DIGEST_BYTES)?;
-        if let Some(Op::Put(put)) = &self.op {
-            let len = put.data.len();
-            max_len(|| "put.data".into(), len, MAX_BLOB_CHUNK_BYTES)?;
-            // A chunk reaching past the declared end can never be accepted; refuse it here.
-            let end = put.offset.checked_add(len as u64);
-            if end.is_none_or(|end| end > put.total_size) {
-                return Err(WireError::Inconsistent {
-                    field: "put".into(),
-                    reason: format!(
-                        "{len} bytes at offset {} reach past the total size {}",
-                        put.offset, put.total_size
-                    ),
-                });
-            }
+        string("", "cid", &self.cid, MAX_DIGEST_BYTES)
+    }
+}
+
+impl Validate for pb::BlobChunk {
+    fn validate(&self) -> Result<(), WireError> {
+        version(self.version)?;
+        max_len(|| "data".into(), self.data.len(), MAX_BLOB_CHUNK_BYTES)?;
+        exact_len("sha256", self.sha256.len(), SHA256_BYTES)?;
+        if self.offset.checked_add(self.data.len() as u64).is_none() {
+            return Err(WireError::Inconsistent { field: "offset".into(), reason: "offset + length overflows".into() });
         }
         Ok(())
     }
 }
 
-impl Validate for pb::BlobResponse {
+impl Validate for pb::BlobReply {
     fn validate(&self) -> Result<(), WireError> {
-        use pb::blob_response::Result as Outcome;
+        use pb::blob_reply::Result as Outcome;
         version(self.version)?;
         match &self.result {
             Some(Outcome::Error(error)) => string("error", "message", &error.message, MAX_TEXT_BYTES),

@@ -13,12 +13,12 @@ use tpod_wire::codec::{
     BLOB_MAX_BYTES, LOGS_MAX_BYTES, MAX_MESSAGE_BYTES, PROVISION_MAX_BYTES, QUOTE_MAX_BYTES, max_message_bytes,
 };
 use tpod_wire::limits::{
-    MAX_BLOB_CHUNK_BYTES, MAX_CONTAINERS, MAX_DIGEST_BYTES, MAX_ENV, MAX_LOG_CHUNK_BYTES, MAX_PORTS, MAX_STRING_BYTES,
-    MAX_TEXT_BYTES,
+    MAX_BLOB_CHUNK_BYTES, MAX_CONTAINERS, MAX_DIGEST_BYTES, MAX_ENV, MAX_LAYERS, MAX_LOG_CHUNK_BYTES, MAX_PORTS,
+    MAX_SEALED_IMAGE_BYTES, MAX_SECRET_BYTES, MAX_STRING_BYTES, MAX_TEXT_BYTES,
 };
 use tpod_wire::pb::{
-    self, blob_request::Op as BlobOp, blob_response::Result as BlobOutcome, provision_request::Action,
-    provision_response::Result as Outcome, volume::Kind,
+    self, blob_reply::Result as BlobOutcome, provision_request::Action, provision_response::Result as Outcome,
+    volume::Kind,
 };
 use tpod_wire::{PROVISION_PROTOCOL, VERSION, Validate, WireError, decode, read_message, write_message};
 
@@ -56,7 +56,7 @@ fn container(name: &str) -> pb::Container {
     pb::Container {
         name: name.into(),
         image: "docker.io/library/nginx:1.27".into(),
-        image_cid: "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi".into(),
+        sealed_image: Some(sealed(300)),
         command: vec!["nginx".into()],
         args: vec!["-g".into(), "daemon off;".into()],
         env: BTreeMap::from([("MODE".into(), "prod".into()), ("PORT".into(), "8080".into())]),
@@ -81,10 +81,18 @@ fn pod() -> pb::Pod {
                 name: "data".into(),
                 kind: Some(Kind::Filesystem(pb::volume::Filesystem { size_bytes: 1 << 30 })),
             },
-            pb::Volume { name: "keys".into(), kind: Some(Kind::Secret(pb::volume::Secret { sealed: vec![7; 100] })) },
+            pb::Volume {
+                name: "keys".into(),
+                kind: Some(Kind::Secret(pb::volume::Secret { sealed: Some(sealed(100)) })),
+            },
         ],
         replicas: Some(pb::Replicas { min: 1, max: 3 }),
+        sealed_by: vec![9; 32],
     }
+}
+
+fn sealed(len: usize) -> pb::Sealed {
+    pb::Sealed { enc: vec![5; 32], ciphertext: vec![7; len] }
 }
 
 fn provision_request(action: Action) -> pb::ProvisionRequest {
@@ -122,6 +130,7 @@ fn quote_response() -> pb::QuoteResponse {
         min_unlock_delay_secs: 3600,
         provider_address: "0x70997970C51812dc3A010C7d01b50e0d17dc79C8".into(),
         domain: "pods.example.com".into(),
+        enclave_encryption_key: vec![4; 32],
     }
 }
 
@@ -190,26 +199,22 @@ fn every_message_round_trips() {
         error: Some(pb::Error { code: 403, message: "wrong signer".into() }),
         ..Default::default()
     });
-    round_trip(blob_put(0, vec![7; 100], 100));
-    round_trip(pb::BlobRequest { version: VERSION, digest: DIGEST.into(), op: Some(BlobOp::Query(pb::Query {})) });
-    round_trip(pb::BlobResponse {
+    round_trip(blob_chunk(0, vec![7; 100]));
+    round_trip(pb::BlobOffer { version: VERSION, cid: CID.into(), total_size: 1 << 30 });
+    round_trip(pb::BlobReply {
         version: VERSION,
         result: Some(BlobOutcome::State(pb::BlobState { complete: false, received: 1 << 20 })),
     });
-    round_trip(pb::BlobResponse {
+    round_trip(pb::BlobReply {
         version: VERSION,
         result: Some(BlobOutcome::Error(pb::Error { code: 409, message: "wrong offset".into() })),
     });
 }
 
-const DIGEST: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+const CID: &str = "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e";
 
-fn blob_put(offset: u64, data: Vec<u8>, total_size: u64) -> pb::BlobRequest {
-    pb::BlobRequest {
-        version: VERSION,
-        digest: DIGEST.into(),
-        op: Some(BlobOp::Put(pb::Put { offset, data, total_size })),
-    }
+fn blob_chunk(offset: u64, data: Vec<u8>) -> pb::BlobChunk {
+    pb::BlobChunk { version: VERSION, offset, data, sha256: vec![1; 32] }
 }
 
 #[test]
@@ -240,16 +245,13 @@ fn protocol_limits_table() {
     assert_eq!(max_message_bytes(tpod_wire::LOGS_PROTOCOL), Some(LOGS_MAX_BYTES));
     assert_eq!(max_message_bytes(tpod_wire::BLOB_PROTOCOL), Some(BLOB_MAX_BYTES));
     assert_eq!(max_message_bytes(tpod_wire::ATTEST_PROTOCOL), None);
-    // A full blob chunk with the longest digest fits in one frame.
-    let full = pb::BlobRequest {
-        digest: "x".repeat(MAX_DIGEST_BYTES),
-        ..blob_put(u64::MAX - MAX_BLOB_CHUNK_BYTES as u64, vec![0xff; MAX_BLOB_CHUNK_BYTES], u64::MAX)
-    };
+    // A full blob chunk at the largest offset fits in one frame.
+    let full = blob_chunk(u64::MAX - MAX_BLOB_CHUNK_BYTES as u64, vec![0xff; MAX_BLOB_CHUNK_BYTES]);
     assert!(full.encoded_len() <= BLOB_MAX_BYTES);
     let mut framed = Cursor::new(Vec::new());
     run(write_message(&mut framed, &full, BLOB_MAX_BYTES)).unwrap();
     assert_eq!(
-        run(read_message::<pb::BlobRequest, _>(&mut Cursor::new(framed.into_inner()), BLOB_MAX_BYTES)).unwrap(),
+        run(read_message::<pb::BlobChunk, _>(&mut Cursor::new(framed.into_inner()), BLOB_MAX_BYTES)).unwrap(),
         full
     );
 }
@@ -291,24 +293,55 @@ fn billing_fields_are_bounded() {
 }
 
 #[test]
-fn blob_request_limits() {
-    read::<pb::BlobRequest>(&frame(&blob_put(0, vec![1; MAX_BLOB_CHUNK_BYTES], 1 << 30))).unwrap();
-    let err = read::<pb::BlobRequest>(&frame(&blob_put(0, vec![1; MAX_BLOB_CHUNK_BYTES + 1], 1 << 30))).unwrap_err();
-    assert_eq!(limit_field(err), "put.data");
+fn blob_message_limits() {
+    read::<pb::BlobChunk>(&frame(&blob_chunk(0, vec![1; MAX_BLOB_CHUNK_BYTES]))).unwrap();
+    let err = read::<pb::BlobChunk>(&frame(&blob_chunk(0, vec![1; MAX_BLOB_CHUNK_BYTES + 1]))).unwrap_err();
+    assert_eq!(limit_field(err), "data");
+    let err = read::<pb::BlobChunk>(&frame(&pb::BlobChunk { sha256: vec![1; 31], ..blob_chunk(0, vec![]) }));
+    assert!(matches!(err, Err(WireError::WrongLength { ref field, .. }) if field == "sha256"), "{err:?}");
+    let err = read::<pb::BlobChunk>(&frame(&blob_chunk(u64::MAX, vec![1]))).unwrap_err();
+    assert!(matches!(err, WireError::Inconsistent { ref field, .. } if field == "offset"), "{err:?}");
 
-    let long_digest = pb::BlobRequest { digest: "s".repeat(MAX_DIGEST_BYTES + 1), ..blob_put(0, vec![], 0) };
-    assert_eq!(limit_field(read::<pb::BlobRequest>(&frame(&long_digest)).unwrap_err()), "digest");
-
-    // A chunk may end exactly at the total size, not past it, and offsets must not overflow.
-    read::<pb::BlobRequest>(&frame(&blob_put(90, vec![1; 10], 100))).unwrap();
-    for request in [blob_put(91, vec![1; 10], 100), blob_put(u64::MAX, vec![1], u64::MAX), blob_put(0, vec![1], 0)] {
-        let err = read::<pb::BlobRequest>(&frame(&request)).unwrap_err();
-        assert!(matches!(err, WireError::Inconsistent { ref field, .. } if field == "put"), "{err:?}");
-    }
+    let long_cid = pb::BlobOffer { version: VERSION, cid: "b".repeat(MAX_DIGEST_BYTES + 1), total_size: 1 };
+    assert_eq!(limit_field(read::<pb::BlobOffer>(&frame(&long_cid)).unwrap_err()), "cid");
 
     let error = pb::Error { code: 500, message: "e".repeat(MAX_TEXT_BYTES + 1) };
-    let response = pb::BlobResponse { version: VERSION, result: Some(BlobOutcome::Error(error)) };
-    assert_eq!(limit_field(read::<pb::BlobResponse>(&frame(&response)).unwrap_err()), "error.message");
+    let reply = pb::BlobReply { version: VERSION, result: Some(BlobOutcome::Error(error)) };
+    assert_eq!(limit_field(read::<pb::BlobReply>(&frame(&reply)).unwrap_err()), "error.message");
+}
+
+#[test]
+fn sealed_fields_are_bounded() {
+    read::<pb::ProvisionRequest>(&provision_with(pod())).unwrap();
+    let mut p = pod();
+    p.containers[1].sealed_image = Some(sealed(MAX_SEALED_IMAGE_BYTES + 1));
+    let err = read::<pb::ProvisionRequest>(&provision_with(p)).unwrap_err();
+    assert_eq!(limit_field(err), "provision.pod.containers[1].sealed_image.ciphertext");
+    let mut p = pod();
+    p.volumes[2].kind = Some(Kind::Secret(pb::volume::Secret { sealed: Some(sealed(MAX_SECRET_BYTES + 17)) }));
+    let err = read::<pb::ProvisionRequest>(&provision_with(p)).unwrap_err();
+    assert_eq!(limit_field(err), "provision.pod.volumes[2].secret.sealed.ciphertext");
+    let mut p = pod();
+    p.containers[0].sealed_image = Some(pb::Sealed { enc: vec![1; 33], ciphertext: vec![] });
+    let err = read::<pb::ProvisionRequest>(&provision_with(p)).unwrap_err();
+    assert!(matches!(err, WireError::WrongLength { ref field, .. } if field.ends_with("sealed_image.enc")), "{err:?}");
+    let p = pb::Pod { sealed_by: vec![1; 31], ..pod() };
+    let err = read::<pb::ProvisionRequest>(&provision_with(p)).unwrap_err();
+    assert!(matches!(err, WireError::WrongLength { ref field, .. } if field == "provision.pod.sealed_by"), "{err:?}");
+
+    // What sealed images and secrets open to is bounded too.
+    let blob = pb::EncryptedBlob { cid: CID.into(), key: vec![3; 32], digest: "sha256:00".into(), size: 1 };
+    let layer = pb::EncryptedLayer { blob: Some(blob.clone()), gzip: true, diff_id: "sha256:00".into() };
+    let keys = pb::ImageKeys { manifest_digest: "sha256:00".into(), config: Some(blob.clone()), layers: vec![layer] };
+    decode::<pb::ImageKeys>(&keys.encode_to_vec()).unwrap();
+    let many = pb::ImageKeys { layers: vec![keys.layers[0].clone(); MAX_LAYERS + 1], ..keys.clone() };
+    assert_eq!(limit_field(decode::<pb::ImageKeys>(&many.encode_to_vec()).unwrap_err()), "image.layers");
+    let short_key = pb::ImageKeys { config: Some(pb::EncryptedBlob { key: vec![3; 16], ..blob }), ..keys };
+    let err = decode::<pb::ImageKeys>(&short_key.encode_to_vec()).unwrap_err();
+    assert!(matches!(err, WireError::WrongLength { ref field, .. } if field == "image.config.key"), "{err:?}");
+    let file = pb::SecretFile { name: "n".repeat(256), data: vec![] };
+    let err = decode::<pb::SecretFiles>(&pb::SecretFiles { files: vec![file] }.encode_to_vec()).unwrap_err();
+    assert_eq!(limit_field(err), "files[0].name");
 }
 
 #[test]
@@ -413,8 +446,11 @@ fn garbage_never_panics() {
         garbage::<pb::ProvisionResponse>(&mut rng);
         garbage::<pb::LogsRequest>(&mut rng);
         garbage::<pb::LogChunk>(&mut rng);
-        garbage::<pb::BlobRequest>(&mut rng);
-        garbage::<pb::BlobResponse>(&mut rng);
+        garbage::<pb::BlobOffer>(&mut rng);
+        garbage::<pb::BlobChunk>(&mut rng);
+        garbage::<pb::BlobReply>(&mut rng);
+        garbage::<pb::ImageKeys>(&mut rng);
+        garbage::<pb::SecretFiles>(&mut rng);
         let body = rng.bytes(64);
         let mut framed = varint(body.len() as u64);
         framed.extend(&body);
@@ -496,6 +532,7 @@ fn wrong_version_is_refused() {
     refused(&pb::ProvisionResponse { version: 2, result: None });
     refused(&pb::LogsRequest { version: 2, ..logs_request() });
     refused(&pb::LogChunk { version: 2, ..Default::default() });
-    refused(&pb::BlobRequest { version: 2, ..blob_put(0, vec![], 0) });
-    refused(&pb::BlobResponse { version: 0, result: None });
+    refused(&pb::BlobChunk { version: 2, ..blob_chunk(0, vec![]) });
+    refused(&pb::BlobOffer { version: 0, cid: CID.into(), total_size: 0 });
+    refused(&pb::BlobReply { version: 0, result: None });
 }
