@@ -103,6 +103,52 @@ pub enum ImageError {
     /// Something given to the builder is unusable (bad destination path, …).
     #[error("build: {0}")]
     Build(String),
+    /// The registry refused an anonymous pull: it wants credentials.
+    #[error("authentication required for {registry}")]
+    RegistryAuthRequired {
+        /// The registry, e.g. `registry.example.com` or `127.0.0.1:5000`.
+        registry: String,
+    },
+    /// The registry refused the credentials given.
+    #[error("authentication failed for {registry}: wrong username or password")]
+    RegistryAuthFailed {
+        /// The registry.
+        registry: String,
+    },
+    /// The registry has no such repository, tag or digest.
+    #[error("image {reference} not found in {registry}")]
+    ImageNotFound {
+        /// The image reference as given.
+        reference: String,
+        /// The registry.
+        registry: String,
+    },
+    /// The registry could not be connected to (refused, DNS, TLS, timeout, …).
+    #[error("cannot reach registry {registry}: {message}")]
+    RegistryUnreachable {
+        /// The registry.
+        registry: String,
+        /// What went wrong, with its causes.
+        message: String,
+    },
+    /// Any other failure talking to a registry, or a registry answer that is refused (bad
+    /// reference, unsupported media type, no manifest for this platform, blob too large, …).
+    #[error("registry {registry}: {message}")]
+    Registry {
+        /// The registry.
+        registry: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A docker config file (`~/.docker/config.json`) does not parse, or names credentials this
+    /// crate cannot use (a credential helper, an identity token).
+    #[error("docker config {path}: {reason}")]
+    DockerConfig {
+        /// The config file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 impl ImageError {

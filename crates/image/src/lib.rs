@@ -9,26 +9,33 @@
 //!
 //! - [`build_layout`] / [`write_layout`] write an OCI image layout (`oci-layout`, `index.json`,
 //!   `blobs/sha256/…`) with fixed timestamps and owners, so the same input gives the same digests.
-//! - [`read_layout`] parses `index.json` → manifest → config into an [`Image`]; [`read_image`]
-//!   does the same from a manifest digest in a bare blob store.
+//! - [`read_layout`] parses `index.json` → manifest → config into an [`Image`].
+//! - [`encrypt_image`] encrypts an image's blobs for delivery on the publisher's machine;
+//!   [`open_encrypted`] opens such an image on a provider, from the blobs and their keys.
 //! - [`import_docker_archive`] converts a `docker save` tarball into an image layout in a cache
 //!   directory, checking its layers against the config's diff ids.
+//! - [`pull_image`] pulls an image from a registry (private ones too: [`RegistryAuth`],
+//!   [`docker_config_auth`]) into an image layout in a cache directory, every blob verified.
 //! - [`unpack`] applies an image's layers, in order, to a directory.
 //! - [`hello`] builds the `examples/hello` busybox httpd image.
 
 mod build;
 mod digest;
 mod docker;
+mod encrypted;
 mod error;
 pub mod hello;
 mod read;
+mod registry;
 mod unpack;
 
 pub use build::{ContainerConfig, RootfsFile, build_layout, write_layout};
 pub use digest::Digest;
 pub use docker::import_docker_archive;
+pub use encrypted::{EncryptedBlob, EncryptedImage, EncryptedLayer, encrypt_image, open_encrypted};
 pub use error::ImageError;
-pub use read::{Image, Layer, MAX_JSON_BYTES, read_image, read_layout};
+pub use read::{Blob, Image, Layer, MAX_JSON_BYTES, read_layout};
+pub use registry::{MAX_LAYER_BYTES, RegistryAuth, docker_config_auth, pull_image};
 pub use unpack::{UnpackReport, unpack};
 
 /// Re-exported so callers can inspect [`Image`] without depending on `oci-spec` themselves.

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest, MediaType, Os};
 use sha2::{Digest as _, Sha256};
+use tpod_crypto::{BlobKey, DecryptingReader};
 
 use crate::build::host_arch;
 use crate::{Digest, ImageError};
@@ -18,28 +19,73 @@ pub const MAX_JSON_BYTES: u64 = 4 << 20;
 /// Docker's name for a gzip layer, which some tools still put in OCI manifests.
 const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 
-/// An image read from a layout, its manifest and config verified.
+/// An image, its manifest and config verified, its layers described. Read from an OCI image
+/// layout ([`read_layout`], [`read_image`]) or, on a provider, from encrypted blobs
+/// ([`crate::open_encrypted`]).
 #[derive(Clone, Debug)]
 pub struct Image {
-    /// The layout directory.
-    pub dir: PathBuf,
     /// The digest of the manifest, which identifies the image.
     pub manifest_digest: Digest,
-    /// The manifest.
-    pub manifest: ImageManifest,
     /// The config (entrypoint, cmd, env, …).
     pub config: ImageConfiguration,
+    /// The config as stored.
+    pub config_blob: Blob,
     /// The layers, lowest first.
     pub layers: Vec<Layer>,
+}
+
+/// A blob as stored: where it is, and what its content must be.
+#[derive(Clone, Debug)]
+pub struct Blob {
+    /// The digest of the content (of the plaintext, when the blob is encrypted).
+    pub digest: Digest,
+    /// The size of the content (of the plaintext, when encrypted).
+    pub size: u64,
+    /// The file holding the blob.
+    pub path: PathBuf,
+    /// When the file is encrypted (see `tpod_crypto::stream`): its key.
+    pub key: Option<BlobKey>,
+}
+
+impl Blob {
+    /// A reader of the blob's content, decrypting if needed, that yields at most one byte more
+    /// than [`Blob::size`] (enough to notice a blob that grew). The content is not verified here.
+    pub(crate) fn open(&self) -> Result<Box<dyn Read + Send>, ImageError> {
+        let file = File::open(&self.path).map_err(ImageError::io(&self.path))?;
+        Ok(match &self.key {
+            Some(key) => Box::new(DecryptingReader::new(key, io::BufReader::new(file)).take(self.size + 1)),
+            None => {
+                let size = file.metadata().map_err(ImageError::io(&self.path))?.len();
+                if size != self.size {
+                    return Err(ImageError::SizeMismatch {
+                        digest: self.digest.clone(),
+                        expected: self.size,
+                        actual: size,
+                    });
+                }
+                Box::new(file.take(self.size + 1))
+            }
+        })
+    }
+
+    /// Reads a JSON blob whole, refusing it unless it fits [`MAX_JSON_BYTES`] and its size and
+    /// digest match.
+    pub(crate) fn read_json(&self) -> Result<Vec<u8>, ImageError> {
+        if self.size > MAX_JSON_BYTES {
+            return Err(ImageError::TooLarge { what: format!("blob {}", self.digest), limit: MAX_JSON_BYTES });
+        }
+        let mut bytes = Vec::new();
+        self.open()?.read_to_end(&mut bytes).map_err(ImageError::io(&self.path))?;
+        check_blob(&self.digest, self.size, bytes.len() as u64, Digest::of(&bytes))?;
+        Ok(bytes)
+    }
 }
 
 /// One layer of an [`Image`], not yet verified.
 #[derive(Clone, Debug)]
 pub struct Layer {
-    /// The digest of the blob as stored (compressed or not).
-    pub digest: Digest,
-    /// The size of the blob as stored.
-    pub size: u64,
+    /// The layer blob (compressed or not).
+    pub blob: Blob,
     /// Whether the blob is gzip-compressed.
     pub gzip: bool,
     /// The digest of the uncompressed tar, from the config's `rootfs.diff_ids`.
@@ -66,19 +112,9 @@ pub fn read_layout(dir: &Path) -> Result<Image, ImageError> {
         })
         .ok_or_else(|| invalid("index.json", format!("no image manifest for linux/{arch}")))?;
 
-    let (manifest_digest, bytes) = read_json_blob(dir, manifest_descriptor)?;
-    image_from_manifest(dir, manifest_digest, &bytes)
-}
-
-/// Reads the image whose manifest is the blob `manifest_digest` in the blob store at `dir`
-/// (laid out like an image layout: `dir/blobs/sha256/<hex>`; no `index.json` needed). This is
-/// how a provider opens an image whose blobs were uploaded to it one by one.
-pub fn read_image(dir: &Path, manifest_digest: &Digest) -> Result<Image, ImageError> {
-    let what = format!("blob {manifest_digest}");
-    let bytes = read_bounded(&manifest_digest.blob_path(dir), &what)?;
-    let actual = Digest::of(&bytes);
-    check_blob(manifest_digest, bytes.len() as u64, bytes.len() as u64, actual)?;
-    image_from_manifest(dir, manifest_digest.clone(), &bytes)
+    let manifest = layout_blob(dir, manifest_descriptor)?;
+    let bytes = manifest.read_json()?;
+    image_from_manifest(dir, manifest.digest, &bytes)
 }
 
 /// Parses a verified manifest, then reads and verifies its config.
@@ -94,8 +130,9 @@ fn image_from_manifest(dir: &Path, manifest_digest: Digest, bytes: &[u8]) -> Res
             format!("config media type {} is not an image config", manifest.config().media_type()),
         ));
     }
-    let (config_digest, bytes) = read_json_blob(dir, manifest.config())?;
-    let config_what = format!("config {config_digest}");
+    let config_blob = layout_blob(dir, manifest.config())?;
+    let bytes = config_blob.read_json()?;
+    let config_what = format!("config {}", config_blob.digest);
     let config: ImageConfiguration = parse_json(&bytes, &config_what)?;
 
     let diff_ids = config.rootfs().diff_ids();
@@ -110,17 +147,25 @@ fn image_from_manifest(dir: &Path, manifest_digest: Digest, bytes: &[u8]) -> Res
         .iter()
         .zip(diff_ids)
         .map(|(d, diff_id)| {
-            let digest = descriptor_digest(d)?;
+            let blob = layout_blob(dir, d)?;
             let gzip = match d.media_type() {
                 MediaType::ImageLayer => false,
                 MediaType::ImageLayerGzip => true,
                 MediaType::Other(t) if t == DOCKER_LAYER_GZIP => true,
-                other => return Err(invalid(&format!("layer {digest}"), format!("unsupported media type {other}"))),
+                other => {
+                    return Err(invalid(&format!("layer {}", blob.digest), format!("unsupported media type {other}")));
+                }
             };
-            Ok(Layer { digest, size: d.size(), gzip, diff_id: Digest::parse(diff_id)? })
+            Ok(Layer { blob, gzip, diff_id: Digest::parse(diff_id)? })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Image { dir: dir.to_path_buf(), manifest_digest, manifest, config, layers })
+    Ok(Image { manifest_digest, config, config_blob, layers })
+}
+
+/// The blob of the layout at `dir` that `descriptor` names.
+fn layout_blob(dir: &Path, descriptor: &Descriptor) -> Result<Blob, ImageError> {
+    let digest = descriptor_digest(descriptor)?;
+    Ok(Blob { path: digest.blob_path(dir), digest, size: descriptor.size(), key: None })
 }
 
 fn invalid(what: &str, reason: impl Into<String>) -> ImageError {
@@ -144,17 +189,6 @@ fn read_bounded(path: &Path, what: &str) -> Result<Vec<u8>, ImageError> {
         return Err(ImageError::TooLarge { what: what.to_owned(), limit: MAX_JSON_BYTES });
     }
     Ok(bytes)
-}
-
-/// Reads a JSON blob named by `descriptor`, refusing it unless its size and digest match.
-fn read_json_blob(dir: &Path, descriptor: &Descriptor) -> Result<(Digest, Vec<u8>), ImageError> {
-    let digest = descriptor_digest(descriptor)?;
-    if descriptor.size() > MAX_JSON_BYTES {
-        return Err(ImageError::TooLarge { what: format!("blob {digest}"), limit: MAX_JSON_BYTES });
-    }
-    let bytes = read_bounded(&digest.blob_path(dir), &format!("blob {digest}"))?;
-    check_blob(&digest, descriptor.size(), bytes.len() as u64, Digest::of(&bytes))?;
-    Ok((digest, bytes))
 }
 
 /// Compares what was read with what the descriptor promised.

@@ -20,7 +20,7 @@
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
-use std::fs::{self, File, OpenOptions, Permissions};
+use std::fs::{self, OpenOptions, Permissions};
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -47,11 +47,11 @@ pub fn unpack(image: &Image, rootfs: &Path) -> Result<UnpackReport, ImageError> 
     fs::create_dir_all(rootfs).map_err(ImageError::io(rootfs))?;
     let mut state = State { rootfs, report: UnpackReport::default(), dir_modes: Vec::new() };
     for layer in &image.layers {
-        let path = layer.digest.blob_path(&image.dir);
+        let blob = &layer.blob;
         // First pass: refuse a tampered blob before writing anything from it.
-        let (size, digest) = HashingReader::new(open_blob(&path, layer)?).finish().map_err(ImageError::io(&path))?;
-        check_blob(&layer.digest, layer.size, size, digest)?;
-        apply_layer(&mut state, layer, &path)?;
+        let (size, digest) = HashingReader::new(blob.open()?).finish().map_err(layer_error(layer))?;
+        check_blob(&blob.digest, blob.size, size, digest)?;
+        apply_layer(&mut state, layer)?;
     }
     // Directory modes last, deepest first, so a read-only directory did not block its children.
     // A directory listed twice takes its last mode.
@@ -77,19 +77,14 @@ struct State<'a> {
     dir_modes: Vec<(PathBuf, u32)>,
 }
 
-fn open_blob(path: &Path, layer: &Layer) -> Result<io::Take<File>, ImageError> {
-    let file = File::open(path).map_err(ImageError::io(path))?;
-    let size = file.metadata().map_err(ImageError::io(path))?.len();
-    if size != layer.size {
-        return Err(ImageError::SizeMismatch { digest: layer.digest.clone(), expected: layer.size, actual: size });
-    }
-    // One byte more than promised is enough to notice a blob that grew.
-    Ok(file.take(layer.size + 1))
+fn layer_error(layer: &Layer) -> impl Fn(io::Error) -> ImageError + Copy + '_ {
+    |source| ImageError::Layer { layer: layer.blob.digest.clone(), source }
 }
 
-fn apply_layer(state: &mut State<'_>, layer: &Layer, path: &Path) -> Result<(), ImageError> {
-    let layer_error = |source| ImageError::Layer { layer: layer.digest.clone(), source };
-    let mut stored = HashingReader::new(open_blob(path, layer)?);
+fn apply_layer(state: &mut State<'_>, layer: &Layer) -> Result<(), ImageError> {
+    let layer_error = layer_error(layer);
+    let blob = &layer.blob;
+    let mut stored = HashingReader::new(blob.open()?);
     let (_, diff_id) = if layer.gzip {
         let mut plain = HashingReader::new(GzDecoder::new(&mut stored));
         extract(state, layer, &mut plain)?;
@@ -100,10 +95,10 @@ fn apply_layer(state: &mut State<'_>, layer: &Layer, path: &Path) -> Result<(), 
         plain.finish().map_err(layer_error)?
     };
     let (size, digest) = stored.finish().map_err(layer_error)?;
-    check_blob(&layer.digest, layer.size, size, digest)?;
+    check_blob(&blob.digest, blob.size, size, digest)?;
     if diff_id != layer.diff_id {
         return Err(ImageError::DiffIdMismatch {
-            layer: layer.digest.clone(),
+            layer: blob.digest.clone(),
             expected: layer.diff_id.to_string(),
             actual: diff_id,
         });
@@ -112,7 +107,7 @@ fn apply_layer(state: &mut State<'_>, layer: &Layer, path: &Path) -> Result<(), 
 }
 
 fn extract(state: &mut State<'_>, layer: &Layer, reader: impl Read) -> Result<(), ImageError> {
-    let layer_error = |source| ImageError::Layer { layer: layer.digest.clone(), source };
+    let layer_error = layer_error(layer);
     let mut archive = tar::Archive::new(reader);
     // Paths this layer has made: an opaque whiteout only hides what lower layers made.
     let mut created: HashSet<PathBuf> = HashSet::new();
@@ -120,7 +115,7 @@ fn extract(state: &mut State<'_>, layer: &Layer, reader: impl Read) -> Result<()
         let mut entry = entry.map_err(layer_error)?;
         let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         let refuse = |reason: &str| ImageError::UnsafeEntry {
-            layer: layer.digest.clone(),
+            layer: layer.blob.digest.clone(),
             path: raw.clone(),
             reason: reason.to_owned(),
         };

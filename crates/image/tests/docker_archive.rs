@@ -26,11 +26,10 @@ fn hello(tmp: &Path) -> Hello {
     let dir = tmp.join("hello-layout");
     tpod_image::hello::build(&dir, Path::new(BUSYBOX), &hello_dir().join("www/index.html")).unwrap();
     let image = read_layout(&dir).unwrap();
-    let config = Digest::parse(image.manifest.config().digest().as_ref()).unwrap();
-    let gzip = fs::read(image.layers[0].digest.blob_path(&dir)).unwrap();
+    let gzip = fs::read(&image.layers[0].blob.path).unwrap();
     let mut plain = Vec::new();
     flate2::read::GzDecoder::new(gzip.as_slice()).read_to_end(&mut plain).unwrap();
-    Hello { config: fs::read(config.blob_path(&dir)).unwrap(), plain, gzip }
+    Hello { config: fs::read(&image.config_blob.path).unwrap(), plain, gzip }
 }
 
 enum Entry<'a> {
@@ -125,14 +124,13 @@ fn legacy_and_blobs_archives_with_plain_and_gzip_layers_import_and_unpack() {
             let image = import_docker_archive(&tarball, &cache).unwrap();
 
             let hex = Digest::of(&fs::read(&tarball).unwrap()).hex().to_owned();
-            assert_eq!(image.dir, cache.join(&hex), "{name} {gzip}");
+            assert!(image.config_blob.path.starts_with(cache.join(&hex)), "{name} {gzip}");
             assert_eq!(entries(&cache), [hex], "only the layout is left in the cache");
             assert_eq!(image.layers.len(), 1);
             assert_eq!(image.layers[0].gzip, gzip);
-            assert_eq!(image.layers[0].digest, Digest::of(layer));
+            assert_eq!(image.layers[0].blob.digest, Digest::of(layer));
             // The docker config is kept byte for byte.
-            let config = Digest::parse(image.manifest.config().digest().as_ref()).unwrap();
-            assert_eq!(fs::read(config.blob_path(&image.dir)).unwrap(), hello.config);
+            assert_eq!(fs::read(&image.config_blob.path).unwrap(), hello.config);
             let entrypoint = image.config.config().as_ref().unwrap().entrypoint().clone();
             assert_eq!(entrypoint.as_deref(), Some(&["/bin/busybox".to_owned(), "httpd".to_owned()][..]));
 
@@ -168,7 +166,7 @@ fn a_repeated_legacy_layer_stored_as_a_symlink_is_followed() {
     );
     let image = import_docker_archive(&tarball, &tmp.path().join("cache")).unwrap();
     assert_eq!(image.layers.len(), 2);
-    assert_eq!(image.layers[0].digest, image.layers[1].digest);
+    assert_eq!(image.layers[0].blob.digest, image.layers[1].blob.digest);
     assert_unpacks_to_hello(&image, &tmp.path().join("rootfs"));
 }
 
@@ -180,19 +178,21 @@ fn importing_twice_reuses_the_cache_and_a_broken_entry_is_replaced() {
     blobs_archive(&tarball, &hello.config, &hello.gzip);
     let cache = tmp.path().join("cache");
     let first = import_docker_archive(&tarball, &cache).unwrap();
-    let marker = first.dir.join("marker");
+    let [dir] = entries(&cache).try_into().unwrap();
+    let dir = cache.join(dir);
+    let marker = dir.join("marker");
     fs::write(&marker, b"").unwrap();
 
     let second = import_docker_archive(&tarball, &cache).unwrap();
-    assert_eq!(second.dir, first.dir);
+    assert!(second.config_blob.path.starts_with(&dir));
     assert_eq!(second.manifest_digest, first.manifest_digest);
     assert!(marker.exists(), "the cached layout was imported again");
     assert_eq!(entries(&cache).len(), 1);
 
     // A cached layout that no longer reads is imported again.
-    fs::write(first.dir.join("index.json"), b"not json").unwrap();
+    fs::write(dir.join("index.json"), b"not json").unwrap();
     let third = import_docker_archive(&tarball, &cache).unwrap();
-    assert_eq!(third.dir, first.dir);
+    assert!(third.config_blob.path.starts_with(&dir));
     assert_eq!(third.manifest_digest, first.manifest_digest);
     assert!(!marker.exists());
     assert_eq!(entries(&cache).len(), 1);
