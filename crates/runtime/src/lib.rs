@@ -5,10 +5,19 @@
 //! (through the small single-threaded `tpod-runtime-shim` binary of this crate), each with its own pid, mount, uts and ipc namespaces and its own cgroup, all
 //! containers of a pod sharing one network namespace wired to a host bridge (like a Kubernetes
 //! pod). Containers are supervised and restarted with exponential backoff; their output goes to
-//! size-capped log files. Pod volumes (a shared directory, or a size-limited ext4 file system on a
-//! loop device) are bind-mounted into the containers that name them. A pod's containers can be
-//! replaced in place ([`Runtime::update`]), keeping its address and volumes. Everything a pod has lives under one directory per pod, so a provider
-//! killed with `kill -9` can re-attach to the pods that kept running ([`Runtime::adopt`]).
+//! size-capped log files. Pod volumes (a shared directory, a size-limited ext4 file system on a
+//! loop device, or a read-only set of secret files in memory) are bind-mounted into the
+//! containers that name them. A pod's containers can be replaced in place ([`Runtime::update`]),
+//! keeping its address and volumes. Everything a pod has lives under one directory per pod, so a
+//! provider killed with `kill -9` can re-attach to the pods that kept running ([`Runtime::adopt`]).
+//!
+//! What a publisher sends is never written in clear to the provider's disk by this crate: each
+//! container's image is unpacked into a tmpfs of its own (at most [`LocalConfig::rootfs_bytes`]:
+//! a container writing more into its rootfs gets `ENOSPC`), and [`VolumeKind::Secret`] files
+//! live in a tmpfs too. Both are mounted `noswap` where the kernel supports it (Linux 6.4+), so
+//! they do not reach a swap device either. They stay mounted while the pod exists (container
+//! restarts, [`Runtime::stop`], provider restarts) and are unmounted when it is deleted, which
+//! frees their memory; after a host reboot they are rebuilt from the spec.
 //!
 //! For per-second billing, [`Runtime::usage`] reads what a pod consumed from its containers'
 //! cgroups (CPU time over the pod's whole life, memory in use now). The CPU time of containers
@@ -34,7 +43,7 @@ use futures::stream::BoxStream;
 
 pub use error::RuntimeError;
 pub use local::{LocalConfig, LocalRuntime, cgroups_path};
-pub use volume::{MAX_FILESYSTEM_BYTES, MIN_FILESYSTEM_BYTES};
+pub use volume::{MAX_FILESYSTEM_BYTES, MAX_SECRET_BYTES, MAX_SECRET_FILES, MIN_FILESYSTEM_BYTES};
 
 /// A pod to run: the containers, already verified, that share one network namespace.
 #[derive(Clone, Debug)]
@@ -74,6 +83,32 @@ pub enum VolumeKind {
         /// The file system's size in bytes.
         size_bytes: u64,
     },
+    /// Files given in the spec (keys, tokens, certificates), held only in memory: a tmpfs of
+    /// their size, never written to the host's disk, always mounted read-only into containers
+    /// (whatever [`VolumeMount::read_only`] says), each file readable by all (mode `0444`) in a
+    /// directory only root may enter (`0700`). 1 to [`MAX_SECRET_FILES`] files of at most
+    /// [`MAX_SECRET_BYTES`] (1 MiB) in all. After a host reboot it is made again from the spec;
+    /// an [`Runtime::update`] with other files replaces it.
+    Secret {
+        /// The files, at the volume's top level.
+        files: Vec<SecretFile>,
+    },
+}
+
+/// One file of a [`VolumeKind::Secret`] volume. Its contents are wiped from this process's
+/// memory when dropped, and never printed: `Debug` shows only the name and size.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretFile {
+    /// The file name: 1 to 255 bytes, no `/` or NUL, not `.` or `..`, unique in the volume.
+    pub name: String,
+    /// The contents.
+    pub data: zeroize::Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for SecretFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretFile").field("name", &self.name).field("bytes", &self.data.len()).finish()
+    }
 }
 
 /// Where a container sees one of its pod's volumes.
@@ -83,7 +118,8 @@ pub struct VolumeMount {
     pub volume: String,
     /// The absolute path in the container (created if missing; no `..`, not `/`).
     pub path: String,
-    /// Mounted read-only: the container cannot write to the volume through it.
+    /// Mounted read-only: the container cannot write to the volume through it. A
+    /// [`VolumeKind::Secret`] volume is mounted read-only even when this is false.
     pub read_only: bool,
 }
 
@@ -92,7 +128,8 @@ pub struct VolumeMount {
 pub struct ContainerSpec {
     /// The container's name, unique in the pod: 1 to 63 characters of `a-z`, `0-9` and `-`.
     pub name: String,
-    /// The image, already read and verified; its layers are unpacked into the container's rootfs.
+    /// The image, already read and verified; its layers are unpacked into the container's rootfs
+    /// (a tmpfs, once per pod: container restarts keep what it wrote there).
     pub image: tpod_image::Image,
     /// Replaces the image's `Entrypoint` when set (Kubernetes `command`).
     pub command: Option<Vec<String>>,
@@ -172,7 +209,9 @@ pub struct PodUsage {
     /// this runtime. Monotonic: it never decreases, across container restarts, in-place updates,
     /// stop, and provider restarts (adopt).
     pub cpu_ns: u64,
-    /// Memory in use now, in bytes, summed over the running containers (0 when none run).
+    /// Memory in use now, in bytes, summed over the running containers (0 when none run). The
+    /// unpacked images in the containers' rootfs tmpfs are not in it: the provider unpacked
+    /// them, so its own memory cgroup is charged for them.
     pub memory_bytes: u64,
 }
 
@@ -195,8 +234,10 @@ pub trait Runtime: Send + Sync + 'static {
     /// Replaces the pod's containers with `spec`'s, in place: stops the old containers, keeps
     /// the pod's network namespace and IP and its volumes whose name and kind are unchanged (a
     /// [`VolumeKind::Filesystem`] volume keeps its data; one whose size changed or that is no
-    /// longer listed is removed), unpacks the new images (every container gets a fresh rootfs;
-    /// logs of containers that keep their name are appended to), starts the new containers.
+    /// longer listed is removed; a [`VolumeKind::Secret`] volume whose files changed is made
+    /// again with the new ones), unpacks the new images (every container gets a fresh rootfs:
+    /// the old rootfs tmpfs are unmounted; logs of containers that keep their name are appended
+    /// to), starts the new containers.
     /// Fails with [`RuntimeError::NoSuchPod`] if this runtime does not run the pod (start or
     /// adopt it first). On error the pod is left with no running containers (their status is
     /// [`ContainerState::Exited`]) but its network namespace and volumes intact, so the caller
@@ -205,13 +246,15 @@ pub trait Runtime: Send + Sync + 'static {
     fn update(&self, spec: PodSpec) -> impl Future<Output = Result<PodEndpoint, RuntimeError>> + Send;
 
     /// Stops and removes everything of the pod: processes, containers' state, cgroups, network
-    /// namespace, veth, rootfs, logs, volumes (unmounted, with their loop devices). Idempotent
+    /// namespace, veth, rootfs (its tmpfs unmounted: its memory is freed), logs, volumes
+    /// (unmounted, with their loop devices; a secret volume's tmpfs freed too). Idempotent
     /// (an unknown pod is Ok). A stopped pod is deleted the same way.
     fn delete(&self, pod_id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
 
     /// Pauses the pod (for non-payment): kills its containers and removes their state and
     /// cgroups (their CPU time is kept in [`PodUsage::cpu_ns`]), but keeps its network namespace
-    /// and address, its volumes with their data, its logs and its state on disk, marked stopped.
+    /// and address, its volumes with their data, its containers' rootfs (still in memory, as the
+    /// containers left them), its logs and its state on disk, marked stopped.
     /// Then [`Runtime::status`] shows every container [`ContainerState::Exited`],
     /// [`Runtime::usage`] gives the CPU time so far and no memory, [`Runtime::list`] still lists
     /// it, and a provider restart leaves it stopped (a new runtime knows it as stopped without

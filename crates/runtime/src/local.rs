@@ -9,10 +9,26 @@
 //!   whether the pod is stopped ([`Runtime::stop`]), and the CPU time of its containers whose
 //!   cgroups were removed (see "Usage" below);
 //! - `state/`: libcontainer's state directories, one per container;
-//! - `containers/<name>/`: the OCI bundle (`config.json`, `hosts`, `rootfs/`);
+//! - `containers/<name>/`: the OCI bundle: `config.json`, `hosts`, and `mem/`, a tmpfs of
+//!   [`LocalConfig::rootfs_bytes`] holding the rootfs (`mem/rootfs/`) and the `mem/unpacked`
+//!   marker (see "Rootfs" below);
 //! - `logs/<name>.log`: the container's stdout and stderr;
 //! - `volumes/<name>/`: the pod's volumes (see [`crate::volume`]), a file system volume
-//!   loop-mounted on its `mnt/` while the pod exists (even while the provider is down).
+//!   loop-mounted on its `mnt/` and a secret volume's tmpfs on its `secret/` while the pod exists
+//!   (even while the provider is down).
+//!
+//! Rootfs: a container's image is unpacked into its own tmpfs, never onto the disk, once per
+//! pod: restarts of the container and [`Runtime::stop`] keep the tmpfs and what the container
+//! wrote in it, like a disk rootfs; a new runtime adopting the pod reuses a tmpfs still mounted.
+//! The marker lives in the tmpfs too and holds the image's manifest digest, so an interrupted
+//! unpack, a rootfs of another image (an update that failed before the provider restarted) and
+//! a host reboot (the tmpfs gone, `mem/` an empty directory) all show as "not unpacked": the
+//! tmpfs is then unmounted if there is one, a fresh one mounted and the image unpacked from the
+//! spec. An update (every container gets a fresh rootfs) and a delete unmount the tmpfs, which
+//! frees its memory: that is the wipe. Bundles of an earlier layout (`rootfs/` and `unpacked` on
+//! the disk) are removed when their container is next launched. tmpfs pages are charged to the
+//! memory cgroup of the process that first touches them: the unpacked image counts against the
+//! provider's cgroup (it unpacks), only what a container writes later against the container's.
 //!
 //! Each container has a supervising task that polls its process, records its exit and restarts
 //! it after an exponential backoff. Dropping a [`LocalRuntime`] only stops the supervising tasks:
@@ -50,7 +66,7 @@ use crate::spec::{self, Bind, SpecInput};
 use crate::volume;
 use crate::{
     ContainerSpec, ContainerState, ContainerStatus, LogOptions, LogStream, PodEndpoint, PodSpec, PodStatus, PodUsage,
-    Runtime, RuntimeError, VolumeSpec,
+    Runtime, RuntimeError, VolumeKind, VolumeSpec,
 };
 
 /// How often a supervisor looks at its container's process.
@@ -81,12 +97,22 @@ pub struct LocalConfig {
     /// The `tpod-runtime-shim` executable, which creates containers in a single-threaded
     /// process (see its docs).
     pub shim: PathBuf,
+    /// The size of each container's rootfs tmpfs, in bytes: the unpacked image plus whatever
+    /// the container writes outside its volumes. Writing past it fails with `ENOSPC` (the host's
+    /// disk is never used). Memory is only used as the rootfs fills; the unpacked image is
+    /// charged to the provider's memory cgroup (the provider unpacks it), what the container
+    /// writes to the container's. At least 1 MiB; 2 GiB by default.
+    pub rootfs_bytes: u64,
 }
+
+/// The smallest [`LocalConfig::rootfs_bytes`] accepted (a tmpfs `size=0` would be unlimited).
+const MIN_ROOTFS_BYTES: u64 = 1 << 20;
 
 impl LocalConfig {
     /// The defaults, with state under `root`: bridge `tpod0`, subnet 10.89.0.0/16, 8 MiB of log
-    /// per container, restart backoff 1 s doubling up to 30 s, reset after 60 s of running, and
-    /// the shim next to the running executable (where cargo builds it).
+    /// per container, restart backoff 1 s doubling up to 30 s, reset after 60 s of running, the
+    /// shim next to the running executable (where cargo builds it), and a 2 GiB rootfs tmpfs per
+    /// container.
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self {
             root: root.into(),
@@ -96,6 +122,7 @@ impl LocalConfig {
             restart_backoff: (Duration::from_secs(1), Duration::from_secs(30)),
             backoff_reset_after: Duration::from_secs(60),
             shim: default_shim(),
+            rootfs_bytes: 2 << 30,
         }
     }
 }
@@ -253,6 +280,10 @@ impl PodDir {
     fn bundle(&self, container: &str) -> PathBuf {
         self.0.join("containers").join(container)
     }
+    /// The container's rootfs tmpfs mount point.
+    fn mem(&self, container: &str) -> PathBuf {
+        self.bundle(container).join("mem")
+    }
 }
 
 /// A pod this runtime runs.
@@ -269,6 +300,8 @@ struct Pod {
     /// share a volume must not both mount it.
     volume_lock: Mutex<()>,
     shim: PathBuf,
+    /// The size of each container's rootfs tmpfs.
+    rootfs_bytes: u64,
     record: Mutex<PodRecord>,
     logs: BTreeMap<String, Arc<LogFile>>,
     /// Turns true when the pod's tasks must stop (the pod is deleted or the runtime dropped).
@@ -337,6 +370,12 @@ impl LocalRuntime {
         }
         if config.bridge.is_empty() || config.bridge.len() > 15 {
             return Err(invalid(format!("runtime config: bridge name {:?} must be 1 to 15 characters", config.bridge)));
+        }
+        if config.rootfs_bytes < MIN_ROOTFS_BYTES {
+            return Err(invalid(format!(
+                "runtime config: rootfs_bytes {} is less than {MIN_ROOTFS_BYTES} (1 MiB)",
+                config.rootfs_bytes
+            )));
         }
         if !config.shim.is_file() {
             return Err(invalid(format!(
@@ -449,6 +488,7 @@ impl Inner {
             volumes: spec.volumes,
             volume_lock: Mutex::new(()),
             shim: self.config.shim.clone(),
+            rootfs_bytes: self.config.rootfs_bytes,
             record: Mutex::new(record),
             logs,
             stop: watch::Sender::new(false),
@@ -598,7 +638,7 @@ impl Pod {
 
     /// Container `index`'s mounts as host paths, after making sure its volumes are there (a
     /// file system volume unmounted behind our back must not become a plain directory of
-    /// unlimited size).
+    /// unlimited size). Secret volumes are always read-only.
     fn binds(&self, index: usize) -> Result<Vec<Bind>, RuntimeError> {
         let container = &self.specs[index];
         let mut binds = Vec::with_capacity(container.mounts.len());
@@ -615,7 +655,7 @@ impl Pod {
             binds.push(Bind {
                 source: volume::source(&self.dir.0, v),
                 destination: PathBuf::from(&mount.path),
-                read_only: mount.read_only,
+                read_only: mount.read_only || matches!(v.kind, VolumeKind::Secret { .. }),
             });
         }
         self.ensure_volumes(used.into_iter())?;
@@ -716,28 +756,7 @@ impl Pod {
             tracing::warn!(pod = %self.id, container = name, error = %e, "stale container state");
         }
         let bundle = self.dir.bundle(name);
-        let rootfs = bundle.join("rootfs");
-        // The rootfs is unpacked once per pod; restarts keep what the container wrote, like a
-        // container restarted in place. The marker tells a whole unpack from an interrupted one,
-        // and holds the image digest so a bundle left by another spec (an update that failed
-        // before the provider restarted) is not run with the wrong image. An empty marker is
-        // from before digests were recorded.
-        let unpacked = bundle.join("unpacked");
-        let digest = container.image.manifest_digest.to_string();
-        let current = fs::read_to_string(&unpacked).is_ok_and(|d| d.is_empty() || d == digest);
-        if !current {
-            if rootfs.exists() {
-                fs::remove_dir_all(&rootfs).map_err(RuntimeError::io("removing partial rootfs", &rootfs))?;
-            }
-            tpod_image::unpack(&container.image, &rootfs).map_err(|source| RuntimeError::Unpack {
-                pod: self.id.clone(),
-                container: name.to_owned(),
-                image: container.image.manifest_digest.to_string(),
-                rootfs: rootfs.clone(),
-                source: Box::new(source),
-            })?;
-            fs::write(&unpacked, &digest).map_err(RuntimeError::io("writing unpack marker", &unpacked))?;
-        }
+        self.ensure_rootfs(index)?;
 
         let hostname = format!("pod-{}", &self.id[..12]);
         let hosts = bundle.join("hosts");
@@ -794,6 +813,52 @@ impl Pod {
         let ticks = proc::start_ticks(pid).unwrap_or(0);
         tracing::info!(pod = %self.id, container = name, pid, "container started");
         Ok((pid, ticks))
+    }
+
+    /// Makes sure container `index`'s rootfs is unpacked from its image in its tmpfs (see the
+    /// module docs): kept if the tmpfs holds a whole unpack of this image, else made afresh in
+    /// a new tmpfs. No process of the container may run. Blocking.
+    fn ensure_rootfs(&self, index: usize) -> Result<(), RuntimeError> {
+        let container = &self.specs[index];
+        let name = container.name.as_str();
+        let bundle = self.dir.bundle(name);
+        // An earlier layout kept the rootfs on the disk: it goes once its container is gone.
+        let legacy = bundle.join("rootfs");
+        if legacy.exists() {
+            volume::remove_tree(&self.id, &legacy, "removing on-disk rootfs")?;
+        }
+        let legacy = bundle.join("unpacked");
+        if legacy.exists() {
+            fs::remove_file(&legacy).map_err(RuntimeError::io("removing on-disk unpack marker", &legacy))?;
+        }
+
+        let mem = self.dir.mem(name);
+        let rootfs = bundle.join(spec::ROOTFS);
+        let unpacked = mem.join("unpacked");
+        let digest = container.image.manifest_digest.to_string();
+        // A marker is only trusted in a tmpfs (there is never one in the bare directory).
+        let current = volume::is_tmpfs(&mem)? && fs::read_to_string(&unpacked).is_ok_and(|d| d == digest);
+        if current {
+            return Ok(());
+        }
+        // A stale or partial rootfs goes with its tmpfs (its memory is freed), and the image is
+        // unpacked into a new one.
+        volume::remove_tree(&self.id, &mem, "removing stale rootfs")?;
+        volume::mount_tmpfs(&self.id, &mem, &format!("size={},mode=0755", self.rootfs_bytes))?;
+        // tmpfs pages are charged to the memory cgroup of the process that first touches them:
+        // the unpacked image counts against the provider's cgroup (not the container's, nor
+        // `PodUsage::memory_bytes`); what the container writes later counts against its own.
+        // Known and accepted: the tmpfs size bounds it.
+        tpod_image::unpack(&container.image, &rootfs).map_err(|source| RuntimeError::Unpack {
+            pod: self.id.clone(),
+            container: name.to_owned(),
+            image: digest.clone(),
+            rootfs: rootfs.clone(),
+            source: Box::new(source),
+        })?;
+        fs::write(&unpacked, &digest).map_err(RuntimeError::io("writing unpack marker", &unpacked))?;
+        tracing::info!(pod = %self.id, container = name, image = %digest, "image unpacked into the rootfs tmpfs");
+        Ok(())
     }
 
     fn status(&self) -> PodStatus {
@@ -959,9 +1024,8 @@ fn remove_everything(pod: &Pod) -> Result<(), RuntimeError> {
     // After the containers: a file system volume unmounts only once no container uses it.
     errors.note(volume::remove_all(&pod.id, &pod.dir.0));
     errors.note(net::teardown(&pod.net));
-    if pod.dir.0.exists() {
-        errors.note(fs::remove_dir_all(&pod.dir.0).map_err(RuntimeError::io("removing pod directory", &pod.dir.0)));
-    }
+    // Refuses to recurse into anything still mounted there.
+    errors.note(volume::remove_tree(&pod.id, &pod.dir.0, "removing pod directory"));
     errors.result()
 }
 
@@ -1079,10 +1143,7 @@ impl Runtime for LocalRuntime {
             }
             for r in &removed {
                 p.remove_container_state(&r.name)?;
-                let bundle = p.dir.bundle(&r.name);
-                if bundle.exists() {
-                    fs::remove_dir_all(&bundle).map_err(RuntimeError::io("removing container bundle", &bundle))?;
-                }
+                volume::remove_tree(&p.id, &p.dir.bundle(&r.name), "removing container bundle")?;
             }
             volume::prune(&p.id, &p.dir.0, &p.volumes)
         })
@@ -1109,12 +1170,10 @@ impl Runtime for LocalRuntime {
         let keep_volumes = spec.volumes.clone();
         let new_names: BTreeSet<String> = spec.containers.iter().map(|c| c.name.clone()).collect();
         blocking(&old.id, "pod update", move || {
-            // Every container gets a fresh rootfs from its (possibly new) image.
+            // Every container gets a fresh rootfs from its (possibly new) image: the old rootfs
+            // tmpfs are unmounted, which frees their memory.
             for c in &o.specs {
-                let bundle = o.dir.bundle(&c.name);
-                if bundle.exists() {
-                    fs::remove_dir_all(&bundle).map_err(RuntimeError::io("removing container bundle", &bundle))?;
-                }
+                volume::remove_tree(&o.id, &o.dir.bundle(&c.name), "removing container bundle")?;
             }
             // A container that keeps its name keeps its log; the others' logs go.
             for c in o.specs.iter().filter(|c| !new_names.contains(&c.name)) {

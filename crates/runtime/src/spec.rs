@@ -8,7 +8,8 @@
 //! - the network namespace is the pod's (a path), shared by all its containers;
 //! - `/etc/hosts` is bind-mounted read-only from the bundle, so the image's rootfs is never
 //!   written through a path it controls (its `/etc` could be a symlink);
-//! - a writable rootfs (images expect to write to it, as under Docker);
+//! - a writable rootfs (images expect to write to it, as under Docker), [`ROOTFS`] in the
+//!   bundle: in the container's tmpfs;
 //! - the container's volume mounts, as recursive bind mounts of the volumes' host directories,
 //!   read-write or read-only.
 
@@ -99,7 +100,10 @@ pub(crate) fn hosts_file(hostname: &str, ip: Ipv4Addr) -> String {
     format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{ip}\t{hostname}\n")
 }
 
-/// Builds the runtime spec; the rootfs is `rootfs` next to `config.json` in the bundle.
+/// Where the rootfs is in a container's bundle: in the `mem/` tmpfs, next to `config.json`.
+pub(crate) const ROOTFS: &str = "mem/rootfs";
+
+/// Builds the runtime spec; the rootfs is [`ROOTFS`] in the bundle.
 pub(crate) fn runtime_spec(input: &SpecInput<'_>) -> Result<Spec, RuntimeError> {
     let spec_error = |e: oci_spec::OciSpecError| RuntimeError::InvalidSpec {
         pod: input.pod.to_owned(),
@@ -109,7 +113,7 @@ pub(crate) fn runtime_spec(input: &SpecInput<'_>) -> Result<Spec, RuntimeError> 
     spec.set_hostname(Some(input.hostname.to_owned()));
 
     let mut root = oci_spec::runtime::Root::default();
-    root.set_path(PathBuf::from("rootfs"));
+    root.set_path(PathBuf::from(ROOTFS));
     root.set_readonly(Some(false));
     spec.set_root(Some(root));
 
@@ -252,6 +256,8 @@ mod tests {
             binds: &[Bind { source: "/pod/volumes/v/dir".into(), destination: "/data".into(), read_only: true }],
         })
         .unwrap();
+        let root = oci.root().as_ref().unwrap();
+        assert_eq!((root.path().as_path(), root.readonly()), (Path::new("mem/rootfs"), Some(false)));
         let linux = oci.linux().as_ref().unwrap();
         let namespaces = linux.namespaces().as_ref().unwrap();
         let network = namespaces.iter().find(|n| n.typ() == LinuxNamespaceType::Network).unwrap();

@@ -1,23 +1,41 @@
 //! Pod volumes: storage that outlives a container's process and is shared by the pod's
-//! containers, bind-mounted into them at the paths their [`crate::VolumeMount`]s name.
+//! containers, bind-mounted into them at the paths their [`crate::VolumeMount`]s name. Also the
+//! tmpfs helpers the containers' in-memory rootfs use (see [`crate::local`]).
 //!
 //! Layout under the pod directory, per volume `<name>`:
 //! - [`VolumeKind::EmptyDir`]: `volumes/<name>/dir/`, a plain directory on the host's disk;
 //! - [`VolumeKind::Filesystem`]: `volumes/<name>/disk.img`, a sparse file of exactly
 //!   `size_bytes` formatted ext4, loop-mounted on `volumes/<name>/mnt/`, so a pod can never
-//!   store more than its size (writes past it fail with `ENOSPC`).
+//!   store more than its size (writes past it fail with `ENOSPC`);
+//! - [`VolumeKind::Secret`]: a tmpfs mounted on `volumes/<name>/secret/` (mode `0700`, owned by
+//!   root, sized to its files: their total rounded up to 4 KiB pages plus a page per file),
+//!   holding the files (mode `0444`). Nothing of it is on the disk: the directory under the
+//!   mount point stays empty, and the files are written only once the tmpfs is checked to be
+//!   mounted there. It is always bind-mounted read-only.
 //!
-//! What is on disk is the truth: a volume's kind and size are read back from the directory
-//! (which of `dir/` or `disk.img` exists, and the image's length), so adoption and update need
-//! no separate record, and a crash half-way through creating an image leaves only a
-//! `disk.img.tmp` that is discarded. Mounts are looked up in `/proc/self/mountinfo`.
+//! What is on disk (or mounted) is the truth: a volume's kind and size are read back from the
+//! directory (which of `dir/`, `disk.img` or a tmpfs on `secret/` exists, the image's length, the
+//! secret files themselves), so adoption and update need no separate record, and a crash
+//! half-way through creating an image leaves only a `disk.img.tmp` that is discarded. A
+//! `secret/` with no tmpfs on it (after a host reboot) is no volume: it is removed and made again
+//! from the spec; one whose files differ from the spec's (an update, or a crash while writing
+//! them) likewise. Mounts are looked up in `/proc/self/mountinfo`.
+//!
+//! The tmpfs are mounted `noswap` where the kernel allows it (Linux 6.4+; older kernels refuse
+//! the option and get a warning), so their contents never reach a swap device.
 
-use std::fs::{self, File};
+use std::collections::BTreeSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::{PodSpec, RuntimeError, VolumeKind, VolumeSpec};
+use zeroize::Zeroizing;
+
+use crate::{PodSpec, RuntimeError, SecretFile, VolumeKind, VolumeSpec};
 
 /// The largest [`VolumeKind::Filesystem`] accepted: 1 TiB.
 pub const MAX_FILESYSTEM_BYTES: u64 = 1 << 40;
@@ -25,6 +43,18 @@ pub const MAX_FILESYSTEM_BYTES: u64 = 1 << 40;
 /// The smallest [`VolumeKind::Filesystem`] accepted: below this ext4 has no room for its own
 /// metadata (mkfs fails), so the error is given up front instead.
 pub const MIN_FILESYSTEM_BYTES: u64 = 1 << 20;
+
+/// The most files a [`VolumeKind::Secret`] volume holds.
+pub const MAX_SECRET_FILES: usize = 64;
+
+/// The most bytes a [`VolumeKind::Secret`] volume holds: the sum of its files' sizes (1 MiB).
+pub const MAX_SECRET_BYTES: u64 = 1 << 20;
+
+/// The longest secret file name, in bytes (the usual `NAME_MAX`).
+const MAX_SECRET_NAME: usize = 255;
+
+/// The page size tmpfs sizes are counted in (4 KiB on the hosts we run on).
+const PAGE: u64 = 4096;
 
 /// How long a busy unmount is retried (a killed container's mount namespace is released by the
 /// kernel slightly after its process is reaped).
@@ -60,13 +90,19 @@ pub(crate) fn validate(spec: &PodSpec) -> Result<(), RuntimeError> {
         if !names.insert(name.as_str()) {
             return Err(invalid(format!("volume {name} is listed twice")));
         }
-        if let VolumeKind::Filesystem { size_bytes } = volume.kind
-            && !(MIN_FILESYSTEM_BYTES..=MAX_FILESYSTEM_BYTES).contains(&size_bytes)
-        {
-            return Err(invalid(format!(
-                "volume {name}: size {size_bytes} bytes is outside {MIN_FILESYSTEM_BYTES} (1 MiB) to \
-                 {MAX_FILESYSTEM_BYTES} (1 TiB)"
-            )));
+        match &volume.kind {
+            VolumeKind::EmptyDir => {}
+            VolumeKind::Filesystem { size_bytes } => {
+                if !(MIN_FILESYSTEM_BYTES..=MAX_FILESYSTEM_BYTES).contains(size_bytes) {
+                    return Err(invalid(format!(
+                        "volume {name}: size {size_bytes} bytes is outside {MIN_FILESYSTEM_BYTES} (1 MiB) to \
+                         {MAX_FILESYSTEM_BYTES} (1 TiB)"
+                    )));
+                }
+            }
+            VolumeKind::Secret { files } => {
+                check_secret(files).map_err(|reason| invalid(format!("secret volume {name}: {reason}")))?;
+            }
         }
     }
     for container in &spec.containers {
@@ -93,6 +129,50 @@ pub(crate) fn validate(spec: &PodSpec) -> Result<(), RuntimeError> {
     Ok(())
 }
 
+/// Checks a secret volume's files: how many, their names, their total size. The reason never
+/// includes contents.
+fn check_secret(files: &[SecretFile]) -> Result<(), String> {
+    if files.is_empty() || files.len() > MAX_SECRET_FILES {
+        return Err(format!("it has {} files; a secret volume holds 1 to {MAX_SECRET_FILES}", files.len()));
+    }
+    let mut names = BTreeSet::new();
+    for file in files {
+        let name = &file.name;
+        let plain = !name.is_empty()
+            && name.len() <= MAX_SECRET_NAME
+            && name != "."
+            && name != ".."
+            && !name.contains('/')
+            && !name.contains('\0');
+        if !plain {
+            return Err(format!(
+                "file name {name:?} must be a plain file name: 1 to {MAX_SECRET_NAME} bytes, no '/' or NUL, not \
+                 '.' or '..'"
+            ));
+        }
+        if !names.insert(name.as_str()) {
+            return Err(format!("file {name:?} is listed twice"));
+        }
+    }
+    let total = secret_bytes(files);
+    if total > MAX_SECRET_BYTES {
+        return Err(format!("its files hold {total} bytes, more than {MAX_SECRET_BYTES} (1 MiB)"));
+    }
+    Ok(())
+}
+
+/// The total size of a secret volume's files.
+fn secret_bytes(files: &[SecretFile]) -> u64 {
+    files.iter().map(|f| u64::try_from(f.data.len()).unwrap_or(u64::MAX)).fold(0, u64::saturating_add)
+}
+
+/// The size of the tmpfs holding `files`: their total rounded up to pages, plus a page per
+/// file (each file's last page is partly empty), at least one page.
+fn secret_tmpfs_bytes(files: &[SecretFile]) -> u64 {
+    let count = u64::try_from(files.len()).unwrap_or(u64::MAX);
+    secret_bytes(files).div_ceil(PAGE).saturating_add(count).max(1).saturating_mul(PAGE)
+}
+
 /// The `volumes/` directory of the pod at `pod_dir`.
 fn volumes_dir(pod_dir: &Path) -> PathBuf {
     pod_dir.join("volumes")
@@ -104,15 +184,53 @@ pub(crate) fn source(pod_dir: &Path, volume: &VolumeSpec) -> PathBuf {
     match volume.kind {
         VolumeKind::EmptyDir => dir.join("dir"),
         VolumeKind::Filesystem { .. } => dir.join("mnt"),
+        VolumeKind::Secret { .. } => dir.join("secret"),
     }
 }
 
-/// The kind of the volume stored in `dir` (`volumes/<name>`), if it is complete.
+/// The kind of the volume stored in `dir` (`volumes/<name>`), if it is complete. A secret
+/// volume is read back from its tmpfs (files sorted by name); a `secret/` directory without
+/// one (after a reboot) is no volume.
 fn kind_on_disk(dir: &Path) -> Option<VolumeKind> {
     if let Ok(meta) = fs::metadata(dir.join("disk.img")) {
         return Some(VolumeKind::Filesystem { size_bytes: meta.len() });
     }
+    let secret = dir.join("secret");
+    if secret.is_dir() {
+        return read_secret(&secret);
+    }
     dir.join("dir").is_dir().then_some(VolumeKind::EmptyDir)
+}
+
+/// The files of the secret tmpfs mounted on `mount_point`, or `None` if no tmpfs is mounted
+/// there or it holds anything but regular files with UTF-8 names.
+fn read_secret(mount_point: &Path) -> Option<VolumeKind> {
+    if !is_tmpfs(mount_point).ok()? {
+        return None;
+    }
+    let mut files = Vec::new();
+    for entry in fs::read_dir(mount_point).ok()? {
+        let entry = entry.ok()?;
+        if !entry.file_type().ok()?.is_file() {
+            return None;
+        }
+        let name = entry.file_name().into_string().ok()?;
+        let data = Zeroizing::new(fs::read(entry.path()).ok()?);
+        files.push(SecretFile { name, data });
+    }
+    files.sort_by(|a, b| a.name.cmp(&b.name));
+    Some(VolumeKind::Secret { files })
+}
+
+/// Whether the volume in `dir` is `wanted`, as [`kind_on_disk`] reads it (secret files compared
+/// whatever their order in the spec).
+fn holds(dir: &Path, wanted: &VolumeKind) -> bool {
+    match (kind_on_disk(dir), wanted) {
+        (Some(VolumeKind::Secret { files: found }), VolumeKind::Secret { files }) => {
+            found.len() == files.len() && files.iter().all(|f| found.contains(f))
+        }
+        (found, wanted) => found.as_ref() == Some(wanted),
+    }
 }
 
 /// Runs `program` with `args`; fails with its stderr.
@@ -159,12 +277,33 @@ fn unescape(field: &str) -> PathBuf {
     PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(out))
 }
 
-/// Every mount point of this process's mount namespace, in mount order.
-fn mount_points() -> Result<Vec<PathBuf>, RuntimeError> {
+/// Every mount of this process's mount namespace as (mount point, file system type), in mount
+/// order.
+fn mount_table() -> Result<Vec<(PathBuf, String)>, RuntimeError> {
     let path = Path::new("/proc/self/mountinfo");
     let text = fs::read_to_string(path).map_err(RuntimeError::io("reading mount table", path))?;
-    // Field 5 is the mount point.
-    Ok(text.lines().filter_map(|line| line.split(' ').nth(4)).map(unescape).collect())
+    Ok(text.lines().filter_map(parse_mountinfo_line).collect())
+}
+
+/// The mount point (field 5) and file system type (the field after the `-` separator) of a
+/// `/proc/self/mountinfo` line.
+fn parse_mountinfo_line(line: &str) -> Option<(PathBuf, String)> {
+    let mut fields = line.split(' ');
+    let mount_point = fields.nth(4)?;
+    let fs_type = fields.skip_while(|f| *f != "-").nth(1)?;
+    Some((unescape(mount_point), fs_type.to_owned()))
+}
+
+/// Every mount point of this process's mount namespace, in mount order.
+fn mount_points() -> Result<Vec<PathBuf>, RuntimeError> {
+    Ok(mount_table()?.into_iter().map(|(point, _)| point).collect())
+}
+
+/// Whether the topmost mount on `path` is a tmpfs.
+pub(crate) fn is_tmpfs(path: &Path) -> Result<bool, RuntimeError> {
+    let path = resolved(path);
+    let top = mount_table()?.into_iter().rev().find(|(point, _)| *point == path);
+    Ok(top.is_some_and(|(_, fs_type)| fs_type == "tmpfs"))
 }
 
 /// `path` with symlinks resolved (mountinfo shows resolved paths), or as given if it is gone.
@@ -198,7 +337,7 @@ fn unmount(pod: &str, path: &Path) -> Result<(), RuntimeError> {
             Err(e) => {
                 // Something outside the pod still uses it: detach it so the pod can go; the
                 // kernel frees the filesystem (and its loop device) when that user lets go.
-                tracing::warn!(pod, path = %path.display(), error = %e, "volume busy; detaching it lazily");
+                tracing::warn!(pod, path = %path.display(), error = %e, "mount busy; detaching it lazily");
                 run("umount", &["-l".as_ref(), path.as_os_str()])?;
                 return Ok(());
             }
@@ -229,14 +368,18 @@ fn release_loop_devices(image: &Path) -> Result<(), RuntimeError> {
     }
 }
 
-/// Unmounts and removes one volume directory (`volumes/<name>`). No container may use it.
-fn remove_volume(pod: &str, dir: &Path) -> Result<(), RuntimeError> {
+/// Unmounts everything mounted at or below `dir`, deepest first.
+fn unmount_all(pod: &str, dir: &Path) -> Result<(), RuntimeError> {
     for mount in mounts_under(dir)? {
         unmount(pod, &mount)?;
     }
-    release_loop_devices(&dir.join("disk.img"))?;
-    // Never recurse into a file system that is still mounted: that would empty the volume
-    // rather than remove it, and then fail anyway.
+    Ok(())
+}
+
+/// Removes `dir` and everything in it, which must have nothing mounted any more.
+fn remove_unmounted(dir: &Path, what: &'static str) -> Result<(), RuntimeError> {
+    // Never recurse into a file system that is still mounted: that would empty it rather than
+    // remove it (a volume's data…), and then fail anyway.
     if let Some(mount) = mounts_under(dir)?.first() {
         return Err(RuntimeError::Command {
             command: format!("umount {}", mount.display()),
@@ -244,9 +387,91 @@ fn remove_volume(pod: &str, dir: &Path) -> Result<(), RuntimeError> {
         });
     }
     if dir.exists() {
-        fs::remove_dir_all(dir).map_err(RuntimeError::io("removing volume", dir))?;
+        fs::remove_dir_all(dir).map_err(RuntimeError::io(what, dir))?;
     }
+    Ok(())
+}
+
+/// Unmounts everything at or below `dir` (retrying while busy; a tmpfs's memory is freed once
+/// its last user lets go) and removes `dir`. Nothing may run from it.
+pub(crate) fn remove_tree(pod: &str, dir: &Path, what: &'static str) -> Result<(), RuntimeError> {
+    unmount_all(pod, dir)?;
+    remove_unmounted(dir, what)
+}
+
+/// Unmounts and removes one volume directory (`volumes/<name>`). No container may use it.
+fn remove_volume(pod: &str, dir: &Path) -> Result<(), RuntimeError> {
+    unmount_all(pod, dir)?;
+    release_loop_devices(&dir.join("disk.img"))?;
+    remove_unmounted(dir, "removing volume")?;
     tracing::info!(pod, volume = %dir.display(), "volume removed");
+    Ok(())
+}
+
+/// Set once the kernel refused tmpfs's `noswap` option (before Linux 6.4), so it is not tried
+/// again.
+static NO_NOSWAP: AtomicBool = AtomicBool::new(false);
+
+/// Mounts a fresh tmpfs with `options` (e.g. `size=…,mode=0755`) on `path`, created if missing,
+/// adding `noswap` when the kernel supports it. Fails unless a tmpfs is then mounted there, so
+/// callers may write to it knowing nothing reaches the disk. Whatever the directory held
+/// (nothing, unless written behind our back) is removed first rather than hidden.
+pub(crate) fn mount_tmpfs(pod: &str, path: &Path, options: &str) -> Result<(), RuntimeError> {
+    if path.exists() && !is_mounted(path)? {
+        remove_tree(pod, path, "clearing tmpfs mount point")?;
+    }
+    fs::create_dir_all(path).map_err(RuntimeError::io("creating tmpfs mount point", path))?;
+    let mount = |options: &str| {
+        run(
+            "mount",
+            &["-t".as_ref(), "tmpfs".as_ref(), "-o".as_ref(), options.as_ref(), "tpod".as_ref(), path.as_os_str()],
+        )
+    };
+    // nodev, nosuid: nothing in a pod's tmpfs may give it devices or privileges it was not given.
+    let noswap = format!("{options},nodev,nosuid,noswap");
+    let mounted = if NO_NOSWAP.load(Ordering::Relaxed) { Err(None) } else { mount(&noswap).map_err(Some) };
+    if let Err(refused) = mounted {
+        mount(&format!("{options},nodev,nosuid"))?;
+        if let Some(error) = refused {
+            NO_NOSWAP.store(true, Ordering::Relaxed);
+            tracing::warn!(pod, error = %error, "the kernel refuses tmpfs noswap: pod memory may be swapped out");
+        }
+    }
+    if !is_tmpfs(path)? {
+        return Err(RuntimeError::Command {
+            command: format!("mount -t tmpfs tpod {}", path.display()),
+            message: "no tmpfs is mounted there afterwards".to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Makes the secret volume `name` on `mount_point`: a fresh tmpfs holding `files`. Its
+/// previous tmpfs, if any, must be unmounted first (the caller checked there is none).
+fn create_secret(pod: &str, name: &str, mount_point: &Path, files: &[SecretFile]) -> Result<(), RuntimeError> {
+    let size = secret_tmpfs_bytes(files);
+    // Only root may enter it on the host; containers (root in the pod) see it read-only.
+    mount_tmpfs(pod, mount_point, &format!("size={size},mode=0700,uid=0,gid=0,noexec"))?;
+    for file in files {
+        // Validation made the names plain file names: each lands in the tmpfs itself.
+        let path = mount_point.join(&file.name);
+        let written = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o444)
+            .open(&path)
+            .and_then(|mut out| out.write_all(&file.data))
+            .and_then(|()| fs::set_permissions(&path, fs::Permissions::from_mode(0o444)));
+        if let Err(e) = written {
+            // No half-written secret stays mounted.
+            if let Err(cleanup) = remove_tree(pod, mount_point, "removing partial secret volume") {
+                tracing::warn!(pod, volume = name, error = %cleanup, "cannot remove a partial secret volume");
+            }
+            return Err(RuntimeError::io("writing secret file", &path)(e));
+        }
+    }
+    // Names and sizes only: contents are never logged.
+    tracing::info!(pod, volume = name, files = files.len(), bytes = secret_bytes(files), "secret volume created");
     Ok(())
 }
 
@@ -259,7 +484,7 @@ pub(crate) fn prune(pod: &str, pod_dir: &Path, keep: &[VolumeSpec]) -> Result<()
         let entry = entry.map_err(RuntimeError::io("listing volumes", &root))?;
         let dir = entry.path();
         let name = entry.file_name().to_string_lossy().into_owned();
-        let kept = keep.iter().any(|v| v.name == name && kind_on_disk(&dir) == Some(v.kind.clone()));
+        let kept = keep.iter().any(|v| v.name == name && holds(&dir, &v.kind));
         if !kept {
             remove_volume(pod, &dir)?;
         }
@@ -272,21 +497,32 @@ pub(crate) fn stale(pod_dir: &Path, keep: &[VolumeSpec]) -> bool {
     let Ok(entries) = fs::read_dir(volumes_dir(pod_dir)) else { return false };
     entries.flatten().any(|entry| {
         let name = entry.file_name().to_string_lossy().into_owned();
-        !keep.iter().any(|v| v.name == name && kind_on_disk(&entry.path()) == Some(v.kind.clone()))
+        !keep.iter().any(|v| v.name == name && holds(&entry.path(), &v.kind))
     })
 }
 
 /// Makes `volume` ready to be bind-mounted: creates it if missing (formatting a file system
-/// volume) and mounts a file system volume that is not mounted (after a reboot, or a crash
-/// between formatting and mounting). Idempotent; callers serialise calls per pod.
+/// volume, writing a secret volume's files into a new tmpfs) and mounts a file system volume
+/// that is not mounted (after a reboot, or a crash between formatting and mounting). A secret
+/// volume whose tmpfs is mounted is kept as it is ([`prune`] removes one whose files differ from
+/// the spec's). Idempotent; callers serialise calls per pod.
 pub(crate) fn ensure(pod: &str, pod_dir: &Path, volume: &VolumeSpec) -> Result<(), RuntimeError> {
     let dir = volumes_dir(pod_dir).join(&volume.name);
-    match volume.kind {
+    match &volume.kind {
         VolumeKind::EmptyDir => {
             let data = dir.join("dir");
             fs::create_dir_all(&data).map_err(RuntimeError::io("creating emptyDir volume", &data))?;
         }
-        VolumeKind::Filesystem { size_bytes } => {
+        VolumeKind::Secret { files } => {
+            let mount_point = dir.join("secret");
+            if !is_tmpfs(&mount_point)? {
+                // New, or its tmpfs went with a reboot: the files come from the spec again.
+                // Anything else mounted there is taken down first, never written through.
+                unmount_all(pod, &mount_point)?;
+                create_secret(pod, &volume.name, &mount_point, files)?;
+            }
+        }
+        &VolumeKind::Filesystem { size_bytes } => {
             let image = dir.join("disk.img");
             let mount_point = dir.join("mnt");
             fs::create_dir_all(&mount_point).map_err(RuntimeError::io("creating volume mount point", &mount_point))?;
@@ -335,8 +571,8 @@ pub(crate) fn ensure(pod: &str, pod_dir: &Path, volume: &VolumeSpec) -> Result<(
     Ok(())
 }
 
-/// Unmounts and removes every volume of the pod at `pod_dir`, and anything else mounted in it.
-/// No container of the pod may run.
+/// Unmounts and removes every volume of the pod at `pod_dir`, and anything else mounted in it
+/// (the containers' rootfs tmpfs). No container of the pod may run.
 pub(crate) fn remove_all(pod: &str, pod_dir: &Path) -> Result<(), RuntimeError> {
     prune(pod, pod_dir, &[])?;
     for mount in mounts_under(pod_dir)? {
@@ -359,6 +595,58 @@ mod tests {
         for bad in ["", "-a", "a-", "A", "a_b", "a.b", "..", "a/b", &"x".repeat(64)] {
             assert!(!is_dns_label(bad), "{bad}");
         }
+    }
+
+    fn file(name: &str, data: &[u8]) -> SecretFile {
+        SecretFile { name: name.to_owned(), data: data.to_vec().into() }
+    }
+
+    #[test]
+    fn secret_files_are_checked() {
+        check_secret(&[file("token", b"t"), file(&"n".repeat(255), b""), file(".env", b"x")]).unwrap();
+        let full: Vec<SecretFile> = (0..MAX_SECRET_FILES).map(|i| file(&format!("f{i}"), &[0; 16384])).collect();
+        check_secret(&full).unwrap();
+        let cases: [(Vec<SecretFile>, &str); 10] = [
+            (Vec::new(), "has 0 files"),
+            ((0..=MAX_SECRET_FILES).map(|i| file(&format!("f{i}"), b"")).collect(), "has 65 files"),
+            (vec![file("", b"secret!")], "\"\""),
+            (vec![file(".", b"secret!")], "\".\""),
+            (vec![file("..", b"secret!")], "\"..\""),
+            (vec![file("a/b", b"secret!")], "\"a/b\""),
+            (vec![file("a\0b", b"secret!")], "plain file name"),
+            (vec![file(&"n".repeat(256), b"secret!")], "plain file name"),
+            (vec![file("t", b"secret!"), file("t", b"secret!")], "\"t\" is listed twice"),
+            (vec![file("a", &[0; 1 << 20]), file("b", b"secret!")], "1048583 bytes"),
+        ];
+        for (files, needle) in cases {
+            let reason = check_secret(&files).unwrap_err();
+            assert!(reason.contains(needle) && !reason.contains("secret!"), "{needle}: {reason}");
+        }
+    }
+
+    #[test]
+    fn secret_debug_shows_no_contents() {
+        let text = format!("{:?}", VolumeKind::Secret { files: vec![file("token", b"hunter2")] });
+        assert_eq!(text, "Secret { files: [SecretFile { name: \"token\", bytes: 7 }] }");
+    }
+
+    #[test]
+    fn secret_tmpfs_fits_its_files() {
+        assert_eq!(secret_tmpfs_bytes(&[file("empty", b"")]), PAGE);
+        assert_eq!(secret_tmpfs_bytes(&[file("a", b"x"), file("b", b"y")]), 3 * PAGE);
+        assert_eq!(secret_tmpfs_bytes(&[file("a", &[0; 4096]), file("b", &[0; 4097])]), 5 * PAGE);
+        let full: Vec<SecretFile> = (0..64).map(|i| file(&format!("f{i}"), &[0; 16384])).collect();
+        assert_eq!(secret_tmpfs_bytes(&full), (256 + 64) * PAGE);
+    }
+
+    #[test]
+    fn mountinfo_lines_give_mount_point_and_type() {
+        let line =
+            "613 29 0:95 / /tmp/a\\040b/mem rw,nosuid,nodev,relatime shared:301 - tmpfs tpod rw,size=16384k,mode=755";
+        assert_eq!(parse_mountinfo_line(line), Some((PathBuf::from("/tmp/a b/mem"), "tmpfs".to_owned())));
+        let no_optional = "36 35 98:0 /mnt1 /mnt2 rw,noatime - ext3 /dev/root rw,errors=continue";
+        assert_eq!(parse_mountinfo_line(no_optional), Some((PathBuf::from("/mnt2"), "ext3".to_owned())));
+        assert_eq!(parse_mountinfo_line("garbage"), None);
     }
 
     #[test]

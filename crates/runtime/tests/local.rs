@@ -18,7 +18,7 @@ use futures::StreamExt;
 use tempfile::TempDir;
 use tpod_runtime::{
     ContainerSpec, ContainerState, LocalConfig, LocalRuntime, LogOptions, PodSpec, PodStatus, PodUsage, Runtime,
-    RuntimeError, VolumeKind, VolumeMount, VolumeSpec, cgroups_path,
+    RuntimeError, SecretFile, VolumeKind, VolumeMount, VolumeSpec, cgroups_path,
 };
 
 const PAGE: &str = "<h1>hello from a trusted pod</h1>\n";
@@ -65,6 +65,15 @@ impl Env {
         let page = self.dir.path().join("index.html");
         std::fs::write(&page, PAGE).unwrap();
         tpod_image::hello::build(&layout, Path::new("/bin/busybox"), &page).unwrap();
+        tpod_image::read_layout(&layout).unwrap()
+    }
+
+    /// The hello image serving `page` (which is then in its `/www/index.html`).
+    fn image_with_page(&self, page: &str) -> tpod_image::Image {
+        let layout = self.dir.path().join(format!("image-{}", random_hex(6)));
+        let file = self.dir.path().join(format!("page-{}.html", random_hex(6)));
+        std::fs::write(&file, page).unwrap();
+        tpod_image::hello::build(&layout, Path::new("/bin/busybox"), &file).unwrap();
         tpod_image::read_layout(&layout).unwrap()
     }
 
@@ -402,7 +411,7 @@ async fn delete_removes_everything_and_is_idempotent() {
         .await
         .unwrap();
     assert_eq!((endpoint.ip, other.ip), (Ipv4Addr::new(10, 235, 0, 2), Ipv4Addr::new(10, 235, 0, 3)));
-    assert!(env.pod_dir(&id).join("containers/web/rootfs/bin/busybox").exists());
+    assert!(env.pod_dir(&id).join("containers/web/mem/rootfs/bin/busybox").exists());
     assert!(env.pod_dir(&id).join("logs/worker.log").exists());
     assert!(netns_exists(&id) && veth_exists(&id));
     for name in ["web", "worker"] {
@@ -482,7 +491,7 @@ async fn failed_start_leaves_nothing() {
 
     // A layer blob changed after the image was read: unpacking refuses it.
     let tampered = env.hello_image();
-    let layer = tampered.layers[0].digest.blob_path(&tampered.dir);
+    let layer = tampered.layers[0].blob.path.clone();
     let mut bytes = std::fs::read(&layer).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 0xff;
@@ -512,6 +521,17 @@ fn filesystem(name: &str, size_bytes: u64) -> VolumeSpec {
     VolumeSpec { name: name.to_owned(), kind: VolumeKind::Filesystem { size_bytes } }
 }
 
+fn secret(name: &str, files: &[(&str, &[u8])]) -> VolumeSpec {
+    let files =
+        files.iter().map(|(name, data)| SecretFile { name: (*name).to_owned(), data: data.to_vec().into() }).collect();
+    VolumeSpec { name: name.to_owned(), kind: VolumeKind::Secret { files } }
+}
+
+/// `count` one-byte secret files `f0`, `f1`…
+fn many_files(count: usize) -> Vec<SecretFile> {
+    (0..count).map(|i| SecretFile { name: format!("f{i}"), data: vec![b'x'].into() }).collect()
+}
+
 fn mount(volume: &str, path: &str, read_only: bool) -> VolumeMount {
     VolumeMount { volume: volume.to_owned(), path: path.to_owned(), read_only }
 }
@@ -532,6 +552,47 @@ fn mounts_under(dir: &Path) -> Vec<String> {
         .filter(|m| m.starts_with(&prefix))
         .map(str::to_owned)
         .collect()
+}
+
+/// Mount points of the pod's volumes.
+fn volume_mounts(env: &Env, id: &str) -> Vec<String> {
+    mounts_under(&env.pod_dir(id).join("volumes"))
+}
+
+/// Mount points of the pod's containers' rootfs tmpfs.
+fn rootfs_mounts(env: &Env, id: &str) -> Vec<String> {
+    mounts_under(&env.pod_dir(id).join("containers"))
+}
+
+/// The `/proc/self/mountinfo` line of the topmost mount on `path`.
+fn mount_line(path: &Path) -> Option<String> {
+    let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    let path = path.to_string_lossy().into_owned();
+    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    table.lines().rev().find(|l| l.split(' ').nth(4) == Some(path.as_str())).map(str::to_owned)
+}
+
+/// The file system type of a mountinfo line (the field after the ` - ` separator).
+fn mountinfo_fs_type(line: &str) -> Option<String> {
+    line.split(' ').skip_while(|f| *f != "-").nth(1).map(str::to_owned)
+}
+
+/// The file system type of the topmost mount on `path`, if something is mounted there.
+fn fs_type(path: &Path) -> Option<String> {
+    mount_line(path).as_deref().and_then(mountinfo_fs_type)
+}
+
+/// Unmounts everything under the pod directory, as a host reboot would leave it (the
+/// containers must be dead).
+async fn simulate_reboot_unmounts(env: &Env, id: &str) {
+    for mount in mounts_under(&env.pod_dir(id)).into_iter().rev() {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !Command::new("umount").arg(&mount).status().unwrap().success() {
+            assert!(Instant::now() < deadline, "cannot unmount {mount}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert!(mounts_under(&env.pod_dir(id)).is_empty());
 }
 
 /// `losetup -a` lines of loop devices backed by files under `dir`.
@@ -594,7 +655,8 @@ async fn volumes_are_shared_limited_read_only_and_kept() {
     assert!(log.contains("ro-write-refused") && log.contains("Read-only file system"), "{log}");
     assert!(log.contains("runs=1"), "{log}");
     assert!(log.contains("No space left on device") && !log.contains("dd-exit=0"), "{log}");
-    assert_eq!(mounts_under(&env.pod_dir(&id)).len(), 1, "the file system volume is mounted once on the host");
+    assert_eq!(volume_mounts(&env, &id).len(), 1, "the file system volume is mounted once on the host");
+    assert_eq!(rootfs_mounts(&env, &id).len(), 2, "one rootfs tmpfs per container");
     assert_eq!(loop_devices_under(&env.pod_dir(&id)).len(), 1);
 
     // The container restarts; the volume keeps its data.
@@ -649,7 +711,8 @@ async fn update_replaces_containers_in_place() {
     assert!(response.ends_with("updated-page\n"), "{response}");
     let volumes = env.pod_dir(&id).join("volumes");
     assert!(!volumes.join("cache").exists() && !volumes.join("old").exists() && volumes.join("site").exists());
-    assert!(mounts_under(&env.pod_dir(&id)).is_empty() && loop_devices_under(&env.pod_dir(&id)).is_empty());
+    assert!(volume_mounts(&env, &id).is_empty() && loop_devices_under(&env.pod_dir(&id)).is_empty());
+    assert_eq!(rootfs_mounts(&env, &id).len(), 1, "the old server's rootfs tmpfs was not unmounted");
 
     // A failing update leaves no container running but the network and volumes in place; an
     // update back to the first spec recovers the pod.
@@ -664,11 +727,13 @@ async fn update_replaces_containers_in_place() {
     assert!(after.containers.iter().all(|c| c.state == ContainerState::Exited && c.pid.is_none()), "{after:?}");
     assert!(netns_exists(&id) && veth_exists(&id));
     assert!(env.pod_dir(&id).join("volumes/keep/disk.img").exists());
-    assert_eq!(mounts_under(&env.pod_dir(&id)).len(), 1);
+    assert_eq!(volume_mounts(&env, &id).len(), 1);
+    assert_eq!(rootfs_mounts(&env, &id).len(), 1, "the broken container's rootfs tmpfs only");
     assert_eq!(runtime.update(first).await.unwrap(), endpoint);
     let response = tokio::task::spawn_blocking(move || http_get(endpoint.ip)).await.unwrap();
     assert!(response.ends_with(PAGE), "{response}");
-    assert!(mounts_under(&env.pod_dir(&id)).len() == 1 && env.pod_dir(&id).join("volumes/old/disk.img").exists());
+    assert!(volume_mounts(&env, &id).len() == 1 && env.pod_dir(&id).join("volumes/old/disk.img").exists());
+    assert_eq!(rootfs_mounts(&env, &id).len(), 1, "the failed update's rootfs tmpfs was not unmounted");
     assert!(!env.pod_dir(&id).join("volumes/keep").exists());
 
     // Updating a pod this runtime does not run is refused.
@@ -702,25 +767,25 @@ async fn adoption_reuses_and_remounts_the_filesystem_volume() {
     let second = env.runtime();
     assert_eq!(second.adopt(spec.clone()).await.unwrap(), endpoint);
     assert_eq!(status(&second, &id).await.containers[0].pid, Some(pid));
-    assert_eq!(mounts_under(&env.pod_dir(&id)).len(), 1, "the volume was mounted again on top");
+    assert_eq!(volume_mounts(&env, &id).len(), 1, "the volume was mounted again on top");
+    assert_eq!(rootfs_mounts(&env, &id).len(), 1, "the rootfs tmpfs was mounted again on top");
     assert_eq!(loop_devices_under(&env.pod_dir(&id)).len(), 1);
     drop(second);
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    // As after a reboot: the container is gone and the volume unmounted. Adoption mounts the
-    // same image again, and the restarted container finds its data.
+    // As after a reboot: the container is gone, the volume unmounted and the rootfs tmpfs
+    // gone. Adoption mounts the same image again, unpacks the rootfs again, and the restarted
+    // container finds its data.
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
-    let mnt = env.pod_dir(&id).join("volumes/data/mnt");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !Command::new("umount").arg(&mnt).status().unwrap().success() {
-        assert!(Instant::now() < deadline, "cannot unmount {}", mnt.display());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(mounts_under(&env.pod_dir(&id)).is_empty());
+    simulate_reboot_unmounts(&env, &id).await;
+    let mem = env.pod_dir(&id).join("containers/app/mem");
+    assert!(mem.is_dir() && std::fs::read_dir(&mem).unwrap().next().is_none(), "the rootfs was on the disk");
     let third = env.runtime();
     assert_eq!(third.adopt(spec).await.unwrap(), endpoint);
     wait_log(&third, &id, "app", "saw kept").await;
-    assert_eq!(mounts_under(&env.pod_dir(&id)).len(), 1);
+    assert_eq!(volume_mounts(&env, &id).len(), 1);
+    assert_eq!(fs_type(&mem).as_deref(), Some("tmpfs"));
+    assert!(mem.join("rootfs/bin/busybox").exists() && mem.join("unpacked").exists());
 
     third.delete(&id).await.unwrap();
     assert_volumes_gone(&env, &id);
@@ -764,6 +829,26 @@ async fn bad_volumes_are_refused_and_failed_starts_leave_no_mounts() {
         (invalid(vec![filesystem("huge", (1 << 40) + 1)], vec![]), "volume huge"),
         (invalid(vec![empty_dir("Not_A_Label")], vec![]), "Not_A_Label"),
         (invalid(vec![empty_dir("../up")], vec![]), "../up"),
+        (invalid(vec![secret("s", &[])], vec![]), "has 0 files"),
+        (invalid(vec![secret("s", &[("a/b", b"do-not-print")])], vec![]), "\"a/b\""),
+        (invalid(vec![secret("s", &[("..", b"do-not-print")])], vec![]), "plain file name"),
+        (invalid(vec![secret("s", &[(".", b"do-not-print")])], vec![]), "plain file name"),
+        (invalid(vec![secret("s", &[("", b"do-not-print")])], vec![]), "plain file name"),
+        (invalid(vec![secret("s", &[("a\0b", b"do-not-print")])], vec![]), "plain file name"),
+        (invalid(vec![secret("s", &[(&"n".repeat(256), b"do-not-print")])], vec![]), "plain file name"),
+        (invalid(vec![secret("s", &[("t", b"do-not-print"), ("t", b"x")])], vec![]), "\"t\" is listed twice"),
+        (invalid(vec![secret("s", &[("big", &vec![b'x'; (1 << 20) + 1])])], vec![]), "more than 1048576"),
+        (
+            invalid(vec![secret("s", &[("a", &vec![b'x'; 1 << 19]), ("b", &vec![b'x'; (1 << 19) + 1])])], vec![]),
+            "1048577",
+        ),
+        (
+            invalid(
+                vec![VolumeSpec { name: "s".to_owned(), kind: VolumeKind::Secret { files: many_files(65) } }],
+                vec![],
+            ),
+            "65 files",
+        ),
     ];
     for (spec, needle) in cases {
         let pod = spec.id.clone();
@@ -771,7 +856,25 @@ async fn bad_volumes_are_refused_and_failed_starts_leave_no_mounts() {
         assert!(matches!(&error, RuntimeError::InvalidSpec { .. }), "{error}");
         let text = error.to_string();
         assert!(text.contains(&pod) && text.contains(needle), "{needle}: {text}");
+        assert!(!text.contains("do-not-print") && !format!("{error:?}").contains("do-not-print"), "{text}");
     }
+    // The largest secret volume accepted: 64 files, 1 MiB in all; a name of 255 bytes.
+    let mut files = many_files(64);
+    files[0].data = vec![b'x'; (1 << 20) - 63].into();
+    files[1].name = "n".repeat(255);
+    let id = random_hex(64);
+    let largest = PodSpec {
+        id: id.clone(),
+        containers: vec![with_mounts(
+            busybox(&image, "count", "echo \"files=$(ls /s | wc -l) bytes=$(cat /s/* | wc -c)\"; exec sleep 1000"),
+            vec![mount("s", "/s", true)],
+        )],
+        volumes: vec![VolumeSpec { name: "s".to_owned(), kind: VolumeKind::Secret { files } }],
+    };
+    runtime.start(largest).await.unwrap();
+    wait_log(&runtime, &id, "count", "files=64 bytes=1048576").await;
+    runtime.delete(&id).await.unwrap();
+    assert_volumes_gone(&env, &id);
     assert!(runtime.list().await.unwrap().is_empty());
 }
 
@@ -992,7 +1095,8 @@ async fn stop_pauses_a_pod_until_adopt_resumes_it() {
         let stopped = status(runtime, &id).await;
         assert!(stopped.containers.iter().all(|c| c.state == ContainerState::Exited && c.pid.is_none()), "{stopped:?}");
         assert!(netns_exists(&id) && veth_exists(&id), "the network went");
-        assert_eq!(mounts_under(&env.pod_dir(&id)).len(), 1, "the file system volume went");
+        assert_eq!(volume_mounts(&env, &id).len(), 1, "the file system volume went");
+        assert_eq!(rootfs_mounts(&env, &id).len(), 2, "the rootfs tmpfs went");
         assert_eq!(runtime.list().await.unwrap(), vec![id.clone()]);
         let frozen = usage(runtime, &id).await;
         assert_eq!(frozen.memory_bytes, 0, "{frozen:?}");
@@ -1047,4 +1151,246 @@ async fn stop_pauses_a_pod_until_adopt_resumes_it() {
     assert_volumes_gone(&env, &id);
     assert_gone(&env, &id, &names, &pids);
     assert!(matches!(second.stop(&id).await, Err(RuntimeError::NoSuchPod { .. })));
+}
+
+/// Regular files under `root`, not crossing into other file systems (the tmpfs mounted under
+/// it), whose contents hold `needle`; also how many files were read.
+fn files_holding(root: &Path, needle: &[u8]) -> (Vec<PathBuf>, usize) {
+    use std::os::unix::fs::MetadataExt;
+    let device = std::fs::symlink_metadata(root).unwrap().dev();
+    let (mut found, mut read) = (Vec::new(), 0);
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
+            if meta.dev() != device {
+                continue;
+            }
+            if meta.is_dir() {
+                pending.push(path);
+            } else if meta.is_file() {
+                let Ok(bytes) = std::fs::read(&path) else { continue };
+                read += 1;
+                if bytes.windows(needle.len()).any(|w| w == needle) {
+                    found.push(path);
+                }
+            }
+        }
+    }
+    (found, read)
+}
+
+/// File names under `root` on its own file system.
+fn names_on_disk(root: &Path) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let device = std::fs::symlink_metadata(root).unwrap().dev();
+    let mut names = Vec::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let Ok(meta) = std::fs::symlink_metadata(entry.path()) else { continue };
+            if meta.dev() == device {
+                names.push(entry.file_name().to_string_lossy().into_owned());
+                if meta.is_dir() {
+                    pending.push(entry.path());
+                }
+            }
+        }
+    }
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rootfs_and_secrets_live_in_memory_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut env = Env::with_subnet(243, 0);
+    env.config.rootfs_bytes = 16 << 20;
+    let runtime = env.runtime();
+    let id = random_hex(64);
+    let image_marker = format!("image-marker-{}", random_hex(24));
+    let secret_marker = format!("secret-marker-{}", random_hex(24));
+    let token = format!("token-{}", random_hex(24));
+    let image = env.image_with_page(&format!("<p>{image_marker}</p>\n"));
+    // The token is printed (so it is in the log: proof the walk below reads the logs); the
+    // hidden file, and the image's page, only have their sizes printed.
+    let script = "echo \"token=$(cat /run/secrets/token)\"; echo \"hidden=$(wc -c < /run/secrets/hidden)\"; \
+                  echo \"page=$(wc -c < /www/index.html)\"; \
+                  if echo x > /run/secrets/token; then echo secret-write-succeeded; else echo secret-write-refused; fi; \
+                  if touch /run/secrets/new; then echo secret-create-succeeded; else echo secret-create-refused; fi; \
+                  dd if=/dev/zero of=/fill bs=1M count=32 2>&1; echo dd-exit=$?; rm -f /fill; echo done; \
+                  exec sleep 1000";
+    // Asked read-write: a secret volume is mounted read-only anyway.
+    let app = with_mounts(busybox(&image, "app", script), vec![mount("secrets", "/run/secrets", false)]);
+    let hidden = format!("{secret_marker}\n");
+    let spec = PodSpec {
+        id: id.clone(),
+        containers: vec![app],
+        volumes: vec![secret("secrets", &[("token", token.as_bytes()), ("hidden", hidden.as_bytes())])],
+    };
+    runtime.start(spec).await.unwrap();
+    let log = wait_log(&runtime, &id, "app", "done").await;
+    assert!(log.contains(&format!("token={token}\n")), "{log}");
+    assert!(log.contains(&format!("hidden={}\n", hidden.len())), "{log}");
+    assert!(log.contains(&format!("page={}\n", image_marker.len() + 8)), "{log}");
+    assert!(log.contains("secret-write-refused") && log.contains("secret-create-refused"), "{log}");
+    assert!(log.contains("Read-only file system"), "{log}");
+    // The rootfs tmpfs is 16 MiB: writing 32 MiB into it fails, the disk is not filled.
+    assert!(log.contains("No space left on device") && !log.contains("dd-exit=0"), "{log}");
+
+    // The rootfs: a 16 MiB tmpfs on the host, and what the container has as `/`.
+    let pod_dir = env.pod_dir(&id);
+    let mem = pod_dir.join("containers/app/mem");
+    let line = mount_line(&mem).expect("the rootfs tmpfs is mounted");
+    assert_eq!(mountinfo_fs_type(&line).as_deref(), Some("tmpfs"), "{line}");
+    assert!(line.contains("size=16384k") && line.contains("mode=755"), "{line}");
+    let pid = status(&runtime, &id).await.containers[0].pid.unwrap();
+    let inside = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    let root = inside.lines().find(|l| l.split(' ').nth(4) == Some("/")).expect("the container's / mount");
+    assert_eq!(mountinfo_fs_type(root).as_deref(), Some("tmpfs"), "{root}");
+
+    // The secret volume: a root-only tmpfs holding the files read-only.
+    let secret_dir = pod_dir.join("volumes/secrets/secret");
+    let line = mount_line(&secret_dir).expect("the secret tmpfs is mounted");
+    assert_eq!(mountinfo_fs_type(&line).as_deref(), Some("tmpfs"), "{line}");
+    assert!(line.contains("mode=700") && line.contains("size=12k"), "{line}");
+    eprintln!("secret tmpfs: {line}");
+    assert_eq!(std::fs::metadata(&secret_dir).unwrap().permissions().mode() & 0o7777, 0o700);
+    for (name, data) in [("token", token.as_bytes()), ("hidden", hidden.as_bytes())] {
+        let file = secret_dir.join(name);
+        assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o7777, 0o444, "{name}");
+        assert_eq!(std::fs::read(&file).unwrap(), data, "{name}");
+    }
+    assert_eq!(mounts_under(&pod_dir).len(), 2, "{:?}", mounts_under(&pod_dir));
+
+    // Nothing of the image or the secret is on the disk under the runtime's root.
+    let root = &env.config.root;
+    let (found, read) = files_holding(root, token.as_bytes());
+    assert!(found.iter().any(|f| f.ends_with("logs/app.log")), "the walk missed the log: {found:?}");
+    assert!(read >= 3, "only {read} files read");
+    for needle in [&image_marker, &secret_marker] {
+        let (found, _) = files_holding(root, needle.as_bytes());
+        assert!(found.is_empty(), "{needle} is on the disk in {found:?}");
+    }
+    let names = names_on_disk(root);
+    assert!(names.iter().any(|n| n == "pod.json"), "{names:?}");
+    for name in ["busybox", "index.html", "rootfs", "unpacked", "hidden"] {
+        assert!(!names.iter().any(|n| n == name), "{name} is on the disk: {names:?}");
+    }
+
+    // Deleting the pod unmounts both tmpfs (their memory is freed).
+    runtime.delete(&id).await.unwrap();
+    assert!(mount_line(&mem).is_none() && mount_line(&secret_dir).is_none());
+    assert_volumes_gone(&env, &id);
+    assert_gone(&env, &id, &["app"], &[pid]);
+}
+
+/// What tells one mount on `path` from another: its mount id (first mountinfo field; the
+/// kernel reuses freed ones) and the change time of its root directory (a fresh tmpfs has a new
+/// one, to the nanosecond; the roots of ours do not change once filled).
+fn mount_id(path: &Path) -> (String, i64, i64) {
+    use std::os::unix::fs::MetadataExt;
+    let line = mount_line(path).unwrap_or_else(|| panic!("nothing mounted on {}", path.display()));
+    let meta = std::fs::metadata(path).unwrap();
+    (line.split(' ').next().unwrap().to_owned(), meta.ctime(), meta.ctime_nsec())
+}
+
+/// Waits until `needle` occurs at least `count` times in the container's log.
+async fn wait_log_count(runtime: &LocalRuntime, id: &str, container: &str, needle: &str, count: usize) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let text = read_logs(runtime, id, container, 0).await;
+        if text.matches(needle).count() >= count {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {count} {needle:?} in {container}'s log: {text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_rootfs_and_secrets_survive_restarts_stop_adoption_and_reboots() {
+    let env = Env::with_subnet(243, 1);
+    let id = random_hex(64);
+    let image = env.hello_image();
+    // Reports whether it finds what an earlier run wrote into its rootfs, then reads the secret
+    // every 200 ms.
+    let script = "echo \"saw $(cat /kept 2>/dev/null || echo nothing)\"; echo kept > /kept; \
+                  while :; do echo \"token=$(cat /run/secrets/token)\"; usleep 200000; done";
+    let spec = |token: &[u8]| PodSpec {
+        id: id.clone(),
+        containers: vec![with_mounts(busybox(&image, "app", script), vec![mount("secrets", "/run/secrets", true)])],
+        volumes: vec![secret("secrets", &[("token", token), ("other", b"unchanged")])],
+    };
+    let v1 = spec(b"one");
+    let pod_dir = env.pod_dir(&id);
+    let mem = pod_dir.join("containers/app/mem");
+    let secret_dir = pod_dir.join("volumes/secrets/secret");
+
+    let first = env.runtime();
+    let endpoint = first.start(v1.clone()).await.unwrap();
+    wait_log(&first, &id, "app", "saw nothing\ntoken=one\n").await;
+    let (mem_id, secret_id) = (mount_id(&mem), mount_id(&secret_dir));
+
+    // A container restart keeps its rootfs tmpfs and what it wrote there.
+    let pid = status(&first, &id).await.containers[0].pid.unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    wait_log(&first, &id, "app", "saw kept\ntoken=one\n").await;
+    assert_eq!((mount_id(&mem), mount_id(&secret_dir)), (mem_id.clone(), secret_id.clone()));
+    let pid = wait_status(&first, &id, "restarted", |s| s.containers[0].pid.is_some()).await.containers[0].pid.unwrap();
+
+    // A provider restart: the new runtime adopts the running container with its tmpfs as they
+    // are (nothing remounted), and the container keeps reading its secret.
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = env.runtime();
+    assert_eq!(second.adopt(v1.clone()).await.unwrap(), endpoint);
+    assert_eq!(status(&second, &id).await.containers[0].pid, Some(pid), "the container was restarted");
+    assert_eq!((mount_id(&mem), mount_id(&secret_dir)), (mem_id.clone(), secret_id.clone()), "remounted");
+    let reads = read_logs(&second, &id, "app", 0).await.matches("token=one").count();
+    wait_log_count(&second, &id, "app", "token=one", reads + 3).await;
+    assert_eq!(mounts_under(&pod_dir).len(), 2);
+
+    // Stop keeps both tmpfs; resuming finds the rootfs as the container left it.
+    second.stop(&id).await.unwrap();
+    assert_eq!((mount_id(&mem), mount_id(&secret_dir)), (mem_id.clone(), secret_id.clone()), "stop unmounted");
+    assert_eq!(second.adopt(v1.clone()).await.unwrap(), endpoint);
+    wait_log_count(&second, &id, "app", "saw kept", 2).await;
+    assert_eq!((mount_id(&mem), mount_id(&secret_dir)), (mem_id.clone(), secret_id.clone()));
+
+    // An update with another token makes the secret volume again, and a fresh rootfs: the old
+    // tmpfs are unmounted.
+    let v2 = spec(b"two");
+    assert_eq!(second.update(v2.clone()).await.unwrap(), endpoint);
+    let log = wait_log(&second, &id, "app", "token=two").await;
+    assert_eq!(log.matches("saw nothing").count(), 2, "{log}");
+    assert_ne!(mount_id(&mem), mem_id, "the rootfs tmpfs was kept across the update");
+    assert_ne!(mount_id(&secret_dir), secret_id, "the secret tmpfs was kept across the update");
+    assert_eq!(std::fs::read(secret_dir.join("token")).unwrap(), b"two");
+    assert_eq!(mounts_under(&pod_dir).len(), 2, "{:?}", mounts_under(&pod_dir));
+    let pid = status(&second, &id).await.containers[0].pid.unwrap();
+
+    // As after a host reboot: the container is gone and so are both tmpfs, leaving empty
+    // directories. Adoption unpacks the image and writes the secret again, from the spec.
+    drop(second);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    simulate_reboot_unmounts(&env, &id).await;
+    for dir in [&mem, &secret_dir] {
+        assert!(std::fs::read_dir(dir).unwrap().next().is_none(), "{} is not empty on the disk", dir.display());
+    }
+    let third = env.runtime();
+    assert_eq!(third.adopt(v2.clone()).await.unwrap(), endpoint);
+    let log = wait_log_count(&third, &id, "app", "saw nothing", 3).await;
+    wait_log_count(&third, &id, "app", "token=two", log.matches("token=two").count() + 2).await;
+    assert_eq!(fs_type(&mem).as_deref(), Some("tmpfs"));
+    assert_eq!(fs_type(&secret_dir).as_deref(), Some("tmpfs"));
+    assert_eq!(std::fs::read(secret_dir.join("other")).unwrap(), b"unchanged");
+    let pid = status(&third, &id).await.containers[0].pid.unwrap();
+
+    third.delete(&id).await.unwrap();
+    assert_volumes_gone(&env, &id);
+    assert_gone(&env, &id, &["app"], &[pid]);
 }
