@@ -11,6 +11,7 @@ macro_rules! say {
 }
 
 pub mod billing;
+pub mod delivery;
 pub mod deployments;
 pub mod dev;
 pub mod devprovider;
@@ -53,6 +54,9 @@ pub enum Command {
     },
     /// Deploy a pod: upload its images, fund its payment channel, start it on the provider.
     Deploy(pods::DeployArgs),
+    /// Encrypt a manifest's images and upload them to the provider, without deploying (a later
+    /// deploy to that provider sends nothing again).
+    Upload(delivery::UploadArgs),
     /// Show a deployment's state, URL and containers.
     Status {
         /// The deployment (default: the only one).
@@ -132,6 +136,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dev { command } => dev::run(command, &devnet_dir, cli.json).await,
         Command::Init { path, force } => init(&path, force, cli.json),
         Command::Deploy(args) => pods::deploy(&args, &cli.target, &devnet_dir, cli.json).await,
+        Command::Upload(args) => delivery::upload_command(&args, &cli.target, &devnet_dir, cli.json).await,
         Command::Status { name } => pods::status(name.as_deref(), &cli.target, &devnet_dir, cli.json).await,
         Command::Logs(args) => pods::logs(&args, &cli.target, &devnet_dir, cli.json).await,
         Command::Update(args) => pods::update(&args, &cli.target, &devnet_dir, cli.json).await,

@@ -1,11 +1,12 @@
 //! `tpod deploy | status | logs | update | delete`: a publisher's pods on a provider.
 //!
-//! `deploy` checks the manifest and its images, asks the provider for a quote, uploads the image
-//! blobs the provider lacks, creates and funds the payment channel on chain (approve + create),
-//! then sends the signed pod. Every request about a pod is signed (EIP-712) by the publisher key
+//! `deploy` checks the manifest, reads its images and secrets and encrypts the images (see
+//! [`crate::delivery`]), asks the provider for a quote, uploads the encrypted blobs the provider
+//! lacks, seals the keys and secrets to the quoted enclave key, creates and funds the payment
+//! channel on chain (approve + create), then sends the signed pod. Every request about a pod is signed (EIP-712) by the publisher key
 //! that owns the channel, with a fresh nonce and a short expiry.
 
-use std::io::{IsTerminal, Write as _};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -23,10 +24,13 @@ use tpod_chain::client::NewChannel;
 use tpod_chain::request::PodRequest;
 use tpod_chain::{Chain, ContractAddresses};
 use tpod_devnet::DevnetFile;
-use tpod_manifest::{ImageKind, Manifest, VolumeSource};
+use tpod_manifest::{Manifest, VolumeSource};
 use tpod_net::{Client, Multiaddr, PeerId};
 use tpod_wire::pb;
 
+use crate::delivery::{
+    LocalImage, RegistryArgs, Sealer, encrypt_images, read_images, read_secrets, sealing_key, upload,
+};
 use crate::deployments::{Deployment, Deployments};
 
 /// How long a signed request stays valid.
@@ -41,6 +45,12 @@ pub struct Target {
     /// A file holding the publisher's private key in hex (default: the devnet's publisher).
     #[arg(long, value_name = "FILE", env = "TPOD_KEY_FILE", global = true)]
     pub key_file: Option<PathBuf>,
+}
+
+/// The enclave encryption key a quote names: images and secrets are sealed to it.
+fn enclave_key(quote: &pb::QuoteResponse) -> anyhow::Result<tpod_crypto::PublicKey> {
+    tpod_crypto::PublicKey::from_bytes(&quote.enclave_encryption_key)
+        .context("the provider's quote has no valid enclave encryption key; it cannot receive sealed images")
 }
 
 /// Options of `tpod deploy` and `tpod update`.
@@ -58,6 +68,9 @@ pub struct DeployArgs {
     /// Hours of reservation to fund when no --amount is given.
     #[arg(long, default_value_t = 24)]
     pub hours: u64,
+    /// Registry credentials.
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 }
 
 /// The publisher side of one command: chain, key, network client.
@@ -109,6 +122,24 @@ impl Publisher {
         pb::SignedRequest { version: tpod_wire::VERSION, payload, signature }
     }
 
+    /// Asks the provider for a quote for `resources`.
+    pub(crate) async fn quote(
+        &self,
+        provider: &ProviderTarget,
+        resources: pb::Resources,
+    ) -> anyhow::Result<pb::QuoteResponse> {
+        let request = pb::QuoteRequest { version: tpod_wire::VERSION, resources: Some(resources) };
+        self.client
+            .quote(provider.peer, provider.addr.clone(), request)
+            .await
+            .with_context(|| format!("asking provider {} for a quote", provider.peer))
+    }
+
+    /// The libp2p client.
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
     pub(crate) async fn provision(
         &self,
         provider: &ProviderTarget,
@@ -155,7 +186,17 @@ pub(crate) struct ProviderTarget {
 }
 
 impl ProviderTarget {
-    fn resolve(flag: Option<&str>, devnet_dir: &Path) -> anyhow::Result<Self> {
+    /// The provider's peer id.
+    pub(crate) fn peer(&self) -> PeerId {
+        self.peer
+    }
+
+    /// The provider's address.
+    pub(crate) fn addr(&self) -> Multiaddr {
+        self.addr.clone()
+    }
+
+    pub(crate) fn resolve(flag: Option<&str>, devnet_dir: &Path) -> anyhow::Result<Self> {
         let text = match flag {
             Some(text) => text.to_owned(),
             None => {
@@ -195,151 +236,97 @@ impl ProviderTarget {
     }
 }
 
-/// An image of the manifest, read from disk.
-struct LocalImage {
-    container: String,
-    image: tpod_image::Image,
-}
-
-/// Reads every container's image; errors name the container and the path.
-fn read_images(manifest: &Manifest, manifest_path: &Path) -> anyhow::Result<Vec<LocalImage>> {
-    let base = manifest_path.parent().unwrap_or(Path::new("."));
-    manifest
-        .containers
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let field = format!("{}: containers[{i}].image", manifest_path.display());
-            if c.image.kind == ImageKind::Registry {
-                bail!(
-                    "{field}: registry images ({}) are not supported yet; use an OCI layout directory",
-                    c.image.reference
-                );
-            }
-            let path = c.image.local_path(base).with_context(|| format!("{field}: no local path"))?;
-            if !path.exists() {
-                bail!("{field}: image {} does not exist", path.display());
-            }
-            let image = if path.is_dir() {
-                tpod_image::read_layout(&path)
-                    .with_context(|| format!("{field}: {} is not a valid OCI image layout", path.display()))?
-            } else {
-                tpod_image::import_docker_archive(&path, &crate::image_cache_dir())
-                    .with_context(|| format!("{field}: {} is not a valid docker-archive tarball", path.display()))?
-            };
-            Ok(LocalImage { container: c.name.clone(), image })
-        })
-        .collect()
-}
-
-/// Uploads each image's blobs the provider lacks: layers, then config, then manifest.
-async fn push_images(
-    publisher: &Publisher,
-    provider: &ProviderTarget,
-    images: &[LocalImage],
-    quiet: bool,
-) -> anyhow::Result<()> {
-    let show = !quiet && std::io::stderr().is_terminal();
-    for local in images {
-        let image = &local.image;
-        let config = tpod_image::Digest::parse(image.manifest.config().digest().as_ref())?;
-        let blobs = image.layers.iter().map(|l| l.digest.clone()).chain([config, image.manifest_digest.clone()]);
-        for digest in blobs {
-            let path = digest.blob_path(&image.dir);
-            let label = format!("{} {}", local.container, &digest.hex()[..12]);
-            publisher
-                .client
-                .push_blob(provider.peer, provider.addr.clone(), digest.as_str(), &path, |sent, total| {
-                    if show {
-                        eprint!("\ruploading {label}: {sent}/{total} bytes");
-                    }
-                })
-                .await
-                .with_context(|| format!("uploading blob {digest} of container {:?}", local.container))?;
-            if show {
-                eprintln!();
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The protobuf pod for a manifest whose images were read.
-fn to_proto(manifest: &Manifest, images: &[LocalImage]) -> pb::Pod {
-    pb::Pod {
+/// The protobuf pod for a manifest, its images and secrets sealed to one provider's enclave.
+fn to_proto(manifest: &Manifest, delivery: &Delivery, sealer: &Sealer<'_>) -> anyhow::Result<pb::Pod> {
+    let mut secrets = delivery.secrets.iter();
+    Ok(pb::Pod {
         name: manifest.name.clone(),
         containers: manifest
             .containers
             .iter()
-            .zip(images)
-            .map(|(c, local)| pb::Container {
-                name: c.name.clone(),
-                image: c.image.reference.clone(),
-                image_cid: local.image.manifest_digest.to_string(),
-                command: c.command.clone().unwrap_or_default(),
-                args: c.args.clone().unwrap_or_default(),
-                env: c.env.clone().into_iter().collect(),
-                working_dir: c.working_dir.clone().unwrap_or_default(),
-                ports: c
-                    .ports
-                    .iter()
-                    .map(|p| pb::Port {
-                        container_port: u32::from(p.container_port),
-                        protocol: match p.protocol {
-                            tpod_manifest::Protocol::Http => pb::port::Protocol::Http,
-                            tpod_manifest::Protocol::Tcp => pb::port::Protocol::Tcp,
-                        } as i32,
-                        hostname: p.hostname.clone().unwrap_or_default(),
-                    })
-                    .collect(),
-                resources: Some(pb::Resources {
-                    cpu_millis: c.resources.cpu_millis,
-                    memory_bytes: c.resources.memory_bytes,
-                    gpu: c.resources.gpu,
-                    storage_bytes: 0,
-                }),
-                volume_mounts: c
-                    .volume_mounts
-                    .iter()
-                    .map(|m| pb::VolumeMount {
-                        name: m.name.clone(),
-                        mount_path: m.mount_path.clone(),
-                        read_only: m.read_only,
-                    })
-                    .collect(),
+            .zip(&delivery.encrypted)
+            .map(|(c, image)| {
+                Ok(pb::Container {
+                    name: c.name.clone(),
+                    image: c.image.reference.clone(),
+                    sealed_image: Some(sealer.image(&c.name, image)?),
+                    command: c.command.clone().unwrap_or_default(),
+                    args: c.args.clone().unwrap_or_default(),
+                    env: c.env.clone().into_iter().collect(),
+                    working_dir: c.working_dir.clone().unwrap_or_default(),
+                    ports: c
+                        .ports
+                        .iter()
+                        .map(|p| pb::Port {
+                            container_port: u32::from(p.container_port),
+                            protocol: match p.protocol {
+                                tpod_manifest::Protocol::Http => pb::port::Protocol::Http,
+                                tpod_manifest::Protocol::Tcp => pb::port::Protocol::Tcp,
+                            } as i32,
+                            hostname: p.hostname.clone().unwrap_or_default(),
+                        })
+                        .collect(),
+                    resources: Some(pb::Resources {
+                        cpu_millis: c.resources.cpu_millis,
+                        memory_bytes: c.resources.memory_bytes,
+                        gpu: c.resources.gpu,
+                        storage_bytes: 0,
+                    }),
+                    volume_mounts: c
+                        .volume_mounts
+                        .iter()
+                        .map(|m| pb::VolumeMount {
+                            name: m.name.clone(),
+                            mount_path: m.mount_path.clone(),
+                            read_only: m.read_only,
+                        })
+                        .collect(),
+                })
             })
-            .collect(),
+            .collect::<anyhow::Result<_>>()?,
         volumes: manifest
             .volumes
             .iter()
-            .map(|v| pb::Volume {
-                name: v.name.clone(),
-                kind: Some(match &v.source {
-                    VolumeSource::EmptyDir => pb::volume::Kind::EmptyDir(pb::volume::EmptyDir {}),
-                    VolumeSource::Filesystem { size_bytes } => {
-                        pb::volume::Kind::Filesystem(pb::volume::Filesystem { size_bytes: *size_bytes })
-                    }
-                    // Refused before this point (see `check_supported`).
-                    VolumeSource::Secret { .. } => pb::volume::Kind::Secret(pb::volume::Secret { sealed: Vec::new() }),
-                }),
+            .map(|v| {
+                Ok(pb::Volume {
+                    name: v.name.clone(),
+                    kind: Some(match &v.source {
+                        VolumeSource::EmptyDir => pb::volume::Kind::EmptyDir(pb::volume::EmptyDir {}),
+                        VolumeSource::Filesystem { size_bytes } => {
+                            pb::volume::Kind::Filesystem(pb::volume::Filesystem { size_bytes: *size_bytes })
+                        }
+                        VolumeSource::Secret { .. } => {
+                            // Read in manifest order by `read_secrets`.
+                            let (name, files) = secrets.next().context("a secret volume was not read")?;
+                            pb::volume::Kind::Secret(pb::volume::Secret { sealed: Some(sealer.secret(name, files)?) })
+                        }
+                    }),
+                })
             })
-            .collect(),
+            .collect::<anyhow::Result<_>>()?,
         replicas: Some(pb::Replicas { min: manifest.replicas.min, max: manifest.replicas.max }),
+        sealed_by: sealer.sender.public().as_bytes().to_vec(),
+    })
+}
+
+/// What a deploy or update delivers, read and encrypted before anything is paid for.
+struct Delivery {
+    images: Vec<LocalImage>,
+    encrypted: Vec<tpod_image::EncryptedImage>,
+    secrets: Vec<(String, pb::SecretFiles)>,
+}
+
+impl Delivery {
+    async fn prepare(manifest: &Manifest, path: &Path, registry: &RegistryArgs) -> anyhow::Result<Self> {
+        let secrets = read_secrets(manifest, path)?;
+        let images = read_images(manifest, path, registry).await?;
+        let encrypted = encrypt_images(&images)?;
+        Ok(Self { images, encrypted, secrets })
     }
 }
 
 /// Refuses what this version cannot deliver yet, before anything is uploaded or paid.
 fn check_supported(manifest: &Manifest, path: &Path) -> anyhow::Result<()> {
-    for (i, v) in manifest.volumes.iter().enumerate() {
-        if let VolumeSource::Secret { file } = &v.source {
-            bail!(
-                "{}: volumes[{i}] ({}): secret volumes ({}) need sealed delivery to the provider's enclave, which is not built yet",
-                path.display(),
-                v.name,
-                file.display()
-            );
-        }
-    }
     if manifest.replicas.max > 1 {
         bail!("{}: replicas.max: providers run one replica per pod for now", path.display());
     }
@@ -360,7 +347,7 @@ pub async fn deploy(args: &DeployArgs, target: &Target, devnet_dir: &Path, json:
     if records.deployments.iter().any(|d| d.name == name && d.deployed) {
         bail!("a deployment named {name:?} exists; use `tpod update` or deploy with --name");
     }
-    let images = read_images(&manifest, &args.manifest)?;
+    let delivery = Delivery::prepare(&manifest, &args.manifest, &args.registry).await?;
     let publisher = Publisher::open(devnet_dir, target).await?;
     let provider = ProviderTarget::resolve(target.provider.as_deref(), devnet_dir)?;
 
@@ -376,18 +363,7 @@ pub async fn deploy(args: &DeployArgs, target: &Target, devnet_dir: &Path, json:
             _ => None,
         })
         .sum();
-    let quote = publisher
-        .client
-        .quote(
-            provider.peer,
-            provider.addr.clone(),
-            pb::QuoteRequest {
-                version: tpod_wire::VERSION,
-                resources: Some(pb::Resources { cpu_millis, memory_bytes, gpu: 0, storage_bytes }),
-            },
-        )
-        .await
-        .with_context(|| format!("asking provider {} for a quote", provider.peer))?;
+    let quote = publisher.quote(&provider, pb::Resources { cpu_millis, memory_bytes, gpu: 0, storage_bytes }).await?;
     if !quote.available {
         bail!("provider {} cannot take this pod: {}", provider.peer, quote.reason);
     }
@@ -407,7 +383,12 @@ pub async fn deploy(args: &DeployArgs, target: &Target, devnet_dir: &Path, json:
     let quoted = quote.pricing.clone().context("the quote has no prices")?;
     let prices = PriceTable::from_proto(&quoted).context("the provider quoted malformed prices")?;
 
-    push_images(&publisher, &provider, &images, json).await?;
+    let enclave = enclave_key(&quote)?;
+    let uploaded = upload(&publisher, &provider, &delivery.encrypted, &delivery.images, json).await?;
+    let pod_id = B256::random();
+    // Sealed before anything is paid: a failure here leaves nothing behind.
+    let sealing = sealing_key(&publisher.key);
+    let pod = to_proto(&manifest, &delivery, &Sealer { sender: &sealing, enclave, pod_id })?;
 
     let amount = match args.amount {
         Some(amount) => amount,
@@ -418,7 +399,6 @@ pub async fn deploy(args: &DeployArgs, target: &Target, devnet_dir: &Path, json:
             .saturating_mul(U256::from(args.hours.saturating_mul(3600)))
             .max(min_funding),
     };
-    let pod_id = B256::random();
     publisher
         .chain
         .approve_payment(publisher.chain.contracts().token, amount)
@@ -452,7 +432,6 @@ pub async fn deploy(args: &DeployArgs, target: &Target, devnet_dir: &Path, json:
     records.upsert(record.clone());
     records.save(devnet_dir)?;
 
-    let pod = to_proto(&manifest, &images);
     let status = publisher
         .provision(
             &provider,
@@ -472,10 +451,12 @@ pub async fn deploy(args: &DeployArgs, target: &Target, devnet_dir: &Path, json:
             json!({
                 "name": name, "url": status.url, "pod_id": pod_id, "channel_id": channel_id,
                 "amount": amount.to_string(), "provider": provider.peer.to_string(), "state": status.state,
+                "uploaded_bytes": uploaded,
             })
         );
     } else {
         say!("deployed {name} (pod {pod_id})");
+        say!("  images  sealed to the provider's enclave; {uploaded} encrypted bytes uploaded");
         say!("  channel {channel_id} funded with {amount}");
         say!("  state   {}", status.state);
         if !status.url.is_empty() {
@@ -490,11 +471,14 @@ pub async fn update(args: &DeployArgs, target: &Target, devnet_dir: &Path, json:
     let manifest = load_manifest(&args.manifest)?;
     let mut records = Deployments::load(devnet_dir)?;
     let mut record = records.find(args.name.as_deref().or(Some(&manifest.name)))?.clone();
-    let images = read_images(&manifest, &args.manifest)?;
+    let delivery = Delivery::prepare(&manifest, &args.manifest, &args.registry).await?;
     let publisher = Publisher::open(devnet_dir, target).await?;
     let provider = ProviderTarget::from_deployment(&record, devnet_dir)?;
-    push_images(&publisher, &provider, &images, json).await?;
-    let pod = to_proto(&manifest, &images);
+    let quote = publisher.quote(&provider, pb::Resources::default()).await?;
+    let enclave = enclave_key(&quote)?;
+    upload(&publisher, &provider, &delivery.encrypted, &delivery.images, json).await?;
+    let sealing = sealing_key(&publisher.key);
+    let pod = to_proto(&manifest, &delivery, &Sealer { sender: &sealing, enclave, pod_id: record.pod_id })?;
     let status = publisher
         .provision(&provider, record.pod_id, pb::provision_request::Action::Update(pb::Update { pod: Some(pod) }))
         .await?;

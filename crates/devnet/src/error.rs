@@ -59,6 +59,36 @@ pub enum DevnetError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A tool the local registry needs is not installed.
+    #[error("{tool} not found: install the Debian package {package} (`tools/bootstrap` does)")]
+    RegistryToolMissing {
+        /// The binary.
+        tool: String,
+        /// The Debian package that has it.
+        package: &'static str,
+    },
+    /// `htpasswd` could not make the registry's password file.
+    #[error("htpasswd failed: {reason}")]
+    RegistryHtpasswd {
+        /// What happened.
+        reason: String,
+    },
+    /// The local registry started but exited or never listened.
+    #[error("docker-registry did not start: {reason}; see its log at {log}")]
+    RegistryFailed {
+        /// What happened.
+        reason: String,
+        /// The registry's log file.
+        log: PathBuf,
+    },
+    /// Pushing to the local registry failed.
+    #[error("cannot push {reference}: {reason}")]
+    RegistryPush {
+        /// The image reference pushed to.
+        reference: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// Talking to the chain failed.
     #[error(transparent)]
     Chain(Box<tpod_chain::ChainError>),

@@ -3,12 +3,14 @@
 //!
 //! [`up`] is idempotent (a running devnet is left as it is), [`status`] checks what the file
 //! claims against the live chain, [`down`] stops anvil and removes the file. Tests use
-//! [`anvil::AnvilProcess`] and [`deploy`] directly for throwaway chains.
+//! [`anvil::AnvilProcess`] and [`deploy`] directly for throwaway chains, and
+//! [`registry::LocalRegistry`] for a private image registry on loopback.
 
 pub mod anvil;
 pub mod deploy;
 pub mod error;
 pub mod file;
+pub mod registry;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

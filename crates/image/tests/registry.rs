@@ -1,6 +1,7 @@
 //! Pulling from a real registry: Debian's `docker-registry` (distribution 2.8), started by each
-//! test on a free loopback port with htpasswd (bcrypt) authentication, and filled with
-//! oci-client's push API from an image layout written by `write_layout`.
+//! test on a free loopback port with htpasswd (bcrypt) authentication by
+//! `tpod_devnet::registry::LocalRegistry`, and filled from an image layout written by
+//! `write_layout`.
 //!
 //! Needs `/usr/bin/docker-registry` and `htpasswd` (Debian packages `docker-registry` and
 //! `apache2-utils`, installed by `tools/bootstrap`).
@@ -8,133 +9,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs;
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-use oci_client::Reference;
-use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::secrets::RegistryAuth as OciAuth;
+use tpod_devnet::registry::{LocalRegistry, OCI_INDEX, OCI_MANIFEST};
 use tpod_image::{ContainerConfig, Digest, ImageError, RegistryAuth, docker_config_auth, pull_image, write_layout};
 
 const USER: &str = "tpod";
 const PASSWORD: &str = "correct horse";
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
-/// A `docker-registry serve` process, killed on drop.
-struct Registry {
-    child: Child,
-    /// `127.0.0.1:<port>`.
-    addr: String,
-    dir: tempfile::TempDir,
-}
-
-impl Registry {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let htpasswd = Command::new("htpasswd")
-            .args(["-Bbn", USER, PASSWORD])
-            .output()
-            .expect("htpasswd (Debian package apache2-utils; run tools/bootstrap)");
-        assert!(htpasswd.status.success(), "htpasswd: {}", String::from_utf8_lossy(&htpasswd.stderr));
-        fs::write(dir.path().join("htpasswd"), &htpasswd.stdout).unwrap();
-
-        // A free port: bound, read, released (the registry binds it a moment later).
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let addr = format!("127.0.0.1:{port}");
-        let root = dir.path().display();
-        let config = format!(
-            "version: 0.1\n\
-             log:\n  level: warn\n  accesslog:\n    disabled: true\n\
-             storage:\n  filesystem:\n    rootdirectory: {root}/storage\n\
-             http:\n  addr: {addr}\n  secret: test-secret\n\
-             auth:\n  htpasswd:\n    realm: test\n    path: {root}/htpasswd\n"
-        );
-        let config_path = dir.path().join("config.yml");
-        fs::write(&config_path, config).unwrap();
-        let log = fs::File::create(dir.path().join("registry.log")).unwrap();
-        let child = Command::new("/usr/bin/docker-registry")
-            .arg("serve")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("/usr/bin/docker-registry (Debian package docker-registry; run tools/bootstrap)");
-        let mut registry = Self { child, addr, dir };
-        registry.wait_listening();
-        registry
-    }
-
-    fn wait_listening(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while TcpStream::connect(&self.addr).is_err() {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("docker-registry exited ({status}): {}", self.log());
-            }
-            assert!(Instant::now() < deadline, "docker-registry not listening on {}: {}", self.addr, self.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
-    }
-
-    fn reference(&self, rest: &str) -> String {
-        format!("{}/{rest}", self.addr)
-    }
-
-    async fn client(&self, reference: &Reference) -> oci_client::Client {
-        let client = oci_client::Client::new(ClientConfig {
-            protocol: ClientProtocol::HttpsExcept(vec![self.addr.clone()]),
-            ..ClientConfig::default()
-        });
-        let auth = OciAuth::Basic(USER.into(), PASSWORD.into());
-        client.auth(reference, &auth, oci_client::RegistryOperation::Push).await.unwrap();
-        client
-    }
-
-    /// Pushes the blobs of the layout at `layout` (as written by `write_layout`), then its
-    /// manifest byte for byte, so its digest is the layout's, as `repo:tag`.
-    async fn push_layout(&self, layout: &Path, manifest_digest: &Digest, repo_tag: &str) {
-        let manifest = fs::read(manifest_digest.blob_path(layout)).unwrap();
-        self.push_blobs(layout, &manifest, repo_tag).await;
-        self.push_manifest(manifest, OCI_MANIFEST, repo_tag).await;
-    }
-
-    /// Pushes the config and layer blobs that `manifest` names, from the layout at `layout`.
-    async fn push_blobs(&self, layout: &Path, manifest: &[u8], repo_tag: &str) {
-        let reference: Reference = self.reference(repo_tag).parse().unwrap();
-        let client = self.client(&reference).await;
-        let manifest: serde_json::Value = serde_json::from_slice(manifest).unwrap();
-        let blobs = std::iter::once(&manifest["config"]).chain(manifest["layers"].as_array().unwrap());
-        for blob in blobs {
-            let digest = Digest::parse(blob["digest"].as_str().unwrap()).unwrap();
-            client.push_blob(&reference, fs::read(digest.blob_path(layout)).unwrap(), digest.as_str()).await.unwrap();
-        }
-    }
-
-    /// Pushes a manifest or index as `repo:tag`; returns its digest.
-    async fn push_manifest(&self, bytes: Vec<u8>, media_type: &str, repo_tag: &str) -> Digest {
-        let reference: Reference = self.reference(repo_tag).parse().unwrap();
-        let digest = Digest::of(&bytes);
-        self.client(&reference)
-            .await
-            .push_manifest_raw(&reference, bytes, media_type.try_into().unwrap())
-            .await
-            .unwrap();
-        digest
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A registry accepting [`USER`] and [`PASSWORD`], or a panic naming what is missing.
+fn start_registry() -> LocalRegistry {
+    LocalRegistry::start(USER, PASSWORD).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// An OCI index naming `manifest` (of `size` bytes) for each of `architectures`, linux.
@@ -200,20 +85,23 @@ fn cache_entries(cache: &Path) -> Vec<String> {
 
 #[tokio::test]
 async fn pull_without_or_with_wrong_credentials_is_refused_clearly() {
-    let registry = Registry::start();
+    let registry = start_registry();
     let layout = tempfile::tempdir().unwrap();
     let digest = small_image(layout.path());
-    registry.push_layout(layout.path(), &digest, "hello:1").await;
+    registry.push_layout(layout.path(), &digest, "hello:1").await.unwrap();
     let cache = tempfile::tempdir().unwrap();
     let reference = registry.reference("hello:1");
 
     let anonymous = pull_image(&reference, None, cache.path()).await.unwrap_err();
     assert!(matches!(anonymous, ImageError::RegistryAuthRequired { .. }), "{anonymous:?}");
-    assert_eq!(anonymous.to_string(), format!("authentication required for {}", registry.addr));
+    assert_eq!(anonymous.to_string(), format!("authentication required for {}", registry.addr()));
 
     let wrong = RegistryAuth { username: USER.into(), password: "wrong".into() };
     let refused = pull_image(&reference, Some(&wrong), cache.path()).await.unwrap_err();
-    assert_eq!(refused.to_string(), format!("authentication failed for {}: wrong username or password", registry.addr));
+    assert_eq!(
+        refused.to_string(),
+        format!("authentication failed for {}: wrong username or password", registry.addr())
+    );
     let unknown_user = RegistryAuth { username: "nobody".into(), password: PASSWORD.into() };
     let refused = pull_image(&reference, Some(&unknown_user), cache.path()).await.unwrap_err();
     assert!(matches!(refused, ImageError::RegistryAuthFailed { .. }), "{refused:?}");
@@ -224,13 +112,13 @@ async fn pull_without_or_with_wrong_credentials_is_refused_clearly() {
 
 #[tokio::test]
 async fn pull_with_credentials_writes_the_pushed_image_and_reuses_the_cache() {
-    let mut registry = Registry::start();
+    let mut registry = start_registry();
     let layout = tempfile::tempdir().unwrap();
     let digest = small_image(layout.path());
-    registry.push_layout(layout.path(), &digest, "hello:1").await;
+    registry.push_layout(layout.path(), &digest, "hello:1").await.unwrap();
     let manifest_size = fs::read(digest.blob_path(layout.path())).unwrap().len();
     let index = index(&digest, manifest_size, &["s390x", host_arch()]);
-    let index_digest = registry.push_manifest(index, OCI_INDEX, "hello:multi").await;
+    let index_digest = registry.push_manifest(index, OCI_INDEX, "hello:multi").await.unwrap();
     let cache = tempfile::tempdir().unwrap();
 
     let image = pull_image(&registry.reference("hello:1"), Some(&right()), cache.path()).await.unwrap();
@@ -252,24 +140,26 @@ async fn pull_with_credentials_writes_the_pushed_image_and_reuses_the_cache() {
 
     // Missing repositories and tags are named as such.
     let missing = pull_image(&registry.reference("hello:2"), Some(&right()), cache.path()).await.unwrap_err();
-    assert_eq!(missing.to_string(), format!("image {} not found in {}", registry.reference("hello:2"), registry.addr));
+    assert_eq!(
+        missing.to_string(),
+        format!("image {} not found in {}", registry.reference("hello:2"), registry.addr())
+    );
     let missing = pull_image(&registry.reference("nothere:1"), Some(&right()), cache.path()).await.unwrap_err();
     assert!(matches!(missing, ImageError::ImageNotFound { .. }), "{missing:?}");
 
     // With the registry gone, a pull by digest (of the manifest, or of the index) is served by
     // the cache, without credentials; a pull by tag has to ask the registry and says it cannot.
-    registry.child.kill().unwrap();
-    registry.child.wait().unwrap();
-    let by_digest = format!("{}/hello@{digest}", registry.addr);
+    registry.kill();
+    let by_digest = format!("{}/hello@{digest}", registry.addr());
     let cached = pull_image(&by_digest, None, cache.path()).await.unwrap();
     assert_eq!(cached.manifest_digest, digest);
     assert_eq!(cached.layers.len(), image.layers.len());
-    let by_index = format!("{}/hello@{index_digest}", registry.addr);
+    let by_index = format!("{}/hello@{index_digest}", registry.addr());
     assert_eq!(pull_image(&by_index, None, cache.path()).await.unwrap().manifest_digest, digest);
     let unreachable = pull_image(&registry.reference("hello:1"), Some(&right()), cache.path()).await.unwrap_err();
     assert!(matches!(unreachable, ImageError::RegistryUnreachable { .. }), "{unreachable:?}");
     let text = unreachable.to_string();
-    assert!(text.starts_with(&format!("cannot reach registry {}: ", registry.addr)), "{text}");
+    assert!(text.starts_with(&format!("cannot reach registry {}: ", registry.addr())), "{text}");
     assert!(!text.contains(PASSWORD), "{text}");
 }
 
@@ -316,7 +206,7 @@ fn docker_config_auth_reads_auths_and_names_credential_helpers() {
 
 #[tokio::test]
 async fn docker_manifests_are_rewritten_and_unusable_images_refused() {
-    let registry = Registry::start();
+    let registry = start_registry();
     let layout = tempfile::tempdir().unwrap();
     let digest = small_image(layout.path());
     let oci: serde_json::Value = serde_json::from_slice(&fs::read(digest.blob_path(layout.path())).unwrap()).unwrap();
@@ -331,9 +221,11 @@ async fn docker_manifests_are_rewritten_and_unusable_images_refused() {
         layer["mediaType"] = "application/vnd.docker.image.rootfs.diff.tar.gzip".into();
     }
     let docker = serde_json::to_vec(&docker).unwrap();
-    registry.push_blobs(layout.path(), &docker, "docker:1").await;
-    let docker_digest =
-        registry.push_manifest(docker, "application/vnd.docker.distribution.manifest.v2+json", "docker:1").await;
+    registry.push_blobs(layout.path(), &docker, "docker:1").await.unwrap();
+    let docker_digest = registry
+        .push_manifest(docker, "application/vnd.docker.distribution.manifest.v2+json", "docker:1")
+        .await
+        .unwrap();
     let image = pull_image(&registry.reference("docker:1"), Some(&right()), cache.path()).await.unwrap();
     assert_ne!(image.manifest_digest, docker_digest);
     let layers: Vec<String> = image.layers.iter().map(|l| l.blob.digest.to_string()).collect();
@@ -349,16 +241,16 @@ async fn docker_manifests_are_rewritten_and_unusable_images_refused() {
     let mut zstd = oci.clone();
     zstd["layers"][0]["mediaType"] = "application/vnd.oci.image.layer.v1.tar+zstd".into();
     let zstd = serde_json::to_vec(&zstd).unwrap();
-    registry.push_blobs(layout.path(), &zstd, "zstd:1").await;
-    registry.push_manifest(zstd, OCI_MANIFEST, "zstd:1").await;
+    registry.push_blobs(layout.path(), &zstd, "zstd:1").await.unwrap();
+    registry.push_manifest(zstd, OCI_MANIFEST, "zstd:1").await.unwrap();
     let refused = pull_image(&registry.reference("zstd:1"), Some(&right()), cache.path()).await.unwrap_err();
     let text = refused.to_string();
     assert!(text.contains("tar+zstd") && text.contains("only tar and tar+gzip layers are supported"), "{text}");
 
     // An index without this machine's platform says which platforms it has.
-    registry.push_layout(layout.path(), &digest, "other:1").await;
+    registry.push_layout(layout.path(), &digest, "other:1").await.unwrap();
     let size = fs::read(digest.blob_path(layout.path())).unwrap().len();
-    registry.push_manifest(index(&digest, size, &["s390x"]), OCI_INDEX, "other:multi").await;
+    registry.push_manifest(index(&digest, size, &["s390x"]), OCI_INDEX, "other:multi").await.unwrap();
     let refused = pull_image(&registry.reference("other:multi"), Some(&right()), cache.path()).await.unwrap_err();
     let text = refused.to_string();
     assert!(text.contains(&format!("has no image for linux/{} (it has: linux/s390x)", host_arch())), "{text}");

@@ -1,16 +1,16 @@
-//! The publisher side: sends quote, provision and blob requests to providers by peer id and
-//! address, and opens log streams, through a swarm running in a background task driven by a
+//! The publisher side: sends quote and provision requests to providers by peer id and address,
+//! and opens log and blob streams, through a swarm running in a background task driven by a
 //! command channel.
 
 use std::{
     collections::HashMap,
     fs::File,
-    io::{self, Read, Seek, SeekFrom},
     path::Path,
-    time::Duration,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
 };
 
-use futures::{Stream, StreamExt};
+use futures::{AsyncWriteExt, Stream, StreamExt};
 use libp2p::{
     Multiaddr, PeerId, StreamProtocol, Swarm,
     identity::Keypair,
@@ -24,16 +24,20 @@ use tokio::{
     sync::{mpsc, oneshot},
     task::JoinHandle,
 };
+use tpod_crypto::ContentId;
 use tpod_wire::{
-    BLOB_PROTOCOL, LOGS_PROTOCOL, PROVISION_PROTOCOL, QUOTE_PROTOCOL, VERSION,
-    limits::MAX_BLOB_CHUNK_BYTES,
-    pb::{
-        self, BlobRequest, BlobResponse, LogChunk, ProvisionResponse, QuoteRequest, QuoteResponse, SignedRequest,
-        blob_request::Op, blob_response,
-    },
+    BLOB_PROTOCOL, LOGS_PROTOCOL, PROVISION_PROTOCOL, QUOTE_PROTOCOL,
+    pb::{self, LogChunk, ProvisionResponse, QuoteRequest, QuoteResponse, SignedRequest},
 };
 
-use crate::{Behaviour, BehaviourEvent, NetConfig, NetError, RequestErrorKind, build_swarm, logs};
+use crate::{
+    Behaviour, BehaviourEvent, MAX_RECONNECTS, NetConfig, NetError, Progress, PushReport, RequestErrorKind,
+    blob::{self, Source},
+    build_swarm, logs,
+};
+
+/// Wait before the first reconnection of an interrupted blob upload; doubled for each one after.
+const BLOB_BACKOFF: Duration = Duration::from_millis(200);
 
 type Reply<T> = oneshot::Sender<Result<T, NetError>>;
 
@@ -50,28 +54,35 @@ enum Command {
         request: SignedRequest,
         reply: Reply<ProvisionResponse>,
     },
-    Blob {
-        peer: PeerId,
-        addr: Multiaddr,
-        request: BlobRequest,
-        reply: Reply<BlobResponse>,
-    },
-    /// Makes sure a connection to the peer is up, for protocols opened as raw streams.
+    /// Makes sure a connection to the peer is up, for `protocol`, opened as a raw stream.
     Connect {
         peer: PeerId,
         addr: Multiaddr,
+        protocol: &'static str,
         reply: Reply<()>,
     },
 }
 
-/// A client of providers. The swarm runs in a background task, stopped when this is dropped
-/// (which also ends its log streams); connections are reused between requests to the same peer.
+/// A client of providers. The swarm runs in a background task, stopped when the client and all
+/// its clones are dropped (which also ends its log streams); connections are reused between
+/// requests to the same peer, and clones share them, so uploads can run in tasks of their own.
+#[derive(Clone)]
 pub struct Client {
     peer_id: PeerId,
     commands: mpsc::Sender<Command>,
     streams: libp2p_stream::Control,
     request_timeout: Duration,
-    task: JoinHandle<()>,
+    blob_finish_timeout: Duration,
+    _task: Arc<Task>,
+}
+
+/// The swarm task, aborted when the last clone of its client goes.
+struct Task(JoinHandle<()>);
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl std::fmt::Debug for Client {
@@ -95,7 +106,14 @@ impl Client {
         let streams = swarm.behaviour().stream.new_control();
         let (commands, rx) = mpsc::channel(64);
         let task = runtime.spawn(run(swarm, rx, config.request_timeout));
-        Ok(Self { peer_id, commands, streams, request_timeout: config.request_timeout, task })
+        Ok(Self {
+            peer_id,
+            commands,
+            streams,
+            request_timeout: config.request_timeout,
+            blob_finish_timeout: config.blob_finish_timeout,
+            _task: Arc::new(Task(task)),
+        })
     }
 
     /// This client's peer id, as providers see it.
@@ -118,89 +136,127 @@ impl Client {
         self.call(peer, PROVISION_PROTOCOL, |reply| Command::Provision { peer, addr, request, reply }).await
     }
 
-    /// Sends a blob query or put to `peer`, reachable at `addr`. An error answer is returned as
-    /// is; [`Client::push_blob`] turns it into [`RequestErrorKind::Refused`].
-    pub async fn blob(&self, peer: PeerId, addr: Multiaddr, request: BlobRequest) -> Result<BlobResponse, NetError> {
-        self.call(peer, BLOB_PROTOCOL, |reply| Command::Blob { peer, addr, request, reply }).await
+    /// Asks `peer`, reachable at `addr`, what it holds of the blob `cid` of `total_size` bytes,
+    /// without uploading anything: offers it and closes the stream after the answer. A refusal
+    /// (e.g. a blob too large) is [`RequestErrorKind::Refused`].
+    pub async fn blob_state(
+        &self,
+        peer: PeerId,
+        addr: Multiaddr,
+        cid: &ContentId,
+        total_size: u64,
+    ) -> Result<pb::BlobState, NetError> {
+        let mut stream = self.open_stream(peer, addr, BLOB_PROTOCOL).await?;
+        let state = blob::offer(peer, &mut stream, &cid.to_string(), total_size, self.request_timeout)
+            .await
+            .map_err(blob::Failure::into_error)?;
+        let _ = stream.close().await;
+        Ok(state)
     }
 
-    /// Uploads the file at `path` as the blob `digest` (`sha256:<hex>`, which the provider checks
-    /// against the content once it has it all). Skips a blob the provider already holds, resumes
-    /// an interrupted upload where the provider's copy ends, and sends the rest in chunks of
-    /// [`MAX_BLOB_CHUNK_BYTES`] read from the file one at a time, so memory stays bounded.
-    /// `progress(sent, total)` is called with the bytes the provider holds after each step.
+    /// Uploads the file at `path` as the blob `cid` (the CID of its bytes, which the provider
+    /// checks chunk by chunk and then as a whole), on a `/tpod/blob/1` stream of its own.
+    ///
+    /// Skips a blob the provider already holds and resumes a partial upload where the provider's
+    /// copy ends: bytes the provider holds are never sent again. The rest goes in chunks of
+    /// [`MAX_BLOB_CHUNK_BYTES`](tpod_wire::limits::MAX_BLOB_CHUNK_BYTES), each with its sha256, read from the file one at a time into two
+    /// buffers used in turn, so memory stays bounded whatever the size. When the stream or the
+    /// connection breaks mid-upload, it reconnects and resumes, up to [`MAX_RECONNECTS`] times
+    /// with a short growing backoff.
+    ///
+    /// `progress` is called after each chunk sent. A refusal (a chunk or the whole blob not
+    /// matching its checksum or CID: 422; no space: 507; too many uploads: 503...) is
+    /// [`RequestErrorKind::Refused`] with the provider's code and message.
     pub async fn push_blob(
         &self,
         peer: PeerId,
         addr: Multiaddr,
-        digest: &str,
+        cid: &ContentId,
         path: &Path,
-        mut progress: impl FnMut(u64, u64),
-    ) -> Result<(), NetError> {
+        mut progress: impl FnMut(Progress),
+    ) -> Result<PushReport, NetError> {
+        let started = Instant::now();
         let file_error = |source| NetError::BlobFile { path: path.to_owned(), source };
-        let mut file = File::open(path).map_err(file_error)?;
+        let file = File::open(path).map_err(file_error)?;
         let total = file.metadata().map_err(file_error)?.len();
-        let request = |op| BlobRequest { version: VERSION, digest: digest.to_owned(), op: Some(op) };
-        let failed = |reason: String| NetError::request(peer, BLOB_PROTOCOL, RequestErrorKind::Failed(reason));
-
-        let state = self.blob_state(peer, addr.clone(), request(Op::Query(pb::Query {}))).await?;
-        if state.complete {
-            tracing::debug!(%peer, digest, "blob already on the provider");
-            progress(total, total);
-            return Ok(());
-        }
-        if state.received > total {
-            return Err(failed(format!("the provider holds {} bytes of a {total}-byte file", state.received)));
-        }
-        let mut offset = state.received;
-        progress(offset, total);
+        let mut source = Source {
+            file: Arc::new(Mutex::new(file)),
+            path,
+            total,
+            started,
+            report: PushReport { total, ..Default::default() },
+        };
+        let cid = cid.to_string();
+        let mut offered = false;
         loop {
-            // Blocking file reads run off the async workers; the file travels with the job.
-            let (returned, data) = tokio::task::spawn_blocking(move || read_chunk(file, offset))
-                .await
-                .map_err(|e| failed(format!("reading the file: {e}")))?
-                .map_err(file_error)?;
-            file = returned;
-            let len = data.len() as u64;
-            if len == 0 && offset < total {
-                return Err(file_error(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the file shrank while uploading",
-                )));
+            let failure = match self.push_attempt(peer, &addr, &cid, &mut source, &mut offered, &mut progress).await {
+                Ok(()) => return Ok(source.report),
+                Err(failure) => failure,
+            };
+            match failure {
+                blob::Failure::Retry(error) if source.report.reconnects < MAX_RECONNECTS => {
+                    let backoff = BLOB_BACKOFF * 2u32.pow(source.report.reconnects);
+                    source.report.reconnects += 1;
+                    tracing::info!(%peer, cid, %error, ?backoff, attempt = source.report.reconnects, "blob upload interrupted, resuming");
+                    tokio::time::sleep(backoff).await;
+                }
+                failure => return Err(failure.into_error()),
             }
-            let put = pb::Put { offset, data, total_size: total };
-            let state = self.blob_state(peer, addr.clone(), request(Op::Put(put))).await?;
-            if state.complete {
-                progress(total, total);
-                return Ok(());
-            }
-            // The provider must have taken the chunk (or be further along); anything else would
-            // loop forever.
-            if state.received < offset + len || state.received > total {
-                return Err(failed(format!(
-                    "the provider holds {} bytes after a put of {len} bytes at offset {offset} (of {total})",
-                    state.received
-                )));
-            }
-            if state.received == total {
-                return Err(failed(format!(
-                    "the provider has all {total} bytes but does not report the blob complete"
-                )));
-            }
-            offset = state.received;
-            progress(offset, total);
         }
     }
 
-    /// Sends a blob request and unwraps the state, turning an error answer into a refusal.
-    async fn blob_state(&self, peer: PeerId, addr: Multiaddr, request: BlobRequest) -> Result<pb::BlobState, NetError> {
-        match self.blob(peer, addr, request).await?.result {
-            Some(blob_response::Result::State(state)) => Ok(state),
-            Some(blob_response::Result::Error(pb::Error { code, message })) => {
-                Err(NetError::request(peer, BLOB_PROTOCOL, RequestErrorKind::Refused { code, message }))
+    /// One stream of a push: connect, offer, send what the provider lacks. `offered` records
+    /// whether an offer was ever answered, since only a provider that was reached is re-dialed.
+    async fn push_attempt(
+        &self,
+        peer: PeerId,
+        addr: &Multiaddr,
+        cid: &str,
+        source: &mut Source<'_>,
+        offered: &mut bool,
+        progress: &mut impl FnMut(Progress),
+    ) -> Result<(), blob::Failure> {
+        let mut stream = match self.open_stream(peer, addr.clone(), BLOB_PROTOCOL).await {
+            Ok(stream) => stream,
+            Err(error) => {
+                let transient = matches!(
+                    error.as_request().map(|e| &e.kind),
+                    Some(RequestErrorKind::Failed(_) | RequestErrorKind::Timeout(_) | RequestErrorKind::Dial(_))
+                );
+                return Err(if *offered && transient {
+                    blob::Failure::Retry(error)
+                } else {
+                    blob::Failure::Fatal(error)
+                });
             }
-            None => Err(NetError::request(peer, BLOB_PROTOCOL, RequestErrorKind::Failed("empty answer".into()))),
+        };
+        let state = blob::offer(peer, &mut stream, cid, source.total, self.request_timeout).await?;
+        let first = !*offered;
+        *offered = true;
+        if first {
+            source.report.resumed_from = state.received;
         }
+        if state.complete {
+            source.report.already_complete = first;
+            let _ = stream.close().await;
+            let total = source.total;
+            progress(Progress { held: total, total, sent: source.report.sent, elapsed: source.started.elapsed() });
+            return Ok(());
+        }
+        if first {
+            let (held, total) = (state.received, source.total);
+            progress(Progress { held, total, sent: 0, elapsed: source.started.elapsed() });
+        }
+        blob::send_chunks(
+            peer,
+            stream,
+            source,
+            state.received,
+            self.request_timeout,
+            self.blob_finish_timeout,
+            progress,
+        )
+        .await
     }
 
     /// Sends a signed logs request to `peer`, reachable at `addr`, and returns the provider's log
@@ -218,20 +274,39 @@ impl Client {
         request: SignedRequest,
     ) -> Result<impl Stream<Item = Result<LogChunk, NetError>> + Unpin + Send + 'static, NetError> {
         let open = async {
-            let (reply, connected) = oneshot::channel();
-            self.commands.send(Command::Connect { peer, addr, reply }).await.map_err(|_| NetError::Stopped)?;
-            connected.await.map_err(|_| NetError::Stopped)??;
-            let stream = self
-                .streams
-                .clone()
-                .open_stream(peer, StreamProtocol::new(LOGS_PROTOCOL))
-                .await
-                .map_err(|e| NetError::request(peer, LOGS_PROTOCOL, RequestErrorKind::Failed(e.to_string())))?;
+            let stream = self.open_stream(peer, addr, LOGS_PROTOCOL).await?;
             logs::receive(peer, stream, request).await
         };
         match tokio::time::timeout(self.request_timeout, open).await {
             Ok(result) => result,
             Err(_) => Err(NetError::request(peer, LOGS_PROTOCOL, RequestErrorKind::Timeout(self.request_timeout))),
+        }
+    }
+
+    /// Connects to `peer` (unless connected) and opens a `protocol` stream, within the request
+    /// timeout.
+    async fn open_stream(
+        &self,
+        peer: PeerId,
+        addr: Multiaddr,
+        protocol: &'static str,
+    ) -> Result<libp2p::Stream, NetError> {
+        let open = async {
+            let (reply, connected) = oneshot::channel();
+            self.commands
+                .send(Command::Connect { peer, addr, protocol, reply })
+                .await
+                .map_err(|_| NetError::Stopped)?;
+            connected.await.map_err(|_| NetError::Stopped)??;
+            self.streams
+                .clone()
+                .open_stream(peer, StreamProtocol::new(protocol))
+                .await
+                .map_err(|e| NetError::request(peer, protocol, RequestErrorKind::Failed(e.to_string())))
+        };
+        match tokio::time::timeout(self.request_timeout, open).await {
+            Ok(result) => result,
+            Err(_) => Err(NetError::request(peer, protocol, RequestErrorKind::Timeout(self.request_timeout))),
         }
     }
 
@@ -252,20 +327,6 @@ impl Client {
     }
 }
 
-/// Reads up to [`MAX_BLOB_CHUNK_BYTES`] at `offset`; fewer only at the end of the file.
-fn read_chunk(mut file: File, offset: u64) -> io::Result<(File, Vec<u8>)> {
-    file.seek(SeekFrom::Start(offset))?;
-    let mut data = Vec::with_capacity(MAX_BLOB_CHUNK_BYTES);
-    (&mut file).take(MAX_BLOB_CHUNK_BYTES as u64).read_to_end(&mut data)?;
-    Ok((file, data))
-}
-
-impl Drop for Client {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 /// Requests in flight, per protocol, and the last dial error per peer, kept to explain the
 /// behaviour's bare `DialFailure` (the swarm reports the cause first, as a separate event).
 /// Connection requests wait in `connecting` for their peer's connection or dial failure.
@@ -273,8 +334,7 @@ impl Drop for Client {
 struct State {
     quotes: HashMap<OutboundRequestId, Reply<QuoteResponse>>,
     provisions: HashMap<OutboundRequestId, Reply<ProvisionResponse>>,
-    blobs: HashMap<OutboundRequestId, Reply<BlobResponse>>,
-    connecting: HashMap<PeerId, Vec<Reply<()>>>,
+    connecting: HashMap<PeerId, Vec<(&'static str, Reply<()>)>>,
     dial_errors: HashMap<PeerId, DialError>,
     timeout: Duration,
 }
@@ -294,12 +354,9 @@ async fn run(mut swarm: Swarm<Behaviour>, mut commands: mpsc::Receiver<Command>,
                     let id = swarm.behaviour_mut().provision.send_request_with_addresses(&peer, request, vec![addr]);
                     state.provisions.insert(id, reply);
                 }
-                Some(Command::Blob { peer, addr, request, reply }) => {
-                    state.dial_errors.remove(&peer);
-                    let id = swarm.behaviour_mut().blob.send_request_with_addresses(&peer, request, vec![addr]);
-                    state.blobs.insert(id, reply);
+                Some(Command::Connect { peer, addr, protocol, reply }) => {
+                    connect(&mut swarm, &mut state, peer, addr, protocol, reply);
                 }
-                Some(Command::Connect { peer, addr, reply }) => connect(&mut swarm, &mut state, peer, addr, reply),
                 // The client was dropped.
                 None => break,
             },
@@ -312,18 +369,14 @@ async fn run(mut swarm: Swarm<Behaviour>, mut commands: mpsc::Receiver<Command>,
                     let State { provisions, dial_errors, timeout, .. } = &mut state;
                     on_response(PROVISION_PROTOCOL, event, provisions, dial_errors, *timeout);
                 }
-                SwarmEvent::Behaviour(BehaviourEvent::Blob(event)) => {
-                    let State { blobs, dial_errors, timeout, .. } = &mut state;
-                    on_response(BLOB_PROTOCOL, event, blobs, dial_errors, *timeout);
-                }
                 SwarmEvent::ConnectionEstablished { peer_id, .. } => {
-                    for reply in state.connecting.remove(&peer_id).unwrap_or_default() {
+                    for (_, reply) in state.connecting.remove(&peer_id).unwrap_or_default() {
                         let _ = reply.send(Ok(()));
                     }
                 }
                 SwarmEvent::OutgoingConnectionError { peer_id: Some(peer), error, .. } => {
-                    for reply in state.connecting.remove(&peer).unwrap_or_default() {
-                        let _ = reply.send(Err(NetError::request(peer, LOGS_PROTOCOL, dial_error_kind(&error))));
+                    for (protocol, reply) in state.connecting.remove(&peer).unwrap_or_default() {
+                        let _ = reply.send(Err(NetError::request(peer, protocol, dial_error_kind(&error))));
                     }
                     state.dial_errors.insert(peer, error);
                 }
@@ -335,7 +388,14 @@ async fn run(mut swarm: Swarm<Behaviour>, mut commands: mpsc::Receiver<Command>,
 
 /// Answers `reply` once `peer` is connected, dialing `addr` unless a connection or a dial is
 /// already there.
-fn connect(swarm: &mut Swarm<Behaviour>, state: &mut State, peer: PeerId, addr: Multiaddr, reply: Reply<()>) {
+fn connect(
+    swarm: &mut Swarm<Behaviour>,
+    state: &mut State,
+    peer: PeerId,
+    addr: Multiaddr,
+    protocol: &'static str,
+    reply: Reply<()>,
+) {
     if swarm.is_connected(&peer) {
         let _ = reply.send(Ok(()));
         return;
@@ -344,9 +404,11 @@ fn connect(swarm: &mut Swarm<Behaviour>, state: &mut State, peer: PeerId, addr: 
         DialOpts::peer_id(peer).addresses(vec![addr]).condition(PeerCondition::DisconnectedAndNotDialing).build();
     match swarm.dial(opts) {
         // A dial already under way answers us too, through the same events.
-        Ok(()) | Err(DialError::DialPeerConditionFalse(_)) => state.connecting.entry(peer).or_default().push(reply),
+        Ok(()) | Err(DialError::DialPeerConditionFalse(_)) => {
+            state.connecting.entry(peer).or_default().push((protocol, reply));
+        }
         Err(error) => {
-            let _ = reply.send(Err(NetError::request(peer, LOGS_PROTOCOL, dial_error_kind(&error))));
+            let _ = reply.send(Err(NetError::request(peer, protocol, dial_error_kind(&error))));
         }
     }
 }

@@ -1,15 +1,18 @@
 //! Networking: the libp2p host of publisher and provider (TCP, noise, yamux) and the protocols
 //! named in `tpod-wire`, behind a small API that hides the swarm.
 //!
-//! - [`Provider::listen`] answers `/tpod/quote/1`, `/tpod/provision/1` and `/tpod/blob/1`
-//!   (request-response) and `/tpod/logs/1` (a request, then a stream of log chunks) with a
-//!   [`Handler`], which sees the authenticated peer id of every request.
+//! - [`Provider::listen`] answers `/tpod/quote/1` and `/tpod/provision/1` (request-response),
+//!   `/tpod/logs/1` (a request, then a stream of log chunks) and `/tpod/blob/1` (an offer, then a
+//!   stream of chunks of an upload) with a [`Handler`], which sees the authenticated peer id of
+//!   every request.
 //! - [`Client::connect`] sends requests to a provider by peer id and address, follows its logs
-//!   ([`Client::logs`]) and uploads blobs resumably ([`Client::push_blob`]).
+//!   ([`Client::logs`]) and uploads blobs by CID, verified chunk by chunk and resumably
+//!   ([`Client::push_blob`]).
 //!
 //! Every message from the network goes through `tpod-wire`'s bounded framing and validation:
-//! [`WireCodec`] for the request-response protocols, the same reader for the log stream.
+//! [`WireCodec`] for the request-response protocols, the same reader for the streamed ones.
 
+mod blob;
 mod client;
 mod codec;
 mod error;
@@ -19,6 +22,7 @@ mod provider;
 
 use std::time::Duration;
 
+pub use blob::{MAX_RECONNECTS, Progress, PushReport};
 pub use client::Client;
 pub use codec::WireCodec;
 pub use error::{NetError, RequestError, RequestErrorKind};
@@ -32,7 +36,7 @@ use libp2p::{
     swarm::NetworkBehaviour,
     tcp, yamux,
 };
-use tpod_wire::pb::{BlobRequest, BlobResponse, ProvisionResponse, QuoteRequest, QuoteResponse, SignedRequest};
+use tpod_wire::pb::{ProvisionResponse, QuoteRequest, QuoteResponse, SignedRequest};
 
 /// Settings shared by [`Provider`] and [`Client`].
 #[derive(Debug, Clone)]
@@ -43,11 +47,20 @@ pub struct NetConfig {
     /// How long a connection without open requests is kept, so that a publisher's follow-up
     /// request (quote, then provision) reuses the authenticated connection.
     pub idle_connection_timeout: Duration,
+    /// How long storing the last chunk of a blob may take, which includes verifying the whole
+    /// blob against its CID and syncing it to disk (provider side), and how long a publisher
+    /// waits for that answer. Every other step of an upload is bounded by `request_timeout`,
+    /// counted from the last progress.
+    pub blob_finish_timeout: Duration,
 }
 
 impl Default for NetConfig {
     fn default() -> Self {
-        Self { request_timeout: Duration::from_secs(30), idle_connection_timeout: Duration::from_secs(60) }
+        Self {
+            request_timeout: Duration::from_secs(30),
+            idle_connection_timeout: Duration::from_secs(60),
+            blob_finish_timeout: Duration::from_secs(600),
+        }
     }
 }
 
@@ -55,17 +68,15 @@ impl Default for NetConfig {
 type QuoteCodec = WireCodec<QuoteRequest, QuoteResponse>;
 /// Codec of the provision protocol.
 type ProvisionCodec = WireCodec<SignedRequest, ProvisionResponse>;
-/// Codec of the blob protocol.
-type BlobCodec = WireCodec<BlobRequest, BlobResponse>;
 
 /// The protocols both sides speak; the provider supports them inbound, the client outbound.
-/// `stream` carries the logs protocol, which is not request-response: the provider registers
-/// it for inbound streams, the client opens streams through a [`libp2p_stream::Control`].
+/// `stream` carries the logs and blob protocols, which are not request-response: the provider
+/// registers them for inbound streams, the client opens streams through a
+/// [`libp2p_stream::Control`].
 #[derive(NetworkBehaviour)]
 struct Behaviour {
     quote: request_response::Behaviour<QuoteCodec>,
     provision: request_response::Behaviour<ProvisionCodec>,
-    blob: request_response::Behaviour<BlobCodec>,
     stream: libp2p_stream::Behaviour,
 }
 
@@ -78,10 +89,9 @@ fn build_swarm(keypair: Keypair, support: ProtocolSupport, config: &NetConfig) -
             rr_config.clone(),
         ),
         provision: request_response::Behaviour::new(
-            [(StreamProtocol::new(tpod_wire::PROVISION_PROTOCOL), support.clone())],
-            rr_config.clone(),
+            [(StreamProtocol::new(tpod_wire::PROVISION_PROTOCOL), support)],
+            rr_config,
         ),
-        blob: request_response::Behaviour::new([(StreamProtocol::new(tpod_wire::BLOB_PROTOCOL), support)], rr_config),
         stream: libp2p_stream::Behaviour::new(),
     };
     let idle = config.idle_connection_timeout;

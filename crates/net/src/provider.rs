@@ -1,4 +1,4 @@
-//! The provider side: listens, reads quote, provision, blob and logs requests, and answers them
+//! The provider side: listens, reads quote, provision, logs and blob requests, and answers them
 //! with a [`Handler`] running outside the swarm task so that a slow answer does not stall the
 //! others.
 
@@ -17,11 +17,13 @@ use tokio::{
     task::JoinHandle,
 };
 use tpod_wire::pb::{
-    self, BlobRequest, BlobResponse, LogChunk, ProvisionResponse, QuoteRequest, QuoteResponse, SignedRequest,
+    self, BlobChunk, BlobOffer, BlobState, LogChunk, ProvisionResponse, QuoteRequest, QuoteResponse, SignedRequest,
 };
 
 use crate::{
-    Behaviour, BehaviourEvent, NetConfig, NetError, build_swarm,
+    Behaviour, BehaviourEvent, NetConfig, NetError,
+    blob::{BlobServer, MAX_BLOB_STREAMS},
+    build_swarm,
     logs::{LogServer, MAX_LOG_STREAMS},
 };
 
@@ -49,8 +51,29 @@ pub trait Handler: Send + Sync + 'static {
         peer: PeerId,
         request: SignedRequest,
     ) -> impl Future<Output = Result<BoxStream<'static, LogChunk>, pb::Error>> + Send;
-    /// Answers a blob query or put.
-    fn blob(&self, peer: PeerId, request: BlobRequest) -> impl Future<Output = BlobResponse> + Send;
+    /// Answers the offer that opens a blob upload (`/tpod/blob/1`, see `blob.proto`): what is
+    /// held of the blob `offer.cid` of `offer.total_size` bytes, or a refusal (wrong CID, too
+    /// large, no space...), which ends the stream. A publisher may send only the offer, to ask.
+    ///
+    /// When the state is not complete, the net crate then reads the upload's chunks one at a
+    /// time and hands each to [`Handler::blob_chunk`]. Bounded by the request timeout.
+    fn blob_offer(&self, peer: PeerId, offer: BlobOffer) -> impl Future<Output = Result<BlobState, pb::Error>> + Send;
+    /// Stores one chunk of the upload of blob `cid` of `total_size` bytes (from the accepted
+    /// offer), in order, and returns the new state. The chunk's framing and size are validated,
+    /// not its content: the handler checks `chunk.sha256` and its offset, and verifies the whole
+    /// blob against `cid` when the last byte arrives, answering `complete` only then.
+    ///
+    /// A complete state is sent to the publisher as the final answer, and a refusal as an error
+    /// that ends the stream; an incomplete state is not sent (the publisher keeps streaming).
+    /// Bounded by the request timeout, or by `NetConfig::blob_finish_timeout` for the chunk
+    /// reaching `total_size`.
+    fn blob_chunk(
+        &self,
+        peer: PeerId,
+        cid: &str,
+        total_size: u64,
+        chunk: BlobChunk,
+    ) -> impl Future<Output = Result<BlobState, pb::Error>> + Send;
 }
 
 /// A listening provider. The swarm runs in a background task, stopped when this is dropped.
@@ -76,11 +99,12 @@ impl Provider {
     ) -> Result<Self, NetError> {
         let peer_id = keypair.public().to_peer_id();
         let mut swarm = build_swarm(keypair, ProtocolSupport::Inbound, &config)?;
-        let log_streams = swarm
-            .behaviour()
-            .stream
-            .new_control()
+        let mut control = swarm.behaviour().stream.new_control();
+        let log_streams = control
             .accept(StreamProtocol::new(tpod_wire::LOGS_PROTOCOL))
+            .map_err(|e| NetError::Transport(e.to_string()))?;
+        let blob_streams = control
+            .accept(StreamProtocol::new(tpod_wire::BLOB_PROTOCOL))
             .map_err(|e| NetError::Transport(e.to_string()))?;
         let listener = swarm
             .listen_on(addr.clone())
@@ -102,7 +126,8 @@ impl Provider {
                 _ => {}
             }
         };
-        let task = tokio::spawn(run(swarm, log_streams, Arc::new(handler), config));
+        let task =
+            tokio::spawn(run(swarm, Inbound { logs: log_streams, blobs: blob_streams }, Arc::new(handler), config));
         Ok(Self { peer_id, listen_addr, task })
     }
 
@@ -125,29 +150,35 @@ impl Drop for Provider {
 
 /// An answer from a handler task, to be sent by the swarm task which owns the behaviours.
 enum Answer {
-    // Boxed: a quote (pricing table, addresses) and a pod status (with its billing) are several
-    // times larger than a blob answer.
+    // Boxed: a quote (pricing table, addresses) and a pod status (with its billing) are large.
     Quote(ResponseChannel<QuoteResponse>, Box<QuoteResponse>),
     Provision(ResponseChannel<ProvisionResponse>, Box<ProvisionResponse>),
-    Blob(ResponseChannel<BlobResponse>, BlobResponse),
 }
 
-async fn run<H: Handler>(
-    mut swarm: Swarm<Behaviour>,
-    mut log_streams: IncomingStreams,
-    handler: Arc<H>,
-    config: NetConfig,
-) {
+/// Inbound streams of the protocols that are not request-response.
+struct Inbound {
+    logs: IncomingStreams,
+    blobs: IncomingStreams,
+}
+
+async fn run<H: Handler>(mut swarm: Swarm<Behaviour>, mut inbound: Inbound, handler: Arc<H>, config: NetConfig) {
     let (answers_tx, mut answers) = mpsc::unbounded_channel();
     let logs = LogServer {
         handler: handler.clone(),
         timeout: config.request_timeout,
         slots: Arc::new(Semaphore::new(MAX_LOG_STREAMS)),
     };
+    let blobs = BlobServer {
+        handler: handler.clone(),
+        idle: config.request_timeout,
+        finish: config.blob_finish_timeout,
+        slots: Arc::new(Semaphore::new(MAX_BLOB_STREAMS)),
+    };
     loop {
         tokio::select! {
             event = swarm.select_next_some() => on_event(event, &handler, &answers_tx, &config),
-            Some((peer, stream)) = log_streams.next() => logs.spawn(peer, stream),
+            Some((peer, stream)) = inbound.logs.next() => logs.spawn(peer, stream),
+            Some((peer, stream)) = inbound.blobs.next() => blobs.spawn(peer, stream),
             Some(answer) = answers.recv() => {
                 // An Err means the request already failed (timeout, connection closed): the
                 // behaviour reports that as an InboundFailure, nothing more to do here.
@@ -157,9 +188,6 @@ async fn run<H: Handler>(
                     }
                     Answer::Provision(channel, response) => {
                         swarm.behaviour_mut().provision.send_response(channel, *response).map(drop).map_err(drop)
-                    }
-                    Answer::Blob(channel, response) => {
-                        swarm.behaviour_mut().blob.send_response(channel, response).map(drop).map_err(drop)
                     }
                 };
             }
@@ -217,19 +245,6 @@ fn on_event<H: Handler>(
                 });
             }
             other => log_other(tpod_wire::PROVISION_PROTOCOL, other),
-        },
-        SwarmEvent::Behaviour(BehaviourEvent::Blob(event)) => match event {
-            request_response::Event::Message {
-                peer,
-                message: request_response::Message::Request { request, channel, .. },
-                ..
-            } => {
-                let handler = handler.clone();
-                answer_in_task(timeout, answers, async move { handler.blob(peer, request).await }, |r| {
-                    Answer::Blob(channel, r)
-                });
-            }
-            other => log_other(tpod_wire::BLOB_PROTOCOL, other),
         },
         SwarmEvent::IncomingConnectionError { send_back_addr, error, .. } => {
             tracing::debug!(%send_back_addr, %error, "incoming connection failed");

@@ -15,23 +15,29 @@ use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt, str
 use libp2p::{
     StreamProtocol, SwarmBuilder, noise,
     request_response::{self, Codec, ProtocolSupport},
-    swarm::SwarmEvent,
+    swarm::{SwarmEvent, dial_opts::DialOpts},
     tcp, yamux,
 };
 use prost::Message;
+use sha2::{Digest as _, Sha256};
+use tpod_crypto::ContentId;
 use tpod_net::{
-    Client, Handler, Multiaddr, NetConfig, NetError, PeerId, Provider, RequestError, RequestErrorKind, generate_keypair,
+    Client, Handler, Keypair, Multiaddr, NetConfig, NetError, PeerId, Progress, Provider, PushReport, RequestError,
+    RequestErrorKind, generate_keypair,
 };
 use tpod_wire::{
+    codec::BLOB_MAX_BYTES,
     limits::{MAX_BLOB_CHUNK_BYTES, MAX_LOG_CHUNK_BYTES},
     pb::{
-        self, BlobRequest, BlobResponse, LogChunk, LogsRequest, ProvisionResponse, QuoteRequest, QuoteResponse,
-        Resources, SignedRequest, blob_request::Op, blob_response, provision_response,
+        self, BlobChunk, BlobOffer, BlobReply, BlobState, LogChunk, LogsRequest, ProvisionResponse, QuoteRequest,
+        QuoteResponse, Resources, SignedRequest, blob_reply, provision_response,
     },
+    read_message, write_message,
 };
 
 /// Answers quotes with the requested cpu echoed as free capacity; records provision callers;
-/// serves logs (see [`TestHandler::logs`]) and keeps blobs in memory.
+/// serves logs (see [`TestHandler::logs`]) and keeps blobs in memory (see
+/// [`TestHandler::blob_chunk`]).
 #[derive(Clone, Default)]
 struct TestHandler {
     quotes: Arc<AtomicUsize>,
@@ -41,13 +47,28 @@ struct TestHandler {
     /// Set by the follow-mode producer when it notices nobody reads its chunks any more.
     log_producer_stopped: Arc<AtomicBool>,
     blobs: Arc<Mutex<HashMap<String, MemBlob>>>,
-    blob_puts: Arc<AtomicUsize>,
+    /// Every offer answered: the CID and the bytes held then.
+    blob_offers: Arc<Mutex<Vec<(String, u64)>>>,
+    /// The offset of every chunk stored, in order.
+    stored_chunks: Arc<Mutex<Vec<u64>>>,
+    /// A chunk at this offset is refused once, with code 500, as a provider failing would.
+    refuse_chunk_at: Arc<Mutex<Option<u64>>>,
+    /// A chunk at this offset is never answered (once): `stalled` is notified instead, so that
+    /// the test can cut the connection while the upload is under way.
+    stall_chunk_at: Arc<Mutex<Option<u64>>>,
+    stalled: Arc<tokio::sync::Notify>,
 }
 
+/// A blob held in memory, with the running hash of what was received.
 #[derive(Default)]
 struct MemBlob {
     data: Vec<u8>,
-    total_size: u64,
+    hasher: Sha256,
+    complete: bool,
+}
+
+fn blob_error(code: u32, message: impl Into<String>) -> pb::Error {
+    pb::Error { code, message: message.into() }
 }
 
 /// The log lines a non-following stream sends: numbered lines, then one line larger than a
@@ -103,30 +124,61 @@ impl Handler for TestHandler {
         Ok(futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) }).boxed())
     }
 
-    /// A blob store in memory, without digest checks (those are the provider's): puts must
-    /// continue where the blob ends.
-    async fn blob(&self, _peer: PeerId, request: BlobRequest) -> BlobResponse {
-        if request.digest == FULL {
-            let error = pb::Error { code: 507, message: "no space left for blobs".into() };
-            return BlobResponse { version: 1, result: Some(blob_response::Result::Error(error)) };
+    /// Refuses the blob [`full_cid`] as a provider out of space would; otherwise says what it
+    /// holds.
+    async fn blob_offer(&self, _peer: PeerId, offer: BlobOffer) -> Result<BlobState, pb::Error> {
+        if offer.cid == full_cid().to_string() {
+            return Err(blob_error(507, "no space left for blobs"));
+        }
+        let blobs = self.blobs.lock().unwrap();
+        let state = match blobs.get(&offer.cid) {
+            Some(blob) => BlobState { complete: blob.complete, received: blob.data.len() as u64 },
+            None => BlobState::default(),
+        };
+        self.blob_offers.lock().unwrap().push((offer.cid, state.received));
+        Ok(state)
+    }
+
+    /// A blob store in memory with the provider's checks: chunks in order, each matching its
+    /// sha256, and the whole matching its CID (or it is dropped), plus the test hooks.
+    async fn blob_chunk(
+        &self,
+        _peer: PeerId,
+        cid: &str,
+        total_size: u64,
+        chunk: BlobChunk,
+    ) -> Result<BlobState, pb::Error> {
+        if self.stall_chunk_at.lock().unwrap().take_if(|at| *at == chunk.offset).is_some() {
+            self.stalled.notify_one();
+            std::future::pending::<()>().await;
+        }
+        if self.refuse_chunk_at.lock().unwrap().take_if(|at| *at == chunk.offset).is_some() {
+            return Err(blob_error(500, "the disk is on fire"));
         }
         let mut blobs = self.blobs.lock().unwrap();
-        let blob = blobs.entry(request.digest).or_default();
-        if let Some(Op::Put(put)) = request.op {
-            self.blob_puts.fetch_add(1, Ordering::SeqCst);
-            if put.offset != blob.data.len() as u64 {
-                let message = format!("wrong offset {}, have {}", put.offset, blob.data.len());
-                return BlobResponse {
-                    version: 1,
-                    result: Some(blob_response::Result::Error(pb::Error { code: 409, message })),
-                };
-            }
-            blob.total_size = put.total_size;
-            blob.data.extend_from_slice(&put.data);
+        let blob = blobs.entry(cid.to_owned()).or_default();
+        if blob.complete {
+            return Ok(BlobState { complete: true, received: blob.data.len() as u64 });
         }
+        if chunk.offset != blob.data.len() as u64 {
+            return Err(blob_error(409, format!("wrong offset {}, have {}", chunk.offset, blob.data.len())));
+        }
+        if Sha256::digest(&chunk.data)[..] != chunk.sha256[..] {
+            return Err(blob_error(422, format!("chunk at offset {} does not match its sha256", chunk.offset)));
+        }
+        blob.data.extend_from_slice(&chunk.data);
+        blob.hasher.update(&chunk.data);
+        self.stored_chunks.lock().unwrap().push(chunk.offset);
         let received = blob.data.len() as u64;
-        let state = pb::BlobState { complete: received == blob.total_size && received > 0, received };
-        BlobResponse { version: 1, result: Some(blob_response::Result::State(state)) }
+        if received == total_size {
+            let actual = ContentId::from_sha256(blob.hasher.clone().finalize().into());
+            if actual.to_string() != cid {
+                blobs.remove(cid);
+                return Err(blob_error(422, format!("content does not match its CID {cid}: got {actual}")));
+            }
+            blob.complete = true;
+        }
+        Ok(BlobState { complete: blob.complete, received })
     }
 }
 
@@ -501,80 +553,183 @@ async fn garbage_on_the_logs_protocol_is_refused() {
     assert_eq!(stream.count().await, 24);
 }
 
-#[tokio::test]
-async fn garbage_on_the_blob_protocol_is_refused() {
-    let handler = TestHandler::default();
-    let provider = provider(handler.clone()).await;
-    let wrong_version = BlobRequest { version: 2, digest: DIGEST.into(), op: Some(Op::Query(pb::Query {})) };
-    let past_end = put(DIGEST, 10, vec![1; 10], 15);
-    let mut frames = hostile_frames(wrong_version.encode_length_delimited_to_vec());
-    frames.push(past_end.encode_length_delimited_to_vec());
-    assert_refused(tpod_wire::BLOB_PROTOCOL, &provider, frames).await;
-    assert!(handler.blobs.lock().unwrap().is_empty());
+/// A blob the test handler refuses, as a provider out of space would.
+fn full_cid() -> ContentId {
+    ContentId::of(b"full")
 }
 
-const DIGEST: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
-/// A digest the test handler refuses, as a provider out of space would.
-const FULL: &str = "sha256:ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff";
-
-fn put(digest: &str, offset: u64, data: Vec<u8>, total_size: u64) -> BlobRequest {
-    BlobRequest { version: 1, digest: digest.into(), op: Some(Op::Put(pb::Put { offset, data, total_size })) }
-}
-
-/// A file of `len` bytes with a pattern that shows misplaced chunks.
-fn blob_file(dir: &tempfile::TempDir, len: usize) -> (std::path::PathBuf, Vec<u8>) {
+/// A file of `len` bytes with a pattern that shows misplaced chunks, and its CID.
+fn blob_file(dir: &tempfile::TempDir, len: usize) -> (std::path::PathBuf, Vec<u8>, ContentId) {
     let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
     let path = dir.path().join("blob");
     std::fs::write(&path, &data).unwrap();
-    (path, data)
+    let cid = ContentId::of(&data);
+    (path, data, cid)
 }
 
+const MIB: u64 = MAX_BLOB_CHUNK_BYTES as u64;
+
 #[tokio::test]
-async fn push_blob_uploads_once_in_chunks() {
+async fn push_blob_streams_a_multi_mib_blob_once() {
     let handler = TestHandler::default();
     let provider = provider(handler.clone()).await;
     let client = Client::connect(generate_keypair()).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (path, data) = blob_file(&dir, 5 * MAX_BLOB_CHUNK_BYTES + 123);
+    let (path, data, cid) = blob_file(&dir, 5 * MAX_BLOB_CHUNK_BYTES + 123);
     let (peer, addr) = (provider.peer_id(), provider.listen_addr().clone());
-
-    let mut progress = Vec::new();
-    client.push_blob(peer, addr.clone(), DIGEST, &path, |sent, total| progress.push((sent, total))).await.unwrap();
-    assert_eq!(handler.blobs.lock().unwrap()[DIGEST].data, data);
-    assert_eq!(handler.blob_puts.load(Ordering::SeqCst), 6);
     let total = data.len() as u64;
-    assert_eq!(progress.first(), Some(&(0, total)));
-    assert_eq!(progress.last(), Some(&(total, total)));
-    assert!(progress.windows(2).all(|w| w[0].0 < w[1].0), "{progress:?}");
 
-    // The provider has it: a second push only asks.
-    client.push_blob(peer, addr, DIGEST, &path, |_, _| {}).await.unwrap();
-    assert_eq!(handler.blob_puts.load(Ordering::SeqCst), 6);
+    let mut progress: Vec<Progress> = Vec::new();
+    let report = client.push_blob(peer, addr.clone(), &cid, &path, |p| progress.push(p)).await.unwrap();
+    assert_eq!(report, PushReport { total, resumed_from: 0, sent: total, already_complete: false, reconnects: 0 });
+    assert_eq!(handler.blobs.lock().unwrap()[&cid.to_string()].data, data);
+    assert_eq!(*handler.stored_chunks.lock().unwrap(), (0..6).map(|i| i * MIB).collect::<Vec<_>>());
+    assert_eq!((progress[0].held, progress[0].sent, progress[0].total), (0, 0, total));
+    let last = progress.last().unwrap();
+    assert_eq!((last.held, last.sent), (total, total));
+    assert!(progress.windows(2).all(|w| w[0].held < w[1].held && w[0].elapsed <= w[1].elapsed), "{progress:?}");
+    assert_eq!(
+        client.blob_state(peer, addr.clone(), &cid, total).await.unwrap(),
+        BlobState { complete: true, received: total }
+    );
+
+    // The provider has it: a second push (from a clone of the client, in a task of its own)
+    // only offers.
+    let clone = client.clone();
+    drop(client);
+    let (again, progress) = tokio::spawn(async move {
+        let mut progress = Vec::new();
+        let again = clone.push_blob(peer, addr, &cid, &path, |p| progress.push(p)).await.unwrap();
+        (again, progress)
+    })
+    .await
+    .unwrap();
+    assert_eq!(again, PushReport { total, resumed_from: total, sent: 0, already_complete: true, reconnects: 0 });
+    assert_eq!(progress.len(), 1);
+    assert_eq!(progress[0].held, total);
+    assert_eq!(handler.stored_chunks.lock().unwrap().len(), 6);
 }
 
 #[tokio::test]
-async fn interrupted_blob_upload_resumes_where_the_provider_stopped() {
+async fn empty_blob_completes_with_one_empty_chunk() {
     let handler = TestHandler::default();
     let provider = provider(handler.clone()).await;
     let client = Client::connect(generate_keypair()).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (path, data) = blob_file(&dir, 5 * MAX_BLOB_CHUNK_BYTES);
+    let (path, _, cid) = blob_file(&dir, 0);
+
+    let report =
+        client.push_blob(provider.peer_id(), provider.listen_addr().clone(), &cid, &path, |_| {}).await.unwrap();
+    assert_eq!((report.total, report.sent, report.already_complete), (0, 0, false));
+    assert!(handler.blobs.lock().unwrap()[&cid.to_string()].complete);
+    assert_eq!(*handler.stored_chunks.lock().unwrap(), [0]);
+}
+
+#[tokio::test]
+async fn refused_push_resumes_without_resending_what_the_provider_holds() {
+    let handler = TestHandler::default();
+    *handler.refuse_chunk_at.lock().unwrap() = Some(2 * MIB);
+    let provider = provider(handler.clone()).await;
+    let client = Client::connect(generate_keypair()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (path, data, cid) = blob_file(&dir, 5 * MAX_BLOB_CHUNK_BYTES + 7);
     let (peer, addr) = (provider.peer_id(), provider.listen_addr().clone());
     let total = data.len() as u64;
 
-    // An earlier upload got two chunks across, then stopped.
-    for i in 0..2 {
-        let range = i * MAX_BLOB_CHUNK_BYTES..(i + 1) * MAX_BLOB_CHUNK_BYTES;
-        let request = put(DIGEST, range.start as u64, data[range].to_vec(), total);
-        let response = client.blob(peer, addr.clone(), request).await.unwrap();
-        assert!(matches!(response.result, Some(blob_response::Result::State(pb::BlobState { complete: false, .. }))));
+    // The provider fails on the third chunk: a refusal, not retried.
+    let error = client.push_blob(peer, addr.clone(), &cid, &path, |_| {}).await.unwrap_err();
+    assert_eq!(error.refusal(), Some((500, "the disk is on fire")), "{error}");
+    assert_eq!(error.as_request().unwrap().protocol, "/tpod/blob/1");
+    assert_eq!(
+        client.blob_state(peer, addr.clone(), &cid, total).await.unwrap(),
+        BlobState { complete: false, received: 2 * MIB }
+    );
+
+    let mut progress: Vec<Progress> = Vec::new();
+    let report = client.push_blob(peer, addr, &cid, &path, |p| progress.push(p)).await.unwrap();
+    assert_eq!(
+        report,
+        PushReport { total, resumed_from: 2 * MIB, sent: total - 2 * MIB, already_complete: false, reconnects: 0 }
+    );
+    assert_eq!((progress[0].held, progress[0].sent), (2 * MIB, 0));
+    assert_eq!(handler.blobs.lock().unwrap()[&cid.to_string()].data, data);
+    // Every chunk was stored exactly once.
+    assert_eq!(*handler.stored_chunks.lock().unwrap(), (0..6).map(|i| i * MIB).collect::<Vec<_>>());
+}
+
+/// Listens on `addr` with `keypair`, retrying while the port is still held by a provider that
+/// was just dropped.
+async fn provider_at(keypair: &Keypair, addr: &Multiaddr, handler: TestHandler) -> Provider {
+    let started = std::time::Instant::now();
+    loop {
+        match Provider::listen(keypair.clone(), addr.clone(), handler.clone()).await {
+            Ok(provider) => return provider,
+            Err(error) if started.elapsed() < Duration::from_secs(5) => {
+                eprintln!("listening again: {error}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(error) => panic!("cannot listen again on {addr}: {error}"),
+        }
     }
+}
 
-    let mut progress = Vec::new();
-    client.push_blob(peer, addr, DIGEST, &path, |sent, total| progress.push((sent, total))).await.unwrap();
-    assert_eq!(progress.first(), Some(&(2 * MAX_BLOB_CHUNK_BYTES as u64, total)));
-    assert_eq!(handler.blob_puts.load(Ordering::SeqCst), 5, "only the three missing chunks are sent");
-    assert_eq!(handler.blobs.lock().unwrap()[DIGEST].data, data);
+#[tokio::test]
+async fn cut_connection_mid_upload_reconnects_and_resumes() {
+    let handler = TestHandler::default();
+    *handler.stall_chunk_at.lock().unwrap() = Some(3 * MIB);
+    let keypair = generate_keypair();
+    let provider = Provider::listen(keypair.clone(), localhost(), handler.clone()).await.unwrap();
+    let (peer, addr) = (provider.peer_id(), provider.listen_addr().clone());
+    let client = Client::connect(generate_keypair()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (path, data, cid) = blob_file(&dir, 6 * MAX_BLOB_CHUNK_BYTES + 99);
+    let total = data.len() as u64;
+
+    let push = client.push_blob(peer, addr.clone(), &cid, &path, |_| {});
+    let restart = async {
+        // The provider stops answering at the fourth chunk; then it goes away and comes back on
+        // the same address, with the same (in-memory) store.
+        handler.stalled.notified().await;
+        drop(provider);
+        provider_at(&keypair, &addr, handler.clone()).await
+    };
+    let (report, _provider) = tokio::time::timeout(Duration::from_secs(60), async { tokio::join!(push, restart) })
+        .await
+        .expect("the push should finish");
+    let report = report.unwrap();
+    assert!(report.reconnects >= 1, "{report:?}");
+    assert_eq!((report.total, report.resumed_from, report.already_complete), (total, 0, false));
+    // What was in flight when the connection broke is sent again, nothing the provider held.
+    assert!(report.sent >= total, "{report:?}");
+    assert_eq!(handler.blobs.lock().unwrap()[&cid.to_string()].data, data);
+    assert_eq!(*handler.stored_chunks.lock().unwrap(), (0..7).map(|i| i * MIB).collect::<Vec<_>>());
+    let offers = handler.blob_offers.lock().unwrap().clone();
+    assert_eq!(offers.first(), Some(&(cid.to_string(), 0)));
+    assert_eq!(offers.last(), Some(&(cid.to_string(), 3 * MIB)), "{offers:?}");
+}
+
+#[tokio::test]
+async fn content_not_matching_its_cid_is_refused_at_the_end() {
+    let handler = TestHandler::default();
+    let provider = provider(handler.clone()).await;
+    let client = Client::connect(generate_keypair()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (path, data, actual) = blob_file(&dir, 2 * MAX_BLOB_CHUNK_BYTES + 5);
+    let claimed = ContentId::of(b"something else");
+
+    let error = client
+        .push_blob(provider.peer_id(), provider.listen_addr().clone(), &claimed, &path, |_| {})
+        .await
+        .unwrap_err();
+    let expected = format!("content does not match its CID {claimed}: got {actual}");
+    assert_eq!(error.refusal(), Some((422, expected.as_str())), "{error}");
+    assert!(error.to_string().contains("code 422"), "{error}");
+    // Everything was sent once, then dropped by the provider.
+    assert_eq!(handler.stored_chunks.lock().unwrap().len(), 3);
+    assert!(handler.blobs.lock().unwrap().is_empty());
+    let state =
+        client.blob_state(provider.peer_id(), provider.listen_addr().clone(), &claimed, data.len() as u64).await;
+    assert_eq!(state.unwrap(), BlobState { complete: false, received: 0 });
 }
 
 #[tokio::test]
@@ -583,16 +738,188 @@ async fn blob_refusal_is_reported_with_its_reason() {
     let provider = provider(handler.clone()).await;
     let client = Client::connect(generate_keypair()).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (path, _) = blob_file(&dir, 1000);
+    let (path, _, _) = blob_file(&dir, 1000);
     let (peer, addr) = (provider.peer_id(), provider.listen_addr().clone());
 
-    let error = client.push_blob(peer, addr, FULL, &path, |_, _| {}).await.unwrap_err();
+    let error = client.push_blob(peer, addr.clone(), &full_cid(), &path, |_| {}).await.unwrap_err();
     assert_eq!(error.refusal(), Some((507, "no space left for blobs")), "{error}");
     assert_eq!(error.as_request().unwrap().protocol, "/tpod/blob/1");
+    let error = client.blob_state(peer, addr.clone(), &full_cid(), 1000).await.unwrap_err();
+    assert_eq!(error.refusal(), Some((507, "no space left for blobs")), "{error}");
 
-    let missing = client
-        .push_blob(provider.peer_id(), provider.listen_addr().clone(), DIGEST, &dir.path().join("missing"), |_, _| {})
-        .await
-        .unwrap_err();
+    let missing = client.push_blob(peer, addr, &full_cid(), &dir.path().join("missing"), |_| {}).await.unwrap_err();
     assert!(matches!(missing, NetError::BlobFile { .. }), "{missing}");
+}
+
+#[tokio::test]
+async fn push_to_an_unreachable_provider_fails_without_retrying() {
+    let client = Client::connect(generate_keypair()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _, cid) = blob_file(&dir, 10);
+    let peer = generate_keypair().public().to_peer_id();
+    let started = std::time::Instant::now();
+    let error = client.push_blob(peer, "/ip4/127.0.0.1/tcp/1".parse().unwrap(), &cid, &path, |_| {}).await.unwrap_err();
+    let request_error = error.as_request().expect("a request error");
+    assert_eq!(request_error.protocol, "/tpod/blob/1");
+    assert!(matches!(request_error.kind, RequestErrorKind::Dial(_)), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+/// A bare libp2p host with raw streams, connected to `provider`, to play a publisher that does
+/// not follow the protocol.
+async fn raw_streams(provider: &Provider) -> (libp2p_stream::Control, tokio::task::JoinHandle<()>) {
+    let mut swarm = SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)
+        .unwrap()
+        .with_behaviour(|_| libp2p_stream::Behaviour::new())
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    let control = swarm.behaviour().new_control();
+    swarm.dial(DialOpts::peer_id(provider.peer_id()).addresses(vec![provider.listen_addr().clone()]).build()).unwrap();
+    loop {
+        match swarm.select_next_some().await {
+            SwarmEvent::ConnectionEstablished { .. } => break,
+            SwarmEvent::OutgoingConnectionError { error, .. } => panic!("cannot connect: {error}"),
+            _ => {}
+        }
+    }
+    let task = tokio::spawn(async move {
+        loop {
+            swarm.select_next_some().await;
+        }
+    });
+    (control, task)
+}
+
+async fn open_blob_stream(control: &mut libp2p_stream::Control, peer: PeerId) -> libp2p::Stream {
+    control.open_stream(peer, StreamProtocol::new(tpod_wire::BLOB_PROTOCOL)).await.unwrap()
+}
+
+async fn read_reply(stream: &mut libp2p::Stream) -> blob_reply::Result {
+    let reply: BlobReply = read_message(stream, BLOB_MAX_BYTES).await.unwrap();
+    reply.result.unwrap()
+}
+
+fn chunk_of(data: &[u8], offset: u64) -> BlobChunk {
+    BlobChunk { version: 1, offset, data: data.to_vec(), sha256: Sha256::digest(data).to_vec() }
+}
+
+#[tokio::test]
+async fn tampered_chunk_is_refused_and_only_the_good_prefix_is_kept() {
+    let handler = TestHandler::default();
+    let provider = provider(handler.clone()).await;
+    let (mut control, _task) = raw_streams(&provider).await;
+    let data: Vec<u8> = (0..3 * MAX_BLOB_CHUNK_BYTES).map(|i| (i % 249) as u8).collect();
+    let cid = ContentId::of(&data).to_string();
+    let (first, second) = (&data[..MAX_BLOB_CHUNK_BYTES], &data[MAX_BLOB_CHUNK_BYTES..2 * MAX_BLOB_CHUNK_BYTES]);
+
+    let mut stream = open_blob_stream(&mut control, provider.peer_id()).await;
+    let offer = BlobOffer { version: 1, cid: cid.clone(), total_size: data.len() as u64 };
+    write_message(&mut stream, &offer, BLOB_MAX_BYTES).await.unwrap();
+    assert_eq!(read_reply(&mut stream).await, blob_reply::Result::State(BlobState { complete: false, received: 0 }));
+    write_message(&mut stream, &chunk_of(first, 0), BLOB_MAX_BYTES).await.unwrap();
+    // The second chunk is damaged in transit: its checksum no longer matches.
+    let mut tampered = chunk_of(second, MIB);
+    tampered.data[1234] ^= 0x40;
+    write_message(&mut stream, &tampered, BLOB_MAX_BYTES).await.unwrap();
+    match read_reply(&mut stream).await {
+        blob_reply::Result::Error(error) => {
+            assert_eq!(
+                (error.code, error.message.as_str()),
+                (422, "chunk at offset 1048576 does not match its sha256")
+            );
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // The provider ended the stream, and holds the good chunk only.
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest).await;
+    assert!(rest.is_empty());
+    assert_eq!(handler.blobs.lock().unwrap()[&cid].data, first);
+
+    // A publisher that only asks closes after the first answer.
+    let mut stream = open_blob_stream(&mut control, provider.peer_id()).await;
+    write_message(&mut stream, &offer, BLOB_MAX_BYTES).await.unwrap();
+    assert_eq!(read_reply(&mut stream).await, blob_reply::Result::State(BlobState { complete: false, received: MIB }));
+    stream.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn blob_uploads_beyond_the_limit_are_refused_and_idle_ones_closed() {
+    let handler = TestHandler::default();
+    let config = NetConfig { request_timeout: Duration::from_secs(2), ..Default::default() };
+    let provider = Provider::listen_with(generate_keypair(), localhost(), handler.clone(), config).await.unwrap();
+    let (peer, addr) = (provider.peer_id(), provider.listen_addr().clone());
+    let (mut control, _task) = raw_streams(&provider).await;
+    let client = Client::connect(generate_keypair()).unwrap();
+    let cid = ContentId::of(b"x");
+
+    // Sixteen publishers offer and then stall.
+    let mut stalled = Vec::new();
+    for _ in 0..16 {
+        let mut stream = open_blob_stream(&mut control, peer).await;
+        let offer = BlobOffer { version: 1, cid: cid.to_string(), total_size: 1 };
+        write_message(&mut stream, &offer, BLOB_MAX_BYTES).await.unwrap();
+        assert!(matches!(read_reply(&mut stream).await, blob_reply::Result::State(_)));
+        stalled.push(stream);
+    }
+    let error = client.blob_state(peer, addr.clone(), &cid, 1).await.unwrap_err();
+    assert_eq!(error.refusal().map(|(code, _)| code), Some(503), "{error}");
+
+    // Past the idle timeout, the provider gave up on them and serves others again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(client.blob_state(peer, addr, &cid, 1).await.unwrap(), BlobState { complete: false, received: 0 });
+    for mut stream in stalled {
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest).await;
+        assert!(rest.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn garbage_on_the_blob_protocol_is_refused() {
+    let handler = TestHandler::default();
+    let provider = provider(handler.clone()).await;
+    let cid = ContentId::of(b"x").to_string();
+    let wrong_version = BlobOffer { version: 2, cid: cid.clone(), total_size: 1 };
+    let long_cid = BlobOffer { version: 1, cid: "b".repeat(1000), total_size: 1 };
+    let mut frames = hostile_frames(wrong_version.encode_length_delimited_to_vec());
+    frames.push(long_cid.encode_length_delimited_to_vec());
+    assert_refused(tpod_wire::BLOB_PROTOCOL, &provider, frames).await;
+    assert!(handler.blob_offers.lock().unwrap().is_empty(), "no invalid offer may reach the handler");
+
+    // A malformed chunk after a good offer is answered with 400 and ends the stream.
+    let (mut control, _task) = raw_streams(&provider).await;
+    let mut stream = open_blob_stream(&mut control, provider.peer_id()).await;
+    write_message(&mut stream, &BlobOffer { version: 1, cid: cid.clone(), total_size: 1 }, BLOB_MAX_BYTES)
+        .await
+        .unwrap();
+    assert!(matches!(read_reply(&mut stream).await, blob_reply::Result::State(_)));
+    let short_checksum = BlobChunk { sha256: vec![0; 31], ..chunk_of(b"x", 0) };
+    write_message(&mut stream, &short_checksum, BLOB_MAX_BYTES).await.unwrap();
+    match read_reply(&mut stream).await {
+        blob_reply::Result::Error(error) => assert_eq!(error.code, 400, "{}", error.message),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(handler.stored_chunks.lock().unwrap().is_empty());
+}
+
+/// Prints the rate of a 256 MiB push to a provider that keeps it in memory. Run with
+/// `cargo test --release -p tpod-net --test net -- --ignored --nocapture push_throughput`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a benchmark; run in release"]
+async fn push_throughput() {
+    let handler = TestHandler::default();
+    let provider = provider(handler.clone()).await;
+    let client = Client::connect(generate_keypair()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _, cid) = blob_file(&dir, 256 * MAX_BLOB_CHUNK_BYTES);
+    let started = std::time::Instant::now();
+    let report =
+        client.push_blob(provider.peer_id(), provider.listen_addr().clone(), &cid, &path, |_| {}).await.unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(report.sent, 256 * MIB);
+    eprintln!("256 MiB in {elapsed:?}: {:.0} MiB/s", 256.0 / elapsed.as_secs_f64());
 }

@@ -1,22 +1,27 @@
-//! Content-addressed blob storage for uploads over `/tpod/blob/1`: OCI image layers, configs and
-//! manifests pushed by publishers in chunks, kept by sha256 digest.
-//!
-//! The directory is laid out like the `blobs/` directory of an OCI image layout, so an image can
-//! be read from it directly:
+//! Content-addressed storage of the encrypted blobs publishers upload over `/tpod/blob/1`: image
+//! layers and configs, encrypted on the publisher's machine, kept by CID (CIDv1, raw codec,
+//! sha2-256 of the ciphertext; see `tpod_crypto::ContentId`).
 //!
 //! ```text
-//! <dir>/sha256/<hex>    complete blobs, verified against their digest
-//! <dir>/partial/<hex>   uploads in progress; their length is where an upload resumes
+//! <dir>/blobs/<cid>     complete blobs, verified against their CID
+//! <dir>/partial/<cid>   uploads in progress; their length is where an upload resumes
 //! ```
 //!
-//! Digests come from the network, so they are parsed strictly ([`Digest::parse`]) before any path
-//! is built from them. A blob becomes visible under `sha256/` only once its whole content hashes
-//! to its digest, by an atomic rename. The methods do blocking file I/O (and hash whole blobs on
-//! completion): call them from `tokio::task::spawn_blocking` in async code.
+//! CIDs come from the network, so they are parsed strictly ([`ContentId::parse`]) before any path
+//! is built from them; their text is `[a-z2-7]` only. An upload arrives in chunks
+//! ([`BlobStore::write_chunk`]), each checked against its own sha256 before a byte of it is
+//! written, so a damaged chunk is refused alone and the partial file only ever holds chunks that
+//! arrived intact, in order. A blob becomes visible under `blobs/` only once its whole content
+//! hashes to its CID, by an atomic rename; on a mismatch the partial is deleted.
+//!
+//! While an upload proceeds, the store keeps the sha256 state of its partial in memory, so that
+//! completing a large blob does not read it all again; a partial found after a restart is hashed
+//! from its file when its upload completes. The methods do blocking file I/O: call them from
+//! `tokio::task::spawn_blocking` in async code, as [`offer`] and [`chunk`] (the daemon's protocol
+//! handler) do.
 
 use std::{
     collections::HashMap,
-    fmt,
     fs::{self, File, OpenOptions},
     io::{self, ErrorKind, Read, Write},
     path::{Path, PathBuf},
@@ -24,43 +29,13 @@ use std::{
 };
 
 use sha2::{Digest as _, Sha256};
+use tpod_crypto::{CidError, ContentId};
 use tpod_wire::pb;
 
 /// Largest blob accepted by default: 4 GiB.
 pub const DEFAULT_MAX_BLOB_BYTES: u64 = 4 << 30;
 /// Default cap on the bytes of all blobs, complete and partial: 64 GiB.
 pub const DEFAULT_QUOTA_BYTES: u64 = 64 << 30;
-
-/// A blob digest: `sha256:` and 64 lowercase hex digits, the only form accepted, so that its hex
-/// part is safe to use as a file name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Digest {
-    hex: String,
-}
-
-impl Digest {
-    /// Parses `sha256:<64 lowercase hex digits>`; anything else (other algorithms, uppercase,
-    /// wrong length, path characters) is refused.
-    pub fn parse(digest: &str) -> Result<Self, BlobError> {
-        let bad = || BlobError::BadDigest(digest.chars().take(100).collect());
-        let hex = digest.strip_prefix("sha256:").ok_or_else(bad)?;
-        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-            return Err(bad());
-        }
-        Ok(Self { hex: hex.to_owned() })
-    }
-
-    /// The 64 hex digits.
-    pub fn hex(&self) -> &str {
-        &self.hex
-    }
-}
-
-impl fmt::Display for Digest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "sha256:{}", self.hex)
-    }
-}
 
 /// What the store holds of a blob.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,56 +55,67 @@ impl From<BlobState> for pb::BlobState {
 /// Why a blob operation failed. [`BlobError::code`] gives the wire error code.
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {
-    /// The digest is not `sha256:` and 64 lowercase hex digits.
-    #[error("invalid digest {0:?}: expected sha256: and 64 lowercase hex digits")]
-    BadDigest(String),
-    /// A put does not continue the upload where the store's copy ends.
-    #[error("{digest}: put at offset {offset}, but {received} bytes are held; resume from there")]
+    /// The CID is not the base32 text of a CIDv1 `raw` sha2-256 id.
+    #[error(transparent)]
+    BadCid(#[from] CidError),
+    /// A chunk does not continue the upload where the store's copy ends.
+    #[error("{cid}: chunk at offset {offset}, but {received} bytes are held; resume from there")]
     WrongOffset {
         /// The blob.
-        digest: Digest,
-        /// Offset of the put.
+        cid: ContentId,
+        /// Offset of the chunk.
         offset: u64,
         /// Bytes held.
         received: u64,
     },
-    /// A put declares another total size than the upload in progress.
-    #[error("{digest}: total size {got} differs from the {expected} bytes declared earlier")]
+    /// An upload declares another total size than the upload in progress.
+    #[error("{cid}: total size {got} differs from the {expected} bytes declared earlier")]
     SizeChanged {
         /// The blob.
-        digest: Digest,
+        cid: ContentId,
         /// Size declared first.
         expected: u64,
         /// Size declared now.
         got: u64,
     },
-    /// A put's data reaches past the declared total size.
-    #[error("{digest}: {len} bytes at offset {offset} reach past the total size {total_size}")]
+    /// The store holds more of the blob than the declared size, or holds it complete with
+    /// another size.
+    #[error("{cid}: {held} bytes are held, which does not fit a total size of {total_size}")]
+    SizeConflict {
+        /// The blob.
+        cid: ContentId,
+        /// Bytes held.
+        held: u64,
+        /// Declared size.
+        total_size: u64,
+    },
+    /// A chunk's data reaches past the declared total size.
+    #[error("{cid}: {len} bytes at offset {offset} reach past the total size {total_size}")]
     PastEnd {
         /// The blob.
-        digest: Digest,
-        /// Offset of the put.
+        cid: ContentId,
+        /// Offset of the chunk.
         offset: u64,
-        /// Bytes in the put.
+        /// Bytes in the chunk.
         len: u64,
         /// Declared size.
         total_size: u64,
     },
     /// The blob is larger than the store accepts.
-    #[error("{digest}: {size} bytes exceeds the maximum blob size of {max} bytes")]
+    #[error("{cid}: {size} bytes exceeds the maximum blob size of {max} bytes")]
     TooLarge {
         /// The blob.
-        digest: Digest,
+        cid: ContentId,
         /// Declared size.
         size: u64,
         /// Maximum.
         max: u64,
     },
     /// Storing the blob would exceed the store's quota.
-    #[error("{digest}: storing {size} bytes would exceed the quota of {quota} bytes ({used} in use)")]
+    #[error("{cid}: storing {size} bytes would exceed the quota of {quota} bytes ({used} in use)")]
     QuotaExceeded {
         /// The blob.
-        digest: Digest,
+        cid: ContentId,
         /// Declared size.
         size: u64,
         /// Bytes in use or reserved by other blobs.
@@ -137,13 +123,19 @@ pub enum BlobError {
         /// Quota.
         quota: u64,
     },
-    /// The complete content does not hash to the digest; the partial upload was deleted.
-    #[error("content does not match its digest: expected {expected}, got {actual}")]
-    DigestMismatch {
-        /// The digest the blob was uploaded as.
-        expected: Digest,
-        /// The digest of what was received.
-        actual: String,
+    /// A chunk's data does not hash to the sha256 sent with it; nothing of it was written.
+    #[error("chunk at offset {offset} does not match its sha256")]
+    ChunkMismatch {
+        /// Offset of the chunk.
+        offset: u64,
+    },
+    /// The complete content does not hash to the CID; the partial upload was deleted.
+    #[error("content does not match its CID {expected}: got {actual}")]
+    CidMismatch {
+        /// The CID the blob was uploaded as.
+        expected: ContentId,
+        /// The CID of what was received.
+        actual: ContentId,
     },
     /// A file operation failed.
     #[error("blob store {path}: {source}")]
@@ -159,10 +151,12 @@ impl BlobError {
     /// HTTP-like code for the wire `Error` (see `blob.proto`).
     pub fn code(&self) -> u32 {
         match self {
-            Self::BadDigest(_) => 400,
-            Self::WrongOffset { .. } | Self::SizeChanged { .. } | Self::PastEnd { .. } => 409,
+            Self::BadCid(_) => 400,
+            Self::WrongOffset { .. } | Self::SizeChanged { .. } | Self::SizeConflict { .. } | Self::PastEnd { .. } => {
+                409
+            }
             Self::TooLarge { .. } => 413,
-            Self::DigestMismatch { .. } => 422,
+            Self::ChunkMismatch { .. } | Self::CidMismatch { .. } => 422,
             Self::QuotaExceeded { .. } => 507,
             Self::Io { .. } => 500,
         }
@@ -171,16 +165,22 @@ impl BlobError {
 
 impl From<&BlobError> for pb::Error {
     fn from(error: &BlobError) -> Self {
-        Self { code: error.code(), message: error.to_string() }
+        // File paths are the provider's business.
+        let message = match error {
+            BlobError::Io { .. } => "the provider could not store the blob".to_owned(),
+            other => other.to_string(),
+        };
+        Self { code: error.code(), message }
     }
 }
 
-/// Bytes counted against the quota: complete blobs plus, per partial upload, its declared size
-/// (or its length on disk, for partials found at start whose declared size is not known yet).
+/// Bytes counted against the quota: complete blobs (and stray files) plus, per partial upload,
+/// its declared size (or its length on disk, for partials found at start whose declared size is
+/// not known yet).
 #[derive(Debug, Default)]
 struct Usage {
     complete: u64,
-    partial: HashMap<String, u64>,
+    partial: HashMap<ContentId, u64>,
 }
 
 impl Usage {
@@ -189,8 +189,15 @@ impl Usage {
     }
 }
 
+/// The sha256 state of a partial upload's first `len` bytes.
+#[derive(Debug, Clone)]
+struct Running {
+    len: u64,
+    hasher: Sha256,
+}
+
 /// A directory of content-addressed blobs; see the module documentation. Clones share the
-/// quota accounting and locks, so one can be moved into a blocking task.
+/// quota accounting, running hashes and locks, so one can be moved into a blocking task.
 #[derive(Debug, Clone)]
 pub struct BlobStore {
     dir: PathBuf,
@@ -203,16 +210,22 @@ pub struct BlobStore {
 #[derive(Debug, Default)]
 struct Shared {
     usage: Mutex<Usage>,
-    /// One lock per digest being written, so puts of one blob run one at a time while puts of
-    /// different blobs proceed in parallel.
-    locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// One lock per blob being written, so chunks of one blob are stored one at a time while
+    /// chunks of different blobs proceed in parallel.
+    locks: Mutex<HashMap<ContentId, Arc<Mutex<()>>>>,
+    /// Running hashes of partial uploads, updated under the blob's lock.
+    running: Mutex<HashMap<ContentId, Running>>,
 }
 
 /// Locks a mutex, ignoring poisoning: the data guarded here stays consistent on panic (at worst
-/// a usage figure is stale), and refusing every later upload would be worse.
+/// a usage figure is stale, or a running hash is dropped and the file hashed instead), and
+/// refusing every later upload would be worse.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
+
+const COMPLETE_DIR: &str = "blobs";
+const PARTIAL_DIR: &str = "partial";
 
 impl BlobStore {
     /// Opens (creating it if needed) the store in `dir`, with the default limits.
@@ -224,21 +237,28 @@ impl BlobStore {
     pub fn open_with(dir: impl Into<PathBuf>, max_blob_bytes: u64, quota_bytes: u64) -> Result<Self, BlobError> {
         let dir = dir.into();
         let mut usage = Usage::default();
-        for sub in ["sha256", "partial"] {
+        for sub in [COMPLETE_DIR, PARTIAL_DIR] {
             let path = dir.join(sub);
             fs::create_dir_all(&path).map_err(io_error(&path))?;
             for entry in fs::read_dir(&path).map_err(io_error(&path))? {
                 let entry = entry.map_err(io_error(&path))?;
                 let len = entry.metadata().map_err(io_error(&entry.path()))?.len();
-                if sub == "sha256" {
-                    usage.complete = usage.complete.saturating_add(len);
-                } else {
-                    usage.partial.insert(entry.file_name().to_string_lossy().into_owned(), len);
+                let cid = entry.file_name().to_str().and_then(|name| ContentId::parse(name).ok());
+                match cid {
+                    Some(cid) if sub == PARTIAL_DIR => {
+                        usage.partial.insert(cid, len);
+                    }
+                    Some(_) => usage.complete = usage.complete.saturating_add(len),
+                    // Not ours to delete, but it takes space all the same.
+                    None => {
+                        tracing::warn!(path = %entry.path().display(), "blob store: file not named by a CID");
+                        usage.complete = usage.complete.saturating_add(len);
+                    }
                 }
             }
         }
         tracing::debug!(dir = %dir.display(), used = usage.total(), "blob store opened");
-        let shared = Arc::new(Shared { usage: Mutex::new(usage), locks: Mutex::default() });
+        let shared = Arc::new(Shared { usage: Mutex::new(usage), ..Default::default() });
         Ok(Self { dir, max_blob_bytes, quota_bytes, shared })
     }
 
@@ -247,147 +267,234 @@ impl BlobStore {
         &self.dir
     }
 
-    /// What the store holds of `digest`.
-    pub fn state(&self, digest: &Digest) -> Result<BlobState, BlobError> {
-        if let Some(len) = file_len(&self.complete_path(digest))? {
+    /// What the store holds of `cid`.
+    pub fn state(&self, cid: &ContentId) -> Result<BlobState, BlobError> {
+        if let Some(len) = file_len(&self.complete_path(cid))? {
             return Ok(BlobState { complete: true, received: len });
         }
-        let received = file_len(&self.partial_path(digest))?.unwrap_or(0);
+        let received = file_len(&self.partial_path(cid))?.unwrap_or(0);
         Ok(BlobState { complete: false, received })
     }
 
-    /// The file of a complete blob, if the store has it.
-    pub fn path(&self, digest: &Digest) -> Option<PathBuf> {
-        let path = self.complete_path(digest);
+    /// The file of a complete (verified) blob, if the store has it.
+    pub fn path(&self, cid: &ContentId) -> Option<PathBuf> {
+        let path = self.complete_path(cid);
         path.is_file().then_some(path)
     }
 
-    /// Appends `data` at `offset` to the blob `digest` of `total_size` bytes; see the module
-    /// documentation. A put to a complete blob changes nothing and reports it complete, so a
-    /// repeated last put is harmless.
-    pub fn put(&self, digest: &Digest, offset: u64, data: &[u8], total_size: u64) -> Result<BlobState, BlobError> {
-        let entry = lock(&self.shared.locks).entry(digest.hex.clone()).or_default().clone();
+    /// Answers an offer of `cid` of `total_size` bytes: what the store holds, after checking
+    /// that an upload of that size could be stored (size limit, quota, a size declared earlier).
+    /// Reserves nothing: the first chunk does.
+    pub fn offer(&self, cid: &ContentId, total_size: u64) -> Result<BlobState, BlobError> {
+        let state = self.state(cid)?;
+        if state.complete {
+            if state.received != total_size {
+                return Err(BlobError::SizeConflict { cid: *cid, held: state.received, total_size });
+            }
+            return Ok(state);
+        }
+        if state.received > total_size {
+            return Err(BlobError::SizeConflict { cid: *cid, held: state.received, total_size });
+        }
+        self.check_limits(cid, state.received, total_size, &lock(&self.shared.usage))?;
+        Ok(state)
+    }
+
+    /// Stores the chunk `data` at `offset` of the blob `cid` of `total_size` bytes, after
+    /// checking it against `sha256`; see the module documentation. When the chunk ends the blob,
+    /// the whole blob is verified against its CID and moved into place. A chunk for a complete
+    /// blob changes nothing and reports it complete, so a repeated last chunk is harmless.
+    pub fn write_chunk(
+        &self,
+        cid: &ContentId,
+        offset: u64,
+        data: &[u8],
+        sha256: &[u8],
+        total_size: u64,
+    ) -> Result<BlobState, BlobError> {
+        let entry = lock(&self.shared.locks).entry(*cid).or_default().clone();
         let result = {
             let _guard = lock(&entry);
-            self.put_locked(digest, offset, data, total_size)
+            self.write_locked(cid, offset, data, sha256, total_size)
         };
-        // Forget the lock when no other put holds or waits for it (the map and `entry` are the
-        // only references left).
+        // Forget the lock when no other writer holds or waits for it (the map and `entry` are
+        // the only references left).
         let mut locks = lock(&self.shared.locks);
         if Arc::strong_count(&entry) == 2 {
-            locks.remove(&digest.hex);
+            locks.remove(cid);
         }
         result
     }
 
-    fn put_locked(&self, digest: &Digest, offset: u64, data: &[u8], total_size: u64) -> Result<BlobState, BlobError> {
-        let state = self.state(digest)?;
+    fn write_locked(
+        &self,
+        cid: &ContentId,
+        offset: u64,
+        data: &[u8],
+        sha256: &[u8],
+        total_size: u64,
+    ) -> Result<BlobState, BlobError> {
+        let state = self.state(cid)?;
         if state.complete {
             return Ok(state);
         }
         let len = data.len() as u64;
         if total_size > self.max_blob_bytes {
-            return Err(BlobError::TooLarge { digest: digest.clone(), size: total_size, max: self.max_blob_bytes });
+            return Err(BlobError::TooLarge { cid: *cid, size: total_size, max: self.max_blob_bytes });
         }
         if offset.checked_add(len).is_none_or(|end| end > total_size) {
-            return Err(BlobError::PastEnd { digest: digest.clone(), offset, len, total_size });
+            return Err(BlobError::PastEnd { cid: *cid, offset, len, total_size });
         }
         if offset != state.received {
-            return Err(BlobError::WrongOffset { digest: digest.clone(), offset, received: state.received });
+            return Err(BlobError::WrongOffset { cid: *cid, offset, received: state.received });
         }
-        self.reserve(digest, state.received, total_size)?;
+        if Sha256::digest(data)[..] != *sha256 {
+            return Err(BlobError::ChunkMismatch { offset });
+        }
+        self.reserve(cid, state.received, total_size)?;
 
-        let partial = self.partial_path(digest);
+        // The running hash continues only if it covers exactly what the file holds.
+        let running = lock(&self.shared.running).remove(cid);
+        let running = match running {
+            Some(running) if running.len == offset => Some(running),
+            _ if offset == 0 => Some(Running { len: 0, hasher: Sha256::new() }),
+            _ => None,
+        };
+        let partial = self.partial_path(cid);
         let mut file = OpenOptions::new().create(true).append(true).open(&partial).map_err(io_error(&partial))?;
-        file.write_all(data).map_err(io_error(&partial))?;
+        if let Err(source) = file.write_all(data) {
+            // Keep the partial a prefix of whole, verified chunks.
+            let _ = file.set_len(offset);
+            return Err(BlobError::Io { path: partial, source });
+        }
         let received = offset + len;
+        let running = running.map(|mut running| {
+            running.hasher.update(data);
+            running.len = received;
+            running
+        });
         if received < total_size {
+            if let Some(running) = running {
+                lock(&self.shared.running).insert(*cid, running);
+            }
             return Ok(BlobState { complete: false, received });
         }
         file.sync_all().map_err(io_error(&partial))?;
         drop(file);
-        self.complete(digest, &partial, total_size)
+        self.complete(cid, &partial, total_size, running)
     }
 
-    /// Counts `total_size` against the quota for this upload, refusing if it does not fit.
-    fn reserve(&self, digest: &Digest, received: u64, total_size: u64) -> Result<(), BlobError> {
-        let mut usage = lock(&self.shared.usage);
-        match usage.partial.get(&digest.hex).copied() {
-            // After a restart only the length on disk is known: the first put fixes the size.
+    /// Refuses a blob over the size limit, one declared with another size than before, or one
+    /// that would not fit in the quota next to the others.
+    fn check_limits(&self, cid: &ContentId, received: u64, total_size: u64, usage: &Usage) -> Result<(), BlobError> {
+        if total_size > self.max_blob_bytes {
+            return Err(BlobError::TooLarge { cid: *cid, size: total_size, max: self.max_blob_bytes });
+        }
+        match usage.partial.get(cid).copied() {
+            // After a restart only the length on disk is known: the first chunk fixes the size.
             Some(expected) if expected != total_size && !(received > 0 && expected == received) => {
-                return Err(BlobError::SizeChanged { digest: digest.clone(), expected, got: total_size });
+                return Err(BlobError::SizeChanged { cid: *cid, expected, got: total_size });
             }
             _ => {}
         }
-        let others = usage.total() - usage.partial.get(&digest.hex).copied().unwrap_or(0);
+        let others = usage.total() - usage.partial.get(cid).copied().unwrap_or(0);
         if others.saturating_add(total_size) > self.quota_bytes {
             return Err(BlobError::QuotaExceeded {
-                digest: digest.clone(),
+                cid: *cid,
                 size: total_size,
                 used: others,
                 quota: self.quota_bytes,
             });
         }
-        usage.partial.insert(digest.hex.clone(), total_size);
         Ok(())
     }
 
-    /// Verifies a fully received partial and moves it into place, or deletes it on mismatch.
-    fn complete(&self, digest: &Digest, partial: &Path, size: u64) -> Result<BlobState, BlobError> {
-        let actual = sha256_file(partial)?;
+    /// Counts `total_size` against the quota for this upload, refusing if it does not fit.
+    fn reserve(&self, cid: &ContentId, received: u64, total_size: u64) -> Result<(), BlobError> {
         let mut usage = lock(&self.shared.usage);
-        usage.partial.remove(&digest.hex);
-        if actual != digest.hex {
+        self.check_limits(cid, received, total_size, &usage)?;
+        usage.partial.insert(*cid, total_size);
+        Ok(())
+    }
+
+    /// Verifies a fully received partial (by its running hash, else by reading it) and moves it
+    /// into place, or deletes it on mismatch.
+    fn complete(
+        &self,
+        cid: &ContentId,
+        partial: &Path,
+        size: u64,
+        running: Option<Running>,
+    ) -> Result<BlobState, BlobError> {
+        let actual = match running {
+            Some(running) if running.len == size => ContentId::from_sha256(running.hasher.finalize().into()),
+            _ => ContentId::from_sha256(sha256_file(partial)?),
+        };
+        let mut usage = lock(&self.shared.usage);
+        usage.partial.remove(cid);
+        if actual != *cid {
             fs::remove_file(partial).map_err(io_error(partial))?;
-            tracing::warn!(%digest, actual, "uploaded blob does not match its digest, discarded");
-            return Err(BlobError::DigestMismatch { expected: digest.clone(), actual: format!("sha256:{actual}") });
+            tracing::warn!(%cid, %actual, "uploaded blob does not match its CID, discarded");
+            return Err(BlobError::CidMismatch { expected: *cid, actual });
         }
-        let target = self.complete_path(digest);
+        let target = self.complete_path(cid);
         fs::rename(partial, &target).map_err(io_error(&target))?;
         // Make the rename durable too.
         if let Some(parent) = target.parent() {
             File::open(parent).and_then(|d| d.sync_all()).map_err(io_error(parent))?;
         }
         usage.complete = usage.complete.saturating_add(size);
-        tracing::debug!(%digest, size, "blob complete");
+        tracing::debug!(%cid, size, "blob complete");
         Ok(BlobState { complete: true, received: size })
     }
 
-    fn complete_path(&self, digest: &Digest) -> PathBuf {
-        self.dir.join("sha256").join(&digest.hex)
+    fn complete_path(&self, cid: &ContentId) -> PathBuf {
+        self.dir.join(COMPLETE_DIR).join(cid.to_string())
     }
 
-    fn partial_path(&self, digest: &Digest) -> PathBuf {
-        self.dir.join("partial").join(&digest.hex)
+    fn partial_path(&self, cid: &ContentId) -> PathBuf {
+        self.dir.join(PARTIAL_DIR).join(cid.to_string())
     }
 }
 
-/// Answers a `/tpod/blob/1` request from `store`: parses the digest, runs the query or put on a
-/// blocking thread (a put may hash a whole blob), and turns failures into wire errors.
-pub async fn answer(store: &BlobStore, request: pb::BlobRequest) -> pb::BlobResponse {
-    use pb::{blob_request::Op, blob_response::Result as Outcome};
+/// Answers a `/tpod/blob/1` offer from `store` (the daemon's `Handler::blob_offer`): parses the
+/// CID and runs [`BlobStore::offer`] on a blocking thread.
+pub async fn offer(store: &BlobStore, offer: pb::BlobOffer) -> Result<pb::BlobState, pb::Error> {
     let store = store.clone();
-    let outcome = tokio::task::spawn_blocking(move || {
-        let digest = Digest::parse(&request.digest)?;
-        match request.op {
-            Some(Op::Put(put)) => store.put(&digest, put.offset, &put.data, put.total_size),
-            // A request without an operation is answered like a query: it changes nothing.
-            Some(Op::Query(_)) | None => store.state(&digest),
-        }
-    })
-    .await;
-    let result = match outcome {
-        Ok(Ok(state)) => Outcome::State(state.into()),
+    run_blocking(move || store.offer(&ContentId::parse(&offer.cid)?, offer.total_size)).await
+}
+
+/// Stores one chunk of an accepted upload (the daemon's `Handler::blob_chunk`): runs
+/// [`BlobStore::write_chunk`] on a blocking thread (it may hash a whole blob).
+pub async fn chunk(
+    store: &BlobStore,
+    cid: &str,
+    total_size: u64,
+    chunk: pb::BlobChunk,
+) -> Result<pb::BlobState, pb::Error> {
+    let store = store.clone();
+    let cid = ContentId::parse(cid).map_err(|e| pb::Error::from(&BlobError::from(e)))?;
+    run_blocking(move || store.write_chunk(&cid, chunk.offset, &chunk.data, &chunk.sha256, total_size)).await
+}
+
+async fn run_blocking(
+    work: impl FnOnce() -> Result<BlobState, BlobError> + Send + 'static,
+) -> Result<pb::BlobState, pb::Error> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(Ok(state)) => Ok(state.into()),
         Ok(Err(error)) => {
-            tracing::debug!(%error, "blob request refused");
-            Outcome::Error((&error).into())
+            if error.code() == 500 {
+                tracing::error!(%error, "blob store failed");
+            } else {
+                tracing::debug!(%error, "blob upload refused");
+            }
+            Err((&error).into())
         }
         Err(error) => {
             tracing::error!(%error, "blob task failed");
-            Outcome::Error(pb::Error { code: 500, message: "internal error".into() })
+            Err(pb::Error { code: 500, message: "internal error".into() })
         }
-    };
-    pb::BlobResponse { version: tpod_wire::VERSION, result: Some(result) }
+    }
 }
 
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> BlobError + '_ {
@@ -403,8 +510,8 @@ fn file_len(path: &Path) -> Result<Option<u64>, BlobError> {
     }
 }
 
-/// Hex sha256 of a file, read in 1 MiB pieces so a multi-gigabyte blob never sits in memory.
-fn sha256_file(path: &Path) -> Result<String, BlobError> {
+/// sha256 of a file, read in 1 MiB pieces so a multi-gigabyte blob never sits in memory.
+fn sha256_file(path: &Path) -> Result<[u8; 32], BlobError> {
     let mut file = File::open(path).map_err(io_error(path))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -417,7 +524,7 @@ fn sha256_file(path: &Path) -> Result<String, BlobError> {
         };
         hasher.update(&buf[..n]);
     }
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hasher.finalize().into())
 }
 
 #[cfg(test)]
@@ -426,80 +533,85 @@ mod tests {
 
     use super::*;
 
-    fn digest_of(data: &[u8]) -> Digest {
-        let hex: String = Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect();
-        Digest::parse(&format!("sha256:{hex}")).unwrap()
-    }
-
     fn blob(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i * 31 % 251) as u8).collect()
     }
 
-    #[test]
-    fn digests_are_parsed_strictly() {
-        let good = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-        assert_eq!(Digest::parse(good).unwrap().to_string(), good);
-        for bad in [
-            "",
-            "sha256:",
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-            "sha512:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-            "sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855",
-            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b85",
-            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b8555",
-            "sha256:../../../../../../../../../../../../../../../../../../etc/passwd",
-            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b85/",
-            " sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-        ] {
-            let error = Digest::parse(bad).unwrap_err();
-            assert!(matches!(error, BlobError::BadDigest(_)), "{bad:?}: {error}");
-            assert_eq!(error.code(), 400);
-        }
+    fn sha256(data: &[u8]) -> Vec<u8> {
+        Sha256::digest(data).to_vec()
+    }
+
+    /// Writes `data` at `offset` with its correct checksum.
+    fn put(store: &BlobStore, cid: &ContentId, offset: u64, data: &[u8], total: u64) -> Result<BlobState, BlobError> {
+        store.write_chunk(cid, offset, data, &sha256(data), total)
+    }
+
+    fn partial(dir: &tempfile::TempDir, cid: &ContentId) -> PathBuf {
+        dir.path().join("partial").join(cid.to_string())
     }
 
     #[test]
-    fn put_in_chunks_completes_and_verifies() {
+    fn chunks_complete_and_verify() {
         let dir = tempfile::tempdir().unwrap();
         let store = BlobStore::open(dir.path()).unwrap();
+        assert_eq!(store.dir(), dir.path());
         let data = blob(10_000);
-        let digest = digest_of(&data);
-        assert_eq!(store.state(&digest).unwrap(), BlobState { complete: false, received: 0 });
-        assert_eq!(store.path(&digest), None);
+        let cid = ContentId::of(&data);
+        assert_eq!(store.state(&cid).unwrap(), BlobState { complete: false, received: 0 });
+        assert_eq!(store.offer(&cid, 10_000).unwrap(), BlobState { complete: false, received: 0 });
+        assert_eq!(store.path(&cid), None);
 
-        let state = store.put(&digest, 0, &data[..4000], 10_000).unwrap();
+        let state = put(&store, &cid, 0, &data[..4000], 10_000).unwrap();
         assert_eq!(state, BlobState { complete: false, received: 4000 });
-        assert_eq!(store.state(&digest).unwrap(), state);
-        assert!(dir.path().join("partial").join(digest.hex()).is_file());
+        assert_eq!(store.state(&cid).unwrap(), state);
+        assert_eq!(store.offer(&cid, 10_000).unwrap(), state);
+        assert!(partial(&dir, &cid).is_file());
+        // The running hash follows the partial.
+        assert_eq!(lock(&store.shared.running)[&cid].len, 4000);
 
-        let state = store.put(&digest, 4000, &data[4000..], 10_000).unwrap();
+        let state = put(&store, &cid, 4000, &data[4000..], 10_000).unwrap();
         assert_eq!(state, BlobState { complete: true, received: 10_000 });
-        let path = store.path(&digest).unwrap();
-        assert_eq!(path, dir.path().join("sha256").join(digest.hex()));
+        let path = store.path(&cid).unwrap();
+        assert_eq!(path, dir.path().join("blobs").join(cid.to_string()));
         assert_eq!(fs::read(path).unwrap(), data);
-        assert!(!dir.path().join("partial").join(digest.hex()).exists());
+        assert!(!partial(&dir, &cid).exists());
+        assert!(lock(&store.shared.running).is_empty());
+        assert_eq!(store.offer(&cid, 10_000).unwrap(), state);
 
-        // Repeating a put of a complete blob is harmless.
-        assert_eq!(store.put(&digest, 4000, &data[4000..], 10_000).unwrap(), state);
-        // And an empty blob completes in one empty put.
-        let empty = digest_of(&[]);
-        assert_eq!(store.put(&empty, 0, &[], 0).unwrap(), BlobState { complete: true, received: 0 });
+        // Repeating a chunk of a complete blob is harmless.
+        assert_eq!(put(&store, &cid, 4000, &data[4000..], 10_000).unwrap(), state);
+        // And an empty blob completes in one empty chunk.
+        let empty = ContentId::of(&[]);
+        assert_eq!(put(&store, &empty, 0, &[], 0).unwrap(), BlobState { complete: true, received: 0 });
     }
 
     #[test]
-    fn upload_resumes_after_reopening() {
+    fn upload_resumes_after_reopening_and_is_verified_from_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let data = blob(3000);
-        let digest = digest_of(&data);
+        let cid = ContentId::of(&data);
         {
             let store = BlobStore::open(dir.path()).unwrap();
-            store.put(&digest, 0, &data[..1000], 3000).unwrap();
+            put(&store, &cid, 0, &data[..1000], 3000).unwrap();
         }
         let store = BlobStore::open(dir.path()).unwrap();
-        let state = store.state(&digest).unwrap();
+        let state = store.offer(&cid, 3000).unwrap();
         assert_eq!(state, BlobState { complete: false, received: 1000 });
-        store.put(&digest, state.received, &data[1000..2000], 3000).unwrap();
-        assert!(store.put(&digest, 2000, &data[2000..], 3000).unwrap().complete);
-        assert_eq!(fs::read(store.path(&digest).unwrap()).unwrap(), data);
+        put(&store, &cid, state.received, &data[1000..2000], 3000).unwrap();
+        // No running hash after a restart: completion reads the file.
+        assert!(lock(&store.shared.running).is_empty());
+        assert!(put(&store, &cid, 2000, &data[2000..], 3000).unwrap().complete);
+        assert_eq!(fs::read(store.path(&cid).unwrap()).unwrap(), data);
+
+        // Same with a partial whose content was damaged on disk: the file is what counts.
+        let other = blob(2000);
+        let other_cid = ContentId::of(&other);
+        put(&store, &other_cid, 0, &other[..1000], 2000).unwrap();
+        drop(store);
+        fs::write(partial(&dir, &other_cid), vec![0; 1000]).unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let error = put(&store, &other_cid, 1000, &other[1000..], 2000).unwrap_err();
+        assert!(matches!(error, BlobError::CidMismatch { .. }), "{error}");
     }
 
     #[test]
@@ -507,114 +619,250 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = BlobStore::open(dir.path()).unwrap();
         let data = blob(3000);
-        let digest = digest_of(&data);
-        store.put(&digest, 0, &data[..1000], 3000).unwrap();
+        let cid = ContentId::of(&data);
+        put(&store, &cid, 0, &data[..1000], 3000).unwrap();
 
         for offset in [0, 999, 1001, 2000] {
-            let error = store.put(&digest, offset, &data[1000..1010], 3000).unwrap_err();
+            let error = put(&store, &cid, offset, &data[1000..1010], 3000).unwrap_err();
             assert!(matches!(error, BlobError::WrongOffset { received: 1000, .. }), "{error}");
             assert_eq!(error.code(), 409);
         }
-        let error = store.put(&digest, 1000, &data[1000..2000], 5000).unwrap_err();
+        let error = put(&store, &cid, 1000, &data[1000..2000], 5000).unwrap_err();
         assert!(matches!(error, BlobError::SizeChanged { expected: 3000, got: 5000, .. }), "{error}");
-        let error = store.put(&digest, 1000, &data[1000..], 2500).unwrap_err();
+        // The offer already says so.
+        let error = store.offer(&cid, 5000).unwrap_err();
+        assert!(matches!(error, BlobError::SizeChanged { expected: 3000, got: 5000, .. }), "{error}");
+        let error = store.offer(&cid, 500).unwrap_err();
+        assert!(matches!(error, BlobError::SizeConflict { held: 1000, total_size: 500, .. }), "{error}");
+        assert_eq!(error.code(), 409);
+        let error = put(&store, &cid, 1000, &data[1000..], 2500).unwrap_err();
         assert!(matches!(error, BlobError::PastEnd { .. }), "{error}");
         // Nothing refused was written.
-        assert_eq!(store.state(&digest).unwrap().received, 1000);
+        assert_eq!(store.state(&cid).unwrap().received, 1000);
+        // And the upload still completes.
+        assert!(put(&store, &cid, 1000, &data[1000..], 3000).unwrap().complete);
     }
 
     #[test]
-    fn digest_mismatch_removes_the_partial() {
+    fn a_chunk_not_matching_its_sha256_is_refused_and_not_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let data = blob(3000);
+        let cid = ContentId::of(&data);
+        put(&store, &cid, 0, &data[..1000], 3000).unwrap();
+
+        let mut tampered = data[1000..2000].to_vec();
+        tampered[500] ^= 1;
+        let error = store.write_chunk(&cid, 1000, &tampered, &sha256(&data[1000..2000]), 3000).unwrap_err();
+        assert!(matches!(error, BlobError::ChunkMismatch { offset: 1000 }), "{error}");
+        assert_eq!(error.code(), 422);
+        assert_eq!(error.to_string(), "chunk at offset 1000 does not match its sha256");
+        let error = store.write_chunk(&cid, 1000, &data[1000..2000], &[0; 32], 3000).unwrap_err();
+        assert!(matches!(error, BlobError::ChunkMismatch { offset: 1000 }), "{error}");
+        assert_eq!(fs::read(partial(&dir, &cid)).unwrap(), data[..1000]);
+
+        // The upload goes on from the good prefix, with the running hash intact.
+        put(&store, &cid, 1000, &data[1000..2000], 3000).unwrap();
+        assert_eq!(lock(&store.shared.running)[&cid].len, 2000);
+        assert!(put(&store, &cid, 2000, &data[2000..], 3000).unwrap().complete);
+        assert_eq!(fs::read(store.path(&cid).unwrap()).unwrap(), data);
+    }
+
+    #[test]
+    fn content_not_matching_its_cid_removes_the_partial() {
         let dir = tempfile::tempdir().unwrap();
         let store = BlobStore::open(dir.path()).unwrap();
         let data = blob(2000);
-        let claimed = digest_of(b"something else");
-        store.put(&claimed, 0, &data[..1000], 2000).unwrap();
-        let error = store.put(&claimed, 1000, &data[1000..], 2000).unwrap_err();
+        let claimed = ContentId::of(b"something else");
+        put(&store, &claimed, 0, &data[..1000], 2000).unwrap();
+        let error = put(&store, &claimed, 1000, &data[1000..], 2000).unwrap_err();
         match &error {
-            BlobError::DigestMismatch { expected, actual } => {
+            BlobError::CidMismatch { expected, actual } => {
                 assert_eq!(expected, &claimed);
-                assert_eq!(actual, &digest_of(&data).to_string());
+                assert_eq!(actual, &ContentId::of(&data));
             }
-            other => panic!("expected a digest mismatch, got {other}"),
+            other => panic!("expected a CID mismatch, got {other}"),
         }
         assert_eq!(error.code(), 422);
-        assert!(error.to_string().contains(claimed.hex()), "{error}");
-        assert!(!dir.path().join("partial").join(claimed.hex()).exists());
+        assert_eq!(
+            error.to_string(),
+            format!("content does not match its CID {claimed}: got {}", ContentId::of(&data))
+        );
+        assert!(!partial(&dir, &claimed).exists());
         assert_eq!(store.state(&claimed).unwrap(), BlobState { complete: false, received: 0 });
         assert_eq!(store.path(&claimed), None);
-        // The quota reservation was released: the whole quota is usable again.
+        // The quota reservation and the running hash were released.
         assert_eq!(lock(&store.shared.usage).total(), 0);
+        assert!(lock(&store.shared.running).is_empty());
     }
 
     #[test]
     fn size_and_quota_limits() {
         let dir = tempfile::tempdir().unwrap();
         let store = BlobStore::open_with(dir.path(), 1000, 1500).unwrap();
-        let big = digest_of(&blob(1001));
-        let error = store.put(&big, 0, &[], 1001).unwrap_err();
+        let big = ContentId::of(&blob(1001));
+        let error = store.offer(&big, 1001).unwrap_err();
         assert!(matches!(error, BlobError::TooLarge { size: 1001, max: 1000, .. }), "{error}");
         assert_eq!(error.code(), 413);
+        let error = put(&store, &big, 0, &[], 1001).unwrap_err();
+        assert!(matches!(error, BlobError::TooLarge { size: 1001, max: 1000, .. }), "{error}");
 
         let first = blob(1000);
-        assert!(store.put(&digest_of(&first), 0, &first, 1000).unwrap().complete);
+        assert!(put(&store, &ContentId::of(&first), 0, &first, 1000).unwrap().complete);
         // 1000 of 1500 used: a 600-byte blob does not fit, even before its first byte arrives.
         let second = blob(600);
-        let error = store.put(&digest_of(&second), 0, &second[..100], 600).unwrap_err();
+        let error = store.offer(&ContentId::of(&second), 600).unwrap_err();
         assert!(matches!(error, BlobError::QuotaExceeded { used: 1000, quota: 1500, .. }), "{error}");
         assert_eq!(error.code(), 507);
+        let error = put(&store, &ContentId::of(&second), 0, &second[..100], 600).unwrap_err();
+        assert!(matches!(error, BlobError::QuotaExceeded { used: 1000, quota: 1500, .. }), "{error}");
         let third = blob(500);
-        assert!(store.put(&digest_of(&third), 0, &third, 500).unwrap().complete);
+        assert!(put(&store, &ContentId::of(&third), 0, &third, 500).unwrap().complete);
 
         // Usage survives reopening.
         let store = BlobStore::open_with(dir.path(), 1000, 1500).unwrap();
         let one = blob(1);
-        assert!(matches!(store.put(&digest_of(&one), 0, &one, 1), Err(BlobError::QuotaExceeded { .. })));
+        assert!(matches!(put(&store, &ContentId::of(&one), 0, &one, 1), Err(BlobError::QuotaExceeded { .. })));
     }
 
     #[test]
-    fn concurrent_puts_of_one_blob_serialize() {
+    fn concurrent_chunks_of_one_blob_serialize() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(BlobStore::open(dir.path()).unwrap());
         let data = Arc::new(blob(64 * 1024));
-        let digest = digest_of(&data);
-        // Eight writers race to put the same first chunk: exactly one may succeed.
+        let cid = ContentId::of(&data);
+        // Eight writers race to write the same first chunk: exactly one may succeed.
         let handles: Vec<_> = (0..8)
             .map(|_| {
-                let (store, data, digest) = (store.clone(), data.clone(), digest.clone());
-                std::thread::spawn(move || store.put(&digest, 0, &data[..32 * 1024], 64 * 1024).is_ok())
+                let (store, data) = (store.clone(), data.clone());
+                std::thread::spawn(move || put(&store, &cid, 0, &data[..32 * 1024], 64 * 1024).is_ok())
             })
             .collect();
         let successes = handles.into_iter().map(|h| h.join().unwrap()).filter(|ok| *ok).count();
         assert_eq!(successes, 1);
-        assert!(store.put(&digest, 32 * 1024, &data[32 * 1024..], 64 * 1024).unwrap().complete);
+        assert!(put(&store, &cid, 32 * 1024, &data[32 * 1024..], 64 * 1024).unwrap().complete);
         assert!(lock(&store.shared.locks).is_empty());
     }
 
     #[tokio::test]
-    async fn answers_wire_requests() {
-        use pb::{blob_request::Op, blob_response::Result as Outcome};
+    async fn answers_wire_offers_and_chunks() {
         let dir = tempfile::tempdir().unwrap();
         let store = BlobStore::open(dir.path()).unwrap();
         let data = blob(100);
-        let digest = digest_of(&data).to_string();
-        let request = |digest: &str, op| pb::BlobRequest { version: 1, digest: digest.into(), op: Some(op) };
-        let put = |offset: u64, data: &[u8]| Op::Put(pb::Put { offset, data: data.to_vec(), total_size: 100 });
+        let cid = ContentId::of(&data).to_string();
+        let offer_of = |cid: &str| pb::BlobOffer { version: 1, cid: cid.into(), total_size: 100 };
+        let chunk_at = |offset: usize, end: usize| pb::BlobChunk {
+            version: 1,
+            offset: offset as u64,
+            data: data[offset..end].to_vec(),
+            sha256: sha256(&data[offset..end]),
+        };
 
-        let response = answer(&store, request(&digest, put(0, &data[..40]))).await;
-        assert_eq!(response.result, Some(Outcome::State(pb::BlobState { complete: false, received: 40 })));
-        let response = answer(&store, request(&digest, Op::Query(pb::Query {}))).await;
-        assert_eq!(response.result, Some(Outcome::State(pb::BlobState { complete: false, received: 40 })));
-        match answer(&store, request(&digest, put(0, &data[..40]))).await.result {
-            Some(Outcome::Error(error)) => assert_eq!(error.code, 409, "{}", error.message),
-            other => panic!("expected a refusal, got {other:?}"),
-        }
-        let response = answer(&store, request(&digest, put(40, &data[40..]))).await;
-        assert_eq!(response.result, Some(Outcome::State(pb::BlobState { complete: true, received: 100 })));
+        assert_eq!(offer(&store, offer_of(&cid)).await, Ok(pb::BlobState { complete: false, received: 0 }));
+        assert_eq!(
+            chunk(&store, &cid, 100, chunk_at(0, 40)).await,
+            Ok(pb::BlobState { complete: false, received: 40 })
+        );
+        assert_eq!(offer(&store, offer_of(&cid)).await, Ok(pb::BlobState { complete: false, received: 40 }));
+        let error = chunk(&store, &cid, 100, chunk_at(0, 40)).await.unwrap_err();
+        assert_eq!(error.code, 409, "{}", error.message);
+        let error =
+            chunk(&store, &cid, 100, pb::BlobChunk { sha256: vec![0; 32], ..chunk_at(40, 100) }).await.unwrap_err();
+        assert_eq!((error.code, error.message.as_str()), (422, "chunk at offset 40 does not match its sha256"));
+        assert_eq!(
+            chunk(&store, &cid, 100, chunk_at(40, 100)).await,
+            Ok(pb::BlobState { complete: true, received: 100 })
+        );
 
-        match answer(&store, request("sha256:../../etc/passwd", Op::Query(pb::Query {}))).await.result {
-            Some(Outcome::Error(error)) => assert_eq!(error.code, 400, "{}", error.message),
-            other => panic!("expected a refusal, got {other:?}"),
+        for bad in ["sha256:../../etc/passwd", "b../../../../../../../../../../../../../../../../../etc/pas"] {
+            let error = offer(&store, offer_of(bad)).await.unwrap_err();
+            assert_eq!(error.code, 400, "{}", error.message);
+            let error = chunk(&store, bad, 100, chunk_at(0, 40)).await.unwrap_err();
+            assert_eq!(error.code, 400, "{}", error.message);
         }
+    }
+
+    /// The daemon's glue, minus the controller: a provider whose blob protocol is this store.
+    struct StoreHandler(BlobStore);
+
+    impl tpod_net::Handler for StoreHandler {
+        async fn quote(&self, _: tpod_net::PeerId, _: pb::QuoteRequest) -> pb::QuoteResponse {
+            pb::QuoteResponse::default()
+        }
+
+        async fn provision(&self, _: tpod_net::PeerId, _: pb::SignedRequest) -> pb::ProvisionResponse {
+            pb::ProvisionResponse::default()
+        }
+
+        async fn logs(
+            &self,
+            _: tpod_net::PeerId,
+            _: pb::SignedRequest,
+        ) -> Result<futures::stream::BoxStream<'static, pb::LogChunk>, pb::Error> {
+            Err(pb::Error { code: 404, message: "no logs here".into() })
+        }
+
+        async fn blob_offer(&self, _: tpod_net::PeerId, request: pb::BlobOffer) -> Result<pb::BlobState, pb::Error> {
+            offer(&self.0, request).await
+        }
+
+        async fn blob_chunk(
+            &self,
+            _: tpod_net::PeerId,
+            cid: &str,
+            total_size: u64,
+            request: pb::BlobChunk,
+        ) -> Result<pb::BlobState, pb::Error> {
+            chunk(&self.0, cid, total_size, request).await
+        }
+    }
+
+    /// Pushes a file over real libp2p (TCP, noise, yamux on 127.0.0.1) into the store: it arrives
+    /// whole and verified, a second push sends nothing, and a file whose content is not its CID
+    /// is refused at the end with nothing kept. Set `TPOD_BLOB_PUSH_MIB` to push a larger file
+    /// and print the rate.
+    #[tokio::test]
+    async fn push_over_libp2p_into_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path().join("store")).unwrap();
+        let provider = tpod_net::Provider::listen(
+            tpod_net::generate_keypair(),
+            "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
+            StoreHandler(store.clone()),
+        )
+        .await
+        .unwrap();
+        let client = tpod_net::Client::connect(tpod_net::generate_keypair()).unwrap();
+        let (peer, addr) = (provider.peer_id(), provider.listen_addr().clone());
+
+        let mib: usize = std::env::var("TPOD_BLOB_PUSH_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+        let len = mib * (1 << 20) + 12_345;
+        let data = blob(len);
+        let cid = ContentId::of(&data);
+        let path = dir.path().join("blob");
+        fs::write(&path, &data).unwrap();
+
+        let started = std::time::Instant::now();
+        let report = client.push_blob(peer, addr.clone(), &cid, &path, |_| {}).await.unwrap();
+        let elapsed = started.elapsed();
+        eprintln!(
+            "pushed {len} bytes in {elapsed:?}: {:.1} MiB/s",
+            len as f64 / (1 << 20) as f64 / elapsed.as_secs_f64()
+        );
+        assert_eq!((report.sent, report.resumed_from, report.already_complete), (len as u64, 0, false));
+        assert_eq!(fs::read(store.path(&cid).unwrap()).unwrap(), data);
+
+        let again = client.push_blob(peer, addr.clone(), &cid, &path, |_| {}).await.unwrap();
+        assert_eq!((again.sent, again.already_complete), (0, true));
+
+        // A file that is not what its CID says: refused once all of it arrived, nothing kept.
+        let liar = ContentId::of(b"not this");
+        let error = client.push_blob(peer, addr.clone(), &liar, &path, |_| {}).await.unwrap_err();
+        let (code, message) = error.refusal().unwrap();
+        assert_eq!(code, 422, "{error}");
+        assert!(message.contains(&format!("content does not match its CID {liar}: got {cid}")), "{error}");
+        assert_eq!(store.state(&liar).unwrap(), BlobState { complete: false, received: 0 });
+        assert!(!dir.path().join("store/partial").join(liar.to_string()).exists());
+        assert_eq!(lock(&store.shared.usage).total(), len as u64);
     }
 }

@@ -91,10 +91,12 @@ pub async fn start(settings: Settings) -> Result<Daemon, DaemonError> {
     let data = config.data_dir.clone();
     create_private_dir(&data).map_err(|e| step("create the data directory")(format!("{}: {e}", data.display())))?;
     let store = Store::open(data.join("state.redb")).map_err(|e| step("open the state store")(e.to_string()))?;
-    let image_dir = data.join("images");
-    let blobs = BlobStore::open(image_dir.join("blobs")).map_err(|e| step("open the blob store")(e.to_string()))?;
+    // Encrypted blobs only: what they hold is readable inside the enclave alone.
+    let blobs = BlobStore::open(data.join("blobs")).map_err(|e| step("open the blob store")(e.to_string()))?;
     let enclave = crate::enclave::load_or_generate(&data.join("enclave.key"))
         .map_err(|e| step("load the enclave key")(e.to_string()))?;
+    let sealing = crate::enclave::load_or_generate_sealing(&data.join("enclave-seal.key"))
+        .map_err(|e| step("load the enclave encryption key")(e.to_string()))?;
     let keypair = tpod_net::load_or_generate_keypair(&data.join("libp2p.key"))
         .map_err(|e| step("load the libp2p key")(e.to_string()))?;
     let account = crate::enclave::read_key(&config.chain.key_file)
@@ -113,11 +115,11 @@ pub async fn start(settings: Settings) -> Result<Daemon, DaemonError> {
             settings: settings.clone(),
             store,
             blobs: Arc::new(blobs),
-            image_dir,
             routes,
             tcp,
             chain,
             enclave,
+            sealing,
             ingress_port: ingress.local_addr().port(),
         },
         runtime,
@@ -218,7 +220,17 @@ impl<R: Runtime> Handler for ProtocolHandler<R> {
         self.controller.logs_request(&request).await
     }
 
-    async fn blob(&self, _peer: PeerId, request: pb::BlobRequest) -> pb::BlobResponse {
-        crate::blobs::answer(self.controller.blobs(), request).await
+    async fn blob_offer(&self, _peer: PeerId, offer: pb::BlobOffer) -> Result<pb::BlobState, pb::Error> {
+        crate::blobs::offer(self.controller.blobs(), offer).await
+    }
+
+    async fn blob_chunk(
+        &self,
+        _peer: PeerId,
+        cid: &str,
+        total_size: u64,
+        chunk: pb::BlobChunk,
+    ) -> Result<pb::BlobState, pb::Error> {
+        crate::blobs::chunk(self.controller.blobs(), cid, total_size, chunk).await
     }
 }

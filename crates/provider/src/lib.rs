@@ -5,8 +5,9 @@
 //! - [`daemon`]: start-up and the protocol handler.
 //! - [`controller`]: admission (auth, payment, capacity) and the pod lifecycle.
 //! - [`pod`]: the pod definition as accepted from the network.
-//! - [`blobs`]: uploaded image blobs.
-//! - [`enclave`]: the (simulated) enclave signing key.
+//! - [`blobs`]: uploaded encrypted blobs, by CID.
+//! - [`sealed`]: opening the image keys and secrets publishers seal to the enclave.
+//! - [`enclave`]: the (simulated) enclave's signing and encryption keys.
 //! - [`store`]: the state store.
 
 pub mod blobs;
@@ -15,4 +16,5 @@ pub mod controller;
 pub mod daemon;
 pub mod enclave;
 pub mod pod;
+pub mod sealed;
 pub mod store;

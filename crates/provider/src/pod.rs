@@ -1,5 +1,8 @@
 //! A pod as the provider accepts it: the publisher's protobuf `Pod`, checked again here (the
 //! network is not trusted to have run the manifest checks) and kept in the store as JSON.
+//!
+//! Images and secrets stay sealed here, as the publisher sent them: the store on disk holds their
+//! ciphertext only, and [`crate::sealed`] opens them in memory whenever a pod is (re)started.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -19,6 +22,32 @@ pub struct PodDefinition {
     /// Its volumes.
     #[serde(default)]
     pub volumes: Vec<VolumeDefinition>,
+    /// The publisher's X25519 key its images and secrets are sealed by (HPKE auth mode).
+    #[serde(default, with = "hex_key")]
+    pub sealed_by: Option<[u8; 32]>,
+}
+
+/// An HPKE ciphertext sealed to the enclave (see `pb::Sealed`), stored as sent.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sealed {
+    /// The encapsulated key.
+    #[serde(with = "hex_bytes")]
+    pub enc: Vec<u8>,
+    /// The ciphertext.
+    #[serde(with = "hex_bytes")]
+    pub ciphertext: Vec<u8>,
+}
+
+impl std::fmt::Debug for Sealed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Sealed({} bytes)", self.ciphertext.len())
+    }
+}
+
+impl From<&pb::Sealed> for Sealed {
+    fn from(sealed: &pb::Sealed) -> Self {
+        Self { enc: sealed.enc.clone(), ciphertext: sealed.ciphertext.clone() }
+    }
 }
 
 /// A pod volume.
@@ -26,8 +55,11 @@ pub struct PodDefinition {
 pub struct VolumeDefinition {
     /// A DNS label, unique in the pod.
     pub name: String,
-    /// `None`: scratch space (emptyDir); `Some(size)`: a filesystem of that many bytes.
+    /// `None`: scratch space (emptyDir) or a secret; `Some(size)`: a filesystem of that many bytes.
     pub size_bytes: Option<u64>,
+    /// A secret volume: its files, sealed.
+    #[serde(default)]
+    pub secret: Option<Sealed>,
 }
 
 /// A volume mounted into a container.
@@ -48,8 +80,10 @@ pub struct ContainerDefinition {
     pub name: String,
     /// The image reference as the publisher wrote it (for display).
     pub image: String,
-    /// The image manifest's digest; its blobs are in the provider's blob store.
-    pub image_digest: String,
+    /// The image's keys and blobs, sealed (`pb::ImageKeys`). `None` only in pods stored by a
+    /// provider from before sealed delivery, which cannot be started again.
+    #[serde(default)]
+    pub sealed_image: Option<Sealed>,
     /// Overrides the image entrypoint.
     pub command: Option<Vec<String>>,
     /// Overrides the image arguments.
@@ -137,20 +171,23 @@ impl PodDefinition {
             if volumes.iter().any(|d: &VolumeDefinition| d.name == v.name) {
                 return Err(format!("volumes[{i}].name: duplicate volume name {:?}", v.name));
             }
-            let size_bytes = match &v.kind {
-                Some(pb::volume::Kind::EmptyDir(_)) => None,
-                Some(pb::volume::Kind::Filesystem(f)) if f.size_bytes > 0 => Some(f.size_bytes),
+            let (size_bytes, secret) = match &v.kind {
+                Some(pb::volume::Kind::EmptyDir(_)) => (None, None),
+                Some(pb::volume::Kind::Filesystem(f)) if f.size_bytes > 0 => (Some(f.size_bytes), None),
                 Some(pb::volume::Kind::Filesystem(_)) => {
                     return Err(format!("volumes[{i}].filesystem.size_bytes: must be greater than zero"));
                 }
-                Some(pb::volume::Kind::Secret(_)) => {
-                    return Err(format!(
-                        "volumes[{i}]: secret volumes need sealed delivery to the enclave, which this provider does not offer yet"
-                    ));
+                Some(pb::volume::Kind::Secret(secret)) => {
+                    let sealed = secret.sealed.as_ref().ok_or_else(|| {
+                        format!(
+                            "volumes[{i}].secret.sealed: missing: a secret must be sealed to this provider's enclave"
+                        )
+                    })?;
+                    (None, Some(Sealed::from(sealed)))
                 }
-                None => return Err(format!("volumes[{i}]: no kind (emptyDir or filesystem)")),
+                None => return Err(format!("volumes[{i}]: no kind (emptyDir, filesystem or secret)")),
             };
-            volumes.push(VolumeDefinition { name: v.name.clone(), size_bytes });
+            volumes.push(VolumeDefinition { name: v.name.clone(), size_bytes, secret });
         }
         if let Some(r) = &pod.replicas
             && (r.min > 1 || r.max > 1)
@@ -167,9 +204,9 @@ impl PodDefinition {
             if !names.insert(c.name.clone()) {
                 return Err(format!("{}: duplicate container name {:?}", at("name"), c.name));
             }
-            if tpod_image::Digest::parse(&c.image_cid).is_err() {
-                return Err(format!("{}: {:?} is not a sha256 image digest", at("image_cid"), c.image_cid));
-            }
+            let sealed_image = c.sealed_image.as_ref().map(Sealed::from).ok_or_else(|| {
+                format!("{}: missing: images are delivered sealed to this provider's enclave", at("sealed_image"))
+            })?;
             if !c.working_dir.is_empty() && !c.working_dir.starts_with('/') {
                 return Err(format!("{}: {:?} is not an absolute path", at("working_dir"), c.working_dir));
             }
@@ -225,7 +262,7 @@ impl PodDefinition {
             containers.push(ContainerDefinition {
                 name: c.name.clone(),
                 image: c.image.clone(),
-                image_digest: c.image_cid.clone(),
+                sealed_image: Some(sealed_image),
                 command: (!c.command.is_empty()).then(|| c.command.clone()),
                 args: (!c.args.is_empty()).then(|| c.args.clone()),
                 env: c.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
@@ -236,7 +273,9 @@ impl PodDefinition {
                 mounts,
             });
         }
-        Ok(Self { name: pod.name.clone(), containers, volumes })
+        let sealed_by = <[u8; 32]>::try_from(pod.sealed_by.as_slice())
+            .map_err(|_| "sealed_by: missing: the publisher key that sealed the images (32 bytes)".to_owned())?;
+        Ok(Self { name: pod.name.clone(), containers, volumes, sealed_by: Some(sealed_by) })
     }
 
     /// The resources the pod reserves.
@@ -275,6 +314,40 @@ fn label(field: &str, value: &str) -> Result<(), String> {
     if ok { Ok(()) } else { Err(format!("{field}: {value:?} is not a DNS label (a-z, 0-9, '-', at most 63)")) }
 }
 
+/// Bytes as a lowercase hex string in the store's JSON.
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&alloy::hex::encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        alloy::hex::decode(String::deserialize(deserializer)?).map_err(D::Error::custom)
+    }
+}
+
+/// An optional 32-byte key as hex.
+mod hex_key {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(key: &Option<[u8; 32]>, serializer: S) -> Result<S::Ok, S::Error> {
+        match key {
+            Some(key) => serializer.serialize_some(&alloy::hex::encode(key)),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<[u8; 32]>, D::Error> {
+        Option::<String>::deserialize(deserializer)?
+            .map(|text| {
+                let bytes = alloy::hex::decode(text).map_err(D::Error::custom)?;
+                <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| D::Error::custom("expected 32 bytes"))
+            })
+            .transpose()
+    }
+}
+
 fn dns_name(field: &str, value: &str) -> Result<(), String> {
     if value.len() > 253 || !value.contains('.') {
         return Err(format!("{field}: {value:?} is not a DNS name with a dot"));
@@ -293,7 +366,7 @@ mod tests {
             containers: vec![pb::Container {
                 name: "web".into(),
                 image: "./image".into(),
-                image_cid: format!("sha256:{}", "ab".repeat(32)),
+                sealed_image: Some(pb::Sealed { enc: vec![1; 32], ciphertext: vec![2; 100] }),
                 ports: vec![pb::Port {
                     container_port: 8080,
                     protocol: pb::port::Protocol::Http as i32,
@@ -304,6 +377,7 @@ mod tests {
             }],
             volumes: vec![],
             replicas: None,
+            sealed_by: vec![3; 32],
         }
     }
 
@@ -324,8 +398,19 @@ mod tests {
         assert!(err.starts_with("containers[0].ports[1].container_port: port 8080 is exposed twice"), "{err}");
 
         let mut p = pod();
-        p.containers[0].image_cid = "../../etc/passwd".into();
-        assert!(PodDefinition::from_proto(&p).unwrap_err().starts_with("containers[0].image_cid"));
+        p.containers[0].sealed_image = None;
+        assert!(PodDefinition::from_proto(&p).unwrap_err().starts_with("containers[0].sealed_image: missing"));
+
+        let mut p = pod();
+        p.sealed_by = vec![];
+        assert!(PodDefinition::from_proto(&p).unwrap_err().starts_with("sealed_by: missing"));
+
+        let mut p = pod();
+        p.volumes.push(pb::Volume {
+            name: "keys".into(),
+            kind: Some(pb::volume::Kind::Secret(pb::volume::Secret { sealed: None })),
+        });
+        assert!(PodDefinition::from_proto(&p).unwrap_err().starts_with("volumes[0].secret.sealed: missing"));
 
         let mut p = pod();
         p.containers[0].ports[0].hostname = "a..b".into();
@@ -334,6 +419,22 @@ mod tests {
         let mut p = pod();
         p.containers[0].resources = None;
         assert!(PodDefinition::from_proto(&p).unwrap_err().contains("greater than zero"));
+    }
+
+    #[test]
+    fn sealed_parts_are_stored_as_hex_and_read_back() {
+        let mut p = pod();
+        let sealed = pb::Sealed { enc: vec![4; 32], ciphertext: vec![5; 10] };
+        p.volumes.push(pb::Volume {
+            name: "keys".into(),
+            kind: Some(pb::volume::Kind::Secret(pb::volume::Secret { sealed: Some(sealed) })),
+        });
+        let def = PodDefinition::from_proto(&p).unwrap();
+        let json = serde_json::to_string(&def).unwrap();
+        assert!(json.contains(&"05".repeat(10)), "{json}");
+        assert_eq!(serde_json::from_str::<PodDefinition>(&json).unwrap(), def);
+        // Debug output shows sizes, not ciphertext.
+        assert!(!format!("{def:?}").contains("[5, 5"), "{def:?}");
     }
 
     #[test]

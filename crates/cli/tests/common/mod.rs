@@ -77,12 +77,18 @@ impl Devnet {
     }
 
     pub fn tpod(&self, args: &[&str]) -> Output {
+        self.tpod_env(args, &[])
+    }
+
+    /// [`Devnet::tpod`] with extra environment variables (e.g. `DOCKER_CONFIG`).
+    pub fn tpod_env(&self, args: &[&str], envs: &[(&str, &Path)]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_tpod"))
             .arg("--devnet-dir")
             .arg(self.dir.path())
             .args(args)
             .env_remove("TPOD_DEVNET_DIR")
             .env("TPOD_CACHE_DIR", self.dir.path().join("cache"))
+            .envs(envs.iter().copied())
             .output()
             .unwrap()
     }
@@ -140,14 +146,14 @@ pub fn hello(dir: &Path, page: &str) -> PathBuf {
     manifest
 }
 
-/// GET / with `url`'s host name, sent to 127.0.0.1 at `url`'s port: (status, body).
+/// GET `url`'s path with its host name, sent to 127.0.0.1 at `url`'s port: (status, body).
 pub fn get(url: &str) -> (u16, String) {
     let rest = url.strip_prefix("http://").unwrap();
-    let authority = rest.split('/').next().unwrap();
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
     let (host, port) = authority.rsplit_once(':').unwrap();
     let mut stream = TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(stream, "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(stream, "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);

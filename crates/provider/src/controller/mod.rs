@@ -92,10 +92,8 @@ pub struct Parts {
     pub settings: Settings,
     /// The state store.
     pub store: Store,
-    /// Uploaded image blobs.
+    /// Uploaded encrypted blobs.
     pub blobs: Arc<BlobStore>,
-    /// The directory holding `blobs/sha256/…` (the blob store's parent), read as an image layout.
-    pub image_dir: std::path::PathBuf,
     /// Ingress routes.
     pub routes: Routes,
     /// TCP host ports.
@@ -104,6 +102,8 @@ pub struct Parts {
     pub chain: Chain,
     /// The enclave's signing key.
     pub enclave: PrivateKeySigner,
+    /// The enclave's encryption key: publishers seal image keys and secrets to it.
+    pub sealing: tpod_crypto::SecretKey,
     /// The port publishers reach the HTTP ingress on.
     pub ingress_port: u16,
 }
@@ -214,6 +214,7 @@ impl<R: Runtime> Controller<R> {
             min_unlock_delay_secs: s.config.terms.min_unlock_delay_secs,
             provider_address: self.provider_address().to_string(),
             domain: s.config.ingress.domain.clone(),
+            enclave_encryption_key: self.parts.sealing.public().as_bytes().to_vec(),
         }
     }
 
@@ -634,20 +635,27 @@ impl<R: Runtime> Controller<R> {
         Ok(id)
     }
 
-    /// The runtime's view of a pod, with its images opened (and verified) from the blob store.
+    /// The runtime's view of a pod: its images and secrets opened with the enclave's key, the
+    /// images' blobs found in the blob store and their configs verified.
     fn runtime_spec(&self, pod_id: &[u8; 32], def: &PodDefinition) -> Result<PodSpec, Refusal> {
+        let sender = def
+            .sealed_by
+            .and_then(|key| tpod_crypto::PublicKey::from_bytes(&key).ok())
+            .ok_or_else(|| Refusal::BadRequest("the pod names no key its images are sealed by".into()))?;
+        let opener = crate::sealed::Opener { enclave: &self.parts.sealing, sender, pod_id };
         let containers = def
             .containers
             .iter()
             .map(|c| {
-                let digest =
-                    tpod_image::Digest::parse(&c.image_digest).map_err(|e| Refusal::BadRequest(e.to_string()))?;
-                let image = tpod_image::read_image(&self.parts.image_dir, &digest).map_err(|e| {
+                let sealed = c.sealed_image.as_ref().ok_or_else(|| {
                     Refusal::BadRequest(format!(
-                        "image {} of container {:?} is not (completely) uploaded: {e}",
-                        c.image_digest, c.name
+                        "container {:?}: its image was delivered unsealed (by an older version); redeploy the pod",
+                        c.name
                     ))
                 })?;
+                let image = opener
+                    .image(&c.name, sealed, &self.parts.blobs)
+                    .map_err(|e| Refusal::BadRequest(format!("image of container {:?}: {e}", c.name)))?;
                 Ok(ContainerSpec {
                     name: c.name.clone(),
                     image,
@@ -668,14 +676,19 @@ impl<R: Runtime> Controller<R> {
         let volumes = def
             .volumes
             .iter()
-            .map(|v| VolumeSpec {
-                name: v.name.clone(),
-                kind: match v.size_bytes {
-                    Some(size_bytes) => VolumeKind::Filesystem { size_bytes },
-                    None => VolumeKind::EmptyDir,
-                },
+            .map(|v| {
+                let kind = match (&v.secret, v.size_bytes) {
+                    (Some(sealed), _) => VolumeKind::Secret {
+                        files: opener
+                            .secret(&v.name, sealed)
+                            .map_err(|e| Refusal::BadRequest(format!("secret volume {:?}: {e}", v.name)))?,
+                    },
+                    (None, Some(size_bytes)) => VolumeKind::Filesystem { size_bytes },
+                    (None, None) => VolumeKind::EmptyDir,
+                };
+                Ok(VolumeSpec { name: v.name.clone(), kind })
             })
-            .collect();
+            .collect::<Result<Vec<_>, Refusal>>()?;
         Ok(PodSpec { id: hex(pod_id), containers, volumes })
     }
 

@@ -1,0 +1,295 @@
+//! Confidential delivery, the publisher's side: nothing of a pod's images or secrets leaves this
+//! machine in clear.
+//!
+//! 1. [`read_images`]: each container's image, from an OCI layout directory, a docker-archive
+//!    tarball, or a registry (private ones with credentials from a file or stdin, else from
+//!    docker's `config.json` in `$DOCKER_CONFIG` or `~/.docker`; never from the command line).
+//! 2. [`encrypt_images`]: every blob is encrypted with a key of its own into the local cache,
+//!    once; a later deploy of the same image, to any provider, re-uses the ciphertext.
+//! 3. [`upload`]: the ciphertexts the provider lacks go over `/tpod/blob/1`, resumably, with a
+//!    progress bar.
+//! 4. [`Sealer`]: the blob keys and the secret files are sealed (HPKE auth mode) to the
+//!    provider's enclave key from the quote, by the publisher's sealing key (derived from its
+//!    account key), for this pod and this container or volume only.
+
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use alloy::primitives::B256;
+use alloy::signers::local::PrivateKeySigner;
+use anyhow::{Context, bail};
+use clap::Args;
+use prost::Message;
+use tpod_crypto::{Purpose, SecretKey};
+use tpod_image::{EncryptedImage, RegistryAuth};
+use tpod_manifest::{ImageKind, Manifest, VolumeSource};
+use tpod_wire::limits::{MAX_FILE_NAME_BYTES, MAX_SECRET_BYTES};
+use tpod_wire::pb;
+
+use crate::pods::{ProviderTarget, Publisher};
+
+/// How `deploy` and `update` log in to registries.
+#[derive(Debug, Clone, Args)]
+pub struct RegistryArgs {
+    /// A file holding `username:password` for the registries of the manifest's images (instead of
+    /// docker's config.json).
+    #[arg(long, value_name = "FILE", env = "TPOD_REGISTRY_AUTH_FILE")]
+    pub registry_auth_file: Option<PathBuf>,
+    /// Read `username:password` for the registries from standard input.
+    #[arg(long, conflicts_with = "registry_auth_file")]
+    pub registry_auth_stdin: bool,
+}
+
+impl RegistryArgs {
+    /// The credentials given explicitly, if any.
+    fn explicit(&self) -> anyhow::Result<Option<RegistryAuth>> {
+        let text = if let Some(path) = &self.registry_auth_file {
+            std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?
+        } else if self.registry_auth_stdin {
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text).context("cannot read registry credentials from stdin")?;
+            text
+        } else {
+            return Ok(None);
+        };
+        let line = text.lines().next().unwrap_or_default().trim();
+        let (username, password) =
+            line.split_once(':').context("registry credentials must be `username:password` on one line")?;
+        Ok(Some(RegistryAuth { username: username.to_owned(), password: password.to_owned() }))
+    }
+}
+
+/// Options of `tpod upload`.
+#[derive(Debug, Clone, Args)]
+pub struct UploadArgs {
+    /// The pod manifest whose images to upload.
+    pub manifest: PathBuf,
+    /// Registry credentials.
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+/// `tpod upload`: reads, encrypts and uploads a manifest's images, and says how long each step took.
+pub async fn upload_command(
+    args: &UploadArgs,
+    target: &crate::pods::Target,
+    devnet_dir: &Path,
+    json: bool,
+) -> anyhow::Result<std::process::ExitCode> {
+    let manifest = tpod_manifest::load(&args.manifest).map_err(|errors| anyhow::anyhow!("{errors}"))?;
+    let images = read_images(&manifest, &args.manifest, &args.registry).await?;
+    let started = Instant::now();
+    let encrypted = encrypt_images(&images)?;
+    let encrypt_seconds = started.elapsed().as_secs_f64();
+    let publisher = Publisher::open(devnet_dir, target).await?;
+    let provider = ProviderTarget::resolve(target.provider.as_deref(), devnet_dir)?;
+    let started = Instant::now();
+    let uploaded = upload(&publisher, &provider, &encrypted, &images, json).await?;
+    let upload_seconds = started.elapsed().as_secs_f64();
+    let total: u64 = encrypted.iter().flat_map(|i| i.blobs()).map(|b| b.ciphertext_size).sum();
+    if json {
+        say!(
+            "{}",
+            serde_json::json!({
+                "encrypted_bytes": total, "uploaded_bytes": uploaded,
+                "encrypt_seconds": encrypt_seconds, "upload_seconds": upload_seconds,
+            })
+        );
+    } else {
+        say!("{total} encrypted bytes ({encrypt_seconds:.1} s to encrypt or find in the cache)");
+        say!("{uploaded} bytes uploaded to {} in {upload_seconds:.1} s", provider.peer());
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// A container's image, read and verified.
+pub(crate) struct LocalImage {
+    pub(crate) container: String,
+    pub(crate) image: tpod_image::Image,
+}
+
+/// Reads every container's image; errors name the manifest field and the image.
+pub(crate) async fn read_images(
+    manifest: &Manifest,
+    manifest_path: &Path,
+    registry: &RegistryArgs,
+) -> anyhow::Result<Vec<LocalImage>> {
+    let base = manifest_path.parent().unwrap_or(Path::new("."));
+    let explicit = registry.explicit()?;
+    let mut images = Vec::with_capacity(manifest.containers.len());
+    for (i, c) in manifest.containers.iter().enumerate() {
+        let field = format!("{}: containers[{i}].image", manifest_path.display());
+        let image = match c.image.kind {
+            ImageKind::Registry => {
+                // Without explicit credentials, docker's config.json is looked up for the registry.
+                let reference = &c.image.reference;
+                tpod_image::pull_image(reference, explicit.as_ref(), &crate::image_cache_dir().join("registry"))
+                    .await
+                    .with_context(|| format!("{field}: pulling {reference}"))?
+            }
+            ImageKind::LocalPath => {
+                let path = c.image.local_path(base).with_context(|| format!("{field}: no local path"))?;
+                if !path.exists() {
+                    bail!("{field}: image {} does not exist", path.display());
+                }
+                if path.is_dir() {
+                    tpod_image::read_layout(&path)
+                        .with_context(|| format!("{field}: {} is not a valid OCI image layout", path.display()))?
+                } else {
+                    tpod_image::import_docker_archive(&path, &crate::image_cache_dir())
+                        .with_context(|| format!("{field}: {} is not a valid docker-archive tarball", path.display()))?
+                }
+            }
+        };
+        images.push(LocalImage { container: c.name.clone(), image });
+    }
+    Ok(images)
+}
+
+/// Encrypts every image's blobs into the cache (or finds them there).
+pub(crate) fn encrypt_images(images: &[LocalImage]) -> anyhow::Result<Vec<EncryptedImage>> {
+    let cache = crate::image_cache_dir().join("encrypted");
+    images
+        .iter()
+        .map(|local| {
+            tpod_image::encrypt_image(&local.image, &cache)
+                .with_context(|| format!("encrypting the image of container {:?}", local.container))
+        })
+        .collect()
+}
+
+/// Uploads the encrypted blobs the provider lacks, showing progress on a terminal; returns the
+/// bytes sent.
+pub(crate) async fn upload(
+    publisher: &Publisher,
+    provider: &ProviderTarget,
+    images: &[EncryptedImage],
+    containers: &[LocalImage],
+    quiet: bool,
+) -> anyhow::Result<u64> {
+    let show = !quiet && std::io::stderr().is_terminal();
+    let mut sent = 0u64;
+    for (image, local) in images.iter().zip(containers) {
+        for blob in image.blobs() {
+            let started = Instant::now();
+            let bar = show.then(|| progress_bar(&local.container, &blob.cid.to_string(), blob.ciphertext_size));
+            let report = publisher
+                .client()
+                .push_blob(provider.peer(), provider.addr(), &blob.cid, &blob.path, |progress| {
+                    if let Some(bar) = &bar {
+                        bar.set_position(progress.held);
+                    }
+                })
+                .await
+                .with_context(|| format!("uploading blob {} of container {:?}", blob.cid, local.container))?;
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+            sent += report.sent;
+            tracing::info!(
+                cid = %blob.cid,
+                bytes = report.sent,
+                resumed_from = report.resumed_from,
+                already_there = report.already_complete,
+                seconds = started.elapsed().as_secs_f64(),
+                "blob uploaded"
+            );
+        }
+    }
+    Ok(sent)
+}
+
+fn progress_bar(container: &str, cid: &str, total: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(total);
+    let style = indicatif::ProgressStyle::with_template(
+        "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec}, {eta} left",
+    )
+    .map(|s| s.progress_chars("=> "))
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar.set_message(format!("uploading {container} {}", &cid[cid.len().saturating_sub(8)..]));
+    bar
+}
+
+/// The publisher's sealing key: derived from its account key, so it needs no file of its own
+/// and the same account always seals with the same key.
+pub(crate) fn sealing_key(account: &PrivateKeySigner) -> SecretKey {
+    let mut ikm = b"tpod publisher sealing key v1".to_vec();
+    ikm.extend_from_slice(account.to_bytes().as_slice());
+    let key = SecretKey::derive(&ikm);
+    zeroize::Zeroize::zeroize(&mut ikm);
+    key
+}
+
+/// Seals a pod's image keys and secrets to one provider's enclave.
+pub(crate) struct Sealer<'a> {
+    pub(crate) sender: &'a SecretKey,
+    pub(crate) enclave: tpod_crypto::PublicKey,
+    pub(crate) pod_id: B256,
+}
+
+impl Sealer<'_> {
+    fn seal(&self, purpose: Purpose, name: &str, plaintext: &[u8]) -> anyhow::Result<pb::Sealed> {
+        let aad = tpod_crypto::sealing_aad(&self.pod_id.0, name);
+        let sealed = tpod_crypto::seal(self.sender, &self.enclave, purpose, &aad, plaintext)
+            .with_context(|| format!("sealing {name:?} to the provider's enclave"))?;
+        Ok(pb::Sealed { enc: sealed.enc, ciphertext: sealed.ciphertext })
+    }
+
+    /// Seals the keys of `image` for container `container`.
+    pub(crate) fn image(&self, container: &str, image: &EncryptedImage) -> anyhow::Result<pb::Sealed> {
+        let blob = |b: &tpod_image::EncryptedBlob| pb::EncryptedBlob {
+            cid: b.cid.to_string(),
+            key: b.key.as_bytes().to_vec(),
+            digest: b.digest.to_string(),
+            size: b.size,
+        };
+        let keys = pb::ImageKeys {
+            manifest_digest: image.manifest_digest.to_string(),
+            config: Some(blob(&image.config)),
+            layers: image
+                .layers
+                .iter()
+                .map(|l| pb::EncryptedLayer { blob: Some(blob(&l.blob)), gzip: l.gzip, diff_id: l.diff_id.to_string() })
+                .collect(),
+        };
+        let plaintext = zeroize::Zeroizing::new(keys.encode_to_vec());
+        self.seal(Purpose::Image, container, &plaintext)
+    }
+
+    /// Seals the files of secret volume `volume`.
+    pub(crate) fn secret(&self, volume: &str, files: &pb::SecretFiles) -> anyhow::Result<pb::Sealed> {
+        let plaintext = zeroize::Zeroizing::new(files.encode_to_vec());
+        self.seal(Purpose::Secret, volume, &plaintext)
+    }
+}
+
+/// Reads the secret files of the manifest's secret volumes, by volume name. Each volume holds one
+/// file, named like the local file, of at most 1 MiB.
+pub(crate) fn read_secrets(
+    manifest: &Manifest,
+    manifest_path: &Path,
+) -> anyhow::Result<Vec<(String, pb::SecretFiles)>> {
+    let base = manifest_path.parent().unwrap_or(Path::new("."));
+    let mut secrets = Vec::new();
+    for (i, v) in manifest.volumes.iter().enumerate() {
+        let VolumeSource::Secret { file } = &v.source else { continue };
+        let field = format!("{}: volumes[{i}].secret.file", manifest_path.display());
+        let path = base.join(file);
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .filter(|n| n.len() <= MAX_FILE_NAME_BYTES)
+            .with_context(|| format!("{field}: {} has no usable file name", path.display()))?
+            .to_owned();
+        let meta = std::fs::metadata(&path).with_context(|| format!("{field}: cannot read {}", path.display()))?;
+        // The sealed message adds a few bytes of framing to the file.
+        if !meta.is_file() || meta.len() > (MAX_SECRET_BYTES - 1024) as u64 {
+            bail!("{field}: {} must be a file of at most 1023 KiB", path.display());
+        }
+        let data = std::fs::read(&path).with_context(|| format!("{field}: cannot read {}", path.display()))?;
+        secrets.push((v.name.clone(), pb::SecretFiles { files: vec![pb::SecretFile { name, data }] }));
+    }
+    Ok(secrets)
+}
