@@ -168,11 +168,24 @@ pub struct RuntimeConfig {
     pub subnet: String,
     /// Largest log kept per container, e.g. `"8Mi"`.
     pub log_cap: String,
+    /// Largest root file system per container, e.g. `"2Gi"`: the image unpacked plus what the
+    /// container writes, held in memory (a tmpfs), never on disk.
+    #[serde(default = "default_rootfs_size")]
+    pub rootfs_size: String,
+}
+
+fn default_rootfs_size() -> String {
+    "2Gi".into()
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        Self { bridge: "tpod0".into(), subnet: "10.89.0.0/16".into(), log_cap: "8Mi".into() }
+        Self {
+            bridge: "tpod0".into(),
+            subnet: "10.89.0.0/16".into(),
+            log_cap: "8Mi".into(),
+            rootfs_size: default_rootfs_size(),
+        }
     }
 }
 
@@ -199,6 +212,8 @@ pub struct Settings {
     pub subnet: (std::net::Ipv4Addr, u8),
     /// Per-container log cap in bytes.
     pub log_cap_bytes: u64,
+    /// Per-container root file system size in bytes.
+    pub rootfs_bytes: u64,
 }
 
 impl Settings {
@@ -256,6 +271,11 @@ impl Settings {
         }
         let subnet = parse_subnet(&config.runtime.subnet).map_err(|m| at("subnet", m))?;
         let log_cap_bytes = quantity::parse_bytes(&config.runtime.log_cap).map_err(|e| at("log_cap", e.to_string()))?;
+        let rootfs_bytes =
+            quantity::parse_bytes(&config.runtime.rootfs_size).map_err(|e| at("rootfs_size", e.to_string()))?;
+        if rootfs_bytes < 1 << 20 {
+            return Err(at("rootfs_size", "must be at least 1Mi".into()));
+        }
         if config.ingress.domain.is_empty() || config.ingress.domain.starts_with('.') {
             return Err(at("domain", "must be a DNS name such as pods.example.com".into()));
         }
@@ -271,6 +291,7 @@ impl Settings {
             min_claim,
             subnet,
             log_cap_bytes,
+            rootfs_bytes,
         })
     }
 }

@@ -178,6 +178,7 @@ fn local_runtime(settings: &Settings) -> Result<LocalRuntime, DaemonError> {
         bridge: settings.config.runtime.bridge.clone(),
         subnet: settings.subnet,
         log_cap_bytes: settings.log_cap_bytes,
+        rootfs_bytes: settings.rootfs_bytes,
         ..LocalConfig::new(&settings.config.data_dir)
     })
     .map_err(|e| step("start the local runtime")(e.to_string()))
