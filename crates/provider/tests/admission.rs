@@ -109,6 +109,9 @@ async fn quote_reports_terms_and_refuses_what_does_not_fit() {
     assert_eq!(q.provider_address.parse::<Address>().unwrap(), info.provider_address);
     assert_eq!(q.min_funding, MIN_FUNDING.to_string());
     assert_eq!(q.domain, "pods.test");
+    // The enclave's encryption key, as kept in its key file.
+    let sealing = tpod_provider::enclave::load_or_generate_sealing(&f.data.join("enclave-seal.key")).unwrap();
+    assert_eq!(q.enclave_encryption_key, sealing.public().as_bytes());
     let q = f.client.quote(f.peer, f.addr.clone(), ask(1500, 1 << 20)).await.unwrap();
     assert!(!q.available);
     assert!(q.reason.contains("only cpu 1000m"), "{}", q.reason);
