@@ -23,9 +23,8 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use flate2::read::GzDecoder;
 use oci_spec::image::{
@@ -36,6 +35,7 @@ use sha2::{Digest as _, Sha256};
 use tar::EntryType;
 
 use crate::build::{canonical_json, host_arch, spec_error};
+use crate::cache::{TempDir, sync_dir, write_synced};
 use crate::read::HashingReader;
 use crate::{Digest, Image, ImageError, MAX_JSON_BYTES, read_layout};
 
@@ -68,7 +68,7 @@ pub fn import_docker_archive(tarball: &Path, cache_dir: &Path) -> Result<Image, 
         return Ok(image);
     }
     fs::create_dir_all(cache_dir).map_err(ImageError::io(cache_dir))?;
-    let mut tmp = TempDir::new(cache_dir, scan.digest.hex())?;
+    let mut tmp = TempDir::new(cache_dir, "import", scan.digest.hex())?;
     archive.convert(&scan, &tmp.path)?;
     // The caller's read must succeed before anything is published under the cache name.
     read_layout(&tmp.path)?;
@@ -442,16 +442,6 @@ fn descriptor(media_type: MediaType, size: u64, digest: &Digest) -> Result<Descr
 
 /// Writes a file and flushes it to disk, so the rename that publishes the layout never
 /// publishes files a crash could still truncate.
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), ImageError> {
-    let mut file = File::create(path).map_err(ImageError::io(path))?;
-    file.write_all(bytes).map_err(ImageError::io(path))?;
-    file.sync_all().map_err(ImageError::io(path))
-}
-
-fn sync_dir(dir: &Path) -> Result<(), ImageError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(ImageError::io(dir))
-}
-
 /// A reader that copies what passes through it to a file while hashing and counting it.
 struct Spool<R> {
     inner: R,
@@ -480,60 +470,6 @@ impl<R: Read> Read for Spool<R> {
         self.out.write_all(&buf[..n])?;
         self.size += n as u64;
         Ok(n)
-    }
-}
-
-/// A directory in the cache being written; removed when dropped unless published.
-struct TempDir {
-    path: PathBuf,
-    published: bool,
-}
-
-impl TempDir {
-    fn new(cache_dir: &Path, hex: &str) -> Result<Self, ImageError> {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        // The process id keeps concurrent importers apart, the counter threads of one process;
-        // a leftover of a crashed process with the same id is stepped over.
-        let mut attempt = 0;
-        loop {
-            let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            let path = cache_dir.join(format!(".import-{}-{}-{n}", &hex[..16], std::process::id()));
-            match fs::create_dir(&path) {
-                Ok(()) => return Ok(Self { path, published: false }),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < 100 => attempt += 1,
-                Err(e) => return Err(ImageError::Io { path, source: e }),
-            }
-        }
-    }
-
-    /// Renames the directory to `target`. If `target` is there already it is either another
-    /// import of the same tarball that finished first (kept) or a layout that does not read
-    /// (replaced).
-    fn publish(&mut self, target: &Path) -> Result<(), ImageError> {
-        if fs::rename(&self.path, target).is_err() {
-            if read_layout(target).is_ok() {
-                return Ok(());
-            }
-            match fs::symlink_metadata(target) {
-                Ok(meta) if meta.is_dir() => fs::remove_dir_all(target),
-                Ok(_) => fs::remove_file(target),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(e),
-            }
-            .map_err(ImageError::io(target))?;
-            fs::rename(&self.path, target).map_err(ImageError::io(target))?;
-        }
-        self.published = true;
-        target.parent().map_or(Ok(()), sync_dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if !self.published {
-            // Best effort: a leftover is only wasted space, never mistaken for a layout.
-            let _ = fs::remove_dir_all(&self.path);
-        }
     }
 }
 

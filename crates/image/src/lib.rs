@@ -20,6 +20,7 @@
 //! - [`hello`] builds the `examples/hello` busybox httpd image.
 
 mod build;
+mod cache;
 mod digest;
 mod docker;
 mod encrypted;

@@ -49,11 +49,9 @@
 
 use std::fmt;
 use std::fs;
-use std::io::{self, Write as _};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -70,6 +68,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt as _};
 use tracing::{debug, info};
 
 use crate::build::{canonical_json, host_arch, spec_error};
+use crate::cache::{TempDir, write_synced};
 use crate::{Digest, Image, ImageError, MAX_JSON_BYTES, read_layout};
 
 /// The largest layer blob accepted, as stored (compressed or not), in bytes.
@@ -332,7 +331,7 @@ impl<'a> Puller<'a> {
             }
             None => {
                 fs::create_dir_all(cache_dir).map_err(ImageError::io(cache_dir))?;
-                let mut tmp = TempDir::new(cache_dir, manifest.digest.hex())?;
+                let mut tmp = TempDir::new(cache_dir, "pull", manifest.digest.hex())?;
                 self.write_layout(&manifest, &tmp.path).await?;
                 // What is published under the cache name must read.
                 read_layout(&tmp.path)?;
@@ -696,65 +695,6 @@ fn write_alias(cache_dir: &Path, index: &Digest, manifest: &Digest) -> Result<()
     let tmp = cache_dir.join(format!(".alias-{}-{}", index.hex(), std::process::id()));
     write_synced(&tmp, manifest.as_str().as_bytes())?;
     fs::rename(&tmp, &path).map_err(ImageError::io(&path))
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), ImageError> {
-    let mut file = fs::File::create(path).map_err(ImageError::io(path))?;
-    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(ImageError::io(path))
-}
-
-/// A directory in the cache that is removed unless published under its final name.
-struct TempDir {
-    path: PathBuf,
-    published: bool,
-}
-
-impl TempDir {
-    fn new(cache_dir: &Path, hex: &str) -> Result<Self, ImageError> {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let mut attempt = 0;
-        loop {
-            let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            let path = cache_dir.join(format!(".pull-{}-{}-{n}", &hex[..16], std::process::id()));
-            match fs::create_dir(&path) {
-                Ok(()) => return Ok(Self { path, published: false }),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < 100 => attempt += 1,
-                Err(e) => return Err(ImageError::Io { path, source: e }),
-            }
-        }
-    }
-
-    /// Renames the directory to `target`. A `target` already there is either another pull of
-    /// the same image that finished first (kept) or a layout that does not read (replaced).
-    fn publish(&mut self, target: &Path) -> Result<(), ImageError> {
-        if fs::rename(&self.path, target).is_err() {
-            if read_layout(target).is_ok() {
-                return Ok(());
-            }
-            match fs::symlink_metadata(target) {
-                Ok(meta) if meta.is_dir() => fs::remove_dir_all(target),
-                Ok(_) => fs::remove_file(target),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(e),
-            }
-            .map_err(ImageError::io(target))?;
-            fs::rename(&self.path, target).map_err(ImageError::io(target))?;
-        }
-        self.published = true;
-        if let Some(parent) = target.parent() {
-            fs::File::open(parent).and_then(|d| d.sync_all()).map_err(ImageError::io(parent))?;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if !self.published {
-            // Best effort: a leftover is only wasted space, never mistaken for a layout.
-            let _ = fs::remove_dir_all(&self.path);
-        }
-    }
 }
 
 #[cfg(test)]
