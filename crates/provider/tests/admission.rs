@@ -51,11 +51,12 @@ async fn unpaid_foreign_and_underfunded_channels_are_refused() {
     let r = f.send(signed(&f.chain, &f.publisher, pod_id, pod(), 4, now() + 60)).await;
     refused(r, 402, "enclave signs as");
 
-    // Paid properly, but the image was never uploaded: refused, nothing kept.
+    // Paid properly, but the image keys are not sealed to this enclave (tests/delivery.rs goes
+    // through every way sealing can be wrong): refused, nothing kept.
     let pod_id = B256::random();
     f.channel(info.provider_address, pod_id, MIN_FUNDING, info.enclave_signer).await;
     let r = f.send(signed(&f.chain, &f.publisher, pod_id, pod(), 5, now() + 60)).await;
-    refused(r, 400, "not (completely) uploaded");
+    refused(r, 400, "image of container \"web\": cannot open");
     f.assert_nothing_kept();
     let status = pb::provision_request::Action::Status(pb::Status {});
     refused(f.send(signed(&f.chain, &f.publisher, pod_id, status, 6, now() + 60)).await, 404, "no pod");
