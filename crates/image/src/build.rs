@@ -10,8 +10,7 @@ use std::str::FromStr;
 
 use flate2::{Compression, GzBuilder};
 use oci_spec::image::{
-    Arch, Config, Descriptor, ImageConfigurationBuilder, ImageIndexBuilder, ImageManifestBuilder, MediaType, Os,
-    PlatformBuilder, RootFs,
+    Arch, Config, Descriptor, ImageConfigurationBuilder, ImageManifestBuilder, MediaType, Os, PlatformBuilder, RootFs,
 };
 use serde_json::Value;
 
@@ -97,16 +96,7 @@ pub fn write_layout(out_dir: &Path, layers: &[Vec<u8>], config: &ContainerConfig
     let mut manifest_descriptor = write_blob(out_dir, MediaType::ImageManifest, &manifest_json)?;
     manifest_descriptor
         .set_platform(Some(PlatformBuilder::default().architecture(arch).os(Os::Linux).build().map_err(spec_error)?));
-
-    let index = ImageIndexBuilder::default()
-        .schema_version(2u32)
-        .media_type(MediaType::ImageIndex)
-        .manifests(vec![manifest_descriptor])
-        .build()
-        .map_err(spec_error)?;
-    write_file(&out_dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    // index.json last: a layout interrupted mid-write has no index and is not mistaken for whole.
-    write_file(&out_dir.join("index.json"), &canonical_json(&index)?)?;
+    crate::cache::write_index(out_dir, manifest_descriptor)?;
     Ok(manifest_digest)
 }
 

@@ -6,7 +6,23 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use oci_spec::image::{Descriptor, ImageIndexBuilder, MediaType};
+
+use crate::build::{canonical_json, spec_error};
 use crate::{ImageError, read_layout};
+
+/// Writes the `oci-layout` file and an `index.json` naming the one `manifest` of the layout at
+/// `dir`, synced. `index.json` goes last: a layout without one is never mistaken for whole.
+pub(crate) fn write_index(dir: &Path, manifest: Descriptor) -> Result<(), ImageError> {
+    let index = ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageIndex)
+        .manifests(vec![manifest])
+        .build()
+        .map_err(spec_error)?;
+    write_synced(&dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    write_synced(&dir.join("index.json"), &canonical_json(&index)?)
+}
 
 /// Writes `bytes` to a new file at `path` and syncs it.
 pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), ImageError> {

@@ -27,15 +27,13 @@ use std::path::Path;
 use std::str::FromStr;
 
 use flate2::read::GzDecoder;
-use oci_spec::image::{
-    Descriptor, ImageConfiguration, ImageIndexBuilder, ImageManifestBuilder, MediaType, Os, PlatformBuilder,
-};
+use oci_spec::image::{Descriptor, ImageConfiguration, ImageManifestBuilder, MediaType, Os, PlatformBuilder};
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 use tar::EntryType;
 
 use crate::build::{canonical_json, host_arch, spec_error};
-use crate::cache::{TempDir, sync_dir, write_synced};
+use crate::cache::{TempDir, sync_dir, write_index, write_synced};
 use crate::read::HashingReader;
 use crate::{Digest, Image, ImageError, MAX_JSON_BYTES, read_layout};
 
@@ -283,14 +281,7 @@ impl Archive<'_> {
         let mut manifest_descriptor =
             descriptor(MediaType::ImageManifest, manifest_json.len() as u64, &manifest_digest)?;
         manifest_descriptor.set_platform(Some(platform.build().map_err(spec_error)?));
-        let index = ImageIndexBuilder::default()
-            .schema_version(2u32)
-            .media_type(MediaType::ImageIndex)
-            .manifests(vec![manifest_descriptor])
-            .build()
-            .map_err(spec_error)?;
-        write_synced(&dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-        write_synced(&dir.join("index.json"), &canonical_json(&index)?)?;
+        write_index(dir, manifest_descriptor)?;
         sync_dir(&blobs)?;
         sync_dir(dir)
     }

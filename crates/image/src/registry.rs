@@ -68,7 +68,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt as _};
 use tracing::{debug, info};
 
 use crate::build::{canonical_json, host_arch, spec_error};
-use crate::cache::{TempDir, write_synced};
+use crate::cache::{TempDir, write_index, write_synced};
 use crate::{Digest, Image, ImageError, MAX_JSON_BYTES, read_layout};
 
 /// The largest layer blob accepted, as stored (compressed or not), in bytes.
@@ -496,16 +496,7 @@ impl<'a> Puller<'a> {
         manifest_descriptor.set_platform(Some(
             PlatformBuilder::default().architecture(arch).os(Os::Linux).build().map_err(spec_error)?,
         ));
-        let index = oci_spec::image::ImageIndexBuilder::default()
-            .schema_version(2u32)
-            .media_type(MediaType::ImageIndex)
-            .manifests(vec![manifest_descriptor])
-            .build()
-            .map_err(spec_error)?;
-        write_synced(&dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-        // index.json last: a layout without one is never mistaken for a whole one.
-        write_synced(&dir.join("index.json"), &canonical_json(&index)?)?;
-        Ok(())
+        write_index(dir, manifest_descriptor)
     }
 
     /// Streams the blob `digest` into `out`, refusing it unless it is exactly `size` bytes that
