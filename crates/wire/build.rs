@@ -16,6 +16,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     prost_build::Config::new()
         // Maps encode in key order, so the same message always gives the same bytes.
         .btree_map(["."])
+        // Chunk data is sliced out of the received frame instead of copied (see `codec`).
+        .bytes([".tpod.v1.BlobChunk.data"])
         .compile_fds(fds)?;
     Ok(())
 }

@@ -4,20 +4,22 @@
 //! Frame by frame: the publisher sends a `BlobOffer` (CID and total size); the provider answers
 //! with a `BlobReply` carrying what it already holds (`state`) or a refusal (`error`, ending the
 //! stream). Unless the blob is complete, the publisher then sends `BlobChunk`s of at most
-//! [`MAX_BLOB_CHUNK_BYTES`] from `state.received` on, each with its sha256, without waiting for
-//! acknowledgements; the provider stores them one at a time and, once the last byte is stored and
-//! the blob matches its CID, sends the complete state. A refused chunk ends the stream at once
-//! with an error reply. A publisher that only asks ([`Client::blob_state`]) closes the stream
-//! after the first reply.
+//! [`MAX_BLOB_CHUNK_BYTES`] from `state.received` on, each with the sha256 of the blob up to its
+//! end, without waiting for acknowledgements; the provider stores them in order and, once the last
+//! byte is stored and the blob matches its CID, sends the complete state. A refused chunk ends the
+//! stream at once with an error reply. A publisher that only asks ([`Client::blob_state`]) closes
+//! the stream after the first reply.
 //!
 //! Provider side ([`BlobServer`]): at most [`MAX_BLOB_STREAMS`] uploads at once (more are refused
 //! with code 503), reads failing after an idle timeout without a byte so a stalled publisher
-//! cannot hold a slot (while a slow one may take its time over a chunk), and one frame (at most
-//! [`BLOB_MAX_BYTES`]) in memory per stream.
+//! cannot hold a slot (while a slow one may take its time over a chunk), and two chunks (at most
+//! [`BLOB_MAX_BYTES`] each) in memory per stream: one being stored while the next is read.
 //!
 //! Publisher side ([`Client::push_blob`]): reads the file in chunks into two frame buffers used in
 //! turn (one being written to the stream while the next is read and hashed), whatever the file's
 //! size, and reconnects after a cut stream or connection, resuming from what the provider holds.
+//! The running sha256 of the blob goes from one read to the next, so each byte is hashed once; a
+//! resumed upload first hashes what the provider already holds.
 //!
 //! [`Client::blob_state`]: crate::Client::blob_state
 //! [`Client::push_blob`]: crate::Client::push_blob
@@ -36,7 +38,7 @@ use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, io::ReadHalf};
 use libp2p::PeerId;
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
 use sha2::{Digest as _, Sha256};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 use tpod_wire::{
     BLOB_PROTOCOL, VERSION, WireError,
     codec::BLOB_MAX_BYTES,
@@ -239,38 +241,80 @@ impl Upload {
             let _ = self.stream.close().await;
             return;
         }
-        loop {
-            self.stream.arm();
-            let chunk: BlobChunk = match read_message(&mut self.stream, BLOB_MAX_BYTES).await {
-                Ok(chunk) => chunk,
-                // The publisher closed (it only asked, or gave up), stalled, or the connection
-                // broke: nothing to answer, free the slot.
-                Err(WireError::Truncated | WireError::Io(_)) => {
-                    return tracing::debug!(%peer, cid = offer.cid, "blob stream ended before the blob was complete");
-                }
-                Err(error) => {
-                    let message = format!("invalid chunk: {error}");
-                    return self.refuse(pb::Error { code: MALFORMED, message }).await;
-                }
-            };
-            // Validation guarantees no overflow here.
-            let last = chunk.offset.saturating_add(chunk.data.len() as u64) >= total;
-            let timeout = if last { finish.max(self.idle) } else { self.idle };
-            let state = match tokio::time::timeout(timeout, handler.blob_chunk(peer, &offer.cid, total, chunk)).await {
-                Ok(Ok(state)) => state,
-                Ok(Err(error)) => return self.refuse(error).await,
-                Err(_) => return self.refuse(timed_out()).await,
-            };
-            if state.complete {
+        match self.receive(handler, &offer, finish).await {
+            Received::Complete(state) => {
                 if self.send(&reply(blob_reply::Result::State(state))).await.is_ok() {
                     let _ = self.stream.close().await;
                 }
-                return;
             }
-            if state.received >= total {
-                tracing::warn!(%peer, cid = offer.cid, received = state.received, total, "handler holds the whole blob but does not report it complete");
-                return self.refuse(internal("the provider holds every byte but did not complete the blob")).await;
+            Received::Refused(error) => self.refuse(error).await,
+            // The publisher closed (it only asked, or gave up), stalled, or the connection broke:
+            // nothing to answer, free the slot.
+            Received::Gone => tracing::debug!(%peer, cid = offer.cid, "blob stream ended before the blob was complete"),
+        }
+    }
+
+    /// Receives the chunks of an accepted offer until the handler completes the blob or refuses
+    /// a chunk, or the stream fails.
+    ///
+    /// Reading and storing overlap: while the handler stores one chunk, the next is read, so the
+    /// network and the disk work at the same time. At most two chunks are in memory: a chunk is
+    /// read only once the previous one was taken to be stored.
+    async fn receive<H: Handler>(&mut self, handler: &H, offer: &BlobOffer, finish: Duration) -> Received {
+        let (peer, idle, total) = (self.peer, self.idle, offer.total_size);
+        let (to_store, mut stored) = mpsc::channel::<BlobChunk>(1);
+        let stream = &mut self.stream;
+        // Ends with None after the last chunk, or with why it stopped before.
+        let read = async move {
+            loop {
+                let Ok(slot) = to_store.reserve().await else { return None };
+                stream.arm();
+                let chunk: BlobChunk = match read_message(stream, BLOB_MAX_BYTES).await {
+                    Ok(chunk) => chunk,
+                    Err(WireError::Truncated | WireError::Io(_)) => return Some(Received::Gone),
+                    Err(error) => {
+                        let message = format!("invalid chunk: {error}");
+                        return Some(Received::Refused(pb::Error { code: MALFORMED, message }));
+                    }
+                };
+                // Validation guarantees no overflow here.
+                let last = chunk.offset.saturating_add(chunk.data.len() as u64) >= total;
+                slot.send(chunk);
+                if last {
+                    return None;
+                }
             }
+        };
+        // Ends with the handler's final word, or None once the reader stopped and every chunk it
+        // read was stored.
+        let store = async {
+            while let Some(chunk) = stored.recv().await {
+                let last = chunk.offset.saturating_add(chunk.data.len() as u64) >= total;
+                let timeout = if last { finish.max(idle) } else { idle };
+                match tokio::time::timeout(timeout, handler.blob_chunk(peer, &offer.cid, total, chunk)).await {
+                    Ok(Ok(state)) if state.complete => return Some(Received::Complete(state)),
+                    Ok(Ok(state)) if state.received >= total => {
+                        tracing::warn!(%peer, cid = offer.cid, received = state.received, total, "handler holds the whole blob but does not report it complete");
+                        let error = internal("the provider holds every byte but did not complete the blob");
+                        return Some(Received::Refused(error));
+                    }
+                    Ok(Ok(_)) => {}
+                    Ok(Err(error)) => return Some(Received::Refused(error)),
+                    Err(_) => return Some(Received::Refused(timed_out())),
+                }
+            }
+            None
+        };
+        let (mut read, mut store) = (std::pin::pin!(read), std::pin::pin!(store));
+        tokio::select! {
+            // The handler's answer ends the upload, whatever the reader is doing.
+            stored = &mut store => stored.unwrap_or(Received::Gone),
+            // The chunks already read are stored first: a refusal of one of them came first.
+            read = &mut read => match (read, store.await) {
+                (_, Some(stored)) => stored,
+                (Some(stopped), None) => stopped,
+                (None, None) => Received::Refused(internal("the provider stored every chunk but did not complete the blob")),
+            },
         }
     }
 
@@ -305,6 +349,16 @@ fn internal(message: &str) -> pb::Error {
 
 fn timed_out() -> pb::Error {
     pb::Error { code: TIMEOUT, message: "the provider did not answer in time".into() }
+}
+
+/// How the chunks of an upload ended.
+enum Received {
+    /// The handler completed the blob: its state is the final answer.
+    Complete(BlobState),
+    /// A chunk was refused, by the protocol's checks or the handler.
+    Refused(pb::Error),
+    /// The stream ended or broke first: there is no one to answer.
+    Gone,
 }
 
 /// Client side: what went wrong in one attempt, and whether another may do better.
@@ -408,16 +462,17 @@ pub(crate) async fn send_chunks(
     // blob whose every byte the provider holds but has not verified yet).
     let mut spare = Vec::with_capacity(frame_capacity());
     let mut offset = from;
-    let mut reading = Some(read_frame(source.file.clone(), Vec::with_capacity(frame_capacity()), offset, total));
+    let first = read_frame(source.file.clone(), Vec::with_capacity(frame_capacity()), offset, total, None);
+    let mut reading = Some(first);
     while let Some(job) = reading.take() {
-        let (frame, len) = match job.await {
+        let (frame, len, prefix) = match job.await {
             Ok(Ok(read)) => read,
             Ok(Err(error)) => return Err(source.file_error(error)),
             Err(error) => return Err(source.file_error(io::Error::other(error))),
         };
         let next = offset + len;
         if next < total {
-            reading = Some(read_frame(source.file.clone(), std::mem::take(&mut spare), next, total));
+            reading = Some(read_frame(source.file.clone(), std::mem::take(&mut spare), next, total, Some(prefix)));
         }
         // In pieces, each bounded by the idle timeout: a slow link is fine as long as it moves.
         let write = async {
@@ -500,35 +555,56 @@ fn frame_capacity() -> usize {
 }
 
 /// Reads the chunk at `offset` (of a `total`-byte file) into a `BlobChunk` frame on a blocking
-/// thread; returns the frame and the chunk's length.
+/// thread, continuing `prefix`, the sha256 state of the file's first `offset` bytes (hashed from
+/// the file when None); returns the frame, the chunk's length and the state after it.
 fn read_frame(
     file: Arc<Mutex<File>>,
     mut frame: Vec<u8>,
     offset: u64,
     total: u64,
-) -> tokio::task::JoinHandle<io::Result<(Vec<u8>, u64)>> {
+    prefix: Option<Sha256>,
+) -> tokio::task::JoinHandle<io::Result<(Vec<u8>, u64, Sha256)>> {
     tokio::task::spawn_blocking(move || {
         // Less than a chunk left fits in usize.
         let len = usize::try_from((total - offset).min(MAX_BLOB_CHUNK_BYTES as u64)).unwrap_or(MAX_BLOB_CHUNK_BYTES);
         let mut file = file.lock().map_err(|_| io::Error::other("a read of the file panicked"))?;
+        let mut prefix = match prefix {
+            Some(prefix) => prefix,
+            None => hash_prefix(&mut file, offset)?,
+        };
         file.seek(SeekFrom::Start(offset))?;
-        encode_chunk_frame(&mut frame, offset, len, |data| match file.read_exact(data) {
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file shrank while uploading"))
-            }
-            other => other,
-        })?;
-        Ok((frame, len as u64))
+        encode_chunk_frame(&mut frame, offset, len, &mut prefix, |data| file.read_exact(data).map_err(shrank))?;
+        Ok((frame, len as u64, prefix))
     })
 }
 
+/// The sha256 state of the first `len` bytes of `file`.
+fn hash_prefix(file: &mut File, len: u64) -> io::Result<Sha256> {
+    let mut prefix = Sha256::new();
+    file.seek(SeekFrom::Start(0))?;
+    if io::copy(&mut Read::by_ref(file).take(len), &mut prefix)? < len {
+        return Err(shrank(io::ErrorKind::UnexpectedEof.into()));
+    }
+    Ok(prefix)
+}
+
+fn shrank(error: io::Error) -> io::Error {
+    if error.kind() == io::ErrorKind::UnexpectedEof {
+        io::Error::new(io::ErrorKind::UnexpectedEof, "the file shrank while uploading")
+    } else {
+        error
+    }
+}
+
 /// Encodes a length-delimited `BlobChunk` frame of `len` data bytes at `offset` into `frame`
-/// (cleared first), letting `fill` write the data in place, then appends the data's sha256. The
-/// same bytes as prost's encoding, without copying the data through a `BlobChunk`.
+/// (cleared first), letting `fill` write the data in place, then feeds the data to `prefix` and
+/// appends its digest. The same bytes as prost's encoding, without copying the data through a
+/// `BlobChunk`.
 pub(crate) fn encode_chunk_frame(
     frame: &mut Vec<u8>,
     offset: u64,
     len: usize,
+    prefix: &mut Sha256,
     fill: impl FnOnce(&mut [u8]) -> io::Result<()>,
 ) -> io::Result<()> {
     const SHA256_LEN: usize = 32;
@@ -558,10 +634,11 @@ pub(crate) fn encode_chunk_frame(
     };
     frame.resize(start + len, 0);
     fill(&mut frame[start..])?;
-    let sha256 = Sha256::digest(&frame[start..]);
+    prefix.update(&frame[start..]);
+    let digest = prefix.clone().finalize();
     encode_key(4, WireType::LengthDelimited, frame);
     encode_varint(SHA256_LEN as u64, frame);
-    frame.extend_from_slice(&sha256);
+    frame.extend_from_slice(&digest);
     Ok(())
 }
 
@@ -575,16 +652,24 @@ mod tests {
 
     #[tokio::test]
     async fn chunk_frames_match_prost() {
+        let before = b"the bytes before the chunk";
         for (offset, len) in [(0, 0), (0, 5), (7, 0), (1 << 40, 300), (3, MAX_BLOB_CHUNK_BYTES)] {
             let data: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
             let mut frame = vec![9; 3];
-            encode_chunk_frame(&mut frame, offset, len, |buf| {
+            let mut prefix = Sha256::new_with_prefix(before);
+            encode_chunk_frame(&mut frame, offset, len, &mut prefix, |buf| {
                 buf.copy_from_slice(&data);
                 Ok(())
             })
             .unwrap();
-            let expected =
-                BlobChunk { version: VERSION, offset, data: data.clone(), sha256: Sha256::digest(&data).to_vec() };
+            let whole = [&before[..], &data].concat();
+            assert_eq!(prefix.clone().finalize(), Sha256::digest(&whole));
+            let expected = BlobChunk {
+                version: VERSION,
+                offset,
+                data: data.clone().into(),
+                prefix_sha256: Sha256::digest(&whole).to_vec(),
+            };
             assert_eq!(frame, expected.encode_length_delimited_to_vec(), "offset {offset}, len {len}");
             let decoded: BlobChunk = read_message(&mut &frame[..], BLOB_MAX_BYTES).await.unwrap();
             assert_eq!(decoded, expected);

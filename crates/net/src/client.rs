@@ -159,8 +159,9 @@ impl Client {
     ///
     /// Skips a blob the provider already holds and resumes a partial upload where the provider's
     /// copy ends: bytes the provider holds are never sent again. The rest goes in chunks of
-    /// [`MAX_BLOB_CHUNK_BYTES`](tpod_wire::limits::MAX_BLOB_CHUNK_BYTES), each with its sha256, read from the file one at a time into two
-    /// buffers used in turn, so memory stays bounded whatever the size. When the stream or the
+    /// [`MAX_BLOB_CHUNK_BYTES`](tpod_wire::limits::MAX_BLOB_CHUNK_BYTES), each with the sha256 of
+    /// the blob up to its end, read from the file one at a time into two buffers used in turn, so
+    /// memory stays bounded whatever the size. When the stream or the
     /// connection breaks mid-upload, it reconnects and resumes, up to [`MAX_RECONNECTS`] times
     /// with a short growing backoff.
     ///

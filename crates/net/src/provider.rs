@@ -55,13 +55,15 @@ pub trait Handler: Send + Sync + 'static {
     /// held of the blob `offer.cid` of `offer.total_size` bytes, or a refusal (wrong CID, too
     /// large, no space...), which ends the stream. A publisher may send only the offer, to ask.
     ///
-    /// When the state is not complete, the net crate then reads the upload's chunks one at a
-    /// time and hands each to [`Handler::blob_chunk`]. Bounded by the request timeout.
+    /// When the state is not complete, the net crate then reads the upload's chunks and hands
+    /// them to [`Handler::blob_chunk`] one at a time, in order, reading the next chunk while one
+    /// is stored. Bounded by the request timeout.
     fn blob_offer(&self, peer: PeerId, offer: BlobOffer) -> impl Future<Output = Result<BlobState, pb::Error>> + Send;
     /// Stores one chunk of the upload of blob `cid` of `total_size` bytes (from the accepted
     /// offer), in order, and returns the new state. The chunk's framing and size are validated,
-    /// not its content: the handler checks `chunk.sha256` and its offset, and verifies the whole
-    /// blob against `cid` when the last byte arrives, answering `complete` only then.
+    /// not its content: the handler checks its offset and `chunk.prefix_sha256` (the sha256 of the
+    /// blob up to the chunk's end), and verifies the whole blob against `cid` when the last byte
+    /// arrives, answering `complete` only then.
     ///
     /// A complete state is sent to the publisher as the final answer, and a refusal as an error
     /// that ends the stream; an incomplete state is not sent (the publisher keeps streaming).

@@ -139,8 +139,9 @@ impl Handler for TestHandler {
         Ok(state)
     }
 
-    /// A blob store in memory with the provider's checks: chunks in order, each matching its
-    /// sha256, and the whole matching its CID (or it is dropped), plus the test hooks.
+    /// A blob store in memory with the provider's checks: chunks in order, each with the sha256
+    /// of the blob up to its end, and the whole matching its CID (or it is dropped), plus the
+    /// test hooks.
     async fn blob_chunk(
         &self,
         _peer: PeerId,
@@ -163,7 +164,7 @@ impl Handler for TestHandler {
         if chunk.offset != blob.data.len() as u64 {
             return Err(blob_error(409, format!("wrong offset {}, have {}", chunk.offset, blob.data.len())));
         }
-        if Sha256::digest(&chunk.data)[..] != chunk.sha256[..] {
+        if blob.hasher.clone().chain_update(&chunk.data).finalize()[..] != chunk.prefix_sha256[..] {
             return Err(blob_error(422, format!("chunk at offset {} does not match its sha256", chunk.offset)));
         }
         blob.data.extend_from_slice(&chunk.data);
@@ -802,8 +803,10 @@ async fn read_reply(stream: &mut libp2p::Stream) -> blob_reply::Result {
     reply.result.unwrap()
 }
 
-fn chunk_of(data: &[u8], offset: u64) -> BlobChunk {
-    BlobChunk { version: 1, offset, data: data.to_vec(), sha256: Sha256::digest(data).to_vec() }
+/// The chunk of `blob` at `range`.
+fn chunk_of(blob: &[u8], range: std::ops::Range<usize>) -> BlobChunk {
+    let prefix_sha256 = Sha256::digest(&blob[..range.end]).to_vec();
+    BlobChunk { version: 1, offset: range.start as u64, data: blob[range].to_vec().into(), prefix_sha256 }
 }
 
 #[tokio::test]
@@ -813,16 +816,17 @@ async fn tampered_chunk_is_refused_and_only_the_good_prefix_is_kept() {
     let (mut control, _task) = raw_streams(&provider).await;
     let data: Vec<u8> = (0..3 * MAX_BLOB_CHUNK_BYTES).map(|i| (i % 249) as u8).collect();
     let cid = ContentId::of(&data).to_string();
-    let (first, second) = (&data[..MAX_BLOB_CHUNK_BYTES], &data[MAX_BLOB_CHUNK_BYTES..2 * MAX_BLOB_CHUNK_BYTES]);
+    let (first, second) = (0..MAX_BLOB_CHUNK_BYTES, MAX_BLOB_CHUNK_BYTES..2 * MAX_BLOB_CHUNK_BYTES);
 
     let mut stream = open_blob_stream(&mut control, provider.peer_id()).await;
     let offer = BlobOffer { version: 1, cid: cid.clone(), total_size: data.len() as u64 };
     write_message(&mut stream, &offer, BLOB_MAX_BYTES).await.unwrap();
     assert_eq!(read_reply(&mut stream).await, blob_reply::Result::State(BlobState { complete: false, received: 0 }));
-    write_message(&mut stream, &chunk_of(first, 0), BLOB_MAX_BYTES).await.unwrap();
+    write_message(&mut stream, &chunk_of(&data, first.clone()), BLOB_MAX_BYTES).await.unwrap();
     // The second chunk is damaged in transit: its checksum no longer matches.
-    let mut tampered = chunk_of(second, MIB);
-    tampered.data[1234] ^= 0x40;
+    let mut damaged = data[second.clone()].to_vec();
+    damaged[1234] ^= 0x40;
+    let tampered = BlobChunk { data: damaged.into(), ..chunk_of(&data, second) };
     write_message(&mut stream, &tampered, BLOB_MAX_BYTES).await.unwrap();
     match read_reply(&mut stream).await {
         blob_reply::Result::Error(error) => {
@@ -837,7 +841,7 @@ async fn tampered_chunk_is_refused_and_only_the_good_prefix_is_kept() {
     let mut rest = Vec::new();
     let _ = stream.read_to_end(&mut rest).await;
     assert!(rest.is_empty());
-    assert_eq!(handler.blobs.lock().unwrap()[&cid].data, first);
+    assert_eq!(handler.blobs.lock().unwrap()[&cid].data, data[first]);
 
     // A publisher that only asks closes after the first answer.
     let mut stream = open_blob_stream(&mut control, provider.peer_id()).await;
@@ -897,7 +901,7 @@ async fn garbage_on_the_blob_protocol_is_refused() {
         .await
         .unwrap();
     assert!(matches!(read_reply(&mut stream).await, blob_reply::Result::State(_)));
-    let short_checksum = BlobChunk { sha256: vec![0; 31], ..chunk_of(b"x", 0) };
+    let short_checksum = BlobChunk { prefix_sha256: vec![0; 31], ..chunk_of(b"x", 0..1) };
     write_message(&mut stream, &short_checksum, BLOB_MAX_BYTES).await.unwrap();
     match read_reply(&mut stream).await {
         blob_reply::Result::Error(error) => assert_eq!(error.code, 400, "{}", error.message),

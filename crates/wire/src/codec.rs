@@ -7,7 +7,7 @@
 //! Timeouts are the caller's concern: a slow peer can hold a read open but not grow memory.
 
 use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use prost::Message;
+use prost::{Message, bytes::Bytes};
 
 use crate::{BLOB_PROTOCOL, LOGS_PROTOCOL, PROVISION_PROTOCOL, QUOTE_PROTOCOL, Validate, WireError, limits};
 
@@ -59,7 +59,11 @@ where
     let len = read_length(stream, limit).await?;
     let mut body = vec![0u8; len];
     stream.read_exact(&mut body).await.map_err(eof_is_truncated)?;
-    decode(&body)
+    // Decoding from `Bytes` lets `bytes` fields (a blob chunk's data) share the frame's buffer
+    // rather than copy out of it.
+    let message = M::decode(Bytes::from(body)).map_err(|e| WireError::Decode(e.to_string()))?;
+    message.validate()?;
+    Ok(message)
 }
 
 /// Writes one length-prefixed message and flushes. Refuses ([`WireError::TooLarge`]) a message

@@ -351,7 +351,7 @@ impl Validate for pb::BlobChunk {
     fn validate(&self) -> Result<(), WireError> {
         version(self.version)?;
         max_len(|| "data".into(), self.data.len(), MAX_BLOB_CHUNK_BYTES)?;
-        exact_len("sha256", self.sha256.len(), SHA256_BYTES)?;
+        exact_len("prefix_sha256", self.prefix_sha256.len(), SHA256_BYTES)?;
         if self.offset.checked_add(self.data.len() as u64).is_none() {
             return Err(WireError::Inconsistent { field: "offset".into(), reason: "offset + length overflows".into() });
         }

@@ -214,7 +214,7 @@ fn every_message_round_trips() {
 const CID: &str = "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e";
 
 fn blob_chunk(offset: u64, data: Vec<u8>) -> pb::BlobChunk {
-    pb::BlobChunk { version: VERSION, offset, data, sha256: vec![1; 32] }
+    pb::BlobChunk { version: VERSION, offset, data: data.into(), prefix_sha256: vec![1; 32] }
 }
 
 #[test]
@@ -297,8 +297,8 @@ fn blob_message_limits() {
     read::<pb::BlobChunk>(&frame(&blob_chunk(0, vec![1; MAX_BLOB_CHUNK_BYTES]))).unwrap();
     let err = read::<pb::BlobChunk>(&frame(&blob_chunk(0, vec![1; MAX_BLOB_CHUNK_BYTES + 1]))).unwrap_err();
     assert_eq!(limit_field(err), "data");
-    let err = read::<pb::BlobChunk>(&frame(&pb::BlobChunk { sha256: vec![1; 31], ..blob_chunk(0, vec![]) }));
-    assert!(matches!(err, Err(WireError::WrongLength { ref field, .. }) if field == "sha256"), "{err:?}");
+    let err = read::<pb::BlobChunk>(&frame(&pb::BlobChunk { prefix_sha256: vec![1; 31], ..blob_chunk(0, vec![]) }));
+    assert!(matches!(err, Err(WireError::WrongLength { ref field, .. }) if field == "prefix_sha256"), "{err:?}");
     let err = read::<pb::BlobChunk>(&frame(&blob_chunk(u64::MAX, vec![1]))).unwrap_err();
     assert!(matches!(err, WireError::Inconsistent { ref field, .. } if field == "offset"), "{err:?}");
 
