@@ -1,3 +1,6 @@
 //! Remote attestation: TEE evidence (AMD SEV-SNP, Intel TDX, simulated for development) bound to
 //! the provider's libp2p key, enclave signer and encryption key, and its verification against a
-//! publisher policy. Filled in by the attestation issue.
+//! publisher policy.
+
+pub mod snp;
+pub mod tdx;
