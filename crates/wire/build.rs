@@ -8,6 +8,7 @@ const PROTOS: &[&str] = &[
     "proto/tpod/v1/provision.proto",
     "proto/tpod/v1/logs.proto",
     "proto/tpod/v1/blob.proto",
+    "proto/tpod/v1/attest.proto",
 ];
 
 fn main() -> Result<(), Box<dyn Error>> {

@@ -9,7 +9,9 @@
 use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use prost::{Message, bytes::Bytes};
 
-use crate::{BLOB_PROTOCOL, LOGS_PROTOCOL, PROVISION_PROTOCOL, QUOTE_PROTOCOL, Validate, WireError, limits};
+use crate::{
+    ATTEST_PROTOCOL, BLOB_PROTOCOL, LOGS_PROTOCOL, PROVISION_PROTOCOL, QUOTE_PROTOCOL, Validate, WireError, limits,
+};
 
 /// Largest message of the quote protocol: a request or a pricing table.
 pub const QUOTE_MAX_BYTES: usize = 64 * 1024;
@@ -21,6 +23,9 @@ pub const LOGS_MAX_BYTES: usize = 1024 * 1024;
 /// Largest message of the blob protocol: one chunk of [`limits::MAX_BLOB_CHUNK_BYTES`] plus room
 /// for its offset, checksum and framing.
 pub const BLOB_MAX_BYTES: usize = limits::MAX_BLOB_CHUNK_BYTES + 4 * 1024;
+/// Largest message of the attestation protocol: evidence, whose TDX collateral (TCB info, QE
+/// identity, CRLs, certificate chains) is the bulk.
+pub const ATTEST_MAX_BYTES: usize = 256 * 1024;
 /// Largest message of any protocol in this crate.
 pub const MAX_MESSAGE_BYTES: usize = PROVISION_MAX_BYTES;
 
@@ -30,6 +35,7 @@ pub const PROTOCOL_LIMITS: &[(&str, usize)] = &[
     (PROVISION_PROTOCOL, PROVISION_MAX_BYTES),
     (LOGS_PROTOCOL, LOGS_MAX_BYTES),
     (BLOB_PROTOCOL, BLOB_MAX_BYTES),
+    (ATTEST_PROTOCOL, ATTEST_MAX_BYTES),
 ];
 
 /// The message size limit of a protocol id, if it is one of the protobuf protocols.

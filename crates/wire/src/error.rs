@@ -53,6 +53,12 @@ pub enum WireError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A field the message cannot do without is absent.
+    #[error("{field}: missing")]
+    Missing {
+        /// Path of the field.
+        field: String,
+    },
     /// The underlying stream failed.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),

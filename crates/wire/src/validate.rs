@@ -61,6 +61,20 @@ pub mod limits {
     pub const MAX_SECRET_FILES: usize = 64;
     /// Bytes of a secret file's name.
     pub const MAX_FILE_NAME_BYTES: usize = 255;
+    /// Bytes of an attestation nonce.
+    pub const NONCE_BYTES: usize = 32;
+    /// Bytes of a protobuf-encoded libp2p public key (an RSA key is the largest kind).
+    pub const MAX_LIBP2P_KEY_BYTES: usize = 1024;
+    /// Bytes of a TEE report (an SEV-SNP report is 1184), and of one certificate of its chain.
+    pub const MAX_TEE_REPORT_BYTES: usize = 16 * 1024;
+    /// Bytes of the collateral of a TDX quote.
+    pub const MAX_COLLATERAL_BYTES: usize = 192 * 1024;
+    /// Bytes of TEE report data.
+    pub const REPORT_DATA_BYTES: usize = 64;
+    /// Bytes of an ed25519 public key.
+    pub const ED25519_KEY_BYTES: usize = 32;
+    /// Bytes of an ed25519 signature.
+    pub const ED25519_SIGNATURE_BYTES: usize = 64;
 }
 
 use limits::*;
@@ -366,6 +380,52 @@ impl Validate for pb::BlobReply {
         match &self.result {
             Some(Outcome::Error(error)) => string("error", "message", &error.message, MAX_TEXT_BYTES),
             Some(Outcome::State(_)) | None => Ok(()),
+        }
+    }
+}
+
+impl Validate for pb::AttestRequest {
+    fn validate(&self) -> Result<(), WireError> {
+        version(self.version)?;
+        exact_len("nonce", self.nonce.len(), NONCE_BYTES)
+    }
+}
+
+impl Validate for pb::AttestResponse {
+    fn validate(&self) -> Result<(), WireError> {
+        use pb::{attest_response::Result as Outcome, evidence::Tee};
+        version(self.version)?;
+        let evidence = match &self.result {
+            Some(Outcome::Evidence(evidence)) => evidence,
+            Some(Outcome::Error(error)) => return string("error", "message", &error.message, MAX_TEXT_BYTES),
+            None => return Err(WireError::Missing { field: "result".into() }),
+        };
+        let binding =
+            evidence.binding.as_ref().ok_or_else(|| WireError::Missing { field: "evidence.binding".into() })?;
+        max_len(|| "evidence.binding.libp2p_public_key".into(), binding.libp2p_public_key.len(), MAX_LIBP2P_KEY_BYTES)?;
+        exact_len("evidence.binding.enclave_signer", binding.enclave_signer.len(), ADDRESS_BYTES)?;
+        exact_len("evidence.binding.enclave_encryption_key", binding.enclave_encryption_key.len(), X25519_KEY_BYTES)?;
+        exact_len("evidence.binding.provider_binary_sha256", binding.provider_binary_sha256.len(), SHA256_BYTES)?;
+        exact_len("evidence.binding.provider_config_sha256", binding.provider_config_sha256.len(), SHA256_BYTES)?;
+        let report =
+            |name: &str, bytes: &[u8]| max_len(|| format!("evidence.{name}"), bytes.len(), MAX_TEE_REPORT_BYTES);
+        match &evidence.tee {
+            Some(Tee::Snp(snp)) => {
+                report("snp.report", &snp.report)?;
+                report("snp.vcek", &snp.vcek)?;
+                report("snp.ask", &snp.ask)?;
+                report("snp.ark", &snp.ark)
+            }
+            Some(Tee::Tdx(tdx)) => {
+                report("tdx.quote", &tdx.quote)?;
+                max_len(|| "evidence.tdx.collateral".into(), tdx.collateral.len(), MAX_COLLATERAL_BYTES)
+            }
+            Some(Tee::Simulated(simulated)) => {
+                exact_len("evidence.simulated.report_data", simulated.report_data.len(), REPORT_DATA_BYTES)?;
+                exact_len("evidence.simulated.root_public_key", simulated.root_public_key.len(), ED25519_KEY_BYTES)?;
+                exact_len("evidence.simulated.signature", simulated.signature.len(), ED25519_SIGNATURE_BYTES)
+            }
+            None => Err(WireError::Missing { field: "evidence.tee".into() }),
         }
     }
 }
