@@ -7,11 +7,16 @@
 //! - [`attester`]: the provider's side, evidence for a nonce;
 //! - [`policy`] and [`verify`]: the publisher's side, every check with its reason.
 
-// TEMPORARY while snp and tdx are written: attester, policy and verify use their APIs.
-// pub mod attester;
+pub mod attester;
 pub mod binding;
-// pub mod policy;
+pub mod policy;
 pub mod simulated;
 pub mod snp;
 pub mod tdx;
-// pub mod verify;
+pub mod verify;
+
+pub use attester::{AttestError, Attester, Tee};
+pub use binding::{Binding, Measurement};
+pub use policy::{Digest, Policy, PolicyError, TeeKind};
+pub use simulated::SimulatedRoot;
+pub use verify::{Attested, Check, Options, Outcome, Refused, Verification, verify};

@@ -154,6 +154,12 @@ log_cap = "8Mi"
 sample_interval_secs = 1
 claim_interval_secs = 60
 grace_secs = 60
+
+[attestation]
+# No TEE on a development machine: the devnet's own root key signs the evidence, which
+# publishers accept only with the devnet's policy or --allow-simulated-tee.
+tee = "simulated"
+simulated_root_key = "{root_key}"
 "#,
         rpc = devnet.rpc_url,
         payment = devnet.contracts.payment,
@@ -161,6 +167,7 @@ grace_secs = 60
         ingress_port = opts.ingress_port,
         bridge = opts.bridge,
         subnet = opts.subnet,
+        root_key = SIMULATED_ROOT_KEY,
     );
     let config = match &opts.provider_config {
         Some(path) => merge_config(&config, path)?,
@@ -168,6 +175,7 @@ grace_secs = 60
     };
     let config_file = config_path(dir);
     std::fs::write(&config_file, config).with_context(|| format!("cannot write {}", config_file.display()))?;
+    write_policy(dir, &pdir, &bin)?;
 
     let info_path = crate::dev::provider_info_path(dir);
     let _ = std::fs::remove_file(&info_path);
@@ -205,6 +213,41 @@ grace_secs = 60
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The simulated TEE root's key file, in the provider's directory.
+const SIMULATED_ROOT_KEY: &str = "simulated-tee-root.key";
+
+/// Where the devnet's attestation policy is.
+pub fn policy_path(dir: &Path) -> PathBuf {
+    dir.join("policy.toml")
+}
+
+/// Writes the devnet's attestation policy: its provider binary, its simulated TEE root (created
+/// here, so the policy can pin it before the provider starts).
+fn write_policy(dir: &Path, pdir: &Path, bin: &Path) -> anyhow::Result<()> {
+    use sha2::Digest as _;
+    use tpod_attestation::{Digest, Policy, SimulatedRoot, TeeKind, policy::SimulatedPolicy};
+    let root = SimulatedRoot::load_or_generate(&pdir.join(SIMULATED_ROOT_KEY))?;
+    let mut hasher = sha2::Sha256::new();
+    std::fs::File::open(bin)
+        .and_then(|mut file| std::io::copy(&mut file, &mut hasher))
+        .with_context(|| format!("cannot read {}", bin.display()))?;
+    let policy = Policy {
+        tee: [TeeKind::Simulated].into(),
+        provider_binaries: [Digest(hasher.finalize().into())].into(),
+        provider_configs: Default::default(),
+        snp: Default::default(),
+        tdx: Default::default(),
+        simulated: Some(SimulatedPolicy { root: root.public_hex() }),
+    };
+    let text = format!(
+        "# The devnet's attestation policy, written by `tpod dev up`: its provider build and its\n\
+         # simulated TEE root. A simulated TEE proves nothing about a machine; never trust it elsewhere.\n{}",
+        policy.to_toml()
+    );
+    let path = policy_path(dir);
+    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Stops the provider (its pods keep running until [`purge`]).

@@ -10,6 +10,7 @@ macro_rules! say {
     }};
 }
 
+pub mod attest;
 pub mod billing;
 pub mod delivery;
 pub mod deployments;
@@ -52,7 +53,14 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Deploy a pod: upload its images, fund its payment channel, start it on the provider.
+    /// Check a provider's attestation: that it runs the provider software your policy trusts in
+    /// a genuine TEE, bound to the live connection. Prints each check and why it passed or failed.
+    Verify {
+        /// The provider, as `<peer-id>@<multiaddr>` (default: --provider, else the devnet's).
+        provider: Option<String>,
+    },
+    /// Deploy a pod: verify the provider's attestation, upload its images, fund its payment
+    /// channel, start it on the provider.
     Deploy(pods::DeployArgs),
     /// Encrypt a manifest's images and upload them to the provider, without deploying (a later
     /// deploy to that provider sends nothing again).
@@ -135,6 +143,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Dev { command } => dev::run(command, &devnet_dir, cli.json).await,
         Command::Init { path, force } => init(&path, force, cli.json),
+        Command::Verify { provider } => {
+            let provider = provider.or(cli.target.provider.clone());
+            attest::verify_command(provider.as_deref(), &cli.target.attest, &devnet_dir, cli.json).await
+        }
         Command::Deploy(args) => pods::deploy(&args, &cli.target, &devnet_dir, cli.json).await,
         Command::Upload(args) => delivery::upload_command(&args, &cli.target, &devnet_dir, cli.json).await,
         Command::Status { name } => pods::status(name.as_deref(), &cli.target, &devnet_dir, cli.json).await,

@@ -19,6 +19,7 @@ use clap::Args;
 use futures::StreamExt;
 use prost::Message;
 use serde_json::json;
+use tpod_attestation::Attested;
 use tpod_billing::PriceTable;
 use tpod_chain::client::NewChannel;
 use tpod_chain::request::PodRequest;
@@ -45,12 +46,15 @@ pub struct Target {
     /// A file holding the publisher's private key in hex (default: the devnet's publisher).
     #[arg(long, value_name = "FILE", env = "TPOD_KEY_FILE", global = true)]
     pub key_file: Option<PathBuf>,
+    /// Which providers to trust.
+    #[command(flatten)]
+    pub attest: crate::attest::AttestArgs,
 }
 
-/// The enclave encryption key a quote names: images and secrets are sealed to it.
-fn enclave_key(quote: &pb::QuoteResponse) -> anyhow::Result<tpod_crypto::PublicKey> {
-    tpod_crypto::PublicKey::from_bytes(&quote.enclave_encryption_key)
-        .context("the provider's quote has no valid enclave encryption key; it cannot receive sealed images")
+/// The attested enclave encryption key: images and secrets are sealed to it.
+fn enclave_key(attested: &Attested) -> anyhow::Result<tpod_crypto::PublicKey> {
+    tpod_crypto::PublicKey::from_bytes(&attested.binding.enclave_encryption_key)
+        .context("the attested enclave encryption key is not an X25519 key")
 }
 
 /// Options of `tpod deploy` and `tpod update`.
@@ -378,12 +382,15 @@ pub async fn deploy(args: &DeployArgs, target: &Target, devnet_dir: &Path, json:
     }
     let provider_address: Address =
         quote.provider_address.parse().context("the quote's provider address is malformed")?;
-    let enclave_signer: Address = quote.enclave_signer.parse().context("the quote's enclave signer is malformed")?;
     let min_funding: U256 = quote.min_funding.parse().context("the quote's minimum funding is malformed")?;
     let quoted = quote.pricing.clone().context("the quote has no prices")?;
     let prices = PriceTable::from_proto(&quoted).context("the provider quoted malformed prices")?;
 
-    let enclave = enclave_key(&quote)?;
+    // Nothing is sealed or paid to a provider that is not attested: the enclave keys come from the
+    // evidence only.
+    let attested = crate::attest::attested(&publisher.client, &provider, &target.attest, devnet_dir).await?;
+    let enclave_signer = Address::from(attested.binding.enclave_signer);
+    let enclave = enclave_key(&attested)?;
     let uploaded = upload(&publisher, &provider, &delivery.encrypted, &delivery.images, json).await?;
     let pod_id = B256::random();
     // Sealed before anything is paid: a failure here leaves nothing behind.
@@ -474,8 +481,19 @@ pub async fn update(args: &DeployArgs, target: &Target, devnet_dir: &Path, json:
     let delivery = Delivery::prepare(&manifest, &args.manifest, &args.registry).await?;
     let publisher = Publisher::open(devnet_dir, target).await?;
     let provider = ProviderTarget::from_deployment(&record, devnet_dir)?;
-    let quote = publisher.quote(&provider, pb::Resources::default()).await?;
-    let enclave = enclave_key(&quote)?;
+    let attested = crate::attest::attested(&publisher.client, &provider, &target.attest, devnet_dir).await?;
+    // The channel pays only usage reports signed by the enclave it names: a provider whose
+    // attested enclave changed could not be paid for this pod.
+    let channel = publisher.chain.channel(record.channel_id).await?.context("the deployment's channel is gone")?;
+    if Address::from(attested.binding.enclave_signer) != channel.enclave_signer {
+        bail!(
+            "provider {} now attests enclave signer 0x{}, not the channel's {}; deploy anew",
+            provider.peer,
+            alloy::hex::encode(attested.binding.enclave_signer),
+            channel.enclave_signer
+        );
+    }
+    let enclave = enclave_key(&attested)?;
     upload(&publisher, &provider, &delivery.encrypted, &delivery.images, json).await?;
     let sealing = sealing_key(&publisher.key);
     let pod = to_proto(&manifest, &delivery, &Sealer { sender: &sealing, enclave, pod_id: record.pod_id })?;

@@ -218,11 +218,20 @@ usage = "3000"
     std::thread::sleep(Duration::from_secs(3));
     net.restart_provider();
 
-    // Once the burn is over the counter stands still; metering catches up with it.
+    // Once the burn is over the counter stands still; metering catches up with it. On a busy
+    // machine the deploy, and so the burn, may start late: wait for the counter to stop.
     while started.elapsed() < Duration::from_secs(BURN + 2) {
         std::thread::sleep(Duration::from_millis(200));
     }
-    let counter = cgroup_cpu_ns(&pod_id, "burn");
+    let mut counter = cgroup_cpu_ns(&pod_id, "burn");
+    for _ in 0..60 {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = cgroup_cpu_ns(&pod_id, "burn");
+        if now == counter {
+            break;
+        }
+        counter = now;
+    }
     let bill = bill_until(&net, "metering to catch up with the cgroup", 20, |b| {
         num(&b["usage"]["cpu_used"]) * 100 >= counter * 98
     });

@@ -1,4 +1,4 @@
-//! The publisher side: sends quote and provision requests to providers by peer id and address,
+//! The publisher side: sends attestation, quote and provision requests to providers by peer id and address,
 //! and opens log and blob streams, through a swarm running in a background task driven by a
 //! command channel.
 
@@ -26,8 +26,10 @@ use tokio::{
 };
 use tpod_crypto::ContentId;
 use tpod_wire::{
-    BLOB_PROTOCOL, LOGS_PROTOCOL, PROVISION_PROTOCOL, QUOTE_PROTOCOL,
-    pb::{self, LogChunk, ProvisionResponse, QuoteRequest, QuoteResponse, SignedRequest},
+    ATTEST_PROTOCOL, BLOB_PROTOCOL, LOGS_PROTOCOL, PROVISION_PROTOCOL, QUOTE_PROTOCOL,
+    pb::{
+        self, AttestRequest, AttestResponse, LogChunk, ProvisionResponse, QuoteRequest, QuoteResponse, SignedRequest,
+    },
 };
 
 use crate::{
@@ -42,6 +44,12 @@ const BLOB_BACKOFF: Duration = Duration::from_millis(200);
 type Reply<T> = oneshot::Sender<Result<T, NetError>>;
 
 enum Command {
+    Attest {
+        peer: PeerId,
+        addr: Multiaddr,
+        request: AttestRequest,
+        reply: Reply<AttestResponse>,
+    },
     Quote {
         peer: PeerId,
         addr: Multiaddr,
@@ -119,6 +127,17 @@ impl Client {
     /// This client's peer id, as providers see it.
     pub fn peer_id(&self) -> PeerId {
         self.peer_id
+    }
+
+    /// Asks `peer`, reachable at `addr`, for attestation evidence bound to the request's nonce.
+    /// The connection is authenticated as `peer`: the evidence must bind that peer's key.
+    pub async fn attest(
+        &self,
+        peer: PeerId,
+        addr: Multiaddr,
+        request: AttestRequest,
+    ) -> Result<AttestResponse, NetError> {
+        self.call(peer, ATTEST_PROTOCOL, |reply| Command::Attest { peer, addr, request, reply }).await
     }
 
     /// Asks `peer`, reachable at `addr`, for a quote.
@@ -333,6 +352,7 @@ impl Client {
 /// Connection requests wait in `connecting` for their peer's connection or dial failure.
 #[derive(Default)]
 struct State {
+    attests: HashMap<OutboundRequestId, Reply<AttestResponse>>,
     quotes: HashMap<OutboundRequestId, Reply<QuoteResponse>>,
     provisions: HashMap<OutboundRequestId, Reply<ProvisionResponse>>,
     connecting: HashMap<PeerId, Vec<(&'static str, Reply<()>)>>,
@@ -345,6 +365,11 @@ async fn run(mut swarm: Swarm<Behaviour>, mut commands: mpsc::Receiver<Command>,
     loop {
         tokio::select! {
             command = commands.recv() => match command {
+                Some(Command::Attest { peer, addr, request, reply }) => {
+                    state.dial_errors.remove(&peer);
+                    let id = swarm.behaviour_mut().attest.send_request_with_addresses(&peer, request, vec![addr]);
+                    state.attests.insert(id, reply);
+                }
                 Some(Command::Quote { peer, addr, request, reply }) => {
                     state.dial_errors.remove(&peer);
                     let id = swarm.behaviour_mut().quote.send_request_with_addresses(&peer, request, vec![addr]);
@@ -362,6 +387,10 @@ async fn run(mut swarm: Swarm<Behaviour>, mut commands: mpsc::Receiver<Command>,
                 None => break,
             },
             event = swarm.select_next_some() => match event {
+                SwarmEvent::Behaviour(BehaviourEvent::Attest(event)) => {
+                    let State { attests, dial_errors, timeout, .. } = &mut state;
+                    on_response(ATTEST_PROTOCOL, event, attests, dial_errors, *timeout);
+                }
                 SwarmEvent::Behaviour(BehaviourEvent::Quote(event)) => {
                     let State { quotes, dial_errors, timeout, .. } = &mut state;
                     on_response(QUOTE_PROTOCOL, event, quotes, dial_errors, *timeout);

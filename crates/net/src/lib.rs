@@ -1,7 +1,8 @@
 //! Networking: the libp2p host of publisher and provider (TCP, noise, yamux) and the protocols
 //! named in `tpod-wire`, behind a small API that hides the swarm.
 //!
-//! - [`Provider::listen`] answers `/tpod/quote/1` and `/tpod/provision/1` (request-response),
+//! - [`Provider::listen`] answers `/tpod/attest/1`, `/tpod/quote/1` and `/tpod/provision/1`
+//!   (request-response),
 //!   `/tpod/logs/1` (a request, then a stream of log chunks) and `/tpod/blob/1` (an offer, then a
 //!   stream of chunks of an upload) with a [`Handler`], which sees the authenticated peer id of
 //!   every request.
@@ -36,7 +37,7 @@ use libp2p::{
     swarm::NetworkBehaviour,
     tcp, yamux,
 };
-use tpod_wire::pb::{ProvisionResponse, QuoteRequest, QuoteResponse, SignedRequest};
+use tpod_wire::pb::{AttestRequest, AttestResponse, ProvisionResponse, QuoteRequest, QuoteResponse, SignedRequest};
 
 /// Settings shared by [`Provider`] and [`Client`].
 #[derive(Debug, Clone)]
@@ -64,6 +65,8 @@ impl Default for NetConfig {
     }
 }
 
+/// Codec of the attestation protocol.
+type AttestCodec = WireCodec<AttestRequest, AttestResponse>;
 /// Codec of the quote protocol.
 type QuoteCodec = WireCodec<QuoteRequest, QuoteResponse>;
 /// Codec of the provision protocol.
@@ -75,6 +78,7 @@ type ProvisionCodec = WireCodec<SignedRequest, ProvisionResponse>;
 /// [`libp2p_stream::Control`].
 #[derive(NetworkBehaviour)]
 struct Behaviour {
+    attest: request_response::Behaviour<AttestCodec>,
     quote: request_response::Behaviour<QuoteCodec>,
     provision: request_response::Behaviour<ProvisionCodec>,
     stream: libp2p_stream::Behaviour,
@@ -84,6 +88,10 @@ struct Behaviour {
 fn build_swarm(keypair: Keypair, support: ProtocolSupport, config: &NetConfig) -> Result<Swarm<Behaviour>, NetError> {
     let rr_config = request_response::Config::default().with_request_timeout(config.request_timeout);
     let behaviour = Behaviour {
+        attest: request_response::Behaviour::new(
+            [(StreamProtocol::new(tpod_wire::ATTEST_PROTOCOL), support.clone())],
+            rr_config.clone(),
+        ),
         quote: request_response::Behaviour::new(
             [(StreamProtocol::new(tpod_wire::QUOTE_PROTOCOL), support.clone())],
             rr_config.clone(),

@@ -17,7 +17,8 @@ use tokio::{
     task::JoinHandle,
 };
 use tpod_wire::pb::{
-    self, BlobChunk, BlobOffer, BlobState, LogChunk, ProvisionResponse, QuoteRequest, QuoteResponse, SignedRequest,
+    self, AttestRequest, AttestResponse, BlobChunk, BlobOffer, BlobState, LogChunk, ProvisionResponse, QuoteRequest,
+    QuoteResponse, SignedRequest,
 };
 
 use crate::{
@@ -33,6 +34,8 @@ use crate::{
 /// A handler that does not answer within the request timeout is abandoned and the client
 /// sees a timeout.
 pub trait Handler: Send + Sync + 'static {
+    /// Answers an attestation request: evidence bound to `request.nonce`, or an error.
+    fn attest(&self, peer: PeerId, request: AttestRequest) -> impl Future<Output = AttestResponse> + Send;
     /// Answers a quote request.
     fn quote(&self, peer: PeerId, request: QuoteRequest) -> impl Future<Output = QuoteResponse> + Send;
     /// Answers a signed provisioning request (its payload is decoded and verified by the handler).
@@ -152,6 +155,7 @@ impl Drop for Provider {
 
 /// An answer from a handler task, to be sent by the swarm task which owns the behaviours.
 enum Answer {
+    Attest(ResponseChannel<AttestResponse>, Box<AttestResponse>),
     // Boxed: a quote (pricing table, addresses) and a pod status (with its billing) are large.
     Quote(ResponseChannel<QuoteResponse>, Box<QuoteResponse>),
     Provision(ResponseChannel<ProvisionResponse>, Box<ProvisionResponse>),
@@ -185,6 +189,9 @@ async fn run<H: Handler>(mut swarm: Swarm<Behaviour>, mut inbound: Inbound, hand
                 // An Err means the request already failed (timeout, connection closed): the
                 // behaviour reports that as an InboundFailure, nothing more to do here.
                 let _ = match answer {
+                    Answer::Attest(channel, response) => {
+                        swarm.behaviour_mut().attest.send_response(channel, *response).map(drop).map_err(drop)
+                    }
                     Answer::Quote(channel, response) => {
                         swarm.behaviour_mut().quote.send_response(channel, *response).map(drop).map_err(drop)
                     }
@@ -222,6 +229,19 @@ fn on_event<H: Handler>(
 ) {
     let timeout = config.request_timeout;
     match event {
+        SwarmEvent::Behaviour(BehaviourEvent::Attest(event)) => match event {
+            request_response::Event::Message {
+                peer,
+                message: request_response::Message::Request { request, channel, .. },
+                ..
+            } => {
+                let handler = handler.clone();
+                answer_in_task(timeout, answers, async move { handler.attest(peer, request).await }, |r| {
+                    Answer::Attest(channel, Box::new(r))
+                });
+            }
+            other => log_other(tpod_wire::ATTEST_PROTOCOL, other),
+        },
         SwarmEvent::Behaviour(BehaviourEvent::Quote(event)) => match event {
             request_response::Event::Message {
                 peer,

@@ -84,6 +84,16 @@ fn chunk(data: Vec<u8>) -> LogChunk {
 }
 
 impl Handler for TestHandler {
+    /// Answers with an error that echoes the nonce and the asking peer, so a test sees both
+    /// crossed the wire.
+    async fn attest(&self, peer: PeerId, request: pb::AttestRequest) -> pb::AttestResponse {
+        let message = format!("no TEE here; nonce {} from {peer}", hex(&request.nonce));
+        pb::AttestResponse {
+            version: 1,
+            result: Some(pb::attest_response::Result::Error(pb::Error { code: 501, message })),
+        }
+    }
+
     async fn quote(&self, _peer: PeerId, request: QuoteRequest) -> QuoteResponse {
         self.quotes.fetch_add(1, Ordering::SeqCst);
         if self.hang {
@@ -193,6 +203,25 @@ fn quote_request(cpu_millis: u64) -> QuoteRequest {
 
 async fn provider(handler: TestHandler) -> Provider {
     Provider::listen(generate_keypair(), localhost(), handler).await.unwrap()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test]
+async fn attest_round_trip() {
+    let provider = provider(TestHandler::default()).await;
+    let client = Client::connect(generate_keypair()).unwrap();
+    let request = pb::AttestRequest { version: 1, nonce: vec![0xab; 32] };
+    let response = client.attest(provider.peer_id(), provider.listen_addr().clone(), request).await.unwrap();
+    let Some(pb::attest_response::Result::Error(error)) = response.result else { panic!("{response:?}") };
+    assert_eq!(error.message, format!("no TEE here; nonce {} from {}", "ab".repeat(32), client.peer_id()));
+
+    // A nonce of the wrong size never reaches the handler.
+    let request = pb::AttestRequest { version: 1, nonce: vec![0xab; 31] };
+    let error = client.attest(provider.peer_id(), provider.listen_addr().clone(), request).await.unwrap_err();
+    assert!(matches!(error, NetError::Request(_)), "{error}");
 }
 
 #[tokio::test]

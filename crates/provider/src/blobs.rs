@@ -712,6 +712,10 @@ mod tests {
     struct StoreHandler(BlobStore);
 
     impl tpod_net::Handler for StoreHandler {
+        async fn attest(&self, _: tpod_net::PeerId, _: pb::AttestRequest) -> pb::AttestResponse {
+            pb::AttestResponse::default()
+        }
+
         async fn quote(&self, _: tpod_net::PeerId, _: pb::QuoteRequest) -> pb::QuoteResponse {
             pb::QuoteResponse::default()
         }

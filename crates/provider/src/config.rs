@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use alloy::primitives::{Address, U256};
 use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
 use tpod_billing::{PriceTable, PricingError};
 use tpod_manifest::quantity;
 
@@ -62,6 +63,40 @@ pub struct Config {
     /// Metering, claims and the funds watcher.
     #[serde(default)]
     pub billing: BillingConfig,
+    /// The TEE the provider runs in, which attests it to publishers.
+    #[serde(default)]
+    pub attestation: AttestationConfig,
+}
+
+/// Which TEE produces the provider's attestation evidence.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TeeSetting {
+    /// The TEE hardware found (SEV-SNP, then TDX); the daemon refuses to start without one.
+    #[default]
+    Auto,
+    /// AMD SEV-SNP through `/dev/sev-guest`.
+    Snp,
+    /// Intel TDX through configfs-tsm.
+    Tdx,
+    /// No TEE, for development: a root key signs the evidence, and publishers refuse it unless
+    /// told otherwise.
+    Simulated,
+}
+
+/// How the provider attests itself.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttestationConfig {
+    /// `auto`, `snp`, `tdx` or `simulated`.
+    #[serde(default)]
+    pub tee: TeeSetting,
+    /// With `simulated`: the development root key (hex ed25519 secret), created if missing;
+    /// relative to the config file.
+    pub simulated_root_key: Option<PathBuf>,
+    /// With TDX: the collateral of this platform's quotes, as `tpod-attestation` encodes it;
+    /// relative to the config file.
+    pub tdx_collateral: Option<PathBuf>,
 }
 
 /// How pods are metered and how the provider gets paid.
@@ -214,6 +249,8 @@ pub struct Settings {
     pub log_cap_bytes: u64,
     /// Per-container root file system size in bytes.
     pub rootfs_bytes: u64,
+    /// sha256 of the configuration file as read: part of the provider's attested measurement.
+    pub config_sha256: [u8; 32],
 }
 
 impl Settings {
@@ -240,6 +277,15 @@ impl Settings {
         let base = path.parent().unwrap_or(Path::new("."));
         config.data_dir = base.join(&config.data_dir);
         config.chain.key_file = base.join(&config.chain.key_file);
+        let attestation = &mut config.attestation;
+        attestation.simulated_root_key = attestation.simulated_root_key.as_ref().map(|p| base.join(p));
+        attestation.tdx_collateral = attestation.tdx_collateral.as_ref().map(|p| base.join(p));
+        if attestation.tee == TeeSetting::Simulated && attestation.simulated_root_key.is_none() {
+            return Err(at("tee", "\"simulated\" needs simulated_root_key, the development root's key file".into()));
+        }
+        if attestation.tee == TeeSetting::Tdx && attestation.tdx_collateral.is_none() {
+            return Err(at("tee", "\"tdx\" needs tdx_collateral, the collateral of this platform's quotes".into()));
+        }
 
         let cpu_millis = quantity::parse_cpu_millis(&config.capacity.cpu).map_err(|e| at("cpu", e.to_string()))?;
         let memory_bytes = quantity::parse_bytes(&config.capacity.memory).map_err(|e| at("memory", e.to_string()))?;
@@ -292,6 +338,7 @@ impl Settings {
             subnet,
             log_cap_bytes,
             rootfs_bytes,
+            config_sha256: sha2::Sha256::digest(text.as_bytes()).into(),
         })
     }
 }

@@ -102,6 +102,16 @@ pub async fn start(settings: Settings) -> Result<Daemon, DaemonError> {
     let account = crate::enclave::read_key(&config.chain.key_file)
         .map_err(|e| step("load the provider account key")(e.to_string()))?;
     let chain = connect_chain(&settings, account).await?;
+    let binding = tpod_attestation::Binding {
+        libp2p_public_key: keypair.public(),
+        enclave_signer: enclave.address().into_array(),
+        enclave_encryption_key: *sealing.public().as_bytes(),
+        measurement: tpod_attestation::Measurement {
+            binary: measure_binary().map_err(step("measure the provider binary"))?,
+            config: settings.config_sha256,
+        },
+    };
+    let attester = tpod_attestation::Attester::new(tee(&settings)?, binding);
 
     let runtime = local_runtime(&settings)?;
     let routes = Routes::default();
@@ -129,9 +139,9 @@ pub async fn start(settings: Settings) -> Result<Daemon, DaemonError> {
 
     let listen: Multiaddr =
         config.listen.parse().map_err(|e| step("parse `listen`")(format!("{:?}: {e}", config.listen)))?;
-    let net = Provider::listen(keypair, listen, ProtocolHandler { controller: controller.clone() })
-        .await
-        .map_err(|e| step("listen for publishers")(e.to_string()))?;
+    let handler = ProtocolHandler { controller: controller.clone(), attester: Arc::new(attester) };
+    let net =
+        Provider::listen(keypair, listen, handler).await.map_err(|e| step("listen for publishers")(e.to_string()))?;
     let info = ProviderInfo {
         peer_id: net.peer_id().to_string(),
         multiaddr: net.listen_addr().to_string(),
@@ -194,6 +204,56 @@ async fn connect_chain(
         .map_err(|e| step("connect to the chain")(e.to_string()))
 }
 
+/// sha256 of the running binary.
+fn measure_binary() -> Result<[u8; 32], String> {
+    use sha2::Digest as _;
+    let mut hasher = sha2::Sha256::new();
+    std::fs::File::open("/proc/self/exe")
+        .and_then(|mut file| std::io::copy(&mut file, &mut hasher))
+        .map_err(|e| format!("/proc/self/exe: {e}"))?;
+    Ok(hasher.finalize().into())
+}
+
+/// The TEE the configuration names, or the one this machine has.
+fn tee(settings: &Settings) -> Result<tpod_attestation::Tee, DaemonError> {
+    use crate::config::TeeSetting;
+    use tpod_attestation::{Tee, TeeKind};
+    let attestation = &settings.config.attestation;
+    let kind = match attestation.tee {
+        TeeSetting::Snp => TeeKind::Snp,
+        TeeSetting::Tdx => TeeKind::Tdx,
+        TeeSetting::Simulated => TeeKind::Simulated,
+        TeeSetting::Auto => tpod_attestation::attester::detect().ok_or_else(|| {
+            step("find a TEE")(
+                "no SEV-SNP (/dev/sev-guest) or TDX (configfs-tsm) interface on this machine; for development \
+                 set [attestation] tee = \"simulated\""
+                    .into(),
+            )
+        })?,
+    };
+    Ok(match kind {
+        TeeKind::Snp => Tee::Snp,
+        TeeKind::Tdx => {
+            let path = attestation.tdx_collateral.as_ref().ok_or_else(|| {
+                step("load the TDX collateral")("set [attestation] tdx_collateral to its file".into())
+            })?;
+            let collateral =
+                std::fs::read(path).map_err(|e| step("load the TDX collateral")(format!("{}: {e}", path.display())))?;
+            Tee::Tdx { collateral }
+        }
+        TeeKind::Simulated => {
+            let path = attestation
+                .simulated_root_key
+                .as_ref()
+                .ok_or_else(|| step("load the simulated TEE root")("set [attestation] simulated_root_key".into()))?;
+            let root = tpod_attestation::SimulatedRoot::load_or_generate(path)
+                .map_err(|e| step("load the simulated TEE root")(e.to_string()))?;
+            tracing::warn!(root = %root.public_hex(), "simulated TEE: this provider proves nothing about its machine");
+            Tee::Simulated(root)
+        }
+    })
+}
+
 fn create_private_dir(path: &std::path::Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(path)
@@ -202,9 +262,31 @@ fn create_private_dir(path: &std::path::Path) -> std::io::Result<()> {
 /// Adapts the controller to the libp2p protocols.
 struct ProtocolHandler<R> {
     controller: Arc<Controller<R>>,
+    attester: Arc<tpod_attestation::Attester>,
 }
 
 impl<R: Runtime> Handler for ProtocolHandler<R> {
+    async fn attest(&self, peer: PeerId, request: pb::AttestRequest) -> pb::AttestResponse {
+        use pb::attest_response::Result as Outcome;
+        let attester = self.attester.clone();
+        // Validation guarantees 32 bytes.
+        let nonce: [u8; 32] = request.nonce.as_slice().try_into().unwrap_or_default();
+        // A hardware report is an ioctl or a file exchange with the kernel: off the async workers.
+        let evidence = tokio::task::spawn_blocking(move || attester.attest(&nonce)).await;
+        let result = match evidence {
+            Ok(Ok(evidence)) => Outcome::Evidence(evidence),
+            Ok(Err(error)) => {
+                tracing::error!(%peer, %error, "attestation failed");
+                Outcome::Error(pb::Error { code: 500, message: format!("attestation failed: {error}") })
+            }
+            Err(error) => {
+                tracing::error!(%peer, %error, "attestation task failed");
+                Outcome::Error(pb::Error { code: 500, message: "internal error".into() })
+            }
+        };
+        pb::AttestResponse { version: tpod_wire::VERSION, result: Some(result) }
+    }
+
     async fn quote(&self, _peer: PeerId, request: pb::QuoteRequest) -> pb::QuoteResponse {
         self.controller.quote(&request)
     }

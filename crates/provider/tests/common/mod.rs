@@ -67,6 +67,9 @@ min_unlock_delay_secs = 60
 bridge = "{bridge}"
 subnet = "{subnet}"
 log_cap = "1Mi"
+[attestation]
+tee = "simulated"
+simulated_root_key = "simulated-tee-root.key"
 "#,
         rpc = net.file.rpc_url,
         payment = net.file.contracts.payment,
