@@ -38,6 +38,13 @@ impl Measurement {
     }
 }
 
+/// sha256 of a file's content (a provider binary), read piece by piece.
+pub fn sha256_file(path: &std::path::Path) -> std::io::Result<[u8; 32]> {
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
+    Ok(hasher.finalize().into())
+}
+
 /// A fixed-size field of the binding.
 fn fixed<const N: usize>(field: &'static str, bytes: &[u8]) -> Result<[u8; N], BindingError> {
     bytes.try_into().map_err(|_| BindingError { field, reason: format!("has {} bytes", bytes.len()) })

@@ -226,16 +226,12 @@ pub fn policy_path(dir: &Path) -> PathBuf {
 /// Writes the devnet's attestation policy: its provider binary, its simulated TEE root (created
 /// here, so the policy can pin it before the provider starts).
 fn write_policy(dir: &Path, pdir: &Path, bin: &Path) -> anyhow::Result<()> {
-    use sha2::Digest as _;
-    use tpod_attestation::{Digest, Policy, SimulatedRoot, TeeKind, policy::SimulatedPolicy};
+    use tpod_attestation::{Digest, Policy, SimulatedRoot, TeeKind, binding::sha256_file, policy::SimulatedPolicy};
     let root = SimulatedRoot::load_or_generate(&pdir.join(SIMULATED_ROOT_KEY))?;
-    let mut hasher = sha2::Sha256::new();
-    std::fs::File::open(bin)
-        .and_then(|mut file| std::io::copy(&mut file, &mut hasher))
-        .with_context(|| format!("cannot read {}", bin.display()))?;
+    let binary = sha256_file(bin).with_context(|| format!("cannot read {}", bin.display()))?;
     let policy = Policy {
         tee: [TeeKind::Simulated].into(),
-        provider_binaries: [Digest(hasher.finalize().into())].into(),
+        provider_binaries: [Digest(binary)].into(),
         provider_configs: Default::default(),
         snp: Default::default(),
         tdx: Default::default(),

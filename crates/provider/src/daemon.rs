@@ -107,7 +107,8 @@ pub async fn start(settings: Settings) -> Result<Daemon, DaemonError> {
         enclave_signer: enclave.address().into_array(),
         enclave_encryption_key: *sealing.public().as_bytes(),
         measurement: tpod_attestation::Measurement {
-            binary: measure_binary().map_err(step("measure the provider binary"))?,
+            binary: tpod_attestation::binding::sha256_file(std::path::Path::new("/proc/self/exe"))
+                .map_err(|e| step("measure the provider binary")(format!("/proc/self/exe: {e}")))?,
             config: settings.config_sha256,
         },
     };
@@ -202,16 +203,6 @@ async fn connect_chain(
     Chain::connect_to_payment(&c.rpc_url, account, c.payment, c.registry)
         .await
         .map_err(|e| step("connect to the chain")(e.to_string()))
-}
-
-/// sha256 of the running binary.
-fn measure_binary() -> Result<[u8; 32], String> {
-    use sha2::Digest as _;
-    let mut hasher = sha2::Sha256::new();
-    std::fs::File::open("/proc/self/exe")
-        .and_then(|mut file| std::io::copy(&mut file, &mut hasher))
-        .map_err(|e| format!("/proc/self/exe: {e}"))?;
-    Ok(hasher.finalize().into())
 }
 
 /// The TEE the configuration names, or the one this machine has.
