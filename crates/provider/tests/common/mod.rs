@@ -157,6 +157,35 @@ pub fn priced(pricing: Option<pb::PricingTable>) -> pb::provision_request::Actio
     })
 }
 
+impl Drop for Fixture {
+    /// Pods outlive their daemon by design; a test's must not outlive the test, or a rerun on the
+    /// same subnet reaches the old pod at the same address. The runtime is asked directly: the
+    /// daemon's store stays locked until its aborted tasks run again, after this.
+    fn drop(&mut self) {
+        use tpod_runtime::Runtime as _;
+        let Ok(settings) = Settings::load(&self.config) else { return };
+        let config = tpod_runtime::LocalConfig {
+            bridge: settings.config.runtime.bridge.clone(),
+            subnet: settings.subnet,
+            log_cap_bytes: settings.log_cap_bytes,
+            rootfs_bytes: settings.rootfs_bytes,
+            ..tpod_runtime::LocalConfig::new(&settings.config.data_dir)
+        };
+        // Dropped inside the test's runtime: the clean-up runs on one of its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            runtime.block_on(async {
+                let pods = tpod_runtime::LocalRuntime::new(config).ok()?;
+                for id in pods.list().await.ok()? {
+                    let _ = pods.delete(&id).await;
+                }
+                Some(())
+            })
+        })
+        .join();
+    }
+}
+
 impl Fixture {
     /// Stops the provider daemon (its pods keep running) and starts it again on the same data
     /// directory, at a new address.
