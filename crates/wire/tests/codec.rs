@@ -10,7 +10,8 @@ use std::task::{Context, Poll, Waker};
 use futures::io::Cursor;
 use prost::Message;
 use tpod_wire::codec::{
-    BLOB_MAX_BYTES, LOGS_MAX_BYTES, MAX_MESSAGE_BYTES, PROVISION_MAX_BYTES, QUOTE_MAX_BYTES, max_message_bytes,
+    ATTEST_MAX_BYTES, BLOB_MAX_BYTES, LOGS_MAX_BYTES, MAX_MESSAGE_BYTES, PROVISION_MAX_BYTES, QUOTE_MAX_BYTES,
+    max_message_bytes,
 };
 use tpod_wire::limits::{
     MAX_BLOB_CHUNK_BYTES, MAX_CONTAINERS, MAX_DIGEST_BYTES, MAX_ENV, MAX_LAYERS, MAX_LOG_CHUNK_BYTES, MAX_PORTS,
@@ -244,7 +245,8 @@ fn protocol_limits_table() {
     assert_eq!(max_message_bytes(tpod_wire::QUOTE_PROTOCOL), Some(QUOTE_MAX_BYTES));
     assert_eq!(max_message_bytes(tpod_wire::LOGS_PROTOCOL), Some(LOGS_MAX_BYTES));
     assert_eq!(max_message_bytes(tpod_wire::BLOB_PROTOCOL), Some(BLOB_MAX_BYTES));
-    assert_eq!(max_message_bytes(tpod_wire::ATTEST_PROTOCOL), None);
+    assert_eq!(max_message_bytes(tpod_wire::ATTEST_PROTOCOL), Some(ATTEST_MAX_BYTES));
+    assert_eq!(max_message_bytes("/tpod/unknown/1"), None);
     // A full blob chunk at the largest offset fits in one frame.
     let full = blob_chunk(u64::MAX - MAX_BLOB_CHUNK_BYTES as u64, vec![0xff; MAX_BLOB_CHUNK_BYTES]);
     assert!(full.encoded_len() <= BLOB_MAX_BYTES);
