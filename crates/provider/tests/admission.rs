@@ -106,15 +106,25 @@ async fn quote_reports_terms_and_refuses_what_does_not_fit() {
     };
     let q = f.client.quote(f.peer, f.addr.clone(), ask(500, 1 << 20)).await.unwrap();
     assert!(q.available, "{}", q.reason);
-    assert_eq!(q.enclave_signer.parse::<Address>().unwrap(), info.enclave_signer);
     assert_eq!(q.provider_address.parse::<Address>().unwrap(), info.provider_address);
     assert_eq!(q.min_funding, MIN_FUNDING.to_string());
     assert_eq!(q.domain, "pods.test");
-    // The enclave's encryption key, as kept in its key file.
-    let sealing = tpod_provider::enclave::load_or_generate_sealing(&f.data.join("enclave-seal.key")).unwrap();
-    assert_eq!(q.enclave_encryption_key, sealing.public().as_bytes());
     let q = f.client.quote(f.peer, f.addr.clone(), ask(1500, 1 << 20)).await.unwrap();
     assert!(!q.available);
     assert!(q.reason.contains("only cpu 1000m"), "{}", q.reason);
     assert!(Path::new(&f.data).join("provider.json").exists());
+}
+
+#[tokio::test]
+async fn attestation_binds_the_enclave_keys_and_the_running_config() {
+    let f = fixture("tpa4", "10.234.0.0/16").await;
+    let attested = f.attested().await;
+    let binding = attested.binding;
+    assert_eq!(Address::from(binding.enclave_signer), f.info().enclave_signer);
+    // The encryption key is the one in the enclave's key file, not one made up for the answer.
+    let sealing = tpod_provider::enclave::load_or_generate_sealing(&f.data.join("enclave-seal.key")).unwrap();
+    assert_eq!(&binding.enclave_encryption_key, sealing.public().as_bytes());
+    let config = tpod_attestation::binding::sha256_file(&f.config).unwrap();
+    assert_eq!(binding.measurement.config, config);
+    assert_eq!(binding.peer_id(), f.peer);
 }

@@ -91,8 +91,7 @@ fn secret_files() -> Vec<u8> {
 }
 
 async fn enclave_key(f: &Fixture) -> PublicKey {
-    let quote = f.client.quote(f.peer, f.addr.clone(), pb::QuoteRequest { version: 1, resources: None }).await.unwrap();
-    PublicKey::from_bytes(&quote.enclave_encryption_key).unwrap()
+    PublicKey::from_bytes(&f.attested().await.binding.enclave_encryption_key).unwrap()
 }
 
 async fn push_all(f: &Fixture, image: &EncryptedImage) {

@@ -116,7 +116,6 @@ impl Validate for QuoteResponse {
     fn validate(&self) -> Result<(), WireError> {
         version(self.version)?;
         string("", "reason", &self.reason, MAX_TEXT_BYTES)?;
-        string("", "enclave_signer", &self.enclave_signer, MAX_STRING_BYTES)?;
         string("", "payment_contract", &self.payment_contract, MAX_STRING_BYTES)?;
         string("", "min_funding", &self.min_funding, MAX_STRING_BYTES)?;
         string("", "provider_address", &self.provider_address, MAX_STRING_BYTES)?;
@@ -127,9 +126,6 @@ impl Validate for QuoteResponse {
         }
         if let Some(pricing) = &self.pricing {
             pricing_table(pricing)?;
-        }
-        if !self.enclave_encryption_key.is_empty() {
-            exact_len("enclave_encryption_key", self.enclave_encryption_key.len(), X25519_KEY_BYTES)?;
         }
         Ok(())
     }

@@ -123,7 +123,6 @@ fn quote_response() -> pb::QuoteResponse {
             tee_type: "sev-snp".into(),
             cpu_model: "AMD EPYC 9654".into(),
         }),
-        enclave_signer: "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC".into(),
         payment_contract: "0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512".into(),
         chain_id: 31337,
         token: vec![0x5f; 20],
@@ -131,7 +130,6 @@ fn quote_response() -> pb::QuoteResponse {
         min_unlock_delay_secs: 3600,
         provider_address: "0x70997970C51812dc3A010C7d01b50e0d17dc79C8".into(),
         domain: "pods.example.com".into(),
-        enclave_encryption_key: vec![4; 32],
     }
 }
 

@@ -206,7 +206,6 @@ impl<R: Runtime> Controller<R> {
                 storage_bytes: free.storage_bytes,
             }),
             pricing: Some(s.pricing.to_proto(&contracts.token.to_string(), TEE_TYPE)),
-            enclave_signer: self.enclave_address().to_string(),
             payment_contract: contracts.payment.to_string(),
             chain_id: self.parts.chain.chain_id(),
             token: contracts.token.to_vec(),
@@ -214,7 +213,6 @@ impl<R: Runtime> Controller<R> {
             min_unlock_delay_secs: s.config.terms.min_unlock_delay_secs,
             provider_address: self.provider_address().to_string(),
             domain: s.config.ingress.domain.clone(),
-            enclave_encryption_key: self.parts.sealing.public().as_bytes().to_vec(),
         }
     }
 

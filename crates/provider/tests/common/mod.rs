@@ -214,6 +214,30 @@ impl Fixture {
         self.daemon.as_ref().expect("the daemon runs").info().clone()
     }
 
+    /// The provider's attestation to a fresh nonce, verified as a publisher does: the
+    /// fixture's simulated root and this test binary (the daemon runs in it) pinned.
+    pub async fn attested(&self) -> tpod_attestation::Attested {
+        use tpod_attestation::{Digest, Options, Policy, SimulatedRoot, TeeKind, policy::SimulatedPolicy};
+        let root = SimulatedRoot::load_or_generate(&self.config.with_file_name("simulated-tee-root.key")).unwrap();
+        let policy = Policy {
+            tee: [TeeKind::Simulated].into(),
+            provider_binaries: [Digest(tpod_attestation::binding::sha256_file("/proc/self/exe".as_ref()).unwrap())]
+                .into(),
+            provider_configs: Default::default(),
+            snp: Default::default(),
+            tdx: Default::default(),
+            simulated: Some(SimulatedPolicy { root: root.public_hex() }),
+        };
+        let nonce = B256::random();
+        let request = pb::AttestRequest { version: tpod_wire::VERSION, nonce: nonce.to_vec() };
+        let response = self.client.attest(self.peer, self.addr.clone(), request).await.unwrap();
+        let Some(pb::attest_response::Result::Evidence(evidence)) = response.result else {
+            panic!("no evidence: {response:?}")
+        };
+        let options = Options { allow_simulated: true, at: SystemTime::now() };
+        tpod_attestation::verify(&evidence, &nonce.0, &self.peer, &policy, &options).into_result().unwrap()
+    }
+
     pub async fn send(&self, request: pb::SignedRequest) -> Result<pb::PodStatus, pb::Error> {
         match self.client.provision(self.peer, self.addr.clone(), request).await.unwrap().result.unwrap() {
             pb::provision_response::Result::Status(s) => Ok(s),
