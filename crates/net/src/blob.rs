@@ -10,10 +10,11 @@
 //! stream at once with an error reply. A publisher that only asks ([`Client::blob_state`]) closes
 //! the stream after the first reply.
 //!
-//! Provider side ([`BlobServer`]): at most [`MAX_BLOB_STREAMS`] uploads at once (more are refused
-//! with code 503), reads failing after an idle timeout without a byte so a stalled publisher
-//! cannot hold a slot (while a slow one may take its time over a chunk), and two chunks (at most
-//! [`BLOB_MAX_BYTES`] each) in memory per stream: one being stored while the next is read.
+//! Provider side ([`BlobServer`]): at most [`MAX_BLOB_STREAMS`] uploads at once, and
+//! [`MAX_BLOB_STREAMS_PER_PEER`] from one peer (more are refused with code 503); reads fail after
+//! an idle timeout without a byte, so a stalled publisher cannot hold a slot (while a slow one may
+//! take its time over a chunk); two chunks (at most [`BLOB_MAX_BYTES`] each) are in memory per
+//! stream: one being stored while the next is read.
 //!
 //! Publisher side ([`Client::push_blob`]): reads the file in chunks into two frame buffers used in
 //! turn (one being written to the stream while the next is read and hashed), whatever the file's
@@ -25,6 +26,7 @@
 //! [`Client::push_blob`]: crate::Client::push_blob
 
 use std::{
+    collections::HashMap,
     fs::File,
     future::Future,
     io::{self, Read, Seek, SeekFrom},
@@ -52,6 +54,11 @@ use crate::{Handler, NetError, RequestErrorKind};
 /// Blob uploads a provider serves at once; beyond this, offers are refused (code 503). Each holds
 /// up to one frame of [`BLOB_MAX_BYTES`] and one blocking write at a time.
 pub(crate) const MAX_BLOB_STREAMS: usize = 16;
+/// Blob uploads one peer may have at once, so that one publisher cannot take every slot.
+/// Publishers upload one blob at a time; this leaves room for a retry while a dead stream times
+/// out. (A peer id costs nothing to make, so this only bounds an honest-but-greedy client; the
+/// global limit is what bounds memory.)
+pub(crate) const MAX_BLOB_STREAMS_PER_PEER: usize = 4;
 
 /// Error code of a refusal for lack of capacity.
 const UNAVAILABLE: u32 = 503;
@@ -131,15 +138,63 @@ pub(crate) struct BlobServer<H> {
     /// Bound on the handler call that completes a blob (it may verify or sync a large file).
     pub(crate) finish: Duration,
     pub(crate) slots: Arc<Semaphore>,
+    pub(crate) per_peer: Arc<PeerSlots>,
+}
+
+/// How many uploads each peer has open.
+#[derive(Debug, Default)]
+pub(crate) struct PeerSlots(Mutex<HashMap<PeerId, usize>>);
+
+/// One of a peer's upload slots, given back on drop.
+struct PeerSlot {
+    slots: Arc<PeerSlots>,
+    peer: PeerId,
+}
+
+impl PeerSlots {
+    fn try_acquire(self: &Arc<Self>, peer: PeerId) -> Option<PeerSlot> {
+        let mut open = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let count = open.entry(peer).or_default();
+        if *count >= MAX_BLOB_STREAMS_PER_PEER {
+            return None;
+        }
+        *count += 1;
+        Some(PeerSlot { slots: self.clone(), peer })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut open = self.slots.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(count) = open.get_mut(&self.peer) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.peer);
+            }
+        }
+    }
 }
 
 impl<H: Handler> BlobServer<H> {
     /// Serves one inbound blob stream in its own task.
     pub(crate) fn spawn(&self, peer: PeerId, stream: libp2p::Stream) {
         let (handler, idle, finish, slots) = (self.handler.clone(), self.idle, self.finish, self.slots.clone());
+        let per_peer = self.per_peer.clone();
         tokio::spawn(async move {
             let mut upload = Upload { peer, stream: IdleStream::new(stream, idle), idle };
-            // Held for the life of the stream.
+            // Both held for the life of the stream.
+            let Some(_peer_slot) = per_peer.try_acquire(peer) else {
+                tracing::debug!(%peer, "too many blob uploads from one peer, refusing one");
+                upload
+                    .refuse(pb::Error {
+                        code: UNAVAILABLE,
+                        message: format!(
+                            "too many uploads from you at once (at most {MAX_BLOB_STREAMS_PER_PEER}), try again later"
+                        ),
+                    })
+                    .await;
+                return;
+            };
             let Ok(_slot) = slots.try_acquire_owned() else {
                 tracing::debug!(%peer, "too many blob uploads, refusing one");
                 upload

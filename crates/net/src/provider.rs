@@ -179,6 +179,7 @@ async fn run<H: Handler>(mut swarm: Swarm<Behaviour>, mut inbound: Inbound, hand
         idle: config.request_timeout,
         finish: config.blob_finish_timeout,
         slots: Arc::new(Semaphore::new(MAX_BLOB_STREAMS)),
+        per_peer: Default::default(),
     };
     loop {
         tokio::select! {

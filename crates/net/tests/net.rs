@@ -882,27 +882,49 @@ async fn tampered_chunk_is_refused_and_only_the_good_prefix_is_kept() {
 #[tokio::test]
 async fn blob_uploads_beyond_the_limit_are_refused_and_idle_ones_closed() {
     let handler = TestHandler::default();
-    let config = NetConfig { request_timeout: Duration::from_secs(2), ..Default::default() };
+    let config = NetConfig { request_timeout: Duration::from_secs(5), ..Default::default() };
     let provider = Provider::listen_with(generate_keypair(), localhost(), handler.clone(), config).await.unwrap();
     let (peer, addr) = (provider.peer_id(), provider.listen_addr().clone());
     let (mut control, _task) = raw_streams(&provider).await;
     let client = Client::connect(generate_keypair()).unwrap();
     let cid = ContentId::of(b"x");
 
-    // Sixteen publishers offer and then stall.
+    // One publisher offers four times and then stalls: a fifth upload of its own is refused.
+    let offer = BlobOffer { version: 1, cid: cid.to_string(), total_size: 1 };
     let mut stalled = Vec::new();
-    for _ in 0..16 {
+    for _ in 0..4 {
         let mut stream = open_blob_stream(&mut control, peer).await;
-        let offer = BlobOffer { version: 1, cid: cid.to_string(), total_size: 1 };
         write_message(&mut stream, &offer, BLOB_MAX_BYTES).await.unwrap();
         assert!(matches!(read_reply(&mut stream).await, blob_reply::Result::State(_)));
         stalled.push(stream);
     }
+    let mut stream = open_blob_stream(&mut control, peer).await;
+    write_message(&mut stream, &offer, BLOB_MAX_BYTES).await.unwrap();
+    match read_reply(&mut stream).await {
+        blob_reply::Result::Error(error) => {
+            assert_eq!(error.code, 503);
+            assert!(error.message.contains("too many uploads from you"), "{}", error.message);
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // Three other publishers do the same, which takes all sixteen slots: a fifth is refused.
+    let mut others = Vec::new();
+    for _ in 0..3 {
+        let (mut control, task) = raw_streams(&provider).await;
+        for _ in 0..4 {
+            let mut stream = open_blob_stream(&mut control, peer).await;
+            write_message(&mut stream, &offer, BLOB_MAX_BYTES).await.unwrap();
+            assert!(matches!(read_reply(&mut stream).await, blob_reply::Result::State(_)));
+            stalled.push(stream);
+        }
+        others.push(task);
+    }
     let error = client.blob_state(peer, addr.clone(), &cid, 1).await.unwrap_err();
     assert_eq!(error.refusal().map(|(code, _)| code), Some(503), "{error}");
+    assert!(!error.to_string().contains("from you"), "{error}");
 
     // Past the idle timeout, the provider gave up on them and serves others again.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(client.blob_state(peer, addr, &cid, 1).await.unwrap(), BlobState { complete: false, received: 0 });
     for mut stream in stalled {
         let mut rest = Vec::new();
