@@ -27,6 +27,7 @@ use std::{
     io::{self, ErrorKind, Write},
     path::{Path, PathBuf},
     sync::{Arc, Mutex, MutexGuard},
+    time::{Duration, SystemTime},
 };
 
 use sha2::{Digest as _, Sha256};
@@ -315,10 +316,15 @@ impl BlobStore {
         prefix_sha256: &[u8],
         total_size: u64,
     ) -> Result<BlobState, BlobError> {
+        self.locked(cid, || self.write_locked(cid, offset, data, prefix_sha256, total_size))
+    }
+
+    /// Runs `f` under the lock of blob `cid`.
+    fn locked<T>(&self, cid: &ContentId, f: impl FnOnce() -> T) -> T {
         let entry = lock(&self.shared.locks).entry(*cid).or_default().clone();
         let result = {
             let _guard = lock(&entry);
-            self.write_locked(cid, offset, data, prefix_sha256, total_size)
+            f()
         };
         // Forget the lock when no other writer holds or waits for it (the map and `entry` are
         // the only references left).
@@ -390,6 +396,40 @@ impl BlobStore {
         self.complete(cid, &partial, total_size, after)
     }
 
+    /// Deletes the partial uploads no chunk has reached for `max_idle`: a publisher that gave up
+    /// must not hold quota forever. Returns the CIDs removed. An upload that comes back later
+    /// starts over.
+    pub fn sweep_partials(&self, max_idle: Duration) -> Result<Vec<ContentId>, BlobError> {
+        let dir = self.dir.join(PARTIAL_DIR);
+        let now = SystemTime::now();
+        let mut removed = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(io_error(&dir))? {
+            let entry = entry.map_err(io_error(&dir))?;
+            let Some(cid) = entry.file_name().to_str().and_then(|name| ContentId::parse(name).ok()) else { continue };
+            // Under the blob's lock, so a chunk cannot land between the age check and the removal.
+            let swept = self.locked(&cid, || {
+                let path = entry.path();
+                let modified = match fs::metadata(&path).and_then(|m| m.modified()) {
+                    Ok(modified) => modified,
+                    Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
+                    Err(source) => return Err(BlobError::Io { path, source }),
+                };
+                if now.duration_since(modified).is_ok_and(|idle| idle >= max_idle) {
+                    fs::remove_file(&path).map_err(io_error(&path))?;
+                    lock(&self.shared.usage).partial.remove(&cid);
+                    lock(&self.shared.running).remove(&cid);
+                    return Ok(true);
+                }
+                Ok(false)
+            })?;
+            if swept {
+                tracing::info!(%cid, "abandoned partial upload removed");
+                removed.push(cid);
+            }
+        }
+        Ok(removed)
+    }
+
     /// Refuses a blob over the size limit, one declared with another size than before, or one
     /// that would not fit in the quota next to the others.
     fn check_limits(&self, cid: &ContentId, received: u64, total_size: u64, usage: &Usage) -> Result<(), BlobError> {
@@ -451,6 +491,25 @@ impl BlobStore {
 
     fn partial_path(&self, cid: &ContentId) -> PathBuf {
         self.dir.join(PARTIAL_DIR).join(cid.to_string())
+    }
+}
+
+/// How long a partial upload may go without a chunk before it is removed: a day, long enough for
+/// a publisher to come back after a dropped connection or a night without network.
+pub const PARTIAL_MAX_IDLE: Duration = Duration::from_secs(24 * 3600);
+
+/// Removes abandoned partial uploads (see [`BlobStore::sweep_partials`]) now and then every
+/// `every`, for as long as the task runs.
+pub async fn sweep_partials_forever(store: BlobStore, max_idle: Duration, every: Duration) {
+    let mut ticks = tokio::time::interval(every);
+    loop {
+        ticks.tick().await;
+        let store = store.clone();
+        match tokio::task::spawn_blocking(move || store.sweep_partials(max_idle)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(%e, "cannot sweep abandoned partial uploads"),
+            Err(e) => tracing::warn!(%e, "the partial-upload sweep failed"),
+        }
     }
 }
 
@@ -578,6 +637,35 @@ mod tests {
         // And an empty blob completes in one empty chunk.
         let empty = ContentId::of(&[]);
         assert_eq!(put(&store, &empty, &[], 0..0, 0).unwrap(), BlobState { complete: true, received: 0 });
+    }
+
+    #[test]
+    fn abandoned_partials_are_swept_and_give_their_quota_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open_with(dir.path(), 10_000, 10_000).unwrap();
+        let (old, fresh) = (blob(6000), blob(3000));
+        let (old_cid, fresh_cid) = (ContentId::of(&old), ContentId::of(&fresh));
+        put(&store, &old_cid, &old, 0..1000, 6000).unwrap();
+        put(&store, &fresh_cid, &fresh, 0..1000, 3000).unwrap();
+        let day_ago = SystemTime::now() - Duration::from_secs(24 * 3600);
+        File::options().write(true).open(partial(&dir, &old_cid)).unwrap().set_modified(day_ago).unwrap();
+        // The old upload's 6000 declared bytes hold the quota: a 5000-byte blob does not fit.
+        let other = blob(5000);
+        let other_cid = ContentId::of(&other);
+        assert!(matches!(store.offer(&other_cid, 5000), Err(BlobError::QuotaExceeded { .. })));
+
+        assert_eq!(store.sweep_partials(Duration::from_secs(3600)).unwrap(), vec![old_cid]);
+        assert!(!partial(&dir, &old_cid).exists());
+        assert!(!lock(&store.shared.running).contains_key(&old_cid));
+        assert_eq!(store.state(&fresh_cid).unwrap().received, 1000);
+        assert!(lock(&store.shared.locks).is_empty());
+        // Its quota is free again, and the upload that comes back starts over.
+        assert!(put(&store, &other_cid, &other, 0..5000, 5000).unwrap().complete);
+        assert_eq!(store.state(&old_cid).unwrap(), BlobState { complete: false, received: 0 });
+        assert!(matches!(put(&store, &old_cid, &old, 1000..2000, 6000), Err(BlobError::WrongOffset { .. })));
+        // A fresh partial is kept, however often the sweep runs.
+        assert!(store.sweep_partials(Duration::from_secs(3600)).unwrap().is_empty());
+        assert!(put(&store, &fresh_cid, &fresh, 1000..3000, 3000).unwrap().complete);
     }
 
     #[test]
