@@ -3,21 +3,22 @@
 
 use tpod_wire::pb::{self, evidence::Tee as WireTee};
 
-use crate::{binding::Binding, binding::report_data, policy::TeeKind, simulated::SimulatedRoot, snp, tdx};
+use crate::{
+    binding::Binding, binding::report_data, pccs::TdxCollateral, policy::TeeKind, simulated::SimulatedRoot, snp, tdx,
+};
 
 /// Where evidence comes from.
 #[derive(Debug, Clone)]
 pub enum Tee {
     /// AMD SEV-SNP, through `/dev/sev-guest`.
     Snp,
-    /// Intel TDX, through configfs-tsm; the collateral (in `tdx::encode_collateral` form) is sent
-    /// with every quote.
+    /// Intel TDX, through configfs-tsm; the collateral is sent with every quote.
     Tdx {
-        /// Encoded collateral of this platform's quotes.
-        collateral: Vec<u8>,
+        /// This platform's collateral (fixed, or kept fresh from a PCCS).
+        collateral: TdxCollateral,
     },
     /// No TEE: a development root signs.
-    Simulated(SimulatedRoot),
+    Simulated(Box<SimulatedRoot>),
 }
 
 impl Tee {
@@ -90,7 +91,7 @@ impl Attester {
                 })
             }
             Tee::Tdx { collateral } => {
-                WireTee::Tdx(pb::TdxEvidence { quote: tdx::generate(data)?, collateral: collateral.clone() })
+                WireTee::Tdx(pb::TdxEvidence { quote: tdx::generate(data)?, collateral: collateral.current()? })
             }
             Tee::Simulated(root) => WireTee::Simulated(root.sign(&data)),
         };

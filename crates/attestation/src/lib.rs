@@ -5,10 +5,12 @@
 //! - [`binding`]: what the report data commits to;
 //! - [`snp`], [`tdx`], [`simulated`]: each kind of evidence, produced and verified;
 //! - [`attester`]: the provider's side, evidence for a nonce;
+//! - [`pccs`]: TDX collateral from a PCCS, for provider and publisher;
 //! - [`policy`] and [`verify`]: the publisher's side, every check with its reason.
 
 pub mod attester;
 pub mod binding;
+pub mod pccs;
 pub mod policy;
 pub mod simulated;
 pub mod snp;

@@ -137,6 +137,11 @@ impl Policy {
         if policy.tee.contains(&TeeKind::Simulated) && policy.simulated.is_none() {
             return Err("`tee` accepts simulated, but no [simulated] root is pinned".into());
         }
+        if let Some(url) = &policy.tdx.pccs_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err(format!("[tdx] pccs_url: {url:?} is not an http(s) URL"));
+        }
         Ok(policy)
     }
 
@@ -179,5 +184,10 @@ mod tests {
         assert!(error.contains("provider_binaries"), "{error}");
         let error = Policy::parse(&format!("tee = [\"simulated\"]\nprovider_binaries = [\"{BINARY}\"]\n")).unwrap_err();
         assert!(error.contains("[simulated]"), "{error}");
+        let error = Policy::parse(&format!(
+            "tee = [\"tdx\"]\nprovider_binaries = [\"{BINARY}\"]\n[tdx]\npccs_url = \"pccs.local\"\n"
+        ))
+        .unwrap_err();
+        assert!(error.contains("pccs_url") && error.contains("pccs.local"), "{error}");
     }
 }

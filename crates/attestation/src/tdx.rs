@@ -97,11 +97,15 @@ pub struct TdxPolicy {
     pub allow_debug: bool,
     /// MRTD values allowed (hex, 48 bytes); empty = any.
     pub mr_td: Vec<Measurement>,
+    /// A PCCS (or Intel's PCS) to fetch collateral from, instead of using what the provider
+    /// sends with its quote.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pccs_url: Option<String>,
 }
 
 impl Default for TdxPolicy {
     fn default() -> Self {
-        Self { tcb_statuses: vec!["UpToDate".to_owned()], allow_debug: false, mr_td: Vec::new() }
+        Self { tcb_statuses: vec!["UpToDate".to_owned()], allow_debug: false, mr_td: Vec::new(), pccs_url: None }
     }
 }
 
@@ -160,6 +164,17 @@ pub enum TdxError {
     /// The verified claims do not satisfy the policy; names the field and the values.
     #[error("TDX policy not satisfied: {0}")]
     Policy(String),
+    /// Collateral could not be fetched from a PCCS.
+    #[error("cannot fetch TDX collateral from PCCS {url}: {reason}")]
+    Pccs {
+        /// The PCCS.
+        url: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The provider has no collateral to send with its quote.
+    #[error("no TDX collateral: {0}")]
+    NoCollateral(String),
 }
 
 // ---------------------------------------------------------------------------------------------

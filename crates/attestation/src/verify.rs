@@ -285,7 +285,7 @@ mod tests {
             tdx: Default::default(),
             simulated: Some(SimulatedPolicy { root: root.public_hex() }),
         };
-        let attester = Attester::new(Tee::Simulated(root.clone()), binding);
+        let attester = Attester::new(Tee::Simulated(Box::new(root.clone())), binding);
         Setup { keypair, attester, policy }
     }
 

@@ -64,13 +64,14 @@ pub(crate) async fn verify_provider(
         .attest(provider.peer(), provider.addr(), request)
         .await
         .with_context(|| format!("cannot get attestation evidence from provider {}", provider.peer()))?;
-    let evidence = match response.result {
+    let mut evidence = match response.result {
         Some(pb::attest_response::Result::Evidence(evidence)) => evidence,
         Some(pb::attest_response::Result::Error(error)) => {
             anyhow::bail!("provider {} cannot attest itself: {}", provider.peer(), error.message)
         }
         None => anyhow::bail!("provider {} sent an empty attestation answer", provider.peer()),
     };
+    tpod_attestation::pccs::use_policy_collateral(&mut evidence, &policy).await?;
     let options = tpod_attestation::Options { allow_simulated, at: SystemTime::now() };
     Ok(tpod_attestation::verify(&evidence, &nonce.0, &provider.peer(), &policy, &options))
 }

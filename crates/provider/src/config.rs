@@ -95,8 +95,12 @@ pub struct AttestationConfig {
     /// relative to the config file.
     pub simulated_root_key: Option<PathBuf>,
     /// With TDX: the collateral of this platform's quotes, as `tpod-attestation` encodes it;
-    /// relative to the config file.
+    /// relative to the config file. The operator keeps it fresh.
     pub tdx_collateral: Option<PathBuf>,
+    /// With TDX, instead of `tdx_collateral`: a PCCS (or Intel's PCS,
+    /// `https://api.trustedservices.intel.com`) the provider fetches its collateral from, at start
+    /// and hourly.
+    pub tdx_pccs_url: Option<String>,
 }
 
 /// How pods are metered and how the provider gets paid.
@@ -283,8 +287,21 @@ impl Settings {
         if attestation.tee == TeeSetting::Simulated && attestation.simulated_root_key.is_none() {
             return Err(at("tee", "\"simulated\" needs simulated_root_key, the development root's key file".into()));
         }
-        if attestation.tee == TeeSetting::Tdx && attestation.tdx_collateral.is_none() {
-            return Err(at("tee", "\"tdx\" needs tdx_collateral, the collateral of this platform's quotes".into()));
+        match (&attestation.tdx_collateral, &attestation.tdx_pccs_url) {
+            (Some(_), Some(_)) => {
+                return Err(at("tdx_pccs_url", "set tdx_collateral or tdx_pccs_url, not both".into()));
+            }
+            (None, None) if attestation.tee == TeeSetting::Tdx => {
+                return Err(at(
+                    "tee",
+                    "\"tdx\" needs tdx_pccs_url (a PCCS to fetch collateral from) or tdx_collateral (a file of it)"
+                        .into(),
+                ));
+            }
+            (_, Some(url)) if !(url.starts_with("https://") || url.starts_with("http://")) => {
+                return Err(at("tdx_pccs_url", format!("{url:?} is not an http(s) URL")));
+            }
+            _ => {}
         }
 
         let cpu_millis = quantity::parse_cpu_millis(&config.capacity.cpu).map_err(|e| at("cpu", e.to_string()))?;
@@ -452,6 +469,17 @@ usage = "20"
         let text = format!("{SAMPLE}\n[billing]\nclaim_interval_secs = 0\n");
         let err = Settings::parse(&text, Path::new("p.toml")).unwrap_err().to_string();
         assert!(err.starts_with("p.toml:31:1: claim_interval_secs: must be at least 1"), "{err}");
+        let text = format!("{SAMPLE}\n[attestation]\ntee = \"tdx\"\n");
+        let err = Settings::parse(&text, Path::new("p.toml")).unwrap_err().to_string();
+        assert!(err.starts_with("p.toml:31:1: tee: \"tdx\" needs tdx_pccs_url"), "{err}");
+        let text = format!("{SAMPLE}\n[attestation]\ntee = \"tdx\"\ntdx_pccs_url = \"pccs.local:8081\"\n");
+        let err = Settings::parse(&text, Path::new("p.toml")).unwrap_err().to_string();
+        assert!(err.starts_with("p.toml:32:1: tdx_pccs_url: \"pccs.local:8081\" is not an http(s) URL"), "{err}");
+        let text = format!("{SAMPLE}\n[attestation]\ntdx_collateral = \"c.bin\"\ntdx_pccs_url = \"https://pccs\"\n");
+        let err = Settings::parse(&text, Path::new("p.toml")).unwrap_err().to_string();
+        assert!(err.starts_with("p.toml:32:1: tdx_pccs_url: set tdx_collateral or tdx_pccs_url, not both"), "{err}");
+        let text = format!("{SAMPLE}\n[attestation]\ntee = \"tdx\"\ntdx_pccs_url = \"https://pccs.local:8081\"\n");
+        assert!(Settings::parse(&text, Path::new("p.toml")).is_ok());
         let text = SAMPLE.replace("payment = \"0x5F", "payment = \"0xZZ");
         let err = Settings::parse(&text, Path::new("p.toml")).unwrap_err().to_string();
         assert!(err.starts_with("p.toml:7:"), "{err}");

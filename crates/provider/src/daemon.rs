@@ -69,12 +69,13 @@ pub struct Daemon {
     info: ProviderInfo,
     _net: Provider,
     _ingress: HttpIngress,
-    billing: tokio::task::JoinHandle<()>,
+    /// Billing, the partial-upload sweep, the TDX collateral refresh: stopped with the daemon.
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        self.billing.abort();
+        self.tasks.iter().for_each(tokio::task::JoinHandle::abort);
     }
 }
 
@@ -112,7 +113,12 @@ pub async fn start(settings: Settings) -> Result<Daemon, DaemonError> {
             config: settings.config_sha256,
         },
     };
-    let attester = tpod_attestation::Attester::new(tee(&settings)?, binding);
+    let tee = tee(&settings)?;
+    let pccs = match (&tee, &config.attestation.tdx_pccs_url) {
+        (tpod_attestation::Tee::Tdx { collateral }, Some(url)) => Some((url.clone(), collateral.clone())),
+        _ => None,
+    };
+    let attester = tpod_attestation::Attester::new(tee, binding);
 
     let runtime = local_runtime(&settings)?;
     let routes = Routes::default();
@@ -121,6 +127,7 @@ pub async fn start(settings: Settings) -> Result<Daemon, DaemonError> {
         .map_err(|e| step("bind the HTTP ingress")(e.to_string()))?;
     let tcp = TcpForwards::new(config.ingress.tcp_bind);
 
+    let sweep_store = blobs.clone();
     let controller = Arc::new(Controller::new(
         Parts {
             settings: settings.clone(),
@@ -136,7 +143,6 @@ pub async fn start(settings: Settings) -> Result<Daemon, DaemonError> {
         runtime,
     ));
     controller.recover().await.map_err(|e| step("re-adopt pods")(e.to_string()))?;
-    let billing = tokio::spawn(controller.clone().run_billing());
 
     let listen: Multiaddr =
         config.listen.parse().map_err(|e| step("parse `listen`")(format!("{:?}: {e}", config.listen)))?;
@@ -158,8 +164,22 @@ pub async fn start(settings: Settings) -> Result<Daemon, DaemonError> {
     std::fs::write(&tmp, json)
         .and_then(|()| std::fs::rename(&tmp, &path))
         .map_err(|e| step("write provider.json")(format!("{}: {e}", path.display())))?;
+    // Started last, so a daemon that fails to start leaves no task behind.
+    let mut tasks = vec![
+        tokio::spawn(controller.clone().run_billing()),
+        tokio::spawn(crate::blobs::sweep_partials_forever(
+            sweep_store,
+            crate::blobs::PARTIAL_MAX_IDLE,
+            std::time::Duration::from_secs(3600),
+        )),
+    ];
+    if let Some((url, collateral)) = pccs {
+        // The collateral depends on the platform only, so any report data will do.
+        let quote = || tpod_attestation::tdx::generate([0; 64]);
+        tasks.push(tokio::spawn(tpod_attestation::pccs::keep_fresh(url, collateral, quote)));
+    }
     tracing::info!(peer = %info.peer_id, addr = %info.multiaddr, ingress = %info.ingress, "provider ready");
-    Ok(Daemon { info, _net: net, _ingress: ingress, billing })
+    Ok(Daemon { info, _net: net, _ingress: ingress, tasks })
 }
 
 /// Removes every pod the provider with `settings` has (store records and runtime state) and
@@ -208,7 +228,7 @@ async fn connect_chain(
 /// The TEE the configuration names, or the one this machine has.
 fn tee(settings: &Settings) -> Result<tpod_attestation::Tee, DaemonError> {
     use crate::config::TeeSetting;
-    use tpod_attestation::{Tee, TeeKind};
+    use tpod_attestation::{Tee, TeeKind, pccs::TdxCollateral};
     let attestation = &settings.config.attestation;
     let kind = match attestation.tee {
         TeeSetting::Snp => TeeKind::Snp,
@@ -225,11 +245,18 @@ fn tee(settings: &Settings) -> Result<tpod_attestation::Tee, DaemonError> {
     Ok(match kind {
         TeeKind::Snp => Tee::Snp,
         TeeKind::Tdx => {
-            let path = attestation.tdx_collateral.as_ref().ok_or_else(|| {
-                step("load the TDX collateral")("set [attestation] tdx_collateral to its file".into())
-            })?;
-            let collateral =
-                std::fs::read(path).map_err(|e| step("load the TDX collateral")(format!("{}: {e}", path.display())))?;
+            let collateral = match (&attestation.tdx_collateral, &attestation.tdx_pccs_url) {
+                (Some(path), _) => TdxCollateral::fixed(
+                    std::fs::read(path)
+                        .map_err(|e| step("load the TDX collateral")(format!("{}: {e}", path.display())))?,
+                ),
+                (None, Some(url)) => TdxCollateral::pending(url),
+                (None, None) => {
+                    return Err(step("find the TDX collateral")(
+                        "set [attestation] tdx_pccs_url (a PCCS) or tdx_collateral (a file)".into(),
+                    ));
+                }
+            };
             Tee::Tdx { collateral }
         }
         TeeKind::Simulated => {
@@ -240,7 +267,7 @@ fn tee(settings: &Settings) -> Result<tpod_attestation::Tee, DaemonError> {
             let root = tpod_attestation::SimulatedRoot::load_or_generate(path)
                 .map_err(|e| step("load the simulated TEE root")(e.to_string()))?;
             tracing::warn!(root = %root.public_hex(), "simulated TEE: this provider proves nothing about its machine");
-            Tee::Simulated(root)
+            Tee::Simulated(Box::new(root))
         }
     })
 }
