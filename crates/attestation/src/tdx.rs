@@ -97,6 +97,18 @@ pub struct TdxPolicy {
     pub allow_debug: bool,
     /// MRTD values allowed (hex, 48 bytes); empty = any.
     pub mr_td: Vec<Measurement>,
+    /// RTMR0 values allowed (firmware configuration); empty = any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rtmr0: Vec<Measurement>,
+    /// RTMR1 values allowed (kernel); empty = any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rtmr1: Vec<Measurement>,
+    /// RTMR2 values allowed (kernel command line, initrd); empty = any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rtmr2: Vec<Measurement>,
+    /// RTMR3 values allowed (what the guest extends at run time); empty = any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rtmr3: Vec<Measurement>,
     /// A PCCS (or Intel's PCS) to fetch collateral from, instead of using what the provider
     /// sends with its quote.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -105,7 +117,16 @@ pub struct TdxPolicy {
 
 impl Default for TdxPolicy {
     fn default() -> Self {
-        Self { tcb_statuses: vec!["UpToDate".to_owned()], allow_debug: false, mr_td: Vec::new(), pccs_url: None }
+        Self {
+            tcb_statuses: vec!["UpToDate".to_owned()],
+            allow_debug: false,
+            mr_td: Vec::new(),
+            rtmr0: Vec::new(),
+            rtmr1: Vec::new(),
+            rtmr2: Vec::new(),
+            rtmr3: Vec::new(),
+            pccs_url: None,
+        }
     }
 }
 
@@ -213,8 +234,8 @@ pub fn verify(evidence: &TdxEvidence, at: SystemTime) -> Result<TdxClaims, TdxEr
     })
 }
 
-/// Checks verified claims against a policy: TCB status in the accepted list, debug, MRTD in the
-/// list when non-empty. The error names the field and the values.
+/// Checks verified claims against a policy: TCB status in the accepted list, debug, MRTD and each
+/// RTMR in its list when the list is not empty. The error names the field and the values.
 pub fn check_policy(claims: &TdxClaims, policy: &TdxPolicy) -> Result<(), TdxError> {
     if !policy.tcb_statuses.contains(&claims.tcb_status) {
         return Err(TdxError::Policy(format!(
@@ -227,12 +248,21 @@ pub fn check_policy(claims: &TdxClaims, policy: &TdxPolicy) -> Result<(), TdxErr
             "the TD runs in debug mode (TD-under-debug bits of TDATTRIBUTES set) and allow_debug is false".to_owned(),
         ));
     }
-    if !policy.mr_td.is_empty() && !policy.mr_td.contains(&Measurement(claims.mr_td)) {
-        let allowed: Vec<String> = policy.mr_td.iter().map(Measurement::to_string).collect();
-        return Err(TdxError::Policy(format!(
-            "mr_td {} is not in the allowed list {allowed:?}",
-            hex_encode(&claims.mr_td)
-        )));
+    let registers = [
+        ("mr_td", &claims.mr_td, &policy.mr_td),
+        ("rtmr0", &claims.rtmrs[0], &policy.rtmr0),
+        ("rtmr1", &claims.rtmrs[1], &policy.rtmr1),
+        ("rtmr2", &claims.rtmrs[2], &policy.rtmr2),
+        ("rtmr3", &claims.rtmrs[3], &policy.rtmr3),
+    ];
+    for (name, value, allowed) in registers {
+        if !allowed.is_empty() && !allowed.contains(&Measurement(*value)) {
+            let allowed: Vec<String> = allowed.iter().map(Measurement::to_string).collect();
+            return Err(TdxError::Policy(format!(
+                "{name} {} is not in the allowed list {allowed:?}",
+                hex_encode(value)
+            )));
+        }
     }
     Ok(())
 }

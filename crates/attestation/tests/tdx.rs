@@ -437,6 +437,26 @@ fn mr_td_must_be_listed_when_the_list_is_not_empty() {
 }
 
 #[test]
+fn each_rtmr_must_be_listed_when_its_list_is_not_empty() {
+    let claims = main_claims();
+    let other = Measurement([9; 48]);
+    for i in 0..4 {
+        let mut policy = TdxPolicy::default();
+        let list = [&mut policy.rtmr0, &mut policy.rtmr1, &mut policy.rtmr2, &mut policy.rtmr3];
+        *list.into_iter().nth(i).unwrap() = vec![other];
+        let msg = tdx::check_policy(&claims, &policy).unwrap_err().to_string();
+        assert!(msg.contains(&format!("rtmr{i} {}", hex::encode(claims.rtmrs[i]))), "{msg}");
+        let list = [&mut policy.rtmr0, &mut policy.rtmr1, &mut policy.rtmr2, &mut policy.rtmr3];
+        list.into_iter().nth(i).unwrap().push(Measurement(claims.rtmrs[i]));
+        tdx::check_policy(&claims, &policy).unwrap();
+    }
+    // The registers are told apart: RTMR1's value does not pass as RTMR2.
+    assert_ne!(claims.rtmrs[1], claims.rtmrs[2]);
+    let policy = TdxPolicy { rtmr2: vec![Measurement(claims.rtmrs[1])], ..TdxPolicy::default() };
+    assert!(tdx::check_policy(&claims, &policy).is_err());
+}
+
+#[test]
 fn policy_serialization() {
     let policy: TdxPolicy = serde_json::from_str("{}").unwrap();
     assert_eq!(policy, TdxPolicy::default());
@@ -446,4 +466,9 @@ fn policy_serialization() {
     assert_eq!(serde_json::to_string(&policy).unwrap(), json);
     assert!(serde_json::from_str::<TdxPolicy>(r#"{"mr_td":["abcd"]}"#).is_err());
     assert!(serde_json::from_str::<TdxPolicy>(r#"{"mrtd":[]}"#).is_err());
+    let json =
+        format!(r#"{{"tcb_statuses":["UpToDate"],"allow_debug":false,"mr_td":[],"rtmr3":["{}"]}}"#, "cd".repeat(48));
+    let policy: TdxPolicy = serde_json::from_str(&json).unwrap();
+    assert_eq!(policy.rtmr3, vec![Measurement([0xcd; 48])]);
+    assert_eq!(serde_json::to_string(&policy).unwrap(), json);
 }
