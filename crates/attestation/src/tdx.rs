@@ -22,6 +22,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use dcap_qvl::QuoteCollateralV3;
 use dcap_qvl::configs::RustCryptoConfig;
 use dcap_qvl::verify::QuoteVerifier;
+use der::Decode as _;
 
 /// TDX evidence: a DCAP quote and the collateral that verifies it, carried with the evidence so
 /// verification needs no network.
@@ -59,7 +60,7 @@ pub struct Measurement(pub [u8; 48]);
 
 impl std::fmt::Display for Measurement {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&hex_encode(&self.0))
+        f.write_str(&hex::encode(self.0))
     }
 }
 
@@ -67,7 +68,7 @@ impl std::str::FromStr for Measurement {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        let bytes = hex_decode(s).ok_or_else(|| format!("measurement {s:?} is not hex"))?;
+        let bytes = hex::decode(s).map_err(|_| format!("measurement {s:?} is not hex"))?;
         let bytes: [u8; 48] =
             bytes.try_into().map_err(|b: Vec<u8>| format!("measurement {s:?} has {} bytes, expected 48", b.len()))?;
         Ok(Self(bytes))
@@ -260,7 +261,7 @@ pub fn check_policy(claims: &TdxClaims, policy: &TdxPolicy) -> Result<(), TdxErr
             let allowed: Vec<String> = allowed.iter().map(Measurement::to_string).collect();
             return Err(TdxError::Policy(format!(
                 "{name} {} is not in the allowed list {allowed:?}",
-                hex_encode(value)
+                hex::encode(value)
             )));
         }
     }
@@ -786,246 +787,65 @@ fn json_dates(json: &str) -> Option<(u64, u64)> {
     Some((issue, next))
 }
 
-/// Parses Intel's `YYYY-MM-DDTHH:MM:SS[.fraction]Z` timestamps (the fraction is dropped).
-fn parse_rfc3339(s: &str) -> Option<u64> {
-    let b = s.as_bytes();
-    if !s.is_ascii() || b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':'
-    {
-        return None;
-    }
-    let tail = &s[19..];
-    let tail = tail.strip_suffix('Z')?;
-    if !(tail.is_empty() || (tail.starts_with('.') && tail.len() > 1 && tail[1..].bytes().all(|c| c.is_ascii_digit())))
-    {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| -> Option<u64> {
-        let part = s.get(r)?;
-        if !part.bytes().all(|c| c.is_ascii_digit()) {
-            return None;
-        }
-        part.parse().ok()
-    };
-    unix_time(num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?)
-}
-
-/// Seconds since the epoch of a UTC civil time (proleptic Gregorian calendar), after checking the
-/// fields' ranges; years before 1970 are refused.
-fn unix_time(year: u64, month: u64, day: u64, hour: u64, min: u64, sec: u64) -> Option<u64> {
-    if year < 1970 || !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60 {
-        return None;
-    }
-    // Days from civil, H. Hinnant's algorithm, shifted so that March is the first month.
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y / 400;
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = (era * 146_097 + doe).checked_sub(719_468)?;
-    Some(days * 86_400 + hour * 3600 + min * 60 + sec)
+/// Parses the RFC 3339 timestamps of Intel's collateral JSON, as seconds since the epoch.
+fn parse_rfc3339(text: &str) -> Option<u64> {
+    let time = chrono::DateTime::parse_from_rfc3339(text).ok()?;
+    u64::try_from(time.timestamp()).ok()
 }
 
 /// Formats seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ`.
 fn format_time(secs: u64) -> String {
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    // Civil from days, H. Hinnant's algorithm.
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    i64::try_from(secs)
+        .ok()
+        .and_then(|secs| chrono::DateTime::from_timestamp(secs, 0))
+        .map_or_else(|| format!("{secs} s after the epoch"), |time| time.format("%Y-%m-%dT%H:%M:%SZ").to_string())
 }
 
 // ---------------------------------------------------------------------------------------------
-// Minimal DER reading: only the validity of certificates and the update times of CRLs
+// Dates of certificates and CRLs
 // ---------------------------------------------------------------------------------------------
-
-/// Splits one DER TLV off `input`, requiring tag `tag`: (contents, rest).
-fn der_take(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
-    let (&found, rest) = input.split_first()?;
-    if found != tag {
-        return None;
-    }
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (usize::from(first), rest)
-    } else {
-        let n = usize::from(first & 0x7f);
-        if n == 0 || n > 4 {
-            return None;
-        }
-        let (len_bytes, rest) = rest.split_at_checked(n)?;
-        (len_bytes.iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b)), rest)
-    };
-    rest.split_at_checked(len)
-}
-
-/// Reads a UTCTime or GeneralizedTime (`...Z` form, as RFC 5280 requires) off `input`.
-fn der_time(input: &[u8]) -> Option<(u64, &[u8])> {
-    let (utc, text, rest) = if let Some((text, rest)) = der_take(input, 0x17) {
-        (true, text, rest)
-    } else {
-        let (text, rest) = der_take(input, 0x18)?;
-        (false, text, rest)
-    };
-    let text = std::str::from_utf8(text).ok()?;
-    let digits = text.strip_suffix('Z')?;
-    if !digits.bytes().all(|c| c.is_ascii_digit()) {
-        return None;
-    }
-    let (year, rest_digits) = if utc {
-        if digits.len() != 12 {
-            return None;
-        }
-        let yy: u64 = digits[..2].parse().ok()?;
-        (if yy < 50 { 2000 + yy } else { 1900 + yy }, &digits[2..])
-    } else {
-        if digits.len() != 14 {
-            return None;
-        }
-        (digits[..4].parse().ok()?, &digits[4..])
-    };
-    let n = |i: usize| rest_digits[i..i + 2].parse::<u64>().ok();
-    Some((unix_time(year, n(0)?, n(2)?, n(4)?, n(6)?, n(8)?)?, rest))
-}
 
 /// notBefore and notAfter of a DER certificate.
 fn cert_validity(der: &[u8]) -> Option<(u64, u64)> {
-    let (cert, _) = der_take(der, 0x30)?;
-    let (tbs, _) = der_take(cert, 0x30)?;
-    let tbs = der_take(tbs, 0xa0).map_or(tbs, |(_, rest)| rest); // version
-    let (_, tbs) = der_take(tbs, 0x02)?; // serial number
-    let (_, tbs) = der_take(tbs, 0x30)?; // signature algorithm
-    let (_, tbs) = der_take(tbs, 0x30)?; // issuer
-    let (validity, _) = der_take(tbs, 0x30)?;
-    let (not_before, validity) = der_time(validity)?;
-    let (not_after, _) = der_time(validity)?;
-    Some((not_before, not_after))
+    let cert = x509_cert::Certificate::from_der(der).ok()?;
+    let validity = cert.tbs_certificate().validity();
+    Some((validity.not_before.to_unix_duration().as_secs(), validity.not_after.to_unix_duration().as_secs()))
 }
 
 /// thisUpdate and nextUpdate (optional in X.509, always present in Intel's CRLs) of a DER CRL.
 fn crl_dates(der: &[u8]) -> Option<(u64, Option<u64>)> {
-    let (crl, _) = der_take(der, 0x30)?;
-    let (tbs, _) = der_take(crl, 0x30)?;
-    let tbs = der_take(tbs, 0x02).map_or(tbs, |(_, rest)| rest); // version
-    let (_, tbs) = der_take(tbs, 0x30)?; // signature algorithm
-    let (_, tbs) = der_take(tbs, 0x30)?; // issuer
-    let (this_update, tbs) = der_time(tbs)?;
-    Some((this_update, der_time(tbs).map(|(next, _)| next)))
+    let crl = x509_cert::crl::CertificateList::<x509_cert::certificate::Rfc5280>::from_der(der).ok()?;
+    let tbs = &crl.tbs_cert_list;
+    Some((tbs.this_update.to_unix_duration().as_secs(), tbs.next_update.map(|t| t.to_unix_duration().as_secs())))
 }
 
 // ---------------------------------------------------------------------------------------------
-// PEM, base64 and hex
+// PEM
 // ---------------------------------------------------------------------------------------------
 
-const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-const PEM_BEGIN: &str = "-----BEGIN CERTIFICATE-----";
-const PEM_END: &str = "-----END CERTIFICATE-----";
+const PEM_TAG: &str = "CERTIFICATE";
 
 /// The one PEM layout this module produces and accepts in quotes: 64-character base64 lines with
-/// padding, LF line ends, one certificate after the other, a final LF.
+/// padding, LF line ends, one certificate right after the other, a final LF.
 fn pem_encode(certs: &[Vec<u8>]) -> String {
-    let mut out = String::new();
-    for cert in certs {
-        out.push_str(PEM_BEGIN);
-        out.push('\n');
-        let b64 = base64_encode(cert);
-        for line in b64.as_bytes().chunks(64) {
-            out.push_str(&String::from_utf8_lossy(line));
-            out.push('\n');
-        }
-        out.push_str(PEM_END);
-        out.push('\n');
-    }
-    out
+    let config = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
+    certs.iter().map(|der| pem::encode_config(&pem::Pem::new(PEM_TAG, der.as_slice()), config)).collect()
 }
 
-/// Reads PEM certificates leniently (any line layout, CR LF, blank lines): callers that need
-/// canonical PEM compare the result re-encoded with [`pem_encode`].
-fn pem_decode(pem: &[u8]) -> Result<Vec<Vec<u8>>, String> {
-    let text = std::str::from_utf8(pem).map_err(|_| "PEM is not UTF-8".to_owned())?;
-    let mut certs = Vec::new();
-    let mut body: Option<String> = None;
-    for line in text.lines().map(str::trim) {
-        match (&mut body, line) {
-            (None, "") => {}
-            (None, PEM_BEGIN) => body = Some(String::new()),
-            (None, other) => return Err(format!("unexpected text outside a certificate: {other:?}")),
-            (Some(b64), PEM_END) => {
-                certs.push(base64_decode(b64).ok_or("certificate is not valid base64")?);
-                body = None;
-            }
-            (Some(b64), line) => b64.push_str(line),
-        }
-    }
-    if body.is_some() {
-        return Err("certificate without END line".to_owned());
-    }
-    if certs.is_empty() {
+/// Reads PEM certificates leniently (any line layout, CR LF, text between blocks): callers that
+/// need canonical PEM compare the result re-encoded with [`pem_encode`].
+fn pem_decode(text: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    let blocks = pem::parse_many(text).map_err(|e| e.to_string())?;
+    if blocks.is_empty() {
         return Err("no certificate".to_owned());
     }
-    Ok(certs)
-}
-
-fn base64_encode(data: &[u8]) -> String {
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(BASE64[(n >> (18 - 6 * i)) as usize & 63]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let text = text.as_bytes();
-    if text.is_empty() || !text.len().is_multiple_of(4) {
-        return None;
-    }
-    let mut out = Vec::with_capacity(text.len() / 4 * 3);
-    let last_quad = text.len() / 4 - 1;
-    for (q, quad) in text.chunks(4).enumerate() {
-        let pad = quad.iter().rev().take_while(|c| **c == b'=').count();
-        if pad > 2 || (pad > 0 && q != last_quad) {
-            return None;
-        }
-        let mut n = 0u32;
-        for &c in &quad[..4 - pad] {
-            let v = BASE64.iter().position(|x| *x == c)? as u32;
-            n = (n << 6) | v;
-        }
-        n <<= 6 * pad as u32;
-        let bytes = n.to_be_bytes();
-        out.extend_from_slice(&bytes[1..4 - pad]);
-    }
-    Some(out)
-}
-
-fn hex_encode(data: &[u8]) -> String {
-    data.iter().fold(String::with_capacity(data.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
-
-fn hex_decode(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) || !text.bytes().all(|c| c.is_ascii_hexdigit()) {
-        return None;
-    }
-    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
+    blocks
+        .into_iter()
+        .map(|block| match block.tag() {
+            PEM_TAG => Ok(block.into_contents()),
+            tag => Err(format!("a {tag:?} PEM block where a certificate belongs")),
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1213,39 +1033,32 @@ mod tests {
         use sha2::Digest as _;
         assert_eq!(INTEL_SGX_ROOT_CA_DER[..], include_bytes!("../tests/data/tdx/TrustedRootCA.der")[..]);
         assert_eq!(
-            hex_encode(&sha2::Sha256::digest(INTEL_SGX_ROOT_CA_DER)),
+            hex::encode(sha2::Sha256::digest(INTEL_SGX_ROOT_CA_DER)),
             "44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3"
         );
     }
 
     #[test]
-    fn base64_round_trips_and_pem_is_canonical() {
-        for len in 0..10 {
-            let data: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
-            let text = base64_encode(&data);
-            if len > 0 {
-                assert_eq!(base64_decode(&text).unwrap(), data);
-            }
-        }
-        assert_eq!(base64_encode(b"foob"), "Zm9vYg==");
-        assert!(base64_decode("Zm9vYg=").is_none());
-        assert!(base64_decode("Zm=vYg==").is_none());
+    fn pem_round_trips_and_is_canonical() {
         let certs = vec![vec![1u8; 100], vec![2u8; 48]];
         let pem = pem_encode(&certs);
+        assert!(pem.starts_with("-----BEGIN CERTIFICATE-----\nAQEB"), "{pem}");
+        assert!(pem.contains("-----END CERTIFICATE-----\n-----BEGIN CERTIFICATE-----\n"), "{pem}");
+        assert!(pem.lines().all(|line| line.len() <= 64), "{pem}");
         assert_eq!(pem_decode(pem.as_bytes()).unwrap(), certs);
         assert_eq!(pem_decode(pem.replace('\n', "\r\n").as_bytes()).unwrap(), certs);
         assert!(pem_decode(b"junk").is_err());
+        assert!(pem_decode(pem.replace("CERTIFICATE", "PRIVATE KEY").as_bytes()).is_err());
     }
 
     #[test]
     fn times() {
         assert_eq!(parse_rfc3339("2025-07-19T10:00:35Z"), Some(1_752_919_235));
         assert_eq!(parse_rfc3339("2025-07-19T10:00:35.250Z"), Some(1_752_919_235));
-        assert_eq!(parse_rfc3339("2025-07-19T10:00:35+01:00"), None);
+        assert_eq!(parse_rfc3339("2025-07-19T11:00:35+01:00"), Some(1_752_919_235));
         assert_eq!(parse_rfc3339("2025-13-19T10:00:35Z"), None);
         assert_eq!(format_time(1_752_919_235), "2025-07-19T10:00:35Z");
         assert_eq!(format_time(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(unix_time(2049, 12, 31, 23, 59, 59), Some(2_524_607_999));
     }
 
     /// Imitates the kernel's configfs-tsm report directory on a real temporary directory: mkdir
