@@ -35,6 +35,7 @@ const SCALAR_FIELD_LEN: usize = 72;
 
 const OFF_VERSION: usize = 0x00;
 const OFF_POLICY: usize = 0x08;
+const OFF_VMPL: usize = 0x30;
 const OFF_SIG_ALGO: usize = 0x34;
 const OFF_CURRENT_TCB: usize = 0x38;
 const OFF_KEY_INFO: usize = 0x48;
@@ -110,6 +111,13 @@ pub struct SnpPolicy {
     /// Launch measurements allowed (48 bytes each; hex strings in TOML/JSON); empty = any.
     #[serde(with = "measurement_list")]
     pub measurements: Vec<[u8; 48]>,
+    /// The highest VMPL a report may be requested from (default 0, the most privileged level,
+    /// which is what the provider asks for; a higher one means less privileged code under a
+    /// paravisor asked).
+    pub max_vmpl: u32,
+    /// Minimum SVN of the firmware's FMC (Turin and later only; earlier parts have no FMC and
+    /// pass).
+    pub minimum_fmc: u8,
 }
 
 /// The AMD EPYC generation whose pinned root key (ARK) certified the evidence.
@@ -159,6 +167,10 @@ pub struct SnpClaims {
     pub debug_allowed: bool,
     /// The chip's identifier (CHIP_ID); all zero if the guest masked it.
     pub chip_id: [u8; 64],
+    /// The VMPL the report was requested from.
+    pub vmpl: u32,
+    /// SVN of the FMC in the reported TCB (Turin and later; `None` before).
+    pub fmc: Option<u8>,
 }
 
 /// Which certificate of the evidence an error is about.
@@ -291,6 +303,14 @@ pub enum SnpError {
         /// The policy's minimum.
         minimum: u8,
     },
+    /// The report was requested from a less privileged VMPL than the policy allows.
+    #[error("report requested from VMPL {vmpl}, above the policy's max_vmpl {max}")]
+    VmplNotAllowed {
+        /// The report's VMPL.
+        vmpl: u32,
+        /// The policy's highest VMPL.
+        max: u32,
+    },
     /// The guest is debuggable and the policy does not allow that.
     #[error("guest policy allows debugging (report POLICY bit 19) but the publisher policy forbids debuggable guests")]
     DebugNotAllowed,
@@ -342,23 +362,35 @@ pub fn verify(evidence: &SnpEvidence, at: SystemTime) -> Result<SnpClaims, SnpEr
     measurement.copy_from_slice(&evidence.report[OFF_MEASUREMENT..OFF_MEASUREMENT + 48]);
     let mut chip_id = [0u8; 64];
     chip_id.copy_from_slice(&evidence.report[OFF_CHIP_ID..OFF_CHIP_ID + 64]);
+    let reported = tcb_at(&evidence.report, OFF_REPORTED_TCB, product);
+    let vmpl = &evidence.report[OFF_VMPL..OFF_VMPL + 4];
     Ok(SnpClaims {
         report_data,
         measurement,
-        reported_tcb: tcb_at(&evidence.report, OFF_REPORTED_TCB, product).tcb,
+        reported_tcb: reported.tcb,
         product,
         debug_allowed: read_u64(&evidence.report, OFF_POLICY) & POLICY_DEBUG_BIT != 0,
         chip_id,
+        vmpl: u32::from_le_bytes([vmpl[0], vmpl[1], vmpl[2], vmpl[3]]),
+        fmc: reported.fmc,
     })
 }
 
-/// Checks verified claims against a policy: each reported TCB field at least the minimum, no
-/// debuggable guest unless allowed, and the measurement listed when the list is non-empty.
+/// Checks verified claims against a policy: each reported TCB field (and, on Turin, the FMC) at
+/// least the minimum, the VMPL at most the maximum, no debuggable guest unless allowed, and the measurement listed when the list is non-empty.
 pub fn check_policy(claims: &SnpClaims, policy: &SnpPolicy) -> Result<(), SnpError> {
     for ((field, reported), (_, minimum)) in claims.reported_tcb.fields().into_iter().zip(policy.minimum_tcb.fields()) {
         if reported < minimum {
             return Err(SnpError::TcbBelowMinimum { field, reported, minimum });
         }
+    }
+    if let Some(fmc) = claims.fmc
+        && fmc < policy.minimum_fmc
+    {
+        return Err(SnpError::TcbBelowMinimum { field: "fmc", reported: fmc, minimum: policy.minimum_fmc });
+    }
+    if claims.vmpl > policy.max_vmpl {
+        return Err(SnpError::VmplNotAllowed { vmpl: claims.vmpl, max: policy.max_vmpl });
     }
     if claims.debug_allowed && !policy.allow_debug {
         return Err(SnpError::DebugNotAllowed);

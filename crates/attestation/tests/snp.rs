@@ -56,6 +56,10 @@ fn real_milan_sample_verifies_and_claims_match_the_raw_report() {
     assert_eq!(claims.reported_tcb, SnpTcb { bootloader: tcb[0], tee: tcb[1], snp: tcb[6], microcode: tcb[7] });
     let policy = u64::from_le_bytes(REPORT[0x08..0x10].try_into().expect("8 bytes"));
     assert_eq!(claims.debug_allowed, policy & (1 << 19) != 0);
+    assert_eq!(claims.vmpl, u32::from_le_bytes(REPORT[0x30..0x34].try_into().expect("4 bytes")));
+    assert_eq!(claims.vmpl, 0);
+    // Milan has no FMC.
+    assert_eq!(claims.fmc, None);
 
     // The same values written out (from `openssl asn1parse` of the VCEK and a hex dump of the
     // report), so a wrong offset above cannot go unnoticed.
@@ -364,6 +368,24 @@ fn policy_debug() {
     assert!(matches!(err, SnpError::DebugNotAllowed), "{err}");
     assert!(err.to_string().contains("debug"), "{err}");
     check_policy(&claims, &SnpPolicy { allow_debug: true, ..Default::default() }).expect("debug allowed");
+}
+
+#[test]
+fn policy_vmpl_and_fmc() {
+    let mut claims = claims();
+    claims.vmpl = 2;
+    let err = check_policy(&claims, &SnpPolicy::default()).expect_err("VMPL 0 only by default");
+    assert!(matches!(err, SnpError::VmplNotAllowed { vmpl: 2, max: 0 }), "{err}");
+    assert!(err.to_string().contains("VMPL 2"), "{err}");
+    check_policy(&claims, &SnpPolicy { max_vmpl: 2, ..Default::default() }).expect("VMPL 2 allowed");
+
+    let claims = self::claims();
+    // A part without an FMC is not held to an FMC minimum.
+    check_policy(&claims, &SnpPolicy { minimum_fmc: 3, ..Default::default() }).expect("Milan has no FMC");
+    let turin = SnpClaims { fmc: Some(2), ..claims };
+    let err = check_policy(&turin, &SnpPolicy { minimum_fmc: 3, ..Default::default() }).expect_err("FMC too low");
+    assert!(matches!(err, SnpError::TcbBelowMinimum { field: "fmc", reported: 2, minimum: 3 }), "{err}");
+    check_policy(&turin, &SnpPolicy { minimum_fmc: 2, ..Default::default() }).expect("FMC at the minimum");
 }
 
 #[test]
