@@ -130,6 +130,17 @@ impl SecretKey {
         bytes
     }
 
+    /// A 32-byte secret for `purpose`, derived from this key (HKDF-SHA256, the key as input
+    /// keying material, `purpose` as info): secrets the key's owner needs again later (volume
+    /// keys of the enclave) are kept nowhere, and are exactly as safe as this key.
+    pub fn derive_secret(&self, purpose: &[u8]) -> Zeroizing<[u8; 32]> {
+        let mut out = Zeroizing::new([0; 32]);
+        // 32 bytes is far below HKDF-SHA256's limit, so expand cannot fail.
+        let _ = hkdf::Hkdf::<sha2::Sha256>::new(Some(b"tpod-derive-secret-v1"), self.to_bytes().as_slice())
+            .expand(purpose, out.as_mut_slice());
+        out
+    }
+
     /// The matching public key.
     pub fn public(&self) -> PublicKey {
         let mut bytes = [0; KEY_BYTES];
@@ -397,6 +408,16 @@ mod tests {
         assert_ne!(a.public(), c.public());
         // The derived key is not the ikm itself.
         assert_ne!(*a.to_bytes(), ikm);
+    }
+
+    #[test]
+    fn derived_secrets_depend_on_key_and_purpose() {
+        let key = SecretKey::derive(&[0x42; 32]);
+        let secret = key.derive_secret(b"volumes");
+        assert_eq!(*secret, *SecretKey::from_bytes(key.to_bytes().as_slice()).unwrap().derive_secret(b"volumes"));
+        assert_ne!(*secret, *key.derive_secret(b"volume"));
+        assert_ne!(*secret, *SecretKey::derive(&[0x43; 32]).derive_secret(b"volumes"));
+        assert_ne!(*secret, *key.to_bytes());
     }
 
     #[test]

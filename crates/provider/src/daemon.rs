@@ -120,7 +120,10 @@ pub async fn start(settings: Settings) -> Result<Daemon, DaemonError> {
     };
     let attester = tpod_attestation::Attester::new(tee, binding);
 
-    let runtime = local_runtime(&settings)?;
+    // Volume keys follow the enclave's sealing key: readable again after a restart, by this
+    // enclave only.
+    let volume_key = tpod_runtime::VolumeKey::new(sealing.derive_secret(b"tpod volume keys"));
+    let runtime = local_runtime(&settings, volume_key)?;
     let routes = Routes::default();
     let ingress = HttpIngress::bind(config.ingress.http, routes.clone())
         .await
@@ -187,7 +190,8 @@ pub async fn start(settings: Settings) -> Result<Daemon, DaemonError> {
 pub async fn purge(settings: &Settings) -> Result<usize, DaemonError> {
     let data = &settings.config.data_dir;
     let store = Store::open(data.join("state.redb")).map_err(|e| step("open the state store")(e.to_string()))?;
-    let runtime = local_runtime(settings)?;
+    // Removing pods needs no volume key.
+    let runtime = local_runtime(settings, tpod_runtime::VolumeKey::random())?;
     let pods = store.list_pods().map_err(|e| step("list pods")(e.to_string()))?;
     let mut ids: Vec<String> = pods.iter().map(|p| crate::controller::hex(&p.pod_id)).collect();
     for orphan in runtime.list().await.map_err(|e| step("list runtime pods")(e.to_string()))? {
@@ -204,13 +208,13 @@ pub async fn purge(settings: &Settings) -> Result<usize, DaemonError> {
     Ok(ids.len())
 }
 
-fn local_runtime(settings: &Settings) -> Result<LocalRuntime, DaemonError> {
+fn local_runtime(settings: &Settings, volume_key: tpod_runtime::VolumeKey) -> Result<LocalRuntime, DaemonError> {
     LocalRuntime::new(LocalConfig {
         bridge: settings.config.runtime.bridge.clone(),
         subnet: settings.subnet,
         log_cap_bytes: settings.log_cap_bytes,
         rootfs_bytes: settings.rootfs_bytes,
-        ..LocalConfig::new(&settings.config.data_dir)
+        ..LocalConfig::new(&settings.config.data_dir, volume_key)
     })
     .map_err(|e| step("start the local runtime")(e.to_string()))
 }

@@ -100,6 +100,14 @@ pub enum RuntimeError {
         /// libcontainer's error (its type is not `Sync`, so only its text is kept).
         message: String,
     },
+    /// A file system volume's encryption (fscrypt) could not be set up or is not as it must be.
+    #[error("volume encryption, {path}: {message}")]
+    Encryption {
+        /// The mount point or directory.
+        path: PathBuf,
+        /// What failed.
+        message: String,
+    },
     /// A background task panicked or was cancelled.
     #[error("pod {pod}: {what} task failed: {message}")]
     Task {

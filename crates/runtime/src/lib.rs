@@ -28,6 +28,7 @@
 
 mod cgroup;
 mod error;
+mod fscrypt;
 mod local;
 mod logs;
 mod net;
@@ -42,6 +43,7 @@ use std::net::Ipv4Addr;
 use futures::stream::BoxStream;
 
 pub use error::RuntimeError;
+pub use fscrypt::VolumeKey;
 pub use local::{LocalConfig, LocalRuntime, cgroups_path};
 pub use volume::{MAX_FILESYSTEM_BYTES, MAX_SECRET_BYTES, MAX_SECRET_FILES, MIN_FILESYSTEM_BYTES};
 

@@ -59,6 +59,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::cgroup;
+use crate::fscrypt::VolumeKey;
 use crate::logs::LogFile;
 use crate::net::{self, PodNet, Subnet};
 use crate::proc::{self, Probe};
@@ -103,6 +104,9 @@ pub struct LocalConfig {
     /// charged to the provider's memory cgroup (the provider unpacks it), what the container
     /// writes to the container's. At least 1 MiB; 2 GiB by default.
     pub rootfs_bytes: u64,
+    /// The secret file system volumes' encryption keys are derived from: volumes made under one
+    /// key are readable (after a restart or reboot) only under the same key.
+    pub volume_key: VolumeKey,
 }
 
 /// The smallest [`LocalConfig::rootfs_bytes`] accepted (a tmpfs `size=0` would be unlimited).
@@ -112,8 +116,8 @@ impl LocalConfig {
     /// The defaults, with state under `root`: bridge `tpod0`, subnet 10.89.0.0/16, 8 MiB of log
     /// per container, restart backoff 1 s doubling up to 30 s, reset after 60 s of running, the
     /// shim next to the running executable (where cargo builds it), and a 2 GiB rootfs tmpfs per
-    /// container.
-    pub fn new(root: impl Into<PathBuf>) -> Self {
+    /// container; file system volumes encrypted under `volume_key`.
+    pub fn new(root: impl Into<PathBuf>, volume_key: VolumeKey) -> Self {
         Self {
             root: root.into(),
             bridge: "tpod0".to_owned(),
@@ -123,6 +127,7 @@ impl LocalConfig {
             backoff_reset_after: Duration::from_secs(60),
             shim: default_shim(),
             rootfs_bytes: 2 << 30,
+            volume_key,
         }
     }
 }
@@ -302,6 +307,7 @@ struct Pod {
     shim: PathBuf,
     /// The size of each container's rootfs tmpfs.
     rootfs_bytes: u64,
+    volume_key: VolumeKey,
     record: Mutex<PodRecord>,
     logs: BTreeMap<String, Arc<LogFile>>,
     /// Turns true when the pod's tasks must stop (the pod is deleted or the runtime dropped).
@@ -489,6 +495,7 @@ impl Inner {
             volume_lock: Mutex::new(()),
             shim: self.config.shim.clone(),
             rootfs_bytes: self.config.rootfs_bytes,
+            volume_key: self.config.volume_key.clone(),
             record: Mutex::new(record),
             logs,
             stop: watch::Sender::new(false),
@@ -631,7 +638,7 @@ impl Pod {
     fn ensure_volumes<'a>(&self, volumes: impl Iterator<Item = &'a VolumeSpec>) -> Result<(), RuntimeError> {
         let _volumes = lock(&self.volume_lock);
         for v in volumes {
-            volume::ensure(&self.id, &self.dir.0, v)?;
+            volume::ensure(&self.id, &self.dir.0, v, &self.volume_key)?;
         }
         Ok(())
     }

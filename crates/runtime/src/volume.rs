@@ -6,7 +6,9 @@
 //! - [`VolumeKind::EmptyDir`]: `volumes/<name>/dir/`, a plain directory on the host's disk;
 //! - [`VolumeKind::Filesystem`]: `volumes/<name>/disk.img`, a sparse file of exactly
 //!   `size_bytes` formatted ext4, loop-mounted on `volumes/<name>/mnt/`, so a pod can never
-//!   store more than its size (writes past it fail with `ENOSPC`);
+//!   store more than its size (writes past it fail with `ENOSPC`). Containers see
+//!   `mnt/data/`, encrypted with fscrypt under a key derived for this pod and volume (see
+//!   [`crate::fscrypt`]), so the image holds only ciphertext of what the pod writes;
 //! - [`VolumeKind::Secret`]: a tmpfs mounted on `volumes/<name>/secret/` (mode `0700`, owned by
 //!   root, sized to its files: their total rounded up to 4 KiB pages plus a page per file),
 //!   holding the files (mode `0444`). Nothing of it is on the disk: the directory under the
@@ -35,6 +37,7 @@ use std::time::{Duration, Instant};
 
 use zeroize::Zeroizing;
 
+use crate::fscrypt::{self, VolumeKey};
 use crate::{PodSpec, RuntimeError, SecretFile, VolumeKind, VolumeSpec};
 
 /// The largest [`VolumeKind::Filesystem`] accepted: 1 TiB.
@@ -178,12 +181,15 @@ fn volumes_dir(pod_dir: &Path) -> PathBuf {
     pod_dir.join("volumes")
 }
 
+/// The encrypted directory of a file system volume, at the top of its file system.
+const ENCRYPTED_DIR: &str = "data";
+
 /// The host path bind-mounted into containers for volume `volume`.
 pub(crate) fn source(pod_dir: &Path, volume: &VolumeSpec) -> PathBuf {
     let dir = volumes_dir(pod_dir).join(&volume.name);
     match volume.kind {
         VolumeKind::EmptyDir => dir.join("dir"),
-        VolumeKind::Filesystem { .. } => dir.join("mnt"),
+        VolumeKind::Filesystem { .. } => dir.join("mnt").join(ENCRYPTED_DIR),
         VolumeKind::Secret { .. } => dir.join("secret"),
     }
 }
@@ -506,7 +512,7 @@ pub(crate) fn stale(pod_dir: &Path, keep: &[VolumeSpec]) -> bool {
 /// that is not mounted (after a reboot, or a crash between formatting and mounting). A secret
 /// volume whose tmpfs is mounted is kept as it is ([`prune`] removes one whose files differ from
 /// the spec's). Idempotent; callers serialise calls per pod.
-pub(crate) fn ensure(pod: &str, pod_dir: &Path, volume: &VolumeSpec) -> Result<(), RuntimeError> {
+pub(crate) fn ensure(pod: &str, pod_dir: &Path, volume: &VolumeSpec, key: &VolumeKey) -> Result<(), RuntimeError> {
     let dir = volumes_dir(pod_dir).join(&volume.name);
     match &volume.kind {
         VolumeKind::EmptyDir => {
@@ -544,6 +550,8 @@ pub(crate) fn ensure(pod: &str, pod_dir: &Path, volume: &VolumeSpec) -> Result<(
                         "0".as_ref(),
                         "-E".as_ref(),
                         "lazy_itable_init=1,lazy_journal_init=1,nodiscard".as_ref(),
+                        "-O".as_ref(),
+                        "encrypt".as_ref(),
                         tmp.as_os_str(),
                     ],
                 )?;
@@ -566,6 +574,23 @@ pub(crate) fn ensure(pod: &str, pod_dir: &Path, volume: &VolumeSpec) -> Result<(
                 )?;
                 tracing::info!(pod, volume = %volume.name, "file system volume mounted");
             }
+            // The key goes to the kernel at every mount (it lives in the mounted file system's
+            // keyring); adding it again is harmless.
+            let identifier = fscrypt::add_volume_key(key, pod, &volume.name, &mount_point)?;
+            let data = mount_point.join(ENCRYPTED_DIR);
+            match fs::create_dir(&data) {
+                Ok(()) => {
+                    fscrypt::encrypt_dir(&data, identifier)?;
+                    // Any user of the pod may write there, as in an emptyDir.
+                    fs::set_permissions(&data, fs::Permissions::from_mode(0o777))
+                        .map_err(RuntimeError::io("opening the volume directory", &data))?;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(RuntimeError::io("creating the volume directory", &data)(e)),
+            }
+            // Whatever made the directory, it must be encrypted under this volume's key, or
+            // the pod would write in clear.
+            fscrypt::check_dir(&data, identifier)?;
         }
     }
     Ok(())

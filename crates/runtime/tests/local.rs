@@ -18,7 +18,7 @@ use futures::StreamExt;
 use tempfile::TempDir;
 use tpod_runtime::{
     ContainerSpec, ContainerState, LocalConfig, LocalRuntime, LogOptions, PodSpec, PodStatus, PodUsage, Runtime,
-    RuntimeError, SecretFile, VolumeKind, VolumeMount, VolumeSpec, cgroups_path,
+    RuntimeError, SecretFile, VolumeKey, VolumeKind, VolumeMount, VolumeSpec, cgroups_path,
 };
 
 const PAGE: &str = "<h1>hello from a trusted pod</h1>\n";
@@ -48,7 +48,7 @@ impl Env {
     /// Subnet `10.<net>.<third>.0/24`.
     fn with_subnet(net: u8, third: u8) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = LocalConfig::new(dir.path().join("runtime"));
+        let mut config = LocalConfig::new(dir.path().join("runtime"), VolumeKey::random());
         config.bridge = format!("tpt{}", random_hex(8));
         config.subnet = (Ipv4Addr::new(10, net, third, 0), 24);
         config.restart_backoff = (Duration::from_millis(200), Duration::from_millis(800));
@@ -790,6 +790,72 @@ async fn adoption_reuses_and_remounts_the_filesystem_volume() {
     third.delete(&id).await.unwrap();
     assert_volumes_gone(&env, &id);
     assert_gone(&env, &id, &["app"], &[pid]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filesystem_volumes_hold_only_ciphertext_and_open_under_their_key_only() {
+    const MARKER: &str = "VOLUME-PLAINTEXT-MARKER-5f1c";
+    let mut env = Env::with_subnet(235, 1);
+    let id = random_hex(64);
+    let image = env.hello_image();
+    let script = format!(
+        "if [ -f /data/{MARKER} ]; then echo \"found $(head -c 28 /data/{MARKER})\"; \
+         else for i in $(seq 200); do echo {MARKER}; done > /data/{MARKER}; sync; echo written; fi; exec sleep 1000"
+    );
+    let spec = PodSpec {
+        id: id.clone(),
+        containers: vec![with_mounts(busybox(&image, "app", &script), vec![mount("data", "/data", false)])],
+        volumes: vec![filesystem("data", 4 << 20)],
+    };
+    let runtime = env.runtime();
+    runtime.start(spec.clone()).await.unwrap();
+    wait_log(&runtime, &id, "app", "written").await;
+    let pid = status(&runtime, &id).await.containers[0].pid.unwrap();
+    let volume = env.pod_dir(&id).join("volumes/data");
+    // The pod's file, name and contents, is not on the host's disk in clear.
+    let disk = || {
+        Command::new("sync").status().unwrap();
+        std::fs::read(volume.join("disk.img")).unwrap()
+    };
+    let image_bytes = disk();
+    assert!(!image_bytes.windows(MARKER.len()).any(|w| w == MARKER.as_bytes()), "marker in clear on disk");
+    drop(runtime);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // After a reboot, the same key opens it again.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    simulate_reboot_unmounts(&env, &id).await;
+    let runtime = env.runtime();
+    runtime.adopt(spec.clone()).await.unwrap();
+    wait_log(&runtime, &id, "app", &format!("found {MARKER}")).await;
+    let pid = status(&runtime, &id).await.containers[0].pid.unwrap();
+    drop(runtime);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    simulate_reboot_unmounts(&env, &id).await;
+
+    // Under another key the volume does not open, and the pod does not start on it.
+    let key = env.config.volume_key.clone();
+    env.config.volume_key = VolumeKey::random();
+    let error = env.runtime().adopt(spec.clone()).await.unwrap_err().to_string();
+    assert!(error.contains("volume encryption") && error.contains("another key"), "{error}");
+    simulate_reboot_unmounts(&env, &id).await;
+
+    // Nor when the encrypted directory was swapped for a plain one behind its back.
+    env.config.volume_key = key;
+    let mnt = volume.join("mnt");
+    assert!(
+        Command::new("mount").args(["-o", "loop"]).arg(volume.join("disk.img")).arg(&mnt).status().unwrap().success()
+    );
+    std::fs::remove_dir_all(mnt.join("data")).unwrap();
+    std::fs::create_dir(mnt.join("data")).unwrap();
+    simulate_reboot_unmounts(&env, &id).await;
+    let error = env.runtime().adopt(spec.clone()).await.unwrap_err().to_string();
+    assert!(error.contains("volume encryption") && error.contains("not encrypted"), "{error}");
+
+    let runtime = env.runtime();
+    runtime.delete(&id).await.unwrap();
+    assert_volumes_gone(&env, &id);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

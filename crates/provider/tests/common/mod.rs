@@ -169,7 +169,7 @@ impl Drop for Fixture {
             subnet: settings.subnet,
             log_cap_bytes: settings.log_cap_bytes,
             rootfs_bytes: settings.rootfs_bytes,
-            ..tpod_runtime::LocalConfig::new(&settings.config.data_dir)
+            ..tpod_runtime::LocalConfig::new(&settings.config.data_dir, tpod_runtime::VolumeKey::random())
         };
         // Dropped inside the test's runtime: the clean-up runs on one of its own.
         let _ = std::thread::spawn(move || {
