@@ -52,7 +52,9 @@ fn seal(sender: &SecretKey, to: &PublicKey, purpose: Purpose, pod_id: B256, name
     pb::Sealed { enc: sealed.enc, ciphertext: sealed.ciphertext }
 }
 
-/// A one-container pod serving its image's page, with the secret mounted under the web root.
+/// A one-container pod serving its image's page, with the secret mounted under the web root. It
+/// first copies the secret into its file system volume, which it serves too, so that what a pod
+/// writes is checked to be encrypted on disk.
 fn provision(sealed_by: &SecretKey, image: pb::Sealed, secret: pb::Sealed) -> pb::provision_request::Action {
     pb::provision_request::Action::Provision(pb::Provision {
         pod: Some(pb::Pod {
@@ -61,23 +63,33 @@ fn provision(sealed_by: &SecretKey, image: pb::Sealed, secret: pb::Sealed) -> pb
                 name: "web".into(),
                 image: "./hello".into(),
                 sealed_image: Some(image),
+                command: vec!["/bin/busybox".into(), "sh".into(), "-c".into()],
+                args: vec![
+                    "cat /www/keys/token > /www/state/copy && sync && exec /bin/busybox httpd -f -p 8080 -h /www"
+                        .into(),
+                ],
                 ports: vec![pb::Port {
                     container_port: 8080,
                     protocol: pb::port::Protocol::Http as i32,
                     hostname: String::new(),
                 }],
                 resources: Some(pb::Resources { cpu_millis: 100, memory_bytes: 64 << 20, gpu: 0, storage_bytes: 0 }),
-                volume_mounts: vec![pb::VolumeMount {
-                    name: "keys".into(),
-                    mount_path: "/www/keys".into(),
-                    read_only: true,
-                }],
+                volume_mounts: vec![
+                    pb::VolumeMount { name: "keys".into(), mount_path: "/www/keys".into(), read_only: true },
+                    pb::VolumeMount { name: "state".into(), mount_path: "/www/state".into(), read_only: false },
+                ],
                 ..Default::default()
             }],
-            volumes: vec![pb::Volume {
-                name: "keys".into(),
-                kind: Some(pb::volume::Kind::Secret(pb::volume::Secret { sealed: Some(secret) })),
-            }],
+            volumes: vec![
+                pb::Volume {
+                    name: "keys".into(),
+                    kind: Some(pb::volume::Kind::Secret(pb::volume::Secret { sealed: Some(secret) })),
+                },
+                pb::Volume {
+                    name: "state".into(),
+                    kind: Some(pb::volume::Kind::Filesystem(pb::volume::Filesystem { size_bytes: 4 << 20 })),
+                },
+            ],
             sealed_by: sealed_by.public().as_bytes().to_vec(),
             ..Default::default()
         }),
@@ -129,6 +141,23 @@ fn files_containing(root: &Path, needle: &[u8]) -> Vec<PathBuf> {
             } else if meta.is_file()
                 && std::fs::read(entry.path()).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
             {
+                found.push(entry.path());
+            }
+        }
+    }
+    found
+}
+
+/// Files named `name` under `root`.
+fn files_named(root: &Path, name: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let meta = entry.path().symlink_metadata().unwrap();
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else if entry.file_name() == name {
                 found.push(entry.path());
             }
         }
@@ -214,8 +243,13 @@ async fn only_what_the_publisher_sealed_to_this_enclave_deploys_and_nothing_is_o
     }
     assert!(page.contains(IMAGE_MARKER), "{page}");
     assert!(get(&f, &host, "/keys/token").await.contains(SECRET_MARKER));
+    // The pod wrote the secret to its file system volume, and reads it back.
+    assert!(get(&f, &host, "/state/copy").await.contains(SECRET_MARKER));
+    let images = files_named(&f.data, "disk.img");
+    assert_eq!(images.len(), 1, "{images:?}");
 
-    // Neither the image nor the secret is anywhere on the provider's disk in clear.
+    // Neither the image nor the secret is anywhere on the provider's disk in clear, not even in
+    // the volume image the pod wrote the secret to.
     for marker in [IMAGE_MARKER, SECRET_MARKER] {
         let found = files_containing(&f.data, marker.as_bytes());
         assert!(found.is_empty(), "{marker} in clear in {found:?}");
