@@ -6,11 +6,14 @@
 //! A provider sends collateral with each quote. It takes it from a file ([`TdxCollateral::fixed`])
 //! or keeps it fresh from its PCCS ([`keep_fresh`]). A publisher whose policy names a PCCS
 //! (`[tdx] pccs_url`) fetches its own ([`fetch_collateral`]) instead of using the provider's.
-//! Fetching goes through `dcap-qvl`'s client, which knows the PCCS API (v4).
+//! Fetching goes through `dcap-qvl`'s client, which knows the PCCS API (v4), over a transport of
+//! ours that bounds every answer.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use dcap_qvl::configs::RustCryptoConfig;
+use tpod_wire::limits::MAX_COLLATERAL_BYTES;
 use tpod_wire::pb;
 
 use crate::policy::Policy;
@@ -19,10 +22,46 @@ use crate::tdx::{self, TdxError};
 /// Fetches the collateral of `quote` (a raw TDX quote) from the PCCS at `url`, in the encoding
 /// evidence carries it in ([`tdx::encode_collateral`]).
 pub async fn fetch_collateral(url: &str, quote: &[u8]) -> Result<Vec<u8>, TdxError> {
-    let failed = |e| TdxError::Pccs { url: url.to_owned(), reason: format!("{e:#}") };
-    let client = dcap_qvl::collateral::CollateralClient::with_default_http(url).map_err(&failed)?;
-    let collateral = client.fetch(tdx::trim_quote(quote)?).await.map_err(failed)?;
-    tdx::encode_collateral(&collateral)
+    let failed = |reason: String| TdxError::Pccs { url: url.to_owned(), reason };
+    let http = reqwest::Client::builder().timeout(TIMEOUT).build().map_err(|e| failed(e.to_string()))?;
+    let client = dcap_qvl::collateral::CollateralClient::<RustCryptoConfig, _>::new(BoundedHttp(http), url);
+    let collateral = client.fetch(tdx::trim_quote(quote)?).await.map_err(|e| failed(format!("{e:#}")))?;
+    let encoded = tdx::encode_collateral(&collateral)?;
+    if encoded.len() > MAX_COLLATERAL_BYTES {
+        return Err(failed(format!(
+            "the collateral is {} bytes, more than the {MAX_COLLATERAL_BYTES} evidence may carry",
+            encoded.len()
+        )));
+    }
+    Ok(encoded)
+}
+
+/// How long one PCCS request may take.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A `reqwest` transport for dcap-qvl's PCCS client that reads at most [`MAX_COLLATERAL_BYTES`]
+/// of each answer: PCCS answers are network input, and no single part of the collateral may be
+/// larger than the whole that evidence can carry.
+struct BoundedHttp(reqwest::Client);
+
+impl dcap_qvl::http::HttpClient for BoundedHttp {
+    async fn get(&self, url: &str) -> anyhow::Result<dcap_qvl::http::HttpResponse> {
+        let mut response = self.0.get(url).send().await?;
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_owned())))
+            .collect();
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await? {
+            if body.len() + chunk.len() > MAX_COLLATERAL_BYTES {
+                anyhow::bail!("the answer from {url} is larger than {MAX_COLLATERAL_BYTES} bytes");
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(dcap_qvl::http::HttpResponse { status, headers, body })
+    }
 }
 
 /// When `policy` names a PCCS and `evidence` is a TDX quote, replaces the collateral the provider

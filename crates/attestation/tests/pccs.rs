@@ -163,6 +163,16 @@ async fn a_pccs_without_the_collateral_is_a_clear_error() {
 }
 
 #[tokio::test]
+async fn oversized_answers_are_cut_off() {
+    let mut huge = sample();
+    huge.pck_crl = vec![0x30; 300 << 10];
+    let (url, _) = pccs(huge, &[]);
+    let error = pccs::fetch_collateral(&url, &quote()).await.unwrap_err();
+    assert!(matches!(error, TdxError::Pccs { .. }), "{error:?}");
+    assert!(error.to_string().contains("larger than 196608 bytes"), "{error}");
+}
+
+#[tokio::test]
 async fn collateral_served_with_a_bad_signature_is_fetched_but_refused() {
     let mut tampered = sample();
     tampered.tcb_info_signature[5] ^= 1;
