@@ -123,9 +123,9 @@ async fn get(f: &Fixture, host: &str, path: &str) -> String {
     response
 }
 
-/// Files under `root` that hold `needle`, not crossing into other file systems (the in-memory
-/// rootfs and secret volumes are tmpfs mounts: memory, not the provider's disk).
-fn files_containing(root: &Path, needle: &[u8]) -> Vec<PathBuf> {
+/// The regular files under `root`; with `one_file_system`, not crossing into other file systems
+/// (the in-memory rootfs and secret volumes are tmpfs mounts: memory, not the provider's disk).
+fn files_under(root: &Path, one_file_system: bool) -> Vec<PathBuf> {
     use std::os::unix::fs::MetadataExt;
     let device = std::fs::metadata(root).unwrap().dev();
     let mut found = Vec::new();
@@ -133,14 +133,12 @@ fn files_containing(root: &Path, needle: &[u8]) -> Vec<PathBuf> {
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(&dir).unwrap().flatten() {
             let meta = entry.path().symlink_metadata().unwrap();
-            if meta.dev() != device {
+            if one_file_system && meta.dev() != device {
                 continue;
             }
             if meta.is_dir() {
                 stack.push(entry.path());
-            } else if meta.is_file()
-                && std::fs::read(entry.path()).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
-            {
+            } else if meta.is_file() {
                 found.push(entry.path());
             }
         }
@@ -148,21 +146,12 @@ fn files_containing(root: &Path, needle: &[u8]) -> Vec<PathBuf> {
     found
 }
 
-/// Files named `name` under `root`.
-fn files_named(root: &Path, name: &str) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
-            let meta = entry.path().symlink_metadata().unwrap();
-            if meta.is_dir() {
-                stack.push(entry.path());
-            } else if entry.file_name() == name {
-                found.push(entry.path());
-            }
-        }
-    }
-    found
+/// Files on the provider's disk under `root` that hold `needle`.
+fn files_containing(root: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    files_under(root, true)
+        .into_iter()
+        .filter(|path| std::fs::read(path).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle)))
+        .collect()
 }
 
 #[tokio::test]
@@ -245,7 +234,7 @@ async fn only_what_the_publisher_sealed_to_this_enclave_deploys_and_nothing_is_o
     assert!(get(&f, &host, "/keys/token").await.contains(SECRET_MARKER));
     // The pod wrote the secret to its file system volume, and reads it back.
     assert!(get(&f, &host, "/state/copy").await.contains(SECRET_MARKER));
-    let images = files_named(&f.data, "disk.img");
+    let images: Vec<_> = files_under(&f.data, true).into_iter().filter(|p| p.ends_with("disk.img")).collect();
     assert_eq!(images.len(), 1, "{images:?}");
 
     // Neither the image nor the secret is anywhere on the provider's disk in clear, not even in
