@@ -579,12 +579,7 @@ pub(crate) fn ensure(pod: &str, pod_dir: &Path, volume: &VolumeSpec, key: &Volum
             let identifier = fscrypt::add_volume_key(key, pod, &volume.name, &mount_point)?;
             let data = mount_point.join(ENCRYPTED_DIR);
             match fs::create_dir(&data) {
-                Ok(()) => {
-                    fscrypt::encrypt_dir(&data, identifier)?;
-                    // Any user of the pod may write there, as in an emptyDir.
-                    fs::set_permissions(&data, fs::Permissions::from_mode(0o777))
-                        .map_err(RuntimeError::io("opening the volume directory", &data))?;
-                }
+                Ok(()) => fscrypt::encrypt_dir(&data, identifier)?,
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(RuntimeError::io("creating the volume directory", &data)(e)),
             }
