@@ -306,8 +306,8 @@ impl BlobStore {
     /// Stores the chunk `data` at `offset` of the blob `cid` of `total_size` bytes, after checking
     /// that the blob's first `offset + data.len()` bytes hash to `prefix_sha256`; see the module
     /// documentation. When the chunk ends the blob, the whole blob is verified against its CID
-    /// and moved into place. A chunk for a complete
-    /// blob changes nothing and reports it complete, so a repeated last chunk is harmless.
+    /// and moved into place. A chunk for a complete blob changes nothing and reports it complete,
+    /// so a repeated last chunk is harmless.
     pub fn write_chunk(
         &self,
         cid: &ContentId,
