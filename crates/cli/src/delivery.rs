@@ -239,21 +239,7 @@ impl Sealer<'_> {
 
     /// Seals the keys of `image` for container `container`.
     pub(crate) fn image(&self, container: &str, image: &EncryptedImage) -> anyhow::Result<pb::Sealed> {
-        let blob = |b: &tpod_image::EncryptedBlob| pb::EncryptedBlob {
-            cid: b.cid.to_string(),
-            key: b.key.as_bytes().to_vec(),
-            digest: b.digest.to_string(),
-            size: b.size,
-        };
-        let keys = pb::ImageKeys {
-            manifest_digest: image.manifest_digest.to_string(),
-            config: Some(blob(&image.config)),
-            layers: image
-                .layers
-                .iter()
-                .map(|l| pb::EncryptedLayer { blob: Some(blob(&l.blob)), gzip: l.gzip, diff_id: l.diff_id.to_string() })
-                .collect(),
-        };
+        let keys = image.keys();
         let plaintext = zeroize::Zeroizing::new(keys.encode_to_vec());
         self.seal(Purpose::Image, container, &plaintext)
     }

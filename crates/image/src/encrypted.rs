@@ -70,6 +70,27 @@ impl EncryptedImage {
     pub fn blobs(&self) -> impl Iterator<Item = &EncryptedBlob> {
         self.layers.iter().map(|l| &l.blob).chain([&self.config])
     }
+
+    /// What the enclave needs to unpack the image (blob keys, CIDs, digests): the plaintext that
+    /// is sealed to it. Holds the keys: wipe its encoding after use.
+    pub fn keys(&self) -> tpod_wire::pb::ImageKeys {
+        use tpod_wire::pb;
+        let blob = |b: &EncryptedBlob| pb::EncryptedBlob {
+            cid: b.cid.to_string(),
+            key: b.key.as_bytes().to_vec(),
+            digest: b.digest.to_string(),
+            size: b.size,
+        };
+        pb::ImageKeys {
+            manifest_digest: self.manifest_digest.to_string(),
+            config: Some(blob(&self.config)),
+            layers: self
+                .layers
+                .iter()
+                .map(|l| pb::EncryptedLayer { blob: Some(blob(&l.blob)), gzip: l.gzip, diff_id: l.diff_id.to_string() })
+                .collect(),
+        }
+    }
 }
 
 /// What the cache keeps about an encrypted blob.

@@ -29,24 +29,6 @@ fn encrypted_hello(dir: &Path) -> EncryptedImage {
     tpod_image::encrypt_image(&image, &dir.join("cache")).unwrap()
 }
 
-fn image_keys(image: &EncryptedImage) -> pb::ImageKeys {
-    let blob = |b: &tpod_image::EncryptedBlob| pb::EncryptedBlob {
-        cid: b.cid.to_string(),
-        key: b.key.as_bytes().to_vec(),
-        digest: b.digest.to_string(),
-        size: b.size,
-    };
-    pb::ImageKeys {
-        manifest_digest: image.manifest_digest.to_string(),
-        config: Some(blob(&image.config)),
-        layers: image
-            .layers
-            .iter()
-            .map(|l| pb::EncryptedLayer { blob: Some(blob(&l.blob)), gzip: l.gzip, diff_id: l.diff_id.to_string() })
-            .collect(),
-    }
-}
-
 fn seal(sender: &SecretKey, to: &PublicKey, purpose: Purpose, pod_id: B256, name: &str, plain: &[u8]) -> pb::Sealed {
     let sealed = tpod_crypto::seal(sender, to, purpose, &sealing_aad(&pod_id.0, name), plain).unwrap();
     pb::Sealed { enc: sealed.enc, ciphertext: sealed.ciphertext }
@@ -162,7 +144,7 @@ async fn only_what_the_publisher_sealed_to_this_enclave_deploys_and_nothing_is_o
     push_all(&f, &image).await;
     let enclave = enclave_key(&f).await;
     let publisher = SecretKey::generate();
-    let keys = image_keys(&image).encode_to_vec();
+    let keys = image.keys().encode_to_vec();
     let enclave_signer = f.info().enclave_signer;
     let provider = f.info().provider_address;
     let mut nonce = 1;
@@ -203,7 +185,7 @@ async fn only_what_the_publisher_sealed_to_this_enclave_deploys_and_nothing_is_o
     refused(deploy(pod_id, action).await, 400, "cannot open");
 
     // Keys naming a blob the provider does not hold.
-    let mut missing = image_keys(&image);
+    let mut missing = image.keys();
     missing.layers[0].blob.as_mut().unwrap().cid = ContentId::of(b"never uploaded").to_string();
     let action = provision(
         &publisher,
