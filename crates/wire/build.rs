@@ -9,6 +9,7 @@ const PROTOS: &[&str] = &[
     "proto/tpod/v1/logs.proto",
     "proto/tpod/v1/blob.proto",
     "proto/tpod/v1/attest.proto",
+    "proto/tpod/v1/profile.proto",
 ];
 
 fn main() -> Result<(), Box<dyn Error>> {

@@ -10,7 +10,7 @@ use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use prost::{Message, bytes::Bytes};
 
 use crate::{
-    ATTEST_PROTOCOL, BLOB_PROTOCOL, LOGS_PROTOCOL, PROVISION_PROTOCOL, QUOTE_PROTOCOL, Validate, WireError, limits,
+    ATTEST_PROTOCOL, BLOB_PROTOCOL, LOGS_PROTOCOL, PROFILE_PROTOCOL, PROVISION_PROTOCOL, QUOTE_PROTOCOL, Validate, WireError, limits,
 };
 
 /// Largest message of the quote protocol: a request or a pricing table.
@@ -26,6 +26,8 @@ pub const BLOB_MAX_BYTES: usize = limits::MAX_BLOB_CHUNK_BYTES + 4 * 1024;
 /// Largest message of the attestation protocol: evidence, whose TDX collateral (TCB info, QE
 /// identity, CRLs, certificate chains) is the bulk.
 pub const ATTEST_MAX_BYTES: usize = 256 * 1024;
+/// Largest message of the profile protocol: a signed profile, which is a few hundred bytes.
+pub const PROFILE_MAX_BYTES: usize = 16 * 1024;
 /// Largest message of any protocol in this crate.
 pub const MAX_MESSAGE_BYTES: usize = PROVISION_MAX_BYTES;
 
@@ -36,6 +38,7 @@ pub const PROTOCOL_LIMITS: &[(&str, usize)] = &[
     (LOGS_PROTOCOL, LOGS_MAX_BYTES),
     (BLOB_PROTOCOL, BLOB_MAX_BYTES),
     (ATTEST_PROTOCOL, ATTEST_MAX_BYTES),
+    (PROFILE_PROTOCOL, PROFILE_MAX_BYTES),
 ];
 
 /// The message size limit of a protocol id, if it is one of the protobuf protocols.

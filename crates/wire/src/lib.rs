@@ -9,7 +9,7 @@ mod validate;
 
 pub use codec::{decode, read_message, write_message};
 pub use error::WireError;
-pub use validate::{Validate, limits};
+pub use validate::{PROFILE_FORMAT_VERSION, Validate, limits};
 
 /// Protocol id for quotes: capacity and pricing offered for a resource request.
 pub const QUOTE_PROTOCOL: &str = "/tpod/quote/1";
@@ -21,6 +21,8 @@ pub const LOGS_PROTOCOL: &str = "/tpod/logs/1";
 pub const ATTEST_PROTOCOL: &str = "/tpod/attest/1";
 /// Protocol id for content-addressed encrypted blob transfer.
 pub const BLOB_PROTOCOL: &str = "/tpod/blob/1";
+/// Protocol id for the provider's signed profile, the document its Registry entry points to.
+pub const PROFILE_PROTOCOL: &str = "/tpod/profile/1";
 
 /// The message version this crate speaks: every top-level message carries it in `version`.
 pub const VERSION: u32 = 1;

@@ -75,7 +75,16 @@ pub mod limits {
     pub const ED25519_KEY_BYTES: usize = 32;
     /// Bytes of an ed25519 signature.
     pub const ED25519_SIGNATURE_BYTES: usize = 64;
+    /// Bytes of an encoded provider profile.
+    pub const MAX_PROFILE_BYTES: usize = 8 * 1024;
+    /// Multiaddrs in a provider profile.
+    pub const MAX_PROFILE_ADDRS: usize = 8;
+    /// Pricing table ids in a provider profile.
+    pub const MAX_PROFILE_TABLES: usize = 16;
 }
+
+/// The provider profile format this crate reads and writes (`ProviderProfile.version`).
+pub const PROFILE_FORMAT_VERSION: u32 = 1;
 
 use limits::*;
 
@@ -423,5 +432,52 @@ impl Validate for pb::AttestResponse {
             }
             None => Err(WireError::Missing { field: "evidence.tee".into() }),
         }
+    }
+}
+
+impl Validate for pb::ProfileRequest {
+    fn validate(&self) -> Result<(), WireError> {
+        version(self.version)
+    }
+}
+
+impl Validate for pb::ProfileResponse {
+    fn validate(&self) -> Result<(), WireError> {
+        use pb::profile_response::Result as Outcome;
+        version(self.version)?;
+        match &self.result {
+            Some(Outcome::Profile(signed)) => {
+                max_len(|| "profile.profile".into(), signed.profile.len(), MAX_PROFILE_BYTES)?;
+                exact_len("profile.signature", signed.signature.len(), SIGNATURE_BYTES)
+            }
+            Some(Outcome::Error(error)) => string("error", "message", &error.message, MAX_TEXT_BYTES),
+            None => Err(WireError::Missing { field: "result".into() }),
+        }
+    }
+}
+
+impl Validate for pb::ProviderProfile {
+    fn validate(&self) -> Result<(), WireError> {
+        if self.version != PROFILE_FORMAT_VERSION {
+            return Err(WireError::UnsupportedVersion { got: self.version, supported: PROFILE_FORMAT_VERSION });
+        }
+        for (name, value) in [
+            ("registry", &self.registry),
+            ("payment_address", &self.payment_address),
+            ("peer_id", &self.peer_id),
+            ("region", &self.region),
+            ("contact", &self.contact),
+            ("tee", &self.tee),
+            ("min_funding", &self.min_funding),
+            ("domain", &self.domain),
+        ] {
+            string("", name, value, MAX_STRING_BYTES)?;
+        }
+        max_len(|| "multiaddrs".into(), self.multiaddrs.len(), MAX_PROFILE_ADDRS)?;
+        for (i, addr) in self.multiaddrs.iter().enumerate() {
+            max_len(|| format!("multiaddrs[{i}]"), addr.len(), MAX_STRING_BYTES)?;
+        }
+        max_len(|| "pricing_tables".into(), self.pricing_tables.len(), MAX_PROFILE_TABLES)?;
+        exact_len("provider_binary_sha256", self.provider_binary_sha256.len(), SHA256_BYTES)
     }
 }
