@@ -4,6 +4,7 @@
 use std::error::Error;
 
 const PROTOS: &[&str] = &[
+    "proto/tpod/v1/error.proto",
     "proto/tpod/v1/quote.proto",
     "proto/tpod/v1/provision.proto",
     "proto/tpod/v1/logs.proto",

@@ -153,15 +153,16 @@ pub enum BlobError {
 impl BlobError {
     /// HTTP-like code for the wire `Error` (see `blob.proto`).
     pub fn code(&self) -> u32 {
+        use tpod_wire::codes;
         match self {
-            Self::BadCid(_) => 400,
+            Self::BadCid(_) => codes::BAD_REQUEST,
             Self::WrongOffset { .. } | Self::SizeChanged { .. } | Self::SizeConflict { .. } | Self::PastEnd { .. } => {
-                409
+                codes::CONFLICT
             }
-            Self::TooLarge { .. } => 413,
-            Self::ChunkMismatch { .. } | Self::CidMismatch { .. } => 422,
-            Self::QuotaExceeded { .. } => 507,
-            Self::Io { .. } => 500,
+            Self::TooLarge { .. } => codes::TOO_LARGE,
+            Self::ChunkMismatch { .. } | Self::CidMismatch { .. } => codes::UNPROCESSABLE,
+            Self::QuotaExceeded { .. } => codes::INSUFFICIENT_STORAGE,
+            Self::Io { .. } => codes::INTERNAL,
         }
     }
 }
@@ -539,7 +540,7 @@ async fn run_blocking(
     match tokio::task::spawn_blocking(work).await {
         Ok(Ok(state)) => Ok(state.into()),
         Ok(Err(error)) => {
-            if error.code() == 500 {
+            if error.code() == tpod_wire::codes::INTERNAL {
                 tracing::error!(%error, "blob store failed");
             } else {
                 tracing::debug!(%error, "blob upload refused");
@@ -548,7 +549,7 @@ async fn run_blocking(
         }
         Err(error) => {
             tracing::error!(%error, "blob task failed");
-            Err(pb::Error { code: 500, message: "internal error".into() })
+            Err(pb::Error { code: tpod_wire::codes::INTERNAL, message: "internal error".into() })
         }
     }
 }

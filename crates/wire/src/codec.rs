@@ -10,7 +10,8 @@ use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use prost::{Message, bytes::Bytes};
 
 use crate::{
-    ATTEST_PROTOCOL, BLOB_PROTOCOL, LOGS_PROTOCOL, PROFILE_PROTOCOL, PROVISION_PROTOCOL, QUOTE_PROTOCOL, Validate, WireError, limits,
+    ATTEST_PROTOCOL, BLOB_PROTOCOL, LOGS_PROTOCOL, PROFILE_PROTOCOL, PROVISION_PROTOCOL, QUOTE_PROTOCOL, Validate,
+    WireError, limits,
 };
 
 /// Largest message of the quote protocol: a request or a pricing table.

@@ -1,14 +1,20 @@
 //! The Trusted Pods wire protocol between publisher and provider: libp2p protocol ids, the
 //! protobuf messages they carry (generated from `proto/tpod/v1/*.proto` into [`pb`]), and a
 //! [`codec`] that frames them on streams with decoding bounded in size and validated in shape,
-//! since every byte read here comes from an untrusted peer.
+//! since every byte read here comes from an untrusted peer. A request that fails those checks
+//! is answered, not dropped: [`WireError::to_error`] gives the [`codes`] and reason, and
+//! [`ErrorReply`] the response message that carries them. `docs/PROTOCOL.md` describes all of
+//! it for implementers in other languages.
 
 pub mod codec;
+pub mod codes;
 mod error;
+mod reply;
 mod validate;
 
 pub use codec::{decode, read_message, write_message};
 pub use error::WireError;
+pub use reply::{ErrorReply, bounded_text};
 pub use validate::{PROFILE_FORMAT_VERSION, Validate, limits};
 
 /// Protocol id for quotes: capacity and pricing offered for a resource request.

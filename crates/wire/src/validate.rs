@@ -136,7 +136,10 @@ impl Validate for QuoteResponse {
         if let Some(pricing) = &self.pricing {
             pricing_table(pricing)?;
         }
-        Ok(())
+        match &self.error {
+            Some(error) => string("error", "message", &error.message, MAX_TEXT_BYTES),
+            None => Ok(()),
+        }
     }
 }
 

@@ -130,6 +130,7 @@ fn quote_response() -> pb::QuoteResponse {
         min_unlock_delay_secs: 3600,
         provider_address: "0x70997970C51812dc3A010C7d01b50e0d17dc79C8".into(),
         domain: "pods.example.com".into(),
+        error: None,
     }
 }
 

@@ -69,14 +69,15 @@ pub enum Refusal {
 impl Refusal {
     /// The protocol error for this refusal.
     pub fn to_error(&self) -> pb::Error {
+        use tpod_wire::codes;
         let code = match self {
-            Self::BadRequest(_) => 400,
-            Self::Unauthorized(_) => 401,
-            Self::Payment(_) => 402,
-            Self::NotFound(_) => 404,
-            Self::Conflict(_) => 409,
-            Self::Capacity(_) => 507,
-            Self::Internal(_) => 500,
+            Self::BadRequest(_) => codes::BAD_REQUEST,
+            Self::Unauthorized(_) => codes::UNAUTHORIZED,
+            Self::Payment(_) => codes::PAYMENT_REQUIRED,
+            Self::NotFound(_) => codes::NOT_FOUND,
+            Self::Conflict(_) => codes::CONFLICT,
+            Self::Capacity(_) => codes::INSUFFICIENT_STORAGE,
+            Self::Internal(_) => codes::INTERNAL,
         };
         pb::Error { code, message: self.to_string() }
     }
@@ -213,6 +214,7 @@ impl<R: Runtime> Controller<R> {
             min_unlock_delay_secs: s.config.terms.min_unlock_delay_secs,
             provider_address: self.provider_address().to_string(),
             domain: s.config.ingress.domain.clone(),
+            error: None,
         }
     }
 
