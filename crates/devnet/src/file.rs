@@ -13,7 +13,8 @@ use tpod_chain::ContractAddresses;
 
 use crate::error::DevnetError;
 
-/// The format version written into new files.
+/// The format version written into new files. Version 1 files of a devnet with several
+/// providers differ only in having more entries in `accounts`, which older tooling reads too.
 pub const FORMAT_VERSION: u32 = 1;
 
 /// A running devnet.
@@ -38,7 +39,8 @@ pub struct DevnetFile {
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DevAccount {
-    /// Role name: `deployer`, `publisher`, `provider`.
+    /// Role name: `deployer`, `publisher`, `provider`, then `provider-2`, `provider-3`, ... on a
+    /// devnet with more than one provider.
     pub name: String,
     /// The account's address.
     pub address: Address,
@@ -114,6 +116,11 @@ impl DevnetFile {
             name: name.to_owned(),
         })
     }
+
+    /// The provider accounts in order: `provider`, `provider-2`, ... up to the first missing one.
+    pub fn provider_accounts(&self) -> Vec<&DevAccount> {
+        (1..=crate::MAX_PROVIDERS).map_while(|index| self.account(&crate::provider_account_name(index)).ok()).collect()
+    }
 }
 
 #[cfg(test)]
@@ -158,6 +165,18 @@ mod tests {
         assert!(err.contains("line 3"), "{err}");
         assert!(err.contains("tpod dev up"), "{err}");
         Ok(())
+    }
+
+    #[test]
+    fn provider_accounts_come_in_order_with_the_first_named_provider() {
+        let mut file = sample();
+        assert!(file.provider_accounts().is_empty());
+        for name in ["provider-3", "provider", "provider-2", "provider-5"] {
+            file.accounts.push(DevAccount::generate(name));
+        }
+        let names: Vec<&str> = file.provider_accounts().iter().map(|a| a.name.as_str()).collect();
+        // provider-5 without a provider-4 is not one of them.
+        assert_eq!(names, ["provider", "provider-2", "provider-3"]);
     }
 
     #[test]

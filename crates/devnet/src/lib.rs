@@ -27,8 +27,11 @@ pub use file::{DevAccount, DevnetFile};
 pub const DEVNET_FILE: &str = "devnet.json";
 /// anvil's log inside the devnet directory.
 pub const ANVIL_LOG: &str = "anvil.log";
-/// The dev accounts `up` creates, in order.
+/// The dev accounts `up` creates, in order; with more than one provider, the accounts of the
+/// others ([`provider_account_name`]) follow.
 pub const ACCOUNT_NAMES: [&str; 3] = ["deployer", "publisher", "provider"];
+/// The most providers a devnet runs.
+pub const MAX_PROVIDERS: u8 = 8;
 /// Native currency each dev account gets, in whole ETH.
 pub const DEV_NATIVE_FUNDS: u64 = 1_000;
 /// Test tokens the publisher account gets, in whole TPT.
@@ -48,6 +51,12 @@ pub fn default_dir() -> PathBuf {
     home.join(".tpod").join("devnet")
 }
 
+/// The dev account of the devnet's provider `index` (1-based): `provider` for the first, so
+/// everything written for a one-provider devnet keeps working, then `provider-2`, `provider-3`, ...
+pub fn provider_account_name(index: u8) -> String {
+    if index <= 1 { "provider".to_owned() } else { format!("provider-{index}") }
+}
+
 /// The devnet file's path in `dir`.
 pub fn file_path(dir: &Path) -> PathBuf {
     dir.join(DEVNET_FILE)
@@ -64,6 +73,9 @@ pub struct UpOptions {
     pub port: u16,
     /// The chain id.
     pub chain_id: u64,
+    /// How many provider accounts to create and fund, 1 to [`MAX_PROVIDERS`] (values outside
+    /// are clamped). A running devnet keeps the accounts it has.
+    pub providers: u8,
 }
 
 /// What `up` did.
@@ -106,15 +118,20 @@ pub async fn up(opts: &UpOptions) -> Result<UpOutcome, DevnetError> {
     })
     .await?;
     // If anything below fails, `node` is dropped and kills anvil: no half-made devnet is left.
-    let file = provision(&node, opts.chain_id).await?;
+    let file = provision(&node, opts.chain_id, opts.providers).await?;
     file.save(&path)?;
     node.release();
     Ok(UpOutcome::Started(file))
 }
 
-/// Deploys the contracts on a fresh anvil and funds fresh dev accounts.
-async fn provision(node: &anvil::AnvilProcess, chain_id: u64) -> Result<DevnetFile, DevnetError> {
-    let accounts: Vec<DevAccount> = ACCOUNT_NAMES.iter().map(|name| DevAccount::generate(name)).collect();
+/// Deploys the contracts on a fresh anvil and funds fresh dev accounts, `providers` of them for
+/// providers. Providers get native funds only (gas for registration and claims): they are paid
+/// in tokens by publishers.
+async fn provision(node: &anvil::AnvilProcess, chain_id: u64, providers: u8) -> Result<DevnetFile, DevnetError> {
+    let mut accounts: Vec<DevAccount> = ACCOUNT_NAMES.iter().map(|name| DevAccount::generate(name)).collect();
+    for index in 2..=providers.clamp(1, MAX_PROVIDERS) {
+        accounts.push(DevAccount::generate(&provider_account_name(index)));
+    }
     for account in &accounts {
         deploy::set_native_balance(&node.url, account.address, whole(DEV_NATIVE_FUNDS)).await?;
     }
@@ -240,6 +257,6 @@ pub async fn throwaway(anvil_bin: Option<&Path>) -> Result<Throwaway, DevnetErro
         detach: false,
     })
     .await?;
-    let file = provision(&node, 31337).await?;
+    let file = provision(&node, 31337, 1).await?;
     Ok(Throwaway { anvil: node, file, dir })
 }
