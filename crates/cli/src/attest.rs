@@ -30,8 +30,7 @@ pub struct AttestArgs {
 
 /// The policy and options to verify `provider` with.
 fn policy_for(args: &AttestArgs, provider: &ProviderTarget, devnet_dir: &Path) -> anyhow::Result<(Policy, bool)> {
-    let devnet_provider =
-        crate::devprovider::info(devnet_dir).is_ok_and(|info| info.peer_id == provider.peer().to_string());
+    let devnet_provider = crate::devprovider::is_devnet_provider(devnet_dir, &provider.peer().to_string());
     let (path, devnet) = match &args.policy {
         Some(path) => (path.clone(), false),
         None if devnet_provider => (crate::devprovider::policy_path(devnet_dir), true),

@@ -200,23 +200,22 @@ impl ProviderTarget {
         self.addr.clone()
     }
 
+    /// The provider `flag` names, else the devnet's: its first running provider (the only one
+    /// of a one-provider devnet), else what its first provider last published.
     pub(crate) fn resolve(flag: Option<&str>, devnet_dir: &Path) -> anyhow::Result<Self> {
-        let text = match flag {
-            Some(text) => text.to_owned(),
-            None => {
-                let path = crate::dev::provider_info_path(devnet_dir);
-                let info: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).with_context(|| {
-                    format!("the devnet has no provider ({} is missing); run `tpod dev up`", path.display())
-                })?)
-                .with_context(|| format!("{} is not provider info", path.display()))?;
+        if let Some(text) = flag {
+            return Self::parse(text);
+        }
+        let info = match crate::devprovider::all_running(devnet_dir).into_iter().next() {
+            Some(info) => info,
+            None => crate::devprovider::info(devnet_dir).with_context(|| {
                 format!(
-                    "{}@{}",
-                    info["peer_id"].as_str().unwrap_or_default(),
-                    info["multiaddr"].as_str().unwrap_or_default()
+                    "the devnet has no provider ({} is missing); run `tpod dev up`",
+                    crate::dev::provider_info_path(devnet_dir).display()
                 )
-            }
+            })?,
         };
-        Self::parse(&text)
+        Self::parse(&format!("{}@{}", info.peer_id, info.multiaddr))
     }
 
     fn parse(text: &str) -> anyhow::Result<Self> {
@@ -228,12 +227,10 @@ impl ProviderTarget {
         })
     }
 
-    /// The deployment's provider. The devnet's provider may have restarted on another port, so
-    /// its current address is used when the peer id matches.
+    /// The deployment's provider. A devnet provider may have restarted on another port, so the
+    /// current address of the devnet provider with the deployment's peer id is used.
     pub(crate) fn from_deployment(d: &Deployment, devnet_dir: &Path) -> anyhow::Result<Self> {
-        if let Ok(info) = crate::devprovider::info(devnet_dir)
-            && info.peer_id == d.provider_peer
-        {
+        if let Some(info) = crate::devprovider::find(devnet_dir, &d.provider_peer) {
             return Self::parse(&format!("{}@{}", info.peer_id, info.multiaddr));
         }
         Self::parse(&format!("{}@{}", d.provider_peer, d.provider_addr))
