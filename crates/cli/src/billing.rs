@@ -26,7 +26,7 @@ fn now_unix() -> u64 {
 
 /// The deployment called `name` (or the only one) and the publisher that owns it.
 async fn open(name: Option<&str>, target: &Target, devnet_dir: &Path) -> anyhow::Result<(Deployment, Publisher)> {
-    let record = Deployments::load(devnet_dir)?.find(name)?.clone();
+    let record = Deployments::load(&target.records_dir(devnet_dir)?)?.find(name)?.clone();
     Ok((record, Publisher::open(devnet_dir, target).await?))
 }
 
@@ -81,8 +81,8 @@ fn usage_lines(u: &Usage) -> Vec<(&'static str, String)> {
         ("memory reserved", format!("{:.1} MiB-s", u.memory_reserved as f64 / MIB_NS)),
         ("memory used", format!("{:.1} MiB-s", u.memory_used as f64 / MIB_NS)),
         ("storage reserved", format!("{:.1} MiB-s", u.storage_reserved as f64 / MIB_NS)),
-        ("ingress", format!("{} bytes", u.ingress)),
-        ("egress", format!("{} bytes", u.egress)),
+        ("ingress", crate::units::format_size(u.ingress)),
+        ("egress", crate::units::format_size(u.egress)),
     ]
 }
 
@@ -120,44 +120,57 @@ pub async fn bill(name: Option<&str>, target: &Target, devnet_dir: &Path, json: 
         );
         return Ok(ExitCode::SUCCESS);
     }
+    let token = &publisher.token;
+    let tokens = |v: U256| token.format(v);
     say!("{}: {}", record.name, status.state);
-    say!("  prices      {prices}");
+    say!("  prices      {}", token.prices(&prices));
     for (what, figure) in usage_lines(&usage) {
         say!("  {what:<16} {figure}");
     }
-    say!("  metered     {metered} (the cost of all usage so far)");
-    say!("  claimed     {} (paid to the provider on chain)", channel.claimed);
-    say!("  deposited   {} ({} left in the channel, {unused} not yet used)", channel.deposited, channel.unclaimed());
+    say!("  metered     {} (the cost of all usage so far)", tokens(metered));
+    say!("  claimed     {} (paid to the provider on chain)", tokens(channel.claimed));
+    say!(
+        "  deposited   {} ({} left in the channel, {} not yet used)",
+        tokens(channel.deposited),
+        tokens(channel.unclaimed()),
+        tokens(unused)
+    );
+    let hourly = |per_second: U256| format!("{}/h", tokens(per_second.saturating_mul(U256::from(3600u64))));
     match seconds_left {
-        Some(s) => say!("  rate        {rate} per second: about {} left", human_duration(s)),
-        None => say!("  rate        0 per second"),
+        Some(s) => say!("  rate        {}: about {} left", hourly(rate), human_duration(s)),
+        None => say!("  rate        {}", hourly(U256::ZERO)),
+    }
+    if let Some((cap, _)) = channel.cap {
+        say!("  spend cap   {}", hourly(U256::from(cap)));
     }
     if let Some(check) = verified {
         say!("  last claim  {check}");
     }
     if let Some(p) = proposed {
-        say!("  the provider proposes new prices: {p}; agree with `tpod accept-pricing {}`", record.name);
+        say!(
+            "  the provider proposes new prices: {}; agree with `tpod accept-pricing {}`",
+            token.prices(&p),
+            record.name
+        );
     }
     if let Some(at) = channel.unlock_at {
-        let when = if at <= now_unix() { "now".to_owned() } else { format!("in {} s", at - now_unix()) };
+        let when = if at <= now_unix() {
+            "now".to_owned()
+        } else {
+            format!("at {} (in {})", crate::units::format_time(at), crate::units::format_duration(at - now_unix()))
+        };
         say!("  unlock requested: `tpod withdraw {}` possible {when}", record.name);
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn human_duration(seconds: U256) -> String {
-    let s = u64::try_from(seconds).unwrap_or(u64::MAX);
-    match s {
-        0..120 => format!("{s} s"),
-        120..7200 => format!("{} min", s / 60),
-        7200..172_800 => format!("{} h", s / 3600),
-        _ => format!("{} days", s / 86_400),
-    }
+    crate::units::format_duration(u64::try_from(seconds).unwrap_or(u64::MAX))
 }
 
 /// `tpod topup`.
 pub async fn topup(
-    amount: U256,
+    amount: crate::units::Amount,
     name: Option<&str>,
     target: &Target,
     devnet_dir: &Path,
@@ -165,6 +178,7 @@ pub async fn topup(
 ) -> anyhow::Result<ExitCode> {
     let (record, publisher) = open(name, target, devnet_dir).await?;
     let record = &record;
+    let amount = publisher.token.amount(&amount)?;
     publisher
         .chain
         .approve_payment(publisher.chain.contracts().token, amount)
@@ -178,7 +192,12 @@ pub async fn topup(
             json!({ "name": record.name, "deposited": amount.to_string(), "unclaimed": channel.unclaimed().to_string() })
         );
     } else {
-        say!("deposited {amount} into {}'s channel; {} is now unclaimed", record.name, channel.unclaimed());
+        say!(
+            "deposited {} into {}'s channel; {} is now unclaimed",
+            publisher.token.format(amount),
+            record.name,
+            publisher.token.format(channel.unclaimed())
+        );
         say!("  a paused pod resumes once the provider sees enough funds (`tpod status {}`)", record.name);
     }
     Ok(ExitCode::SUCCESS)
@@ -196,9 +215,10 @@ pub async fn unlock(name: Option<&str>, target: &Target, devnet_dir: &Path, json
     } else {
         say!("unlock requested for {}'s channel: the provider stops the pod and makes its final claim;", record.name);
         say!(
-            "  `tpod withdraw {}` returns the rest from unix time {at} (in {} s)",
+            "  `tpod withdraw {}` returns the rest from {} (in {})",
             record.name,
-            at.saturating_sub(now_unix())
+            crate::units::format_time(at),
+            crate::units::format_duration(at.saturating_sub(now_unix()))
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -206,14 +226,20 @@ pub async fn unlock(name: Option<&str>, target: &Target, devnet_dir: &Path, json
 
 /// `tpod withdraw`.
 pub async fn withdraw(name: Option<&str>, target: &Target, devnet_dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
-    let mut records = Deployments::load(devnet_dir)?;
+    let records_dir = target.records_dir(devnet_dir)?;
+    let mut records = Deployments::load(&records_dir)?;
     let record = records.find(name)?.clone();
     let publisher = Publisher::open(devnet_dir, target).await?;
     let channel = channel_of(&publisher, &record).await?;
     match channel.unlock_at {
         None => bail!("no unlock was requested for {}'s channel; run `tpod unlock {}` first", record.name, record.name),
         Some(at) if at > now_unix() => {
-            bail!("the unlock delay of {}'s channel ends in {} s (unix time {at})", record.name, at - now_unix())
+            bail!(
+                "the unlock delay of {}'s channel ends in {} (at {})",
+                record.name,
+                crate::units::format_duration(at - now_unix()),
+                crate::units::format_time(at)
+            )
         }
         Some(_) => {}
     }
@@ -221,12 +247,16 @@ pub async fn withdraw(name: Option<&str>, target: &Target, devnet_dir: &Path, js
         publisher.chain.withdraw_unlocked(record.provider_address, record.pod_id).await.context("withdrawing")?;
     if !record.deployed {
         records.remove(&record.name);
-        records.save(devnet_dir)?;
+        records.save(&records_dir)?;
     }
     if json {
         say!("{}", json!({ "name": record.name, "withdrawn": returned.to_string() }));
     } else {
-        say!("withdrew {returned} from {}'s channel (everything the provider had not claimed)", record.name);
+        say!(
+            "withdrew {} from {}'s channel (everything the provider had not claimed)",
+            publisher.token.format(returned),
+            record.name
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -256,7 +286,11 @@ pub async fn accept_pricing(
             .map_err(|e| anyhow::anyhow!("the provider sent malformed usage: {e}"))?;
         say!("{}", json!({ "name": record.name, "pricing": table, "usage": usage, "metered": billing.amount }));
     } else {
-        say!("{} is billed at {table} from now on; earlier usage keeps the old prices", record.name);
+        say!(
+            "{} is billed at {} from now on; earlier usage keeps the old prices",
+            record.name,
+            publisher.token.prices(&table)
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -10,13 +10,16 @@ macro_rules! say {
     }};
 }
 
+pub mod account;
 pub mod attest;
 pub mod billing;
 pub mod delivery;
 pub mod deployments;
 pub mod dev;
 pub mod devprovider;
+pub mod network;
 pub mod pods;
+pub mod units;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -87,8 +90,9 @@ pub enum Command {
     },
     /// Add funds to a deployment's payment channel (resumes a pod paused for lack of funds).
     Topup {
-        /// Amount in token base units.
-        amount: alloy::primitives::U256,
+        /// Amount in token units (12.5 or 12.5TPT), or base units with the suffix `base`
+        /// (12500000000000000000base).
+        amount: units::Amount,
         /// The deployment (default: the only one).
         name: Option<String>,
     },
@@ -106,6 +110,18 @@ pub enum Command {
     AcceptPricing {
         /// The deployment (default: the only one).
         name: Option<String>,
+    },
+    /// Manage networks: the chains and contracts commands use (`--network`).
+    Network {
+        /// What to do.
+        #[command(subcommand)]
+        command: network::NetworkCommand,
+    },
+    /// Manage accounts: keystore files (compatible with `cast wallet` and geth) in ~/.tpod/keystores.
+    Account {
+        /// What to do.
+        #[command(subcommand)]
+        command: account::AccountCommand,
     },
     /// Run a local development network (anvil, contracts, funded dev accounts, a provider).
     Dev {
@@ -142,6 +158,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let devnet_dir = cli.devnet_dir.unwrap_or_else(tpod_devnet::default_dir);
     match cli.command {
         Command::Dev { command } => dev::run(command, &devnet_dir, cli.json).await,
+        Command::Network { command } => {
+            let key_file = cli.target.key_file.as_deref();
+            network::run(command, &cli.target.network, &cli.target.account, key_file, &devnet_dir, cli.json).await
+        }
+        Command::Account { command } => account::run(command, &cli.target.account, cli.json),
         Command::Init { path, force } => init(&path, force, cli.json),
         Command::Verify { provider } => {
             let provider = provider.or(cli.target.provider.clone());

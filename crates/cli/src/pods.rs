@@ -21,10 +21,9 @@ use prost::Message;
 use serde_json::json;
 use tpod_attestation::Attested;
 use tpod_billing::PriceTable;
+use tpod_chain::Chain;
 use tpod_chain::client::NewChannel;
 use tpod_chain::request::PodRequest;
-use tpod_chain::{Chain, ContractAddresses};
-use tpod_devnet::DevnetFile;
 use tpod_manifest::{Manifest, VolumeSource};
 use tpod_net::{Client, Multiaddr, PeerId};
 use tpod_wire::pb;
@@ -43,12 +42,26 @@ pub struct Target {
     /// The provider, as `<peer-id>@<multiaddr>` (default: the devnet's provider).
     #[arg(long, value_name = "PEER@ADDR", global = true)]
     pub provider: Option<String>,
-    /// A file holding the publisher's private key in hex (default: the devnet's publisher).
+    /// A file holding the publisher's private key in hex, for the devnet's throwaway accounts
+    /// (default: --account, else the devnet's publisher).
     #[arg(long, value_name = "FILE", env = "TPOD_KEY_FILE", global = true)]
     pub key_file: Option<PathBuf>,
+    /// Which network.
+    #[command(flatten)]
+    pub network: crate::network::NetworkArgs,
+    /// Which account signs.
+    #[command(flatten)]
+    pub account: crate::account::AccountArgs,
     /// Which providers to trust.
     #[command(flatten)]
     pub attest: crate::attest::AttestArgs,
+}
+
+impl Target {
+    /// Where the selected network's deployment records live.
+    pub(crate) fn records_dir(&self, devnet_dir: &Path) -> anyhow::Result<PathBuf> {
+        crate::network::records_dir(&self.network, devnet_dir)
+    }
 }
 
 /// The attested enclave encryption key: images and secrets are sealed to it.
@@ -65,10 +78,15 @@ pub struct DeployArgs {
     /// The deployment's name (default: the manifest's pod name).
     #[arg(long)]
     pub name: Option<String>,
-    /// Amount to fund the channel with, in token base units (default: --hours of reservation at
-    /// the quoted prices, and at least the provider's minimum).
-    #[arg(long)]
-    pub amount: Option<U256>,
+    /// Amount to fund the channel with, in token units (12.5 or 12.5TPT) or base units with the
+    /// suffix `base` (12500000000000000000base) (default: --hours of reservation at the quoted
+    /// prices, and at least the provider's minimum).
+    #[arg(long, value_name = "AMOUNT")]
+    pub amount: Option<crate::units::Amount>,
+    /// Spend cap per hour, in token units or base units with the suffix `base` (default: none):
+    /// the channel never pays more than this rate, whatever the provider claims.
+    #[arg(long, value_name = "AMOUNT")]
+    pub max_rate: Option<crate::units::Amount>,
     /// Hours of reservation to fund when no --amount is given.
     #[arg(long, default_value_t = 24)]
     pub hours: u64,
@@ -83,33 +101,22 @@ pub(crate) struct Publisher {
     pub(crate) key: PrivateKeySigner,
     client: Client,
     domain: Eip712Domain,
+    /// The network's token, for amounts in its units.
+    pub(crate) token: crate::units::Token,
 }
 
 impl Publisher {
+    /// The publisher on the network `target` selects ([`crate::network::resolve`]), signing with
+    /// its account ([`crate::account::signer`]); checks the chain id and the contracts, and reads
+    /// the token's symbol and decimals.
     pub(crate) async fn open(devnet_dir: &Path, target: &Target) -> anyhow::Result<Self> {
-        let file = DevnetFile::load(&tpod_devnet::file_path(devnet_dir))?
-            .context("no devnet is up (no devnet file); run `tpod dev up` first")?;
-        let key = match &target.key_file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read key file {}", path.display()))?;
-                text.trim()
-                    .parse::<PrivateKeySigner>()
-                    .map_err(|_| anyhow::anyhow!("key file {} does not hold a hex private key", path.display()))?
-            }
-            None => file.account("publisher")?.signer()?,
-        };
-        let contracts = ContractAddresses {
-            payment: file.contracts.payment,
-            registry: file.contracts.registry,
-            token: file.contracts.token,
-        };
-        let chain = Chain::connect(&file.rpc_url, key.clone(), contracts)
-            .await
-            .with_context(|| format!("cannot reach the devnet chain at {}", file.rpc_url))?;
-        let domain = tpod_chain::request::request_domain(chain.chain_id(), contracts.payment);
+        let network = crate::network::resolve(&target.network, devnet_dir)?;
+        let key = crate::account::signer(&target.account, target.key_file.as_deref(), &network)?;
+        let chain = crate::network::connect(&network, key.clone()).await?;
+        let token = crate::units::Token::read(&chain).await?;
+        let domain = tpod_chain::request::request_domain(chain.chain_id(), network.contracts.payment);
         let client = Client::connect(tpod_net::generate_keypair()).context("cannot start the libp2p client")?;
-        Ok(Self { chain, key, client, domain })
+        Ok(Self { chain, key, client, domain, token })
     }
 
     /// Signs a request about `pod_id`; `build` fills in the message given (nonce, expiry).
@@ -344,7 +351,7 @@ fn load_manifest(path: &Path) -> anyhow::Result<Manifest> {
 pub async fn deploy(args: &DeployArgs, target: &Target, devnet_dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let manifest = load_manifest(&args.manifest)?;
     let name = args.name.clone().unwrap_or_else(|| manifest.name.clone());
-    let mut records = Deployments::load(devnet_dir)?;
+    let mut records = Deployments::load(&target.records_dir(devnet_dir)?)?;
     if records.deployments.iter().any(|d| d.name == name && d.deployed) {
         bail!("a deployment named {name:?} exists; use `tpod update` or deploy with --name");
     }
@@ -394,14 +401,19 @@ pub async fn deploy(args: &DeployArgs, target: &Target, devnet_dir: &Path, json:
     let sealing = sealing_key(&publisher.key);
     let pod = to_proto(&manifest, &delivery, &Sealer { sender: &sealing, enclave, pod_id })?;
 
-    let amount = match args.amount {
-        Some(amount) => amount,
+    let amount = match &args.amount {
+        Some(amount) => publisher.token.amount(amount)?,
         None => prices
             .reservation_numerator_per_second(cpu_millis, memory_bytes, storage_bytes)
             .context("the quoted prices overflow")?
             .div_ceil(tpod_billing::DENOMINATOR)
             .saturating_mul(U256::from(args.hours.saturating_mul(3600)))
             .max(min_funding),
+    };
+    // Checked before anything is sent: a cap that rounds to nothing per second is refused.
+    let max_rate = match &args.max_rate {
+        Some(rate) => publisher.token.per_second(publisher.token.amount(rate)?)?,
+        None => 0,
     };
     publisher
         .chain
@@ -416,7 +428,7 @@ pub async fn deploy(args: &DeployArgs, target: &Target, devnet_dir: &Path, json:
             enclave_signer,
             amount,
             unlock_delay: quote.min_unlock_delay_secs,
-            max_rate: 0,
+            max_rate,
         })
         .await
         .context("creating the payment channel")?;
@@ -434,7 +446,7 @@ pub async fn deploy(args: &DeployArgs, target: &Target, devnet_dir: &Path, json:
     };
     // Recorded before the pod is sent, so the funded channel is never forgotten.
     records.upsert(record.clone());
-    records.save(devnet_dir)?;
+    records.save(&target.records_dir(devnet_dir)?)?;
 
     let status = publisher
         .provision(
@@ -447,7 +459,7 @@ pub async fn deploy(args: &DeployArgs, target: &Target, devnet_dir: &Path, json:
     record.url = status.url.clone();
     record.deployed = true;
     records.upsert(record.clone());
-    records.save(devnet_dir)?;
+    records.save(&target.records_dir(devnet_dir)?)?;
 
     if json {
         say!(
@@ -461,7 +473,7 @@ pub async fn deploy(args: &DeployArgs, target: &Target, devnet_dir: &Path, json:
     } else {
         say!("deployed {name} (pod {pod_id})");
         say!("  images  sealed to the provider's enclave; {uploaded} encrypted bytes uploaded");
-        say!("  channel {channel_id} funded with {amount}");
+        say!("  channel {channel_id} funded with {}", publisher.token.format(amount));
         say!("  state   {}", status.state);
         if !status.url.is_empty() {
             say!("  url     {}", status.url);
@@ -473,7 +485,7 @@ pub async fn deploy(args: &DeployArgs, target: &Target, devnet_dir: &Path, json:
 /// `tpod update`.
 pub async fn update(args: &DeployArgs, target: &Target, devnet_dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let manifest = load_manifest(&args.manifest)?;
-    let mut records = Deployments::load(devnet_dir)?;
+    let mut records = Deployments::load(&target.records_dir(devnet_dir)?)?;
     let mut record = records.find(args.name.as_deref().or(Some(&manifest.name)))?.clone();
     let delivery = Delivery::prepare(&manifest, &args.manifest, &args.registry).await?;
     let publisher = Publisher::open(devnet_dir, target).await?;
@@ -500,14 +512,14 @@ pub async fn update(args: &DeployArgs, target: &Target, devnet_dir: &Path, json:
     record.url = status.url.clone();
     record.manifest = args.manifest.clone();
     records.upsert(record.clone());
-    records.save(devnet_dir)?;
+    records.save(&target.records_dir(devnet_dir)?)?;
     print_status(&record, &status, json);
     Ok(ExitCode::SUCCESS)
 }
 
 /// `tpod status`.
 pub async fn status(name: Option<&str>, target: &Target, devnet_dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
-    let records = Deployments::load(devnet_dir)?;
+    let records = Deployments::load(&target.records_dir(devnet_dir)?)?;
     let record = records.find(name)?;
     let publisher = Publisher::open(devnet_dir, target).await?;
     let provider = ProviderTarget::from_deployment(record, devnet_dir)?;
@@ -562,7 +574,7 @@ fn print_status(record: &Deployment, status: &pb::PodStatus, json: bool) {
 /// `tpod delete`: the provider stops the pod, makes its final claim and releases the channel;
 /// then the channel is closed and what is left comes back to the publisher.
 pub async fn delete(name: Option<&str>, target: &Target, devnet_dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
-    let mut records = Deployments::load(devnet_dir)?;
+    let mut records = Deployments::load(&target.records_dir(devnet_dir)?)?;
     let mut record = records.find(name)?.clone();
     let publisher = Publisher::open(devnet_dir, target).await?;
     let provider = ProviderTarget::from_deployment(&record, devnet_dir)?;
@@ -595,7 +607,7 @@ pub async fn delete(name: Option<&str>, target: &Target, devnet_dir: &Path, json
         records.upsert(record.clone());
         None
     };
-    records.save(devnet_dir)?;
+    records.save(&target.records_dir(devnet_dir)?)?;
     if json {
         say!(
             "{}",
@@ -638,7 +650,7 @@ pub struct LogsArgs {
 
 /// `tpod logs`.
 pub async fn logs(args: &LogsArgs, target: &Target, devnet_dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
-    let records = Deployments::load(devnet_dir)?;
+    let records = Deployments::load(&target.records_dir(devnet_dir)?)?;
     let record = records.find(args.name.as_deref())?;
     let publisher = Publisher::open(devnet_dir, target).await?;
     let provider = ProviderTarget::from_deployment(record, devnet_dir)?;

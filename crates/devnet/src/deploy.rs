@@ -53,3 +53,35 @@ pub async fn mint_test_tokens(
     }
     Ok(())
 }
+
+/// Where [`deploy_for_token`] put Payment and Registry, and from which block they exist.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Deployed {
+    /// Payment (for `token`), Registry and the token.
+    pub contracts: ContractAddresses,
+    /// The block of the first deployment: event watchers need not look earlier.
+    pub block: u64,
+}
+
+/// Deploys Payment for an existing ERC-20 `token`, and Registry, on any chain at `url`, from
+/// `deployer` (which pays the gas). Refuses a token address without code before sending anything.
+pub async fn deploy_for_token(url: &str, deployer: PrivateKeySigner, token: Address) -> Result<Deployed, DevnetError> {
+    let (provider, chain_id) = connect_provider(url, deployer).await?;
+    let rpc = |call: &'static str| {
+        move |e: alloy::transports::TransportError| ChainError::Rpc { call, reason: e.to_string() }
+    };
+    let code = provider.get_code_at(token).await.map_err(rpc("eth_getCode"))?;
+    if code.is_empty() {
+        return Err(ChainError::NoContract { name: "token", address: token, chain_id, url: url.to_owned() }.into());
+    }
+    let pending = Payment::deploy_builder(&provider, token).send().await.map_err(deploy_error("deploy Payment"))?;
+    let receipt =
+        pending.get_receipt().await.map_err(|e| ChainError::Rpc { call: "deploy Payment", reason: e.to_string() })?;
+    let payment = receipt.contract_address.filter(|_| receipt.status()).ok_or_else(|| ChainError::Reverted {
+        call: "deploy Payment",
+        reason: format!("transaction {} reverted", receipt.transaction_hash),
+    })?;
+    let block = receipt.block_number.unwrap_or_default();
+    let registry = *Registry::deploy(&provider).await.map_err(deploy_error("deploy Registry"))?.address();
+    Ok(Deployed { contracts: ContractAddresses { payment, registry, token }, block })
+}
