@@ -3,7 +3,7 @@
 //!
 //! Frame by frame: the publisher sends a `BlobOffer` (CID and total size); the provider answers
 //! with a `BlobReply` carrying what it already holds (`state`) or a refusal (`error`, ending the
-//! stream). Unless the blob is complete, the publisher then sends `BlobChunk`s of at most
+//! stream; also the answer to an offer that is malformed, oversized or of another version). Unless the blob is complete, the publisher then sends `BlobChunk`s of at most
 //! [`MAX_BLOB_CHUNK_BYTES`] from `state.received` on, each with the sha256 of the blob up to its
 //! end, without waiting for acknowledgements; the provider stores them in order and, once the last
 //! byte is stored and the blob matches its CID, sends the complete state. A refused chunk ends the
@@ -11,7 +11,7 @@
 //! the stream after the first reply.
 //!
 //! Provider side ([`BlobServer`]): at most [`MAX_BLOB_STREAMS`] uploads at once, and
-//! [`MAX_BLOB_STREAMS_PER_PEER`] from one peer (more are refused with code 503); reads fail after
+//! [`MAX_BLOB_STREAMS_PER_PEER`] from one peer (more are refused with code 429); reads fail after
 //! an idle timeout without a byte, so a stalled publisher cannot hold a slot (while a slow one may
 //! take its time over a chunk); two chunks (at most [`BLOB_MAX_BYTES`] each) are in memory per
 //! stream: one being stored while the next is read.
@@ -42,8 +42,9 @@ use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
 use sha2::{Digest as _, Sha256};
 use tokio::sync::{Semaphore, mpsc};
 use tpod_wire::{
-    BLOB_PROTOCOL, VERSION, WireError,
+    BLOB_PROTOCOL, ErrorReply, VERSION, WireError,
     codec::BLOB_MAX_BYTES,
+    codes,
     limits::MAX_BLOB_CHUNK_BYTES,
     pb::{self, BlobChunk, BlobOffer, BlobReply, BlobState, blob_reply},
     read_message, write_message,
@@ -51,7 +52,7 @@ use tpod_wire::{
 
 use crate::{Handler, NetError, RequestErrorKind};
 
-/// Blob uploads a provider serves at once; beyond this, offers are refused (code 503). Each holds
+/// Blob uploads a provider serves at once; beyond this, offers are refused (code 429). Each holds
 /// up to one frame of [`BLOB_MAX_BYTES`] and one blocking write at a time.
 pub(crate) const MAX_BLOB_STREAMS: usize = 16;
 /// Blob uploads one peer may have at once, so that one publisher cannot take every slot.
@@ -59,18 +60,6 @@ pub(crate) const MAX_BLOB_STREAMS: usize = 16;
 /// out. (A peer id costs nothing to make, so this only bounds an honest-but-greedy client; the
 /// global limit is what bounds memory.)
 pub(crate) const MAX_BLOB_STREAMS_PER_PEER: usize = 4;
-
-/// Error code of a refusal for lack of capacity.
-const UNAVAILABLE: u32 = 503;
-/// Error code when the handler did not answer in time.
-const TIMEOUT: u32 = 504;
-/// Error code of a malformed chunk.
-const MALFORMED: u32 = 400;
-/// Error code when the handler's answer makes no sense.
-const INTERNAL: u32 = 500;
-/// Error code of a chunk at another offset than the provider expects: after a reconnection, a
-/// chunk of the cut stream may still have been stored, so the publisher offers again.
-const CONFLICT: u32 = 409;
 
 /// How often [`Client::push_blob`](crate::Client::push_blob) reconnects after a cut stream or
 /// connection before giving up.
@@ -187,7 +176,7 @@ impl<H: Handler> BlobServer<H> {
                 tracing::debug!(%peer, "too many blob uploads from one peer, refusing one");
                 upload
                     .refuse(pb::Error {
-                        code: UNAVAILABLE,
+                        code: codes::BUSY,
                         message: format!(
                             "too many uploads from you at once (at most {MAX_BLOB_STREAMS_PER_PEER}), try again later"
                         ),
@@ -199,7 +188,7 @@ impl<H: Handler> BlobServer<H> {
                 tracing::debug!(%peer, "too many blob uploads, refusing one");
                 upload
                     .refuse(pb::Error {
-                        code: UNAVAILABLE,
+                        code: codes::BUSY,
                         message: "too many uploads at once, try again later".into(),
                     })
                     .await;
@@ -273,11 +262,13 @@ impl AsyncWrite for IdleStream {
 impl Upload {
     async fn run<H: Handler>(&mut self, handler: &H, finish: Duration) {
         let peer = self.peer;
-        // A malformed, oversized or stalled offer ends here: dropping the stream resets it.
+        // A malformed, oversized or invalid offer is answered with why (an oversized one without
+        // reading its body); a stalled or broken stream has no one to answer.
         self.stream.arm();
         let offer: BlobOffer = match read_message(&mut self.stream, BLOB_MAX_BYTES).await {
             Ok(offer) => offer,
-            Err(error) => return tracing::debug!(%peer, %error, "no valid blob offer"),
+            Err(WireError::Io(error)) => return tracing::debug!(%peer, %error, "no blob offer"),
+            Err(error) => return self.refuse(error.to_error()).await,
         };
         let total = offer.total_size;
         let state = match tokio::time::timeout(self.idle, handler.blob_offer(peer, offer.clone())).await {
@@ -328,8 +319,9 @@ impl Upload {
                     Ok(chunk) => chunk,
                     Err(WireError::Truncated | WireError::Io(_)) => return Some(Received::Gone),
                     Err(error) => {
-                        let message = format!("invalid chunk: {error}");
-                        return Some(Received::Refused(pb::Error { code: MALFORMED, message }));
+                        let pb::Error { code, message } = error.to_error();
+                        let message = format!("invalid chunk: {message}");
+                        return Some(Received::Refused(pb::Error { code, message }));
                     }
                 };
                 // Validation guarantees no overflow here.
@@ -392,18 +384,18 @@ impl Upload {
     /// Sends a refusal and ends the stream.
     async fn refuse(&mut self, error: pb::Error) {
         tracing::debug!(peer = %self.peer, code = error.code, message = %error.message, "blob upload refused");
-        if self.send(&reply(blob_reply::Result::Error(error))).await.is_ok() {
+        if self.send(&BlobReply::refusal(error)).await.is_ok() {
             let _ = self.stream.close().await;
         }
     }
 }
 
 fn internal(message: &str) -> pb::Error {
-    pb::Error { code: INTERNAL, message: message.into() }
+    pb::Error { code: codes::INTERNAL, message: message.into() }
 }
 
 fn timed_out() -> pb::Error {
-    pb::Error { code: TIMEOUT, message: "the provider did not answer in time".into() }
+    pb::Error { code: codes::TIMEOUT, message: "the provider did not answer in time".into() }
 }
 
 /// How the chunks of an upload ended.
@@ -586,7 +578,7 @@ async fn read_answer(reader: &mut ReadHalf<libp2p::Stream>) -> Result<BlobReply,
 /// A refusal during the upload. A wrong offset is retried: after a reconnection, a chunk of the
 /// cut stream may have been stored in the meantime, and the next offer tells where to resume.
 fn refusal(peer: PeerId, error: pb::Error) -> Failure {
-    let retry = error.code == CONFLICT;
+    let retry = error.code == codes::CONFLICT;
     let error = refused(peer, error);
     if retry { Failure::Retry(error) } else { Failure::Fatal(error) }
 }

@@ -1,6 +1,7 @@
-//! The publisher side: sends attestation, quote and provision requests to providers by peer id and address,
-//! and opens log and blob streams, through a swarm running in a background task driven by a
-//! command channel.
+//! The publisher side: sends attestation, quote, provision and profile requests to providers by
+//! peer id and address, and opens log and blob streams, through a swarm running in a background
+//! task driven by a command channel. A provider's error reply comes back as
+//! [`RequestErrorKind::Refused`], never as a response to inspect.
 
 use std::{
     collections::HashMap,
@@ -26,9 +27,10 @@ use tokio::{
 };
 use tpod_crypto::ContentId;
 use tpod_wire::{
-    ATTEST_PROTOCOL, BLOB_PROTOCOL, LOGS_PROTOCOL, PROVISION_PROTOCOL, QUOTE_PROTOCOL,
+    ATTEST_PROTOCOL, BLOB_PROTOCOL, ErrorReply, LOGS_PROTOCOL, PROFILE_PROTOCOL, PROVISION_PROTOCOL, QUOTE_PROTOCOL,
     pb::{
-        self, AttestRequest, AttestResponse, LogChunk, ProvisionResponse, QuoteRequest, QuoteResponse, SignedRequest,
+        self, AttestRequest, AttestResponse, LogChunk, ProfileRequest, ProfileResponse, ProvisionResponse,
+        QuoteRequest, QuoteResponse, SignedRequest,
     },
 };
 
@@ -61,6 +63,12 @@ enum Command {
         addr: Multiaddr,
         request: SignedRequest,
         reply: Reply<ProvisionResponse>,
+    },
+    Profile {
+        peer: PeerId,
+        addr: Multiaddr,
+        request: ProfileRequest,
+        reply: Reply<ProfileResponse>,
     },
     /// Makes sure a connection to the peer is up, for `protocol`, opened as a raw stream.
     Connect {
@@ -131,6 +139,10 @@ impl Client {
 
     /// Asks `peer`, reachable at `addr`, for attestation evidence bound to the request's nonce.
     /// The connection is authenticated as `peer`: the evidence must bind that peer's key.
+    ///
+    /// Like every request here, a response carrying an error (the provider cannot attest, or
+    /// refused the request as malformed) is [`RequestErrorKind::Refused`] with its code and
+    /// reason: an `Ok` response is never an error reply.
     pub async fn attest(
         &self,
         peer: PeerId,
@@ -153,6 +165,19 @@ impl Client {
         request: SignedRequest,
     ) -> Result<ProvisionResponse, NetError> {
         self.call(peer, PROVISION_PROTOCOL, |reply| Command::Provision { peer, addr, request, reply }).await
+    }
+
+    /// Asks `peer`, reachable at `addr`, for its signed profile (`/tpod/profile/1`). The bytes
+    /// are returned as received: checking them against a profile URI's digest and the Registry
+    /// is the caller's business. A provider without a profile answers 503, which is
+    /// [`RequestErrorKind::Refused`].
+    pub async fn profile(
+        &self,
+        peer: PeerId,
+        addr: Multiaddr,
+        request: ProfileRequest,
+    ) -> Result<ProfileResponse, NetError> {
+        self.call(peer, PROFILE_PROTOCOL, |reply| Command::Profile { peer, addr, request, reply }).await
     }
 
     /// Asks `peer`, reachable at `addr`, what it holds of the blob `cid` of `total_size` bytes,
@@ -355,6 +380,7 @@ struct State {
     attests: HashMap<OutboundRequestId, Reply<AttestResponse>>,
     quotes: HashMap<OutboundRequestId, Reply<QuoteResponse>>,
     provisions: HashMap<OutboundRequestId, Reply<ProvisionResponse>>,
+    profiles: HashMap<OutboundRequestId, Reply<ProfileResponse>>,
     connecting: HashMap<PeerId, Vec<(&'static str, Reply<()>)>>,
     dial_errors: HashMap<PeerId, DialError>,
     timeout: Duration,
@@ -367,18 +393,23 @@ async fn run(mut swarm: Swarm<Behaviour>, mut commands: mpsc::Receiver<Command>,
             command = commands.recv() => match command {
                 Some(Command::Attest { peer, addr, request, reply }) => {
                     state.dial_errors.remove(&peer);
-                    let id = swarm.behaviour_mut().attest.send_request_with_addresses(&peer, request, vec![addr]);
+                    let id = swarm.behaviour_mut().attest.send_request_with_addresses(&peer, Ok(request), vec![addr]);
                     state.attests.insert(id, reply);
                 }
                 Some(Command::Quote { peer, addr, request, reply }) => {
                     state.dial_errors.remove(&peer);
-                    let id = swarm.behaviour_mut().quote.send_request_with_addresses(&peer, request, vec![addr]);
+                    let id = swarm.behaviour_mut().quote.send_request_with_addresses(&peer, Ok(request), vec![addr]);
                     state.quotes.insert(id, reply);
                 }
                 Some(Command::Provision { peer, addr, request, reply }) => {
                     state.dial_errors.remove(&peer);
-                    let id = swarm.behaviour_mut().provision.send_request_with_addresses(&peer, request, vec![addr]);
+                    let id = swarm.behaviour_mut().provision.send_request_with_addresses(&peer, Ok(request), vec![addr]);
                     state.provisions.insert(id, reply);
+                }
+                Some(Command::Profile { peer, addr, request, reply }) => {
+                    state.dial_errors.remove(&peer);
+                    let id = swarm.behaviour_mut().profile.send_request_with_addresses(&peer, Ok(request), vec![addr]);
+                    state.profiles.insert(id, reply);
                 }
                 Some(Command::Connect { peer, addr, protocol, reply }) => {
                     connect(&mut swarm, &mut state, peer, addr, protocol, reply);
@@ -398,6 +429,10 @@ async fn run(mut swarm: Swarm<Behaviour>, mut commands: mpsc::Receiver<Command>,
                 SwarmEvent::Behaviour(BehaviourEvent::Provision(event)) => {
                     let State { provisions, dial_errors, timeout, .. } = &mut state;
                     on_response(PROVISION_PROTOCOL, event, provisions, dial_errors, *timeout);
+                }
+                SwarmEvent::Behaviour(BehaviourEvent::Profile(event)) => {
+                    let State { profiles, dial_errors, timeout, .. } = &mut state;
+                    on_response(PROFILE_PROTOCOL, event, profiles, dial_errors, *timeout);
                 }
                 SwarmEvent::ConnectionEstablished { peer_id, .. } => {
                     for (_, reply) in state.connecting.remove(&peer_id).unwrap_or_default() {
@@ -453,7 +488,9 @@ fn dial_error_kind(error: &DialError) -> RequestErrorKind {
     }
 }
 
-fn on_response<Req, Resp>(
+/// Hands a response (or why there is none) to its caller; an error reply becomes
+/// [`RequestErrorKind::Refused`].
+fn on_response<Req, Resp: ErrorReply>(
     protocol: &'static str,
     event: request_response::Event<Req, Resp>,
     pending: &mut HashMap<OutboundRequestId, Reply<Resp>>,
@@ -462,11 +499,19 @@ fn on_response<Req, Resp>(
 ) {
     match event {
         request_response::Event::Message {
+            peer,
             message: request_response::Message::Response { request_id, response },
             ..
         } => {
+            let result = match response.as_refusal() {
+                Some(error) => {
+                    let kind = RequestErrorKind::Refused { code: error.code, message: error.message.clone() };
+                    Err(NetError::request(peer, protocol, kind))
+                }
+                None => Ok(response),
+            };
             if let Some(reply) = pending.remove(&request_id) {
-                let _ = reply.send(Ok(response));
+                let _ = reply.send(result);
             }
         }
         request_response::Event::OutboundFailure { peer, request_id, error, .. } => {

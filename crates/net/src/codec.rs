@@ -1,15 +1,24 @@
 //! The request-response codec of the tpod protocols: `tpod-wire` framing, so that every message
 //! read from the network is bounded by its protocol's size limit and validated before use.
+//!
+//! A request that fails those checks is not an I/O error here, which would make libp2p reset the
+//! stream without a word: the provider reads it as `Err(pb::Error)` (code and reason, see
+//! [`WireError::to_error`]) and answers it with the protocol's error reply. An oversized length
+//! prefix is answered without reading the body.
 
 use std::{io, marker::PhantomData};
 
 use futures::io::{AsyncRead, AsyncWrite};
 use libp2p::{StreamProtocol, request_response::Codec};
 use prost::Message;
-use tpod_wire::{Validate, WireError, codec::max_message_bytes, read_message, write_message};
+use tpod_wire::{Validate, WireError, codec::max_message_bytes, pb, read_message, write_message};
 
 /// A [`Codec`] carrying `Req` requests and `Resp` responses as length-prefixed protobuf, with
 /// the size limit of the negotiated protocol (see [`tpod_wire::codec::PROTOCOL_LIMITS`]).
+///
+/// Its request type is `Result<Req, pb::Error>`: a request read from the network is `Err` when it
+/// was malformed, oversized or invalid, so that the provider can answer it; a requester sends
+/// `Ok` (an `Err` is not a request, and writing one fails).
 pub struct WireCodec<Req, Resp> {
     // `fn() -> ...` keeps the codec Send + Sync whatever the message types.
     _messages: PhantomData<fn() -> (Req, Resp)>,
@@ -55,14 +64,20 @@ where
     Resp: Message + Default + Validate + Send + 'static,
 {
     type Protocol = StreamProtocol;
-    type Request = Req;
+    type Request = Result<Req, pb::Error>;
     type Response = Resp;
 
-    async fn read_request<T>(&mut self, protocol: &StreamProtocol, io: &mut T) -> io::Result<Req>
+    /// `Ok(Err(..))` for a request that is malformed, oversized or invalid, or ends early
+    /// (the requester closed its side inside the message); `Err` only when the stream failed.
+    async fn read_request<T>(&mut self, protocol: &StreamProtocol, io: &mut T) -> io::Result<Self::Request>
     where
         T: AsyncRead + Unpin + Send,
     {
-        read_message(io, limit(protocol)?).await.map_err(to_io)
+        match read_message(io, limit(protocol)?).await {
+            Ok(request) => Ok(Ok(request)),
+            Err(WireError::Io(error)) => Err(error),
+            Err(error) => Ok(Err(error.to_error())),
+        }
     }
 
     async fn read_response<T>(&mut self, protocol: &StreamProtocol, io: &mut T) -> io::Result<Resp>
@@ -72,10 +87,11 @@ where
         read_message(io, limit(protocol)?).await.map_err(to_io)
     }
 
-    async fn write_request<T>(&mut self, protocol: &StreamProtocol, io: &mut T, req: Req) -> io::Result<()>
+    async fn write_request<T>(&mut self, protocol: &StreamProtocol, io: &mut T, req: Self::Request) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
+        let req = req.map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a refusal is not a request"))?;
         write_message(io, &req, limit(protocol)?).await.map_err(to_io)
     }
 
@@ -92,7 +108,10 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use futures::io::Cursor;
-    use tpod_wire::pb::{QuoteRequest, QuoteResponse};
+    use tpod_wire::{
+        codes,
+        pb::{QuoteRequest, QuoteResponse},
+    };
 
     use super::*;
 
@@ -102,33 +121,67 @@ mod tests {
         StreamProtocol::new(tpod_wire::QUOTE_PROTOCOL)
     }
 
+    async fn read_quote_request(bytes: Vec<u8>) -> Result<QuoteRequest, pb::Error> {
+        Quote::default().read_request(&quote_protocol(), &mut Cursor::new(bytes)).await.expect("not an I/O error")
+    }
+
     #[tokio::test]
     async fn request_round_trips() {
         let mut buf = Vec::new();
         let request = QuoteRequest { version: 1, resources: None };
-        Quote::default().write_request(&quote_protocol(), &mut buf, request).await.unwrap();
-        let read = Quote::default().read_request(&quote_protocol(), &mut Cursor::new(buf)).await.unwrap();
-        assert_eq!(read, request);
+        Quote::default().write_request(&quote_protocol(), &mut buf, Ok(request)).await.unwrap();
+        assert_eq!(read_quote_request(buf).await, Ok(request));
     }
 
     #[tokio::test]
-    async fn oversized_prefix_is_invalid_data() {
+    async fn a_refusal_cannot_be_sent_as_a_request() {
+        let refusal = Err(pb::Error { code: codes::BAD_REQUEST, message: String::new() });
+        let error = Quote::default().write_request(&quote_protocol(), &mut Vec::new(), refusal).await.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[tokio::test]
+    async fn oversized_prefix_is_refused_as_too_large_without_reading_the_body() {
         let mut frame = Vec::new();
         prost::encoding::encode_varint(tpod_wire::codec::QUOTE_MAX_BYTES as u64 + 1, &mut frame);
-        let error = Quote::default().read_request(&quote_protocol(), &mut Cursor::new(frame)).await.unwrap_err();
-        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+        let prefix_len = frame.len() as u64;
+        frame.extend_from_slice(&[0; 100]);
+        let mut cursor = Cursor::new(frame);
+        let refusal = Quote::default().read_request(&quote_protocol(), &mut cursor).await.unwrap().unwrap_err();
+        assert_eq!(refusal.code, codes::TOO_LARGE);
+        assert!(refusal.message.contains("65537"), "{}", refusal.message);
+        assert_eq!(cursor.position(), prefix_len, "the body must not be read");
     }
 
     #[tokio::test]
-    async fn invalid_version_is_invalid_data() {
+    async fn malformed_request_is_refused_as_bad_request() {
+        // Field 1 as a length-delimited field of 0xff bytes: not a QuoteRequest.
+        let refusal = read_quote_request(vec![3, 0x0a, 0xff, 0x01]).await.unwrap_err();
+        assert_eq!(refusal.code, codes::BAD_REQUEST);
+        assert!(refusal.message.starts_with("malformed message"), "{}", refusal.message);
+    }
+
+    #[tokio::test]
+    async fn wrong_version_is_refused_as_unsupported() {
+        let frame = QuoteRequest { version: 9, resources: None }.encode_length_delimited_to_vec();
+        let refusal = read_quote_request(frame).await.unwrap_err();
+        assert_eq!(refusal.code, codes::UNSUPPORTED_VERSION);
+        assert!(refusal.message.contains("version 9"), "{}", refusal.message);
+    }
+
+    #[tokio::test]
+    async fn invalid_response_is_invalid_data() {
         let frame = QuoteResponse { version: 9, ..Default::default() }.encode_length_delimited_to_vec();
         let error = Quote::default().read_response(&quote_protocol(), &mut Cursor::new(frame)).await.unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::InvalidData);
     }
 
     #[tokio::test]
-    async fn truncated_frame_is_unexpected_eof() {
-        let error = Quote::default().read_request(&quote_protocol(), &mut Cursor::new(vec![10, 1])).await.unwrap_err();
+    async fn request_ending_inside_its_frame_is_refused() {
+        let refusal = read_quote_request(vec![10, 1]).await.unwrap_err();
+        assert_eq!(refusal.code, codes::BAD_REQUEST);
+        // A response cut short is a failed stream on the requester's side.
+        let error = Quote::default().read_response(&quote_protocol(), &mut Cursor::new(vec![10, 1])).await.unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof);
     }
 

@@ -1,14 +1,17 @@
 //! Networking: the libp2p host of publisher and provider (TCP, noise, yamux) and the protocols
 //! named in `tpod-wire`, behind a small API that hides the swarm.
 //!
-//! - [`Provider::listen`] answers `/tpod/attest/1`, `/tpod/quote/1` and `/tpod/provision/1`
-//!   (request-response),
+//! - [`Provider::listen`] answers `/tpod/attest/1`, `/tpod/quote/1`, `/tpod/provision/1` and
+//!   `/tpod/profile/1` (request-response),
 //!   `/tpod/logs/1` (a request, then a stream of log chunks) and `/tpod/blob/1` (an offer, then a
 //!   stream of chunks of an upload) with a [`Handler`], which sees the authenticated peer id of
-//!   every request.
+//!   every request. A request that is malformed, oversized or of another version never reaches
+//!   the handler: it is answered with the protocol's error reply (code and reason, see
+//!   `tpod_wire::codes`) and the stream closed.
 //! - [`Client::connect`] sends requests to a provider by peer id and address, follows its logs
 //!   ([`Client::logs`]) and uploads blobs by CID, verified chunk by chunk and resumably
-//!   ([`Client::push_blob`]).
+//!   ([`Client::push_blob`]). An error reply from the provider is an error of the call,
+//!   [`RequestErrorKind::Refused`] with the provider's code and reason.
 //!
 //! Every message from the network goes through `tpod-wire`'s bounded framing and validation:
 //! [`WireCodec`] for the request-response protocols, the same reader for the streamed ones.
@@ -37,7 +40,10 @@ use libp2p::{
     swarm::NetworkBehaviour,
     tcp, yamux,
 };
-use tpod_wire::pb::{AttestRequest, AttestResponse, ProvisionResponse, QuoteRequest, QuoteResponse, SignedRequest};
+use tpod_wire::pb::{
+    AttestRequest, AttestResponse, ProfileRequest, ProfileResponse, ProvisionResponse, QuoteRequest, QuoteResponse,
+    SignedRequest,
+};
 
 /// Settings shared by [`Provider`] and [`Client`].
 #[derive(Debug, Clone)]
@@ -71,6 +77,8 @@ type AttestCodec = WireCodec<AttestRequest, AttestResponse>;
 type QuoteCodec = WireCodec<QuoteRequest, QuoteResponse>;
 /// Codec of the provision protocol.
 type ProvisionCodec = WireCodec<SignedRequest, ProvisionResponse>;
+/// Codec of the profile protocol.
+type ProfileCodec = WireCodec<ProfileRequest, ProfileResponse>;
 
 /// The protocols both sides speak; the provider supports them inbound, the client outbound.
 /// `stream` carries the logs and blob protocols, which are not request-response: the provider
@@ -81,6 +89,7 @@ struct Behaviour {
     attest: request_response::Behaviour<AttestCodec>,
     quote: request_response::Behaviour<QuoteCodec>,
     provision: request_response::Behaviour<ProvisionCodec>,
+    profile: request_response::Behaviour<ProfileCodec>,
     stream: libp2p_stream::Behaviour,
 }
 
@@ -97,7 +106,11 @@ fn build_swarm(keypair: Keypair, support: ProtocolSupport, config: &NetConfig) -
             rr_config.clone(),
         ),
         provision: request_response::Behaviour::new(
-            [(StreamProtocol::new(tpod_wire::PROVISION_PROTOCOL), support)],
+            [(StreamProtocol::new(tpod_wire::PROVISION_PROTOCOL), support.clone())],
+            rr_config.clone(),
+        ),
+        profile: request_response::Behaviour::new(
+            [(StreamProtocol::new(tpod_wire::PROFILE_PROTOCOL), support)],
             rr_config,
         ),
         stream: libp2p_stream::Behaviour::new(),

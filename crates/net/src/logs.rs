@@ -3,7 +3,8 @@
 //! `LogChunk`s, for as long as the pod's logs are followed.
 //!
 //! Frame by frame (see `logs.proto`): the provider first sends an empty chunk once the handler has
-//! accepted the request, or a single chunk with `error` and `end` if it refused; then log data in
+//! accepted the request, or a single chunk with `error` and `end` if it refused (or the request
+//! was malformed, oversized or of another version, which the handler never sees); then log data in
 //! chunks of at most [`MAX_LOG_CHUNK_BYTES`]; then a chunk with `end`. The client sends nothing
 //! after its request, so anything it does to its side (close, reset, drop) means it is gone and
 //! the provider stops producing.
@@ -17,8 +18,9 @@ use futures::{
 use libp2p::PeerId;
 use tokio::sync::Semaphore;
 use tpod_wire::{
-    LOGS_PROTOCOL, VERSION, Validate, WireError,
+    ErrorReply, LOGS_PROTOCOL, VERSION, Validate, WireError,
     codec::LOGS_MAX_BYTES,
+    codes,
     limits::MAX_LOG_CHUNK_BYTES,
     pb::{self, LogChunk, SignedRequest},
     read_message, write_message,
@@ -26,25 +28,13 @@ use tpod_wire::{
 
 use crate::{Handler, NetError, RequestErrorKind};
 
-/// Log streams a provider serves at once; beyond this, requests are refused (code 503) rather
+/// Log streams a provider serves at once; beyond this, requests are refused (code 429) rather
 /// than letting one publisher hold unbounded tasks and buffers.
 pub(crate) const MAX_LOG_STREAMS: usize = 256;
 
-/// Error code of a refusal for lack of capacity.
-const UNAVAILABLE: u32 = 503;
-/// Error code when the handler did not decide in time.
-const TIMEOUT: u32 = 504;
-/// Error code when the handler produced a chunk the client would refuse.
-const INTERNAL: u32 = 500;
-
 /// A chunk carrying `error`, ending the stream.
 fn error_chunk(code: u32, message: impl Into<String>) -> LogChunk {
-    LogChunk {
-        version: VERSION,
-        end: true,
-        error: Some(pb::Error { code, message: message.into() }),
-        ..Default::default()
-    }
+    LogChunk::refusal(pb::Error { code, message: message.into() })
 }
 
 /// Splits a handler's chunk into pieces of at most [`MAX_LOG_CHUNK_BYTES`] of data, so a handler
@@ -88,7 +78,7 @@ impl<H: Handler> LogServer<H> {
             // Held for the life of the stream.
             let Ok(_slot) = slots.try_acquire_owned() else {
                 tracing::debug!(%peer, "too many log streams, refusing one");
-                serving.refuse(error_chunk(UNAVAILABLE, "too many log streams open, try again later")).await;
+                serving.refuse(error_chunk(codes::BUSY, "too many log streams open, try again later")).await;
                 return;
             };
             serving.run(&*handler).await;
@@ -107,16 +97,18 @@ struct Serving {
 impl Serving {
     async fn run<H: Handler>(&mut self, handler: &H) {
         let peer = self.peer;
-        // A malformed, oversized or late request ends here: dropping the stream resets it.
+        // A malformed, oversized or invalid request is answered with why (an oversized one
+        // without reading its body); a broken or silent stream has no one to answer.
         let request = match tokio::time::timeout(self.timeout, self.read_request()).await {
             Ok(Ok(request)) => request,
-            Ok(Err(error)) => return tracing::debug!(%peer, %error, "invalid logs request"),
+            Ok(Err(WireError::Io(error))) => return tracing::debug!(%peer, %error, "logs stream failed"),
+            Ok(Err(error)) => return self.refuse(LogChunk::refusal(error.to_error())).await,
             Err(_) => return tracing::debug!(%peer, "logs request not received in time"),
         };
         let mut chunks = match tokio::time::timeout(self.timeout, handler.logs(peer, request)).await {
             Ok(Ok(chunks)) => chunks,
-            Ok(Err(error)) => return self.refuse(LogChunk { error: Some(error), ..error_chunk(0, "") }).await,
-            Err(_) => return self.refuse(error_chunk(TIMEOUT, "the provider did not answer in time")).await,
+            Ok(Err(error)) => return self.refuse(LogChunk::refusal(error)).await,
+            Err(_) => return self.refuse(error_chunk(codes::TIMEOUT, "the provider did not answer in time")).await,
         };
         // The empty acknowledgement tells the client the request was accepted, so that it need
         // not wait for the first log line (which may be far off when following) to know.
@@ -143,7 +135,7 @@ impl Serving {
                     Ok(()) => LogChunk { end: last, ..piece },
                     Err(error) => {
                         tracing::warn!(%peer, %error, "handler produced an invalid log chunk");
-                        error_chunk(INTERNAL, format!("invalid log chunk: {error}"))
+                        error_chunk(codes::INTERNAL, format!("invalid log chunk: {error}"))
                     }
                 };
                 let last = piece.end;

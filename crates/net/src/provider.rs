@@ -1,6 +1,7 @@
-//! The provider side: listens, reads quote, provision, logs and blob requests, and answers them
-//! with a [`Handler`] running outside the swarm task so that a slow answer does not stall the
-//! others.
+//! The provider side: listens, reads attest, quote, provision, profile, logs and blob requests,
+//! and answers them with a [`Handler`] running outside the swarm task so that a slow answer does
+//! not stall the others. Requests that fail to decode or validate are answered here, with the
+//! protocol's error reply, and never reach the handler.
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -16,9 +17,12 @@ use tokio::{
     sync::{Semaphore, mpsc},
     task::JoinHandle,
 };
-use tpod_wire::pb::{
-    self, AttestRequest, AttestResponse, BlobChunk, BlobOffer, BlobState, LogChunk, ProvisionResponse, QuoteRequest,
-    QuoteResponse, SignedRequest,
+use tpod_wire::{
+    ErrorReply, codes,
+    pb::{
+        self, AttestRequest, AttestResponse, BlobChunk, BlobOffer, BlobState, LogChunk, ProfileRequest,
+        ProfileResponse, ProvisionResponse, QuoteRequest, QuoteResponse, SignedRequest,
+    },
 };
 
 use crate::{
@@ -40,6 +44,17 @@ pub trait Handler: Send + Sync + 'static {
     fn quote(&self, peer: PeerId, request: QuoteRequest) -> impl Future<Output = QuoteResponse> + Send;
     /// Answers a signed provisioning request (its payload is decoded and verified by the handler).
     fn provision(&self, peer: PeerId, request: SignedRequest) -> impl Future<Output = ProvisionResponse> + Send;
+    /// Answers a profile request (`/tpod/profile/1`) with the provider's signed profile, or an
+    /// error (503 when none is published yet).
+    ///
+    /// By default, a provider serves no profile: the answer is a 404 error.
+    fn profile(&self, peer: PeerId, request: ProfileRequest) -> impl Future<Output = ProfileResponse> + Send {
+        let _ = (peer, request);
+        std::future::ready(ProfileResponse::refusal(pb::Error {
+            code: codes::NOT_FOUND,
+            message: "this provider serves no profile".into(),
+        }))
+    }
     /// Answers a signed logs request (its payload is an encoded `LogsRequest`, decoded and
     /// verified by the handler) with a stream of chunks, or a refusal that reaches the client
     /// with its code and message.
@@ -159,6 +174,7 @@ enum Answer {
     // Boxed: a quote (pricing table, addresses) and a pod status (with its billing) are large.
     Quote(ResponseChannel<QuoteResponse>, Box<QuoteResponse>),
     Provision(ResponseChannel<ProvisionResponse>, Box<ProvisionResponse>),
+    Profile(ResponseChannel<ProfileResponse>, Box<ProfileResponse>),
 }
 
 /// Inbound streams of the protocols that are not request-response.
@@ -199,6 +215,9 @@ async fn run<H: Handler>(mut swarm: Swarm<Behaviour>, mut inbound: Inbound, hand
                     Answer::Provision(channel, response) => {
                         swarm.behaviour_mut().provision.send_response(channel, *response).map(drop).map_err(drop)
                     }
+                    Answer::Profile(channel, response) => {
+                        swarm.behaviour_mut().profile.send_response(channel, *response).map(drop).map_err(drop)
+                    }
                 };
             }
         }
@@ -222,52 +241,86 @@ fn answer_in_task<R: Send + 'static>(
     });
 }
 
+/// Answers one request: an invalid one (`Err`) at once with the protocol's error reply, a valid
+/// one with the handler, in a task of its own.
+fn serve<Req, Resp, F>(
+    protocol: &'static str,
+    peer: PeerId,
+    request: Result<Req, pb::Error>,
+    call: impl FnOnce(Req) -> F,
+    answer: impl FnOnce(Resp) -> Answer + Send + 'static,
+    answers: &mpsc::UnboundedSender<Answer>,
+    timeout: Duration,
+) where
+    Resp: ErrorReply + Send + 'static,
+    F: Future<Output = Resp> + Send + 'static,
+{
+    match request {
+        Ok(request) => answer_in_task(timeout, answers, call(request), answer),
+        Err(error) => {
+            tracing::debug!(%peer, protocol, code = error.code, message = %error.message, "invalid request refused");
+            let _ = answers.send(answer(Resp::refusal(error)));
+        }
+    }
+}
+
 fn on_event<H: Handler>(
     event: SwarmEvent<BehaviourEvent>,
     handler: &Arc<H>,
     answers: &mpsc::UnboundedSender<Answer>,
     config: &NetConfig,
 ) {
+    use request_response::{Event, Message};
     let timeout = config.request_timeout;
+    let handler = handler.clone();
     match event {
         SwarmEvent::Behaviour(BehaviourEvent::Attest(event)) => match event {
-            request_response::Event::Message {
+            Event::Message { peer, message: Message::Request { request, channel, .. }, .. } => serve(
+                tpod_wire::ATTEST_PROTOCOL,
                 peer,
-                message: request_response::Message::Request { request, channel, .. },
-                ..
-            } => {
-                let handler = handler.clone();
-                answer_in_task(timeout, answers, async move { handler.attest(peer, request).await }, |r| {
-                    Answer::Attest(channel, Box::new(r))
-                });
-            }
+                request,
+                |request| async move { handler.attest(peer, request).await },
+                |r| Answer::Attest(channel, Box::new(r)),
+                answers,
+                timeout,
+            ),
             other => log_other(tpod_wire::ATTEST_PROTOCOL, other),
         },
         SwarmEvent::Behaviour(BehaviourEvent::Quote(event)) => match event {
-            request_response::Event::Message {
+            Event::Message { peer, message: Message::Request { request, channel, .. }, .. } => serve(
+                tpod_wire::QUOTE_PROTOCOL,
                 peer,
-                message: request_response::Message::Request { request, channel, .. },
-                ..
-            } => {
-                let handler = handler.clone();
-                answer_in_task(timeout, answers, async move { handler.quote(peer, request).await }, |r| {
-                    Answer::Quote(channel, Box::new(r))
-                });
-            }
+                request,
+                |request| async move { handler.quote(peer, request).await },
+                |r| Answer::Quote(channel, Box::new(r)),
+                answers,
+                timeout,
+            ),
             other => log_other(tpod_wire::QUOTE_PROTOCOL, other),
         },
         SwarmEvent::Behaviour(BehaviourEvent::Provision(event)) => match event {
-            request_response::Event::Message {
+            Event::Message { peer, message: Message::Request { request, channel, .. }, .. } => serve(
+                tpod_wire::PROVISION_PROTOCOL,
                 peer,
-                message: request_response::Message::Request { request, channel, .. },
-                ..
-            } => {
-                let handler = handler.clone();
-                answer_in_task(timeout, answers, async move { handler.provision(peer, request).await }, |r| {
-                    Answer::Provision(channel, Box::new(r))
-                });
-            }
+                request,
+                |request| async move { handler.provision(peer, request).await },
+                |r| Answer::Provision(channel, Box::new(r)),
+                answers,
+                timeout,
+            ),
             other => log_other(tpod_wire::PROVISION_PROTOCOL, other),
+        },
+        SwarmEvent::Behaviour(BehaviourEvent::Profile(event)) => match event {
+            Event::Message { peer, message: Message::Request { request, channel, .. }, .. } => serve(
+                tpod_wire::PROFILE_PROTOCOL,
+                peer,
+                request,
+                |request| async move { handler.profile(peer, request).await },
+                |r| Answer::Profile(channel, Box::new(r)),
+                answers,
+                timeout,
+            ),
+            other => log_other(tpod_wire::PROFILE_PROTOCOL, other),
         },
         SwarmEvent::IncomingConnectionError { send_back_addr, error, .. } => {
             tracing::debug!(%send_back_addr, %error, "incoming connection failed");
@@ -278,7 +331,7 @@ fn on_event<H: Handler>(
 
 fn log_other<Req, Resp>(protocol: &str, event: request_response::Event<Req, Resp>) {
     match event {
-        // Malformed, oversized or invalid requests end here, as do answers that came too late.
+        // Streams that failed or timed out end here, as do answers that came too late.
         request_response::Event::InboundFailure { peer, error, .. } => {
             tracing::debug!(%peer, protocol, %error, "inbound request failed");
         }

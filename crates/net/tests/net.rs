@@ -26,18 +26,21 @@ use tpod_net::{
     RequestErrorKind, generate_keypair,
 };
 use tpod_wire::{
-    codec::BLOB_MAX_BYTES,
+    ErrorReply, Validate,
+    codec::{BLOB_MAX_BYTES, MAX_MESSAGE_BYTES},
+    codes,
     limits::{MAX_BLOB_CHUNK_BYTES, MAX_LOG_CHUNK_BYTES},
     pb::{
-        self, BlobChunk, BlobOffer, BlobReply, BlobState, LogChunk, LogsRequest, ProvisionResponse, QuoteRequest,
-        QuoteResponse, Resources, SignedRequest, blob_reply, provision_response,
+        self, BlobChunk, BlobOffer, BlobReply, BlobState, LogChunk, LogsRequest, ProfileRequest, ProfileResponse,
+        ProvisionResponse, QuoteRequest, QuoteResponse, Resources, SignedProfile, SignedRequest, blob_reply,
+        profile_response, provision_response,
     },
     read_message, write_message,
 };
 
 /// Answers quotes with the requested cpu echoed as free capacity; records provision callers;
-/// serves logs (see [`TestHandler::logs`]) and keeps blobs in memory (see
-/// [`TestHandler::blob_chunk`]).
+/// serves `profile` once one is set (503 before); serves logs (see [`TestHandler::logs`]) and
+/// keeps blobs in memory (see [`TestHandler::blob_chunk`]).
 #[derive(Clone, Default)]
 struct TestHandler {
     quotes: Arc<AtomicUsize>,
@@ -57,6 +60,8 @@ struct TestHandler {
     /// the test can cut the connection while the upload is under way.
     stall_chunk_at: Arc<Mutex<Option<u64>>>,
     stalled: Arc<tokio::sync::Notify>,
+    profile: Arc<Mutex<Option<SignedProfile>>>,
+    profile_requests: Arc<AtomicUsize>,
 }
 
 /// A blob held in memory, with the running hash of what was received.
@@ -90,7 +95,7 @@ impl Handler for TestHandler {
         let message = format!("no TEE here; nonce {} from {peer}", hex(&request.nonce));
         pb::AttestResponse {
             version: 1,
-            result: Some(pb::attest_response::Result::Error(pb::Error { code: 501, message })),
+            result: Some(pb::attest_response::Result::Error(pb::Error { code: codes::UNAVAILABLE, message })),
         }
     }
 
@@ -108,12 +113,23 @@ impl Handler for TestHandler {
         ProvisionResponse { version: 1, result: Some(provision_response::Result::Status(status)) }
     }
 
+    async fn profile(&self, _peer: PeerId, _request: ProfileRequest) -> ProfileResponse {
+        self.profile_requests.fetch_add(1, Ordering::SeqCst);
+        match self.profile.lock().unwrap().clone() {
+            Some(signed) => ProfileResponse { version: 1, result: Some(profile_response::Result::Profile(signed)) },
+            None => ProfileResponse::refusal(pb::Error {
+                code: codes::UNAVAILABLE,
+                message: "this provider has not published a profile yet".into(),
+            }),
+        }
+    }
+
     /// Refuses a request whose signature starts with 0 ("wrong signer"); otherwise sends
     /// [`log_lines`], or, when following, numbered lines every 20 ms until nobody listens.
     async fn logs(&self, _peer: PeerId, request: SignedRequest) -> Result<BoxStream<'static, LogChunk>, pb::Error> {
         self.log_requests.fetch_add(1, Ordering::SeqCst);
         if request.signature[0] == 0 {
-            return Err(pb::Error { code: 403, message: "wrong signer".into() });
+            return Err(pb::Error { code: codes::UNAUTHORIZED, message: "wrong signer".into() });
         }
         let logs: LogsRequest =
             tpod_wire::decode(&request.payload).map_err(|e| pb::Error { code: 400, message: e.to_string() })?;
@@ -214,14 +230,16 @@ async fn attest_round_trip() {
     let provider = provider(TestHandler::default()).await;
     let client = Client::connect(generate_keypair()).unwrap();
     let request = pb::AttestRequest { version: 1, nonce: vec![0xab; 32] };
-    let response = client.attest(provider.peer_id(), provider.listen_addr().clone(), request).await.unwrap();
-    let Some(pb::attest_response::Result::Error(error)) = response.result else { panic!("{response:?}") };
-    assert_eq!(error.message, format!("no TEE here; nonce {} from {}", "ab".repeat(32), client.peer_id()));
+    // The handler's error reply is the call's error, with its code and reason.
+    let error = client.attest(provider.peer_id(), provider.listen_addr().clone(), request).await.unwrap_err();
+    let expected = format!("no TEE here; nonce {} from {}", "ab".repeat(32), client.peer_id());
+    assert_eq!(error.refusal(), Some((codes::UNAVAILABLE, expected.as_str())), "{error}");
 
-    // A nonce of the wrong size never reaches the handler.
+    // A nonce of the wrong size never reaches the handler: the provider answers 400 naming it.
     let request = pb::AttestRequest { version: 1, nonce: vec![0xab; 31] };
     let error = client.attest(provider.peer_id(), provider.listen_addr().clone(), request).await.unwrap_err();
-    assert!(matches!(error, NetError::Request(_)), "{error}");
+    let (code, message) = error.refusal().expect("an error reply");
+    assert_eq!((code, message), (codes::BAD_REQUEST, "nonce: length 31, expected 32"), "{error}");
 }
 
 #[tokio::test]
@@ -262,14 +280,68 @@ async fn invalid_request_is_refused_by_the_provider() {
     let provider = provider(handler.clone()).await;
     let client = Client::connect(generate_keypair()).unwrap();
 
-    // A 64-byte signature is not a valid SignedRequest: the provider's codec refuses it before
-    // the handler runs, and the client sees the stream end without an answer.
+    // A 64-byte signature is not a valid SignedRequest: the provider refuses it before the
+    // handler runs, with an error reply naming the field.
     let request = SignedRequest { version: 1, payload: vec![], signature: vec![1; 64] };
     let error = client.provision(provider.peer_id(), provider.listen_addr().clone(), request).await.unwrap_err();
     let request_error = error.as_request().expect("a request error");
     assert_eq!(request_error.protocol, "/tpod/provision/1");
-    assert!(matches!(request_error.kind, RequestErrorKind::Failed(_)), "{error}");
+    assert_eq!(error.refusal(), Some((codes::BAD_REQUEST, "signature: length 64, expected 65")), "{error}");
+    // What a user reads says who refused, what and why, with the code.
+    let shown = error.to_string();
+    for part in ["/tpod/provision/1", "refused by the provider", "signature: length 64, expected 65", "code 400"] {
+        assert!(shown.contains(part), "{shown:?} lacks {part:?}");
+    }
     assert!(handler.provision_peers.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn quote_of_another_version_is_refused_with_the_version_spoken() {
+    let handler = TestHandler::default();
+    let provider = provider(handler.clone()).await;
+    let client = Client::connect(generate_keypair()).unwrap();
+
+    let request = QuoteRequest { version: 2, resources: None };
+    let error = client.quote(provider.peer_id(), provider.listen_addr().clone(), request).await.unwrap_err();
+    let (code, message) = error.refusal().expect("an error reply");
+    assert_eq!(code, codes::UNSUPPORTED_VERSION, "{error}");
+    assert_eq!(message, "unsupported message version 2 (supported: 1)");
+    assert!(error.to_string().contains("code 505"), "{error}");
+    assert_eq!(handler.quotes.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn profile_round_trip() {
+    let handler = TestHandler::default();
+    let provider = provider(handler.clone()).await;
+    let client = Client::connect(generate_keypair()).unwrap();
+    let (peer, addr) = (provider.peer_id(), provider.listen_addr().clone());
+
+    // None published yet: the handler's 503 reaches the caller as a refusal.
+    let error = client.profile(peer, addr.clone(), ProfileRequest { version: 1 }).await.unwrap_err();
+    assert_eq!(error.refusal(), Some((codes::UNAVAILABLE, "this provider has not published a profile yet")));
+    assert_eq!(error.as_request().unwrap().protocol, "/tpod/profile/1");
+
+    let profile = pb::ProviderProfile {
+        version: 1,
+        chain_id: 31337,
+        peer_id: peer.to_string(),
+        multiaddrs: vec![addr.to_string()],
+        provider_binary_sha256: vec![7; 32],
+        ..Default::default()
+    };
+    let signed = SignedProfile { profile: profile.encode_to_vec(), signature: vec![0x1b; 65] };
+    *handler.profile.lock().unwrap() = Some(signed.clone());
+    let response = client.profile(peer, addr.clone(), ProfileRequest { version: 1 }).await.unwrap();
+    let Some(profile_response::Result::Profile(received)) = response.result else { panic!("{response:?}") };
+    // The exact bytes the signature covers come through untouched.
+    assert_eq!(received, signed);
+    assert_eq!(tpod_wire::decode::<pb::ProviderProfile>(&received.profile).unwrap(), profile);
+
+    // Another version never reaches the handler.
+    let error = client.profile(peer, addr, ProfileRequest { version: 7 }).await.unwrap_err();
+    assert_eq!(error.refusal().map(|(code, _)| code), Some(codes::UNSUPPORTED_VERSION), "{error}");
+    assert_eq!(handler.profile_requests.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test]
@@ -399,28 +471,47 @@ async fn send_raw(protocol: &'static str, peer: PeerId, addr: Multiaddr, bytes: 
     }
 }
 
-/// Frames no provider may answer: oversized, garbage, truncated, an overlong varint, plus
-/// `wrong_version` (a well-formed message of the protocol with an unsupported version).
-fn hostile_frames(wrong_version: Vec<u8>) -> Vec<Vec<u8>> {
+/// Frames no handler may see, each with the code the provider must answer it with: oversized
+/// (413, the body is not read), garbage (400), `wrong_version` (a well-formed message of the
+/// protocol with an unsupported version: 505), ending inside the frame (400), an overlong varint
+/// (400).
+fn hostile_frames(wrong_version: Vec<u8>) -> Vec<(Vec<u8>, u32)> {
     let mut oversized = Vec::new();
     prost::encoding::encode_varint(1 << 30, &mut oversized);
     oversized.extend_from_slice(&[0; 64]);
     let garbage = vec![5, 0xff, 0xff, 0xff, 0xff, 0xff];
     let truncated = vec![100, 1, 2, 3];
     let overlong_varint = vec![0xff; 11];
-    vec![oversized, garbage, wrong_version, truncated, overlong_varint]
+    vec![
+        (oversized, codes::TOO_LARGE),
+        (garbage, codes::BAD_REQUEST),
+        (wrong_version, codes::UNSUPPORTED_VERSION),
+        (truncated, codes::BAD_REQUEST),
+        (overlong_varint, codes::BAD_REQUEST),
+    ]
 }
 
-/// Sends each frame on a raw `protocol` stream and checks that the provider drops the stream
-/// without answering: the raw peer sees an error or EOF.
-async fn assert_refused(protocol: &'static str, provider: &Provider, frames: Vec<Vec<u8>>) {
-    for bytes in frames {
+/// Sends each frame on a raw `protocol` stream (then closes its side, as a requester does) and
+/// checks that the provider answers with exactly one `R` carrying an error of the expected code
+/// and a reason, then ends the stream. Returns the errors, for closer checks.
+async fn assert_refused<R>(protocol: &'static str, provider: &Provider, frames: Vec<(Vec<u8>, u32)>) -> Vec<pb::Error>
+where
+    R: Message + Default + Validate + ErrorReply + std::fmt::Debug,
+{
+    let mut errors = Vec::new();
+    for (bytes, code) in frames {
         let send = send_raw(protocol, provider.peer_id(), provider.listen_addr().clone(), bytes.clone());
         let outcome = tokio::time::timeout(Duration::from_secs(10), send).await.expect("raw request should end");
-        if let Ok(response) = outcome {
-            assert!(response.is_empty(), "provider answered {bytes:?} on {protocol} with {response:?}");
-        }
+        let response = outcome.unwrap_or_else(|e| panic!("no answer to {bytes:?} on {protocol}: {e}"));
+        let mut rest = &response[..];
+        let reply: R = tpod_wire::read_message(&mut rest, MAX_MESSAGE_BYTES).await.unwrap();
+        assert!(rest.is_empty(), "more than one reply to {bytes:?} on {protocol}: {response:?}");
+        let error = reply.as_refusal().unwrap_or_else(|| panic!("not an error reply: {reply:?}")).clone();
+        assert_eq!(error.code, code, "{bytes:?} on {protocol}: {}", error.message);
+        assert!(!error.message.is_empty(), "{bytes:?} on {protocol}: an error reply needs a reason");
+        errors.push(error);
     }
+    errors
 }
 
 #[tokio::test]
@@ -430,7 +521,11 @@ async fn garbage_and_oversized_frames_are_refused_and_provider_keeps_serving() {
     let (peer, addr) = (provider.peer_id(), provider.listen_addr().clone());
 
     let wrong_version = QuoteRequest { version: 2, resources: None }.encode_length_delimited_to_vec();
-    assert_refused(tpod_wire::QUOTE_PROTOCOL, &provider, hostile_frames(wrong_version)).await;
+    let errors =
+        assert_refused::<QuoteResponse>(tpod_wire::QUOTE_PROTOCOL, &provider, hostile_frames(wrong_version)).await;
+    assert_eq!(errors[0].message, "message of 1073741824 bytes exceeds the limit of 65536 bytes");
+    assert_eq!(errors[2].message, "unsupported message version 2 (supported: 1)");
+    assert_eq!(errors[3].message, "stream ended before the end of the message");
     assert_eq!(handler.quotes.load(Ordering::SeqCst), 0, "no invalid request may reach the handler");
 
     // And it still serves well-formed requests.
@@ -559,7 +654,7 @@ async fn refused_logs_request_carries_the_reason() {
         Ok(_) => panic!("a request with the wrong signer must be refused"),
         Err(error) => error,
     };
-    assert_eq!(error.refusal(), Some((403, "wrong signer")), "{error}");
+    assert_eq!(error.refusal(), Some((codes::UNAUTHORIZED, "wrong signer")), "{error}");
     assert_eq!(error.as_request().unwrap().protocol, "/tpod/logs/1");
     assert!(error.to_string().contains("wrong signer"), "{error}");
 }
@@ -573,8 +668,9 @@ async fn garbage_on_the_logs_protocol_is_refused() {
     let bad_signature =
         SignedRequest { signature: vec![1; 64], ..logs_request(false, 1) }.encode_length_delimited_to_vec();
     let mut frames = hostile_frames(wrong_version);
-    frames.push(bad_signature);
-    assert_refused(tpod_wire::LOGS_PROTOCOL, &provider, frames).await;
+    frames.push((bad_signature, codes::BAD_REQUEST));
+    let errors = assert_refused::<LogChunk>(tpod_wire::LOGS_PROTOCOL, &provider, frames).await;
+    assert_eq!(errors[5].message, "signature: length 64, expected 65");
     assert_eq!(handler.log_requests.load(Ordering::SeqCst), 0, "no invalid request may reach the handler");
 
     // It still serves well-formed requests.
@@ -902,7 +998,7 @@ async fn blob_uploads_beyond_the_limit_are_refused_and_idle_ones_closed() {
     write_message(&mut stream, &offer, BLOB_MAX_BYTES).await.unwrap();
     match read_reply(&mut stream).await {
         blob_reply::Result::Error(error) => {
-            assert_eq!(error.code, 503);
+            assert_eq!(error.code, codes::BUSY);
             assert!(error.message.contains("too many uploads from you"), "{}", error.message);
         }
         other => panic!("expected a refusal, got {other:?}"),
@@ -920,7 +1016,7 @@ async fn blob_uploads_beyond_the_limit_are_refused_and_idle_ones_closed() {
         others.push(task);
     }
     let error = client.blob_state(peer, addr.clone(), &cid, 1).await.unwrap_err();
-    assert_eq!(error.refusal().map(|(code, _)| code), Some(503), "{error}");
+    assert_eq!(error.refusal().map(|(code, _)| code), Some(codes::BUSY), "{error}");
     assert!(!error.to_string().contains("from you"), "{error}");
 
     // Past the idle timeout, the provider gave up on them and serves others again.
@@ -941,8 +1037,9 @@ async fn garbage_on_the_blob_protocol_is_refused() {
     let wrong_version = BlobOffer { version: 2, cid: cid.clone(), total_size: 1 };
     let long_cid = BlobOffer { version: 1, cid: "b".repeat(1000), total_size: 1 };
     let mut frames = hostile_frames(wrong_version.encode_length_delimited_to_vec());
-    frames.push(long_cid.encode_length_delimited_to_vec());
-    assert_refused(tpod_wire::BLOB_PROTOCOL, &provider, frames).await;
+    frames.push((long_cid.encode_length_delimited_to_vec(), codes::TOO_LARGE));
+    let errors = assert_refused::<BlobReply>(tpod_wire::BLOB_PROTOCOL, &provider, frames).await;
+    assert_eq!(errors[5].message, "cid: length 1000 exceeds the maximum of 128");
     assert!(handler.blob_offers.lock().unwrap().is_empty(), "no invalid offer may reach the handler");
 
     // A malformed chunk after a good offer is answered with 400 and ends the stream.
@@ -955,7 +1052,24 @@ async fn garbage_on_the_blob_protocol_is_refused() {
     let short_checksum = BlobChunk { prefix_sha256: vec![0; 31], ..chunk_of(b"x", 0..1) };
     write_message(&mut stream, &short_checksum, BLOB_MAX_BYTES).await.unwrap();
     match read_reply(&mut stream).await {
-        blob_reply::Result::Error(error) => assert_eq!(error.code, 400, "{}", error.message),
+        blob_reply::Result::Error(error) => {
+            assert_eq!(error.code, codes::BAD_REQUEST, "{}", error.message);
+            assert_eq!(error.message, "invalid chunk: prefix_sha256: length 31, expected 32");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(handler.stored_chunks.lock().unwrap().is_empty());
+
+    // An oversized chunk is answered 413 from its length prefix alone.
+    let mut stream = open_blob_stream(&mut control, provider.peer_id()).await;
+    write_message(&mut stream, &BlobOffer { version: 1, cid, total_size: 1 }, BLOB_MAX_BYTES).await.unwrap();
+    assert!(matches!(read_reply(&mut stream).await, blob_reply::Result::State(_)));
+    let mut prefix = Vec::new();
+    prost::encoding::encode_varint(BLOB_MAX_BYTES as u64 + 1, &mut prefix);
+    stream.write_all(&prefix).await.unwrap();
+    stream.flush().await.unwrap();
+    match read_reply(&mut stream).await {
+        blob_reply::Result::Error(error) => assert_eq!(error.code, codes::TOO_LARGE, "{}", error.message),
         other => panic!("expected a refusal, got {other:?}"),
     }
     assert!(handler.stored_chunks.lock().unwrap().is_empty());

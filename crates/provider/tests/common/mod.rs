@@ -239,9 +239,16 @@ impl Fixture {
     }
 
     pub async fn send(&self, request: pb::SignedRequest) -> Result<pb::PodStatus, pb::Error> {
-        match self.client.provision(self.peer, self.addr.clone(), request).await.unwrap().result.unwrap() {
-            pb::provision_response::Result::Status(s) => Ok(s),
-            pb::provision_response::Result::Error(e) => Err(e),
+        // The client turns the provider's error reply into a refusal.
+        match self.client.provision(self.peer, self.addr.clone(), request).await {
+            Ok(response) => match response.result.unwrap() {
+                pb::provision_response::Result::Status(s) => Ok(s),
+                pb::provision_response::Result::Error(e) => Err(e),
+            },
+            Err(error) => {
+                let (code, message) = error.refusal().unwrap_or_else(|| panic!("{error}"));
+                Err(pb::Error { code, message: message.to_owned() })
+            }
         }
     }
 
