@@ -4,7 +4,34 @@
 //! - [`profile`]: the profile URI a provider sets in the Registry
 //!   (`tpod-profile:1:<sha256>:<peer id>:<multiaddrs>`), signing a profile document and verifying
 //!   a fetched one against the URI and the provider's address.
+//! - [`index`]: the market rebuilt from the Registry's events, read in chunks and cached between
+//!   runs, safe against reorganisations of the last blocks.
 
+pub mod index;
 pub mod profile;
 
+use std::path::PathBuf;
+
+pub use index::{MarketState, ProviderEntry, Scanner, SyncReport};
 pub use profile::{ProfileError, ProfileUri, ProfileUriError};
+
+/// What can go wrong reading the market.
+#[derive(Debug, thiserror::Error)]
+pub enum MarketError {
+    /// The chain's RPC failed or answered something unusable.
+    #[error("{call} failed: {reason}")]
+    Rpc {
+        /// What was being asked.
+        call: &'static str,
+        /// The node's or transport's message.
+        reason: String,
+    },
+    /// The cache file could not be written.
+    #[error("market cache {path}: {reason}")]
+    Cache {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
