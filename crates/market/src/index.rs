@@ -222,11 +222,11 @@ impl Scanner {
         for (_, event) in &logs[..split] {
             confirmed.apply(event);
         }
-        if let (Some(safe), Some(path)) = (safe, &self.cache) {
-            if let Err(e) = self.save_cache(path, safe, &confirmed).await {
-                tracing::warn!(path = %path.display(), error = %e, "cannot write the market cache");
-                report.cache_write_error = Some(e.to_string());
-            }
+        if let (Some(safe), Some(path)) = (safe, &self.cache)
+            && let Err(e) = self.save_cache(path, safe, &confirmed).await
+        {
+            tracing::warn!(path = %path.display(), error = %e, "cannot write the market cache");
+            report.cache_write_error = Some(e.to_string());
         }
         let mut state = confirmed;
         for (_, event) in &logs[split..] {
