@@ -66,6 +66,28 @@ pub struct Config {
     /// The TEE the provider runs in, which attests it to publishers.
     #[serde(default)]
     pub attestation: AttestationConfig,
+    /// What the provider says about itself in its Registry profile.
+    #[serde(default)]
+    pub profile: ProfileConfig,
+}
+
+/// The operator's part of the provider's Registry profile; the rest (keys, capacity, terms,
+/// prices, TEE) comes from the other sections.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileConfig {
+    /// Where the machine is, a free-form label such as `eu-west`; required to register.
+    pub region: Option<String>,
+    /// How to reach the operator (e-mail, URL).
+    pub contact: Option<String>,
+    /// The libp2p multiaddrs publishers reach the provider at (without `/p2p`), when they differ
+    /// from `listen` (a wildcard or private address, a port forwarded elsewhere). Default: the
+    /// address `listen` is bound to.
+    #[serde(default)]
+    pub public_addrs: Vec<String>,
+    /// The CPU model named in the pricing table the provider registers, e.g. `AMD EPYC 9654`;
+    /// default: none (any CPU model).
+    pub cpu_model: Option<String>,
 }
 
 /// Which TEE produces the provider's attestation evidence.
@@ -145,6 +167,15 @@ pub struct ChainConfig {
     pub registry: Address,
     /// File holding the provider account's private key (hex); relative to the config file.
     pub key_file: PathBuf,
+    /// Whether the provider lists itself in the Registry (pricing table, profile, subscription)
+    /// and keeps that entry matching this file. `false` runs it unlisted, reachable only by
+    /// publishers who know its address.
+    #[serde(default = "default_true")]
+    pub register: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// The ingress.
@@ -255,7 +286,24 @@ pub struct Settings {
     pub rootfs_bytes: u64,
     /// sha256 of the configuration file as read: part of the provider's attested measurement.
     pub config_sha256: [u8; 32],
+    /// The TEE kind as pricing tables and profiles name it (`sev-snp`, `tdx`, `simulated`); empty
+    /// with `tee = "auto"` until the daemon has found its TEE ([`tee_type`]).
+    pub tee_type: String,
+    /// The CPU model the pricing table names ([`ProfileConfig::cpu_model`]; empty: any).
+    pub cpu_model: String,
 }
+
+/// The name pricing tables and profiles give a TEE kind.
+pub fn tee_type(kind: tpod_attestation::TeeKind) -> &'static str {
+    match kind {
+        tpod_attestation::TeeKind::Snp => "sev-snp",
+        tpod_attestation::TeeKind::Tdx => "tdx",
+        tpod_attestation::TeeKind::Simulated => "simulated",
+    }
+}
+
+/// Longest TEE type, CPU model and resource name the Registry takes (`MAX_FIELD_LENGTH`).
+const MAX_REGISTRY_FIELD_BYTES: usize = 128;
 
 impl Settings {
     /// Reads and checks the file at `path`.
@@ -276,7 +324,9 @@ impl Settings {
             invalid_at(e.span().map(|s| s.start), message)
         })?;
         // Values are checked after decoding, so their position is found by key name.
-        let at = |key: &str, message: String| invalid_at(find_key(text, key), format!("{key}: {message}"));
+        let at = |key: &str, message: String| {
+            invalid_at(find_key(text, key).or_else(|| find_inline_key(text, key)), format!("{key}: {message}"))
+        };
 
         let base = path.parent().unwrap_or(Path::new("."));
         config.data_dir = base.join(&config.data_dir);
@@ -343,6 +393,14 @@ impl Settings {
             return Err(at("domain", "must be a DNS name such as pods.example.com".into()));
         }
         config.ingress.domain = config.ingress.domain.to_ascii_lowercase();
+        check_listing(&config, &at, &invalid_at, text)?;
+        let tee_type = match config.attestation.tee {
+            TeeSetting::Auto => String::new(),
+            TeeSetting::Snp => tee_type(tpod_attestation::TeeKind::Snp).to_owned(),
+            TeeSetting::Tdx => tee_type(tpod_attestation::TeeKind::Tdx).to_owned(),
+            TeeSetting::Simulated => tee_type(tpod_attestation::TeeKind::Simulated).to_owned(),
+        };
+        let cpu_model = config.profile.cpu_model.clone().unwrap_or_default();
         Ok(Self {
             file: path.to_owned(),
             config,
@@ -356,8 +414,79 @@ impl Settings {
             log_cap_bytes,
             rootfs_bytes,
             config_sha256: sha2::Sha256::digest(text.as_bytes()).into(),
+            tee_type,
+            cpu_model,
         })
     }
+
+    /// The wire form of `table` as this provider offers it: in the Payment contract's `token`,
+    /// with the TEE type and CPU model of the pricing table it registers, so a publisher can
+    /// compare a quote with the Registry entry field by field.
+    pub fn table_proto(&self, table: &PriceTable, token: &str) -> tpod_wire::pb::PricingTable {
+        tpod_wire::pb::PricingTable { cpu_model: self.cpu_model.clone(), ..table.to_proto(token, &self.tee_type) }
+    }
+}
+
+/// Checks the `[profile]` section and what listing in the Registry needs.
+fn check_listing(
+    config: &Config,
+    at: &impl Fn(&str, String) -> ConfigError,
+    invalid_at: &impl Fn(Option<usize>, String) -> ConfigError,
+    text: &str,
+) -> Result<(), ConfigError> {
+    use tpod_wire::limits::{MAX_PROFILE_ADDRS, MAX_STRING_BYTES};
+    let profile = &config.profile;
+    let listen: tpod_net::Multiaddr =
+        config.listen.parse().map_err(|e| at("listen", format!("{:?} is not a multiaddr: {e}", config.listen)))?;
+    for (key, value, max) in [
+        ("region", &profile.region, MAX_STRING_BYTES),
+        ("contact", &profile.contact, MAX_STRING_BYTES),
+        ("cpu_model", &profile.cpu_model, MAX_REGISTRY_FIELD_BYTES),
+    ] {
+        match value {
+            Some(v) if v.trim().is_empty() => return Err(at(key, "must not be empty (leave it out instead)".into())),
+            Some(v) if v.len() > max => return Err(at(key, format!("is {} bytes, more than {max}", v.len()))),
+            _ => {}
+        }
+    }
+    if profile.public_addrs.len() > MAX_PROFILE_ADDRS {
+        return Err(at("public_addrs", format!("lists {}, at most {MAX_PROFILE_ADDRS}", profile.public_addrs.len())));
+    }
+    for addr in &profile.public_addrs {
+        let parsed: tpod_net::Multiaddr =
+            addr.parse().map_err(|e| at("public_addrs", format!("{addr:?} is not a multiaddr: {e}")))?;
+        if addr.contains(',') || addr.len() > MAX_STRING_BYTES {
+            return Err(at("public_addrs", format!("{addr:?} holds a comma or is too long for a profile")));
+        }
+        if format!("{parsed}/").contains("/p2p/") {
+            return Err(at("public_addrs", format!("{addr:?}: leave out /p2p, the profile names the peer id")));
+        }
+    }
+    if !config.chain.register {
+        return Ok(());
+    }
+    if profile.region.is_none() {
+        // Point at the section that is missing the key, or at what turns registration on.
+        let offset = text.find("[profile]").or_else(|| find_key(text, "register")).or_else(|| text.find("[chain]"));
+        return Err(invalid_at(
+            offset,
+            "region: a provider that lists itself in the Registry ([chain] register, true by default) needs              [profile] region, a label such as \"eu-west\"; or set [chain] register = false to run unlisted"
+                .into(),
+        ));
+    }
+    let listen = listen.to_string();
+    let wildcard = ["/ip4/0.0.0.0/", "/ip6/::/"].iter().any(|w| format!("{listen}/").starts_with(w));
+    if wildcard && profile.public_addrs.is_empty() {
+        return Err(at(
+            "listen",
+            format!(
+                "{} listens on every interface, which is no address publishers can dial: list the ones they \
+                 reach the provider at in [profile] public_addrs",
+                listen
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn parse_amount(text: &str) -> Result<U256, String> {
@@ -398,12 +527,21 @@ fn find_key(text: &str, key: &str) -> Option<usize> {
     None
 }
 
+/// The offset of `key` assigned inside an inline table (`profile = { region = "" }`).
+fn find_inline_key(text: &str, key: &str) -> Option<usize> {
+    text.match_indices(key).map(|(i, _)| i).find(|&i| {
+        let before = text[..i].trim_end_matches([' ', '\t']).chars().next_back();
+        matches!(before, Some('{' | ',')) && text[i + key.len()..].trim_start().starts_with('=')
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    const SAMPLE: &str = r#"
+    // The profile sits on the first line so that the line numbers below stay those of the rest.
+    const SAMPLE: &str = r#"profile = { region = "eu-west" }
 data_dir = "data"
 listen = "/ip4/127.0.0.1/tcp/0"
 
@@ -483,5 +621,71 @@ usage = "20"
         let text = SAMPLE.replace("payment = \"0x5F", "payment = \"0xZZ");
         let err = Settings::parse(&text, Path::new("p.toml")).unwrap_err().to_string();
         assert!(err.starts_with("p.toml:7:"), "{err}");
+    }
+
+    #[test]
+    fn listing_needs_a_region_and_a_dialable_address() {
+        let unlisted = SAMPLE.replace("profile = { region = \"eu-west\" }", "");
+        let err = Settings::parse(&unlisted, Path::new("p.toml")).unwrap_err().to_string();
+        assert!(err.starts_with("p.toml:5:1: region: a provider that lists itself"), "{err}");
+        let with_section = format!("{unlisted}\n[profile]\ncontact = \"ops@example.com\"\n");
+        let err = Settings::parse(&with_section, Path::new("p.toml")).unwrap_err().to_string();
+        assert!(err.starts_with("p.toml:30:1: region: "), "{err}");
+        let off = unlisted.replace("key_file = \"provider.key\"", "key_file = \"provider.key\"\nregister = false");
+        let s = Settings::parse(&off, Path::new("p.toml")).unwrap();
+        assert!(!s.config.chain.register);
+
+        let wildcard = SAMPLE.replace("/ip4/127.0.0.1/tcp/0", "/ip4/0.0.0.0/tcp/4001");
+        let err = Settings::parse(&wildcard, Path::new("p.toml")).unwrap_err().to_string();
+        assert!(err.starts_with("p.toml:3:1: listen: /ip4/0.0.0.0/tcp/4001 listens on every interface"), "{err}");
+        let published = wildcard.replace(
+            "profile = { region = \"eu-west\" }",
+            "profile = { region = \"eu-west\", public_addrs = [\"/dns4/p.example.com/tcp/4001\"] }",
+        );
+        let s = Settings::parse(&published, Path::new("p.toml")).unwrap();
+        assert_eq!(s.config.profile.public_addrs, ["/dns4/p.example.com/tcp/4001"]);
+        assert!(s.config.chain.register);
+    }
+
+    #[test]
+    fn profile_values_are_checked() {
+        let with = |profile: &str| SAMPLE.replace("profile = { region = \"eu-west\" }", profile);
+        let cases = [
+            ("profile = { region = \"\" }", "p.toml:1:13: region: must not be empty"),
+            (
+                "profile = { region = \"r\", public_addrs = [\"nowhere\"] }",
+                "public_addrs: \"nowhere\" is not a multiaddr",
+            ),
+            (
+                "profile = { region = \"r\", public_addrs = [\"/ip4/1.2.3.4/tcp/1/p2p/12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA\"] }",
+                "leave out /p2p",
+            ),
+            ("profile = { region = \"r\", gpus = 1 }", "p.toml:1:27: unknown field `gpus`"),
+        ];
+        for (profile, expected) in cases {
+            let err = Settings::parse(&with(profile), Path::new("p.toml")).unwrap_err().to_string();
+            assert!(err.contains(expected), "{profile}: {err}");
+        }
+        let long = with(&format!("profile = {{ region = \"r\", cpu_model = \"{}\" }}", "x".repeat(129)));
+        let err = Settings::parse(&long, Path::new("p.toml")).unwrap_err().to_string();
+        assert!(err.contains("cpu_model: is 129 bytes, more than 128"), "{err}");
+    }
+
+    #[test]
+    fn offered_table_names_the_tee_and_cpu_model() {
+        let text = format!("{SAMPLE}\n[attestation]\ntee = \"snp\"\n").replace(
+            "profile = { region = \"eu-west\" }",
+            "profile = { region = \"eu\", cpu_model = \"AMD EPYC 9654\" }",
+        );
+        let s = Settings::parse(&text, Path::new("p.toml")).unwrap();
+        let table = s.table_proto(&s.pricing, "0xabc");
+        assert_eq!(
+            (table.tee_type.as_str(), table.cpu_model.as_str(), table.token.as_str()),
+            ("sev-snp", "AMD EPYC 9654", "0xabc")
+        );
+        assert_eq!(table.prices.len(), 5);
+        assert_eq!(tpod_billing::PriceTable::from_proto(&table).unwrap(), s.pricing);
+        let auto = Settings::parse(SAMPLE, Path::new("p.toml")).unwrap();
+        assert_eq!((auto.tee_type.as_str(), auto.cpu_model.as_str()), ("", ""));
     }
 }

@@ -87,7 +87,7 @@ impl Daemon {
 }
 
 /// Starts the daemon with `settings`.
-pub async fn start(settings: Settings) -> Result<Daemon, DaemonError> {
+pub async fn start(mut settings: Settings) -> Result<Daemon, DaemonError> {
     let config = settings.config.clone();
     let data = config.data_dir.clone();
     create_private_dir(&data).map_err(|e| step("create the data directory")(format!("{}: {e}", data.display())))?;
@@ -114,6 +114,8 @@ pub async fn start(settings: Settings) -> Result<Daemon, DaemonError> {
         },
     };
     let tee = tee(&settings)?;
+    // With `tee = "auto"` the kind is known only now; quotes and the Registry entry name it.
+    settings.tee_type = crate::config::tee_type(tee.kind()).to_owned();
     let pccs = match (&tee, &config.attestation.tdx_pccs_url) {
         (tpod_attestation::Tee::Tdx { collateral }, Some(url)) => Some((url.clone(), collateral.clone())),
         _ => None,

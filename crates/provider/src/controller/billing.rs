@@ -553,7 +553,7 @@ impl<R: Runtime> Controller<R> {
         let token = self.parts.chain.contracts().token.to_string();
         let table = *usage.ledger.table();
         let proposed = (self.parts.settings.pricing != table)
-            .then(|| self.parts.settings.pricing.to_proto(&token, super::TEE_TYPE));
+            .then(|| self.parts.settings.table_proto(&self.parts.settings.pricing, &token));
         let rate = ceil_amount(self.rate_numerator(pod, &usage.ledger));
         let funds = self.live().get(&pod.pod_id).and_then(|l| l.funds.clone());
         let claimed = match (&funds, &latest) {
@@ -573,7 +573,7 @@ impl<R: Runtime> Controller<R> {
             amount: usage.ledger.amount().to_string(),
             claimed,
             rate_per_second: rate.to_string(),
-            pricing: Some(table.to_proto(&token, super::TEE_TYPE)),
+            pricing: Some(self.parts.settings.table_proto(&table, &token)),
             proposed_pricing: proposed,
             last_claim: latest.map(|c| pb::SignedClaim {
                 report: Some(c.report.to_proto()),

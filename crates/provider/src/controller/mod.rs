@@ -34,9 +34,6 @@ mod billing;
 
 pub use billing::ClaimOutcome;
 
-/// The TEE kind this provider offers (attestation comes with issue 5).
-const TEE_TYPE: &str = "simulated";
-
 /// How far ahead a request's expiry may be; nonces are remembered this long.
 pub const MAX_REQUEST_VALIDITY_SECS: u64 = 300;
 
@@ -206,7 +203,7 @@ impl<R: Runtime> Controller<R> {
                 gpu: 0,
                 storage_bytes: free.storage_bytes,
             }),
-            pricing: Some(s.pricing.to_proto(&contracts.token.to_string(), TEE_TYPE)),
+            pricing: Some(s.table_proto(&s.pricing, &contracts.token.to_string())),
             payment_contract: contracts.payment.to_string(),
             chain_id: self.parts.chain.chain_id(),
             token: contracts.token.to_vec(),

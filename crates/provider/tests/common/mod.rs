@@ -52,6 +52,7 @@ rpc_url = "{rpc}"
 payment = "{payment}"
 registry = "{registry}"
 key_file = "provider.key"
+register = false
 [ingress]
 http = "127.0.0.1:0"
 domain = "pods.test"
