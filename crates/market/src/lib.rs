@@ -6,14 +6,18 @@
 //!   a fetched one against the URI and the provider's address.
 //! - [`index`]: the market rebuilt from the Registry's events, read in chunks and cached between
 //!   runs, safe against reorganisations of the last blocks.
+//! - [`rank`]: what a pod reserves, what that costs per hour under each table (billing's own
+//!   arithmetic), and the candidates (provider, table) cheapest first, filtered.
 
 pub mod index;
 pub mod profile;
+pub mod rank;
 
 use std::path::PathBuf;
 
 pub use index::{MarketState, ProviderEntry, Scanner, SyncReport};
 pub use profile::{ProfileError, ProfileUri, ProfileUriError};
+pub use rank::{Candidate, Filters, Reservation, candidates};
 
 /// What can go wrong reading the market.
 #[derive(Debug, thiserror::Error)]
