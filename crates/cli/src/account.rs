@@ -54,6 +54,8 @@ pub enum AccountCommand {
     },
     /// List the keystores in ~/.tpod/keystores with their addresses.
     List,
+    /// Unlock --account (or read --key-file) and show its address: checks the password.
+    Show,
 }
 
 /// Where keystores live: `~/.tpod/keystores` (or `$TPOD_HOME/keystores`).
@@ -62,7 +64,12 @@ pub fn keystores_dir() -> PathBuf {
 }
 
 /// Runs a `tpod account` subcommand.
-pub fn run(command: AccountCommand, args: &AccountArgs, json: bool) -> anyhow::Result<ExitCode> {
+pub fn run(
+    command: AccountCommand,
+    args: &AccountArgs,
+    key_file: Option<&Path>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     match command {
         AccountCommand::New { name } => {
             let signer = PrivateKeySigner::random();
@@ -74,6 +81,22 @@ pub fn run(command: AccountCommand, args: &AccountArgs, json: bool) -> anyhow::R
             let signer = read_key_file(&private_key_file)?;
             let path = create(&name, &signer, args)?;
             report_created("imported", &name, signer.address(), &path, json);
+        }
+        AccountCommand::Show => {
+            let (signer, source) = match (key_file, &args.account) {
+                (Some(_), Some(_)) => bail!("give --account or --key-file, not both"),
+                (Some(path), None) => (read_key_file(path)?, path.to_owned()),
+                (None, Some(spec)) => {
+                    let path = find_keystore(spec)?;
+                    (unlock(&path, args)?, path)
+                }
+                (None, None) => bail!("give the account to show with --account NAME|ADDRESS|PATH or --key-file"),
+            };
+            if json {
+                say!("{}", json!({ "address": signer.address(), "path": source }));
+            } else {
+                say!("{} (from {})", signer.address(), source.display());
+            }
         }
         AccountCommand::List => {
             let accounts = list(&keystores_dir())?;

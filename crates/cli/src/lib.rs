@@ -162,7 +162,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let key_file = cli.target.key_file.as_deref();
             network::run(command, &cli.target.network, &cli.target.account, key_file, &devnet_dir, cli.json).await
         }
-        Command::Account { command } => account::run(command, &cli.target.account, cli.json),
+        Command::Account { command } => {
+            account::run(command, &cli.target.account, cli.target.key_file.as_deref(), cli.json)
+        }
         Command::Init { path, force } => init(&path, force, cli.json),
         Command::Verify { provider } => {
             let provider = provider.or(cli.target.provider.clone());

@@ -44,7 +44,8 @@ pub struct NetworkArgs {
 pub enum NetworkCommand {
     /// List the networks: the devnet (while it is up) and the configured ones.
     List,
-    /// Show a network (default: the one commands use now).
+    /// Show a network (default: the one commands use now) and check it on its chain: chain id,
+    /// contracts, token.
     Show {
         /// The network.
         name: Option<String>,
@@ -316,13 +317,18 @@ pub async fn run(
         NetworkCommand::Show { name } => {
             let args = NetworkArgs { network: name.or(args.network.clone()), rpc_url: args.rpc_url.clone() };
             let network = resolve(&args, devnet_dir)?;
+            let chain = connect(&network, PrivateKeySigner::random()).await?;
+            let token = crate::units::Token::read(&chain).await?;
             if json {
-                say!("{}", describe(&network, true));
+                let mut shown = describe(&network, true);
+                shown["token_symbol"] = json!(token.symbol);
+                shown["token_decimals"] = json!(token.decimals);
+                say!("{shown}");
             } else {
                 say!("network {}: chain {}, RPC {}", network.name, network.chain_id, network.rpc_url);
                 say!("  Payment   {}", network.contracts.payment);
                 say!("  Registry  {}", network.contracts.registry);
-                say!("  token     {}", network.contracts.token);
+                say!("  token     {} ({}, {} decimals)", network.contracts.token, token.symbol, token.decimals);
                 if let Some(block) = network.deployed_at_block {
                     say!("  deployed at block {block}");
                 }

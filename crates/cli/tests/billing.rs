@@ -130,7 +130,7 @@ fn funds_run_out_pause_top_up_resume_unlock_withdraw() {
     let net = Devnet::up_with(6, Some(config));
     let manifest = burner(work.path(), "while :; do :; done");
     let amount: u128 = 1_500_000_000_000_000;
-    net.ok(&["deploy", manifest.to_str().unwrap(), "--amount", &amount.to_string()]);
+    net.ok(&["deploy", manifest.to_str().unwrap(), "--amount", &format!("{amount}base")]);
 
     // Paused for lack of funds, with the amount that resumes it.
     let paused = bill_until(&net, "the pause and its final claim", 120, |b| {
@@ -151,7 +151,7 @@ fn funds_run_out_pause_top_up_resume_unlock_withdraw() {
     // Top up what the status asks for: the pod runs again and billing continues.
     let top_up = num(&paused["top_up"]);
     assert!(top_up > 0, "{paused}");
-    net.ok(&["topup", &top_up.to_string()]);
+    net.ok(&["topup", &format!("{top_up}base")]);
     let resumed = bill_until(&net, "the resume", 30, |b| b["state"] == "running");
     let resumed = bill_until(&net, "billing after the resume", 30, |b| {
         num(&b["metered"]) > num(&resumed["metered"])
@@ -401,7 +401,7 @@ fn a_paused_pod_is_removed_after_its_retention() {
     let net = Devnet::up_with(10, Some(config));
     let manifest = burner(work.path(), "exec /bin/busybox sleep 100000");
     let amount: u128 = 1_000_000_000_000_000;
-    let deployed = net.ok(&["deploy", manifest.to_str().unwrap(), "--amount", &amount.to_string()]);
+    let deployed = net.ok(&["deploy", manifest.to_str().unwrap(), "--amount", &format!("{amount}base")]);
     let paused = bill_until(&net, "the pause", 90, |b| b["state"].as_str().unwrap().starts_with("paused"));
     assert!(!net.runtime_pods().is_empty(), "a paused pod keeps its runtime state: {paused}");
 

@@ -126,7 +126,7 @@ fn bad_deploys_are_refused_and_leave_nothing_behind() {
     assert!(err.contains("cannot take this pod") && err.contains("free"), "{err}");
 
     // A channel below the provider's minimum: the provider refuses, and keeps nothing.
-    let err = net.fails(&["deploy", manifest.to_str().unwrap(), "--amount", "1"]);
+    let err = net.fails(&["deploy", manifest.to_str().unwrap(), "--amount", "1base"]);
     assert!(err.contains("payment") && err.contains("asks at least"), "{err}");
     assert!(net.runtime_pods().is_empty());
 

@@ -85,3 +85,10 @@ pub async fn deploy_for_token(url: &str, deployer: PrivateKeySigner, token: Addr
     let registry = *Registry::deploy(&provider).await.map_err(deploy_error("deploy Registry"))?.address();
     Ok(Deployed { contracts: ContractAddresses { payment, registry, token }, block })
 }
+
+/// Deploys the test token alone (an ERC-20 `TPT` with a faucet), for a chain whose Payment and
+/// Registry are deployed afterwards, as on a network other than the devnet.
+pub async fn deploy_test_token(url: &str, deployer: PrivateKeySigner) -> Result<Address, DevnetError> {
+    let (provider, _) = connect_provider(url, deployer).await?;
+    Ok(*TestToken::deploy(&provider).await.map_err(deploy_error("deploy TestToken"))?.address())
+}
