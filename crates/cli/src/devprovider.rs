@@ -331,15 +331,6 @@ fn config_text(devnet: &DevnetFile, slot: &Slot) -> String {
     let root_key =
         if slot.index == 1 { SIMULATED_ROOT_KEY.to_owned() } else { format!("../provider/{SIMULATED_ROOT_KEY}") };
     let price = |base: u64| (u128::from(base) * u128::from(slot.price_halves) / 2).to_string();
-    let profile = if WRITE_PROFILE {
-        format!(
-            "\n# What it advertises in the Registry, which it joins at start.\n[profile]\nregion = \"{}\"\n\
-             contact = \"provider-{}@devnet.localhost\"\n",
-            slot.region, slot.index
-        )
-    } else {
-        String::new()
-    };
     format!(
         r#"# The devnet's provider {index}, written by `tpod dev up`.
 data_dir = "data"
@@ -350,7 +341,12 @@ rpc_url = "{rpc}"
 payment = "{payment}"
 registry = "{registry}"
 key_file = "provider.key"
-{profile}
+
+# What it lists in the Registry, where it registers itself at start.
+[profile]
+region = "{region}"
+contact = "provider-{index}@devnet.localhost"
+
 [ingress]
 http = "127.0.0.1:{ingress_port}"
 domain = "pods.localhost"
@@ -396,6 +392,7 @@ tee = "simulated"
 simulated_root_key = "{root_key}"
 "#,
         index = slot.index,
+        region = slot.region,
         rpc = devnet.rpc_url,
         payment = devnet.contracts.payment,
         registry = devnet.contracts.registry,
@@ -407,10 +404,6 @@ simulated_root_key = "{root_key}"
         subnet = slot.subnet_text(),
     )
 }
-
-/// Whether the generated configuration has the `[profile]` section (the provider registers
-/// itself with it in the Registry).
-const WRITE_PROFILE: bool = false;
 
 /// Starts each of the first `count` providers that is not running. Returns them with whether
 /// each was started.
@@ -768,6 +761,7 @@ mod tests {
             slots.iter().map(|s| toml::from_str(&config_text(&devnet, s)).unwrap()).collect();
         let cpu = |t: &toml::Table| t["pricing"][0]["reservation"].as_str().unwrap().to_owned();
         assert_eq!((cpu(&tables[0]), cpu(&tables[1])), ("1000000000".into(), "1500000000".into()));
+        assert_eq!(tables[1]["profile"]["region"].as_str(), Some("local-b"));
         assert_eq!(tables[1]["runtime"]["subnet"].as_str(), Some("10.89.32.0/19"));
         assert_eq!(tables[1]["ingress"]["http"].as_str(), Some("127.0.0.1:8081"));
         assert_eq!(tables[1]["attestation"]["simulated_root_key"].as_str(), Some("../provider/simulated-tee-root.key"));
