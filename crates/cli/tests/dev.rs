@@ -1,6 +1,8 @@
 //! `tpod dev up | status | down`, driven through the real binary as a user would.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -138,4 +140,114 @@ fn malformed_devnet_file_is_named_with_line_and_remedy() {
 fn the_bootstrapped_anvil_is_the_pinned_version() {
     let found = tpod_devnet::anvil::version(&anvil()).unwrap();
     assert_eq!(found, tpod_devnet::anvil::pinned_version());
+}
+
+/// Waits until each of `accounts` is listed in the Registry (profile and a subscription) and
+/// returns the prices of the table each offers.
+fn registry_listings(file: &tpod_devnet::DevnetFile, accounts: &[alloy::primitives::Address]) -> Vec<String> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let contracts = tpod_chain::ContractAddresses {
+            payment: file.contracts.payment,
+            registry: file.contracts.registry,
+            token: file.contracts.token,
+        };
+        let chain =
+            tpod_chain::Chain::connect(&file.rpc_url, alloy::signers::local::PrivateKeySigner::random(), contracts)
+                .await
+                .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let mut tables = Vec::new();
+        for &account in accounts {
+            // Providers register in the background after they start, with retries.
+            let table = loop {
+                let profile = chain.profile_of(account).await.unwrap();
+                let subscriptions = chain.subscriptions_of(account).await.unwrap();
+                if let (Some(_), Some(id)) = (profile, subscriptions.first()) {
+                    break chain.pricing_table(*id).await.unwrap();
+                }
+                assert!(std::time::Instant::now() < deadline, "provider {account} is not listed in the Registry");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            };
+            tables.push(format!("{:?}", table.prices));
+        }
+        tables
+    })
+}
+
+fn bridge_exists(name: &str) -> bool {
+    Path::new("/sys/class/net").join(name).exists()
+}
+
+#[test]
+fn three_providers_each_with_their_own_network_prices_and_listing() {
+    let net = common::Devnet::up_providers(18, 3, None);
+    let status = net.ok(&["dev", "status"]);
+    assert_eq!(status["healthy"], true, "{status}");
+    let providers = status["providers"].as_array().unwrap().clone();
+    assert_eq!(providers.len(), 3, "{status}");
+    for key in ["peer_id", "ingress", "bridge", "subnet", "region", "provider_address", "pid", "dir"] {
+        let distinct: std::collections::HashSet<String> = providers.iter().map(|p| p[key].to_string()).collect();
+        assert_eq!(distinct.len(), 3, "{key} is not distinct: {status}");
+    }
+    let field = |key: &str| providers.iter().map(|p| p[key].as_str().unwrap().to_owned()).collect::<Vec<_>>();
+    assert_eq!(field("bridge"), ["tpe18", "tpe18-2", "tpe18-3"]);
+    assert_eq!(field("subnet"), ["10.218.0.0/19", "10.218.32.0/19", "10.218.64.0/19"]);
+    assert_eq!(field("region"), ["local-a", "local-b", "local-c"]);
+    // The first provider is where one-provider tools look for it.
+    assert_eq!(status["provider"]["peer_id"], providers[0]["peer_id"]);
+    assert_eq!(net.provider_info(1)["peer_id"], providers[0]["peer_id"]);
+
+    // Each runs with its own funded account, listed in the Registry with its own prices.
+    let file = tpod_devnet::DevnetFile::load(&net.dir.path().join("devnet.json")).unwrap().unwrap();
+    let accounts: Vec<_> =
+        (1..=3).map(|i| file.account(&tpod_devnet::provider_account_name(i)).unwrap().address).collect();
+    for (account, p) in accounts.iter().zip(&providers) {
+        assert_eq!(p["provider_address"].as_str().unwrap().parse::<alloy::primitives::Address>().unwrap(), *account);
+    }
+    let tables = registry_listings(&file, &accounts);
+    assert_eq!(tables.iter().collect::<std::collections::HashSet<_>>().len(), 3, "{tables:?}");
+
+    // The count is fixed while the devnet runs.
+    let err = net.fails(&["dev", "up", "--providers", "2"]);
+    assert!(err.contains("runs 3 providers"), "{err}");
+
+    // A pod on the third provider.
+    let work = tempfile::tempdir().unwrap();
+    let manifest = common::hello(work.path(), "hello from the third\n");
+    let third =
+        format!("{}@{}", providers[2]["peer_id"].as_str().unwrap(), providers[2]["multiaddr"].as_str().unwrap());
+    let deployed = net.ok(&["--provider", &third, "deploy", manifest.to_str().unwrap()]);
+    let url = deployed["url"].as_str().unwrap().to_owned();
+    let pod_id = deployed["pod_id"].as_str().unwrap().trim_start_matches("0x").to_owned();
+    assert!(url.ends_with(providers[2]["ingress"].as_str().unwrap().rsplit(':').next().unwrap()), "{url}");
+    common::wait_for_body(&url, "hello from the third\n");
+    assert!(bridge_exists("tpe18-3"));
+
+    // It dies; `dev up` restarts it alone, on another libp2p port, and commands still find it.
+    let pid = providers[2]["pid"].as_i64().unwrap() as i32;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    while tpod::devprovider::is_provider(pid as u32) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let up = net.dev_up();
+    assert!(up.status.success(), "{}", common::text(&up));
+    let up: serde_json::Value = serde_json::from_slice(&up.stdout).unwrap();
+    let started: Vec<bool> = up["providers"].as_array().unwrap().iter().map(|p| p["started"] == true).collect();
+    assert_eq!(started, [false, false, true], "{up}");
+    assert_eq!(up["providers"][0]["pid"], providers[0]["pid"]);
+    let status = net.ok(&["status"]);
+    assert_eq!(status["state"], "running", "{status}");
+
+    // Down: no provider, bridge or namespace is left.
+    net.ok(&["dev", "down"]);
+    let pids: Vec<u32> =
+        up["providers"].as_array().unwrap().iter().map(|p| p["pid"].as_u64().unwrap() as u32).collect();
+    for pid in pids {
+        assert!(!tpod::devprovider::is_provider(pid), "provider {pid} still runs");
+    }
+    for bridge in ["tpe18", "tpe18-2", "tpe18-3"] {
+        assert!(!bridge_exists(bridge), "bridge {bridge} left behind");
+    }
+    assert!(!Path::new("/var/run/netns").join(format!("tpod-{}", &pod_id[..12])).exists(), "netns left behind");
 }

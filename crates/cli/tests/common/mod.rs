@@ -12,6 +12,7 @@ pub struct Devnet {
     pub dir: tempfile::TempDir,
     n: u8,
     overrides: Option<PathBuf>,
+    providers: u8,
 }
 
 impl Devnet {
@@ -22,7 +23,13 @@ impl Devnet {
 
     /// [`Devnet::up`] with a provider configuration file merged over the generated one.
     pub fn up_with(n: u8, overrides: Option<PathBuf>) -> Self {
-        let devnet = Self { dir: tempfile::tempdir().unwrap(), n, overrides };
+        Self::up_providers(n, 1, overrides)
+    }
+
+    /// [`Devnet::up_with`] running `providers` providers: bridges `tpe<n>`, `tpe<n>-2`, ...,
+    /// each on an eighth of `10.<200+n>.0.0/16`.
+    pub fn up_providers(n: u8, providers: u8, overrides: Option<PathBuf>) -> Self {
+        let devnet = Self { dir: tempfile::tempdir().unwrap(), n, overrides, providers };
         let up = devnet.dev_up();
         assert!(up.status.success(), "dev up failed: {}", text(&up));
         devnet
@@ -51,6 +58,9 @@ impl Devnet {
         ];
         if let Some(file) = &self.overrides {
             args.extend(["--provider-config".into(), file.to_str().unwrap().into()]);
+        }
+        if self.providers > 1 {
+            args.extend(["--providers".into(), self.providers.to_string()]);
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.tpod(&args)
@@ -107,6 +117,16 @@ impl Devnet {
 
     pub fn provider_data(&self) -> PathBuf {
         self.dir.path().join("provider/data")
+    }
+
+    /// Provider `index`'s (from 1) data directory.
+    pub fn provider_data_of(&self, index: u8) -> PathBuf {
+        tpod::devprovider::data_dir_of(self.dir.path(), index)
+    }
+
+    /// What provider `index` (from 1) last published in its `provider.json`.
+    pub fn provider_info(&self, index: u8) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(self.provider_data_of(index).join("provider.json")).unwrap()).unwrap()
     }
 
     pub fn provider_pid(&self) -> i32 {
