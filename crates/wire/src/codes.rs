@@ -15,7 +15,7 @@ pub const UNAUTHORIZED: u32 = 401;
 /// The payment channel does not meet the provider's terms (missing, underfunded, unlocking,
 /// wrong enclave signer).
 pub const PAYMENT_REQUIRED: u32 = 402;
-/// No such pod (or log source) on this provider.
+/// No such pod on this provider (or, from a provider that serves none, no profile).
 pub const NOT_FOUND: u32 = 404;
 /// The request contradicts the provider's state: the pod exists, a host name is taken, a blob
 /// chunk is not at the offset the provider expects. Asking again after re-reading the state
@@ -30,7 +30,7 @@ pub const UNPROCESSABLE: u32 = 422;
 pub const BUSY: u32 = 429;
 /// The provider failed while handling a well-formed request.
 pub const INTERNAL: u32 = 500;
-/// The provider cannot do this (at all, or now): no TEE to attest with, no profile published.
+/// The provider cannot do this now, e.g. it has not published a profile yet.
 pub const UNAVAILABLE: u32 = 503;
 /// The provider's own handling of the request did not finish in time.
 pub const TIMEOUT: u32 = 504;
