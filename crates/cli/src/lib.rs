@@ -18,6 +18,7 @@ pub mod deployments;
 pub mod dev;
 pub mod devprovider;
 pub mod network;
+pub mod pick;
 pub mod pods;
 pub mod units;
 

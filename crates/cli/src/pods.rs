@@ -20,7 +20,6 @@ use futures::StreamExt;
 use prost::Message;
 use serde_json::json;
 use tpod_attestation::Attested;
-use tpod_billing::PriceTable;
 use tpod_chain::Chain;
 use tpod_chain::client::NewChannel;
 use tpod_chain::request::PodRequest;
@@ -103,6 +102,8 @@ pub(crate) struct Publisher {
     domain: Eip712Domain,
     /// The network's token, for amounts in its units.
     pub(crate) token: crate::units::Token,
+    /// The network it works on.
+    pub(crate) network: crate::network::Network,
 }
 
 impl Publisher {
@@ -116,7 +117,7 @@ impl Publisher {
         let token = crate::units::Token::read(&chain).await?;
         let domain = tpod_chain::request::request_domain(chain.chain_id(), network.contracts.payment);
         let client = Client::connect(tpod_net::generate_keypair()).context("cannot start the libp2p client")?;
-        Ok(Self { chain, key, client, domain, token })
+        Ok(Self { chain, key, client, domain, token, network })
     }
 
     /// Signs a request about `pod_id`; `build` fills in the message given (nonce, expiry).
@@ -205,6 +206,11 @@ impl ProviderTarget {
     /// The provider's address.
     pub(crate) fn addr(&self) -> Multiaddr {
         self.addr.clone()
+    }
+
+    /// A provider at `addr`.
+    pub(crate) fn new(peer: PeerId, addr: Multiaddr) -> Self {
+        Self { peer, addr }
     }
 
     /// The provider `flag` names, else the devnet's: its first running provider (the only one
@@ -357,42 +363,12 @@ pub async fn deploy(args: &DeployArgs, target: &Target, devnet_dir: &Path, json:
     }
     let delivery = Delivery::prepare(&manifest, &args.manifest, &args.registry).await?;
     let publisher = Publisher::open(devnet_dir, target).await?;
-    let provider = ProviderTarget::resolve(target.provider.as_deref(), devnet_dir)?;
-
-    let (cpu_millis, memory_bytes) = manifest
-        .containers
-        .iter()
-        .fold((0u64, 0u64), |(c, m), x| (c + x.resources.cpu_millis, m + x.resources.memory_bytes));
-    let storage_bytes = manifest
-        .volumes
-        .iter()
-        .filter_map(|v| match v.source {
-            VolumeSource::Filesystem { size_bytes } => Some(size_bytes),
-            _ => None,
-        })
-        .sum();
-    let quote = publisher.quote(&provider, pb::Resources { cpu_millis, memory_bytes, gpu: 0, storage_bytes }).await?;
-    if !quote.available {
-        bail!("provider {} cannot take this pod: {}", provider.peer, quote.reason);
-    }
-    let payment: Address = quote.payment_contract.parse().context("the quote's payment contract is malformed")?;
-    if payment != publisher.chain.contracts().payment || quote.chain_id != publisher.chain.chain_id() {
-        bail!(
-            "the provider is paid through {payment} on chain {}, not this network's {} on chain {}",
-            quote.chain_id,
-            publisher.chain.contracts().payment,
-            publisher.chain.chain_id()
-        );
-    }
-    let provider_address: Address =
-        quote.provider_address.parse().context("the quote's provider address is malformed")?;
-    let min_funding: U256 = quote.min_funding.parse().context("the quote's minimum funding is malformed")?;
-    let quoted = quote.pricing.clone().context("the quote has no prices")?;
-    let prices = PriceTable::from_proto(&quoted).context("the provider quoted malformed prices")?;
-
+    let reservation = tpod_market::Reservation::of_manifest(&manifest);
     // Nothing is sealed or paid to a provider that is not attested: the enclave keys come from the
     // evidence only.
-    let attested = crate::attest::attested(&publisher.client, &provider, &target.attest, devnet_dir).await?;
+    let (chosen, skipped) =
+        crate::pick::choose(&publisher, &reservation, target.provider.as_deref(), &target.attest, devnet_dir).await?;
+    let crate::pick::Chosen { provider, terms, attested } = chosen;
     let enclave_signer = Address::from(attested.binding.enclave_signer);
     let enclave = enclave_key(&attested)?;
     let uploaded = upload(&publisher, &provider, &delivery.encrypted, &delivery.images, json).await?;
@@ -403,12 +379,17 @@ pub async fn deploy(args: &DeployArgs, target: &Target, devnet_dir: &Path, json:
 
     let amount = match &args.amount {
         Some(amount) => publisher.token.amount(amount)?,
-        None => prices
-            .reservation_numerator_per_second(cpu_millis, memory_bytes, storage_bytes)
+        None => terms
+            .prices
+            .reservation_numerator_per_second(
+                reservation.cpu_millis,
+                reservation.memory_bytes,
+                reservation.storage_bytes,
+            )
             .context("the quoted prices overflow")?
             .div_ceil(tpod_billing::DENOMINATOR)
             .saturating_mul(U256::from(args.hours.saturating_mul(3600)))
-            .max(min_funding),
+            .max(terms.min_funding),
     };
     // Checked before anything is sent: a cap that rounds to nothing per second is refused.
     let max_rate = match &args.max_rate {
@@ -423,11 +404,11 @@ pub async fn deploy(args: &DeployArgs, target: &Target, devnet_dir: &Path, json:
     let channel_id = publisher
         .chain
         .create_channel(&NewChannel {
-            provider: provider_address,
+            provider: terms.provider_address,
             pod_id,
             enclave_signer,
             amount,
-            unlock_delay: quote.min_unlock_delay_secs,
+            unlock_delay: terms.min_unlock_delay_secs,
             max_rate,
         })
         .await
@@ -438,7 +419,7 @@ pub async fn deploy(args: &DeployArgs, target: &Target, devnet_dir: &Path, json:
         publisher: publisher.key.address(),
         provider_peer: provider.peer.to_string(),
         provider_addr: provider.addr.to_string(),
-        provider_address,
+        provider_address: terms.provider_address,
         channel_id,
         url: String::new(),
         manifest: args.manifest.clone(),
@@ -452,7 +433,7 @@ pub async fn deploy(args: &DeployArgs, target: &Target, devnet_dir: &Path, json:
         .provision(
             &provider,
             pod_id,
-            pb::provision_request::Action::Provision(pb::Provision { pod: Some(pod), pricing: Some(quoted) }),
+            pb::provision_request::Action::Provision(pb::Provision { pod: Some(pod), pricing: Some(terms.quoted) }),
         )
         .await
         .with_context(|| format!("deploying {name} (channel {channel_id} stays funded and recorded)"))?;
@@ -466,12 +447,14 @@ pub async fn deploy(args: &DeployArgs, target: &Target, devnet_dir: &Path, json:
             "{}",
             json!({
                 "name": name, "url": status.url, "pod_id": pod_id, "channel_id": channel_id,
-                "amount": amount.to_string(), "provider": provider.peer.to_string(), "state": status.state,
+                "amount": amount.to_string(), "provider": provider.peer.to_string(),
+                "provider_address": terms.provider_address, "skipped": skipped, "state": status.state,
                 "uploaded_bytes": uploaded,
             })
         );
     } else {
         say!("deployed {name} (pod {pod_id})");
+        say!("  provider {} ({})", provider.peer, terms.provider_address);
         say!("  images  sealed to the provider's enclave; {uploaded} encrypted bytes uploaded");
         say!("  channel {channel_id} funded with {}", publisher.token.format(amount));
         say!("  state   {}", status.state);

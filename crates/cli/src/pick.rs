@@ -1,0 +1,215 @@
+//! Choosing the provider a deploy pays: the one named with `--provider`, or with
+//! `--provider auto` the cheapest in the Registry that fits the manifest, answers a quote that
+//! matches its registered prices and passes attestation.
+//!
+//! Nothing is approved, sealed or paid before a provider has passed every check; a provider that
+//! fails one is skipped with the reason, and the next one in price order is tried.
+
+use std::path::Path;
+
+use alloy::primitives::{Address, U256};
+use anyhow::{Context, bail};
+use tpod_attestation::Attested;
+use tpod_billing::PriceTable;
+use tpod_wire::pb;
+
+use crate::pods::{ProviderTarget, Publisher};
+
+/// What a quote commits the provider to, checked against this network.
+#[derive(Clone, Debug)]
+pub(crate) struct Terms {
+    /// The provider's payment address: the channel's payee.
+    pub(crate) provider_address: Address,
+    /// The least a channel must hold unclaimed.
+    pub(crate) min_funding: U256,
+    /// The least unlock delay.
+    pub(crate) min_unlock_delay_secs: u32,
+    /// The prices as quoted, sent back in the signed deploy.
+    pub(crate) quoted: pb::PricingTable,
+    /// The same prices, parsed.
+    pub(crate) prices: PriceTable,
+}
+
+impl Terms {
+    /// Checks that `quote` offers the pod on this network's Payment contract and chain, and reads
+    /// its terms.
+    pub(crate) fn of(quote: &pb::QuoteResponse, publisher: &Publisher) -> anyhow::Result<Self> {
+        if !quote.available {
+            bail!("cannot take this pod: {}", quote.reason);
+        }
+        let payment: Address = quote.payment_contract.parse().context("the quote's payment contract is malformed")?;
+        if payment != publisher.chain.contracts().payment || quote.chain_id != publisher.chain.chain_id() {
+            bail!(
+                "it is paid through {payment} on chain {}, not this network's {} on chain {}",
+                quote.chain_id,
+                publisher.chain.contracts().payment,
+                publisher.chain.chain_id()
+            );
+        }
+        let quoted = quote.pricing.clone().context("the quote has no prices")?;
+        Ok(Self {
+            provider_address: quote.provider_address.parse().context("the quote's provider address is malformed")?,
+            min_funding: quote.min_funding.parse().context("the quote's minimum funding is malformed")?,
+            min_unlock_delay_secs: quote.min_unlock_delay_secs,
+            prices: PriceTable::from_proto(&quoted).context("the provider quoted malformed prices")?,
+            quoted,
+        })
+    }
+}
+
+/// The provider a deploy goes to, with what it quoted and what its attestation proved.
+pub(crate) struct Chosen {
+    /// Where it is.
+    pub(crate) provider: ProviderTarget,
+    /// What it quoted.
+    pub(crate) terms: Terms,
+    /// Its verified attestation: the enclave keys come from here only.
+    pub(crate) attested: Attested,
+}
+
+/// A provider that was passed over, and why.
+#[derive(Clone, Debug, serde::Serialize)]
+pub(crate) struct Skipped {
+    /// Its peer id.
+    pub(crate) peer_id: String,
+    /// Its payment address, when known from the Registry.
+    pub(crate) address: Option<Address>,
+    /// Why it was skipped.
+    pub(crate) reason: String,
+}
+
+/// Quotes and attests one provider: the terms and attestation, or why it cannot be used.
+pub(crate) async fn try_provider(
+    publisher: &Publisher,
+    provider: &ProviderTarget,
+    resources: pb::Resources,
+    attest: &crate::attest::AttestArgs,
+    devnet_dir: &Path,
+) -> anyhow::Result<(Terms, Attested)> {
+    let quote = publisher.quote(provider, resources).await?;
+    let terms = Terms::of(&quote, publisher)?;
+    let attested = crate::attest::attested(publisher.client(), provider, attest, devnet_dir).await?;
+    Ok((terms, attested))
+}
+
+/// Says on stderr why a provider was skipped, so a user sees it whatever the output format.
+pub(crate) fn report_skip(skipped: &Skipped) {
+    let who = match skipped.address {
+        Some(address) => format!("{} ({address})", skipped.peer_id),
+        None => skipped.peer_id.clone(),
+    };
+    eprintln!("skipped provider {who}: {}", skipped.reason);
+}
+
+/// The provider a deploy goes to: `--provider PEER@ADDR` as named, else (no flag, or `auto`) the
+/// cheapest provider in the Registry that passes every check, trying them in price order. On a
+/// devnet whose Registry lists nobody yet, its first provider.
+pub(crate) async fn choose(
+    publisher: &Publisher,
+    reservation: &tpod_market::Reservation,
+    flag: Option<&str>,
+    attest: &crate::attest::AttestArgs,
+    devnet_dir: &Path,
+) -> anyhow::Result<(Chosen, Vec<Skipped>)> {
+    let resources = reservation.to_proto();
+    if let Some(text) = flag.filter(|f| *f != AUTO) {
+        let provider = ProviderTarget::resolve(Some(text), devnet_dir)?;
+        let (terms, attested) = try_provider(publisher, &provider, resources, attest, devnet_dir)
+            .await
+            .with_context(|| format!("provider {}", provider.peer()))?;
+        return Ok((Chosen { provider, terms, attested }, Vec::new()));
+    }
+    let found = market_candidates(publisher, reservation, &tpod_market::Filters::default()).await?;
+    if found.is_empty() {
+        if flag.is_none() && publisher.network.devnet.is_some() {
+            // A devnet whose providers have not registered yet (they do so right after start).
+            let provider = ProviderTarget::resolve(None, devnet_dir)?;
+            let (terms, attested) = try_provider(publisher, &provider, resources, attest, devnet_dir)
+                .await
+                .with_context(|| format!("provider {}", provider.peer()))?;
+            return Ok((Chosen { provider, terms, attested }, Vec::new()));
+        }
+        bail!(
+            "no provider in the Registry of network {} offers prices in its token; `tpod providers` lists the market",
+            publisher.network.name
+        );
+    }
+    let network = tpod_market::Network {
+        chain_id: publisher.chain.chain_id(),
+        registry: publisher.chain.contracts().registry,
+        payment: publisher.chain.contracts().payment,
+    };
+    let mut skipped = Vec::new();
+    let mut rest = found.as_slice();
+    while !rest.is_empty() {
+        let options = tpod_market::ProbeOptions::default();
+        let probed = tpod_market::probe(publisher.client(), &network, rest, reservation, &options).await;
+        let Some(last) = probed.last() else { break };
+        // The probe answers for a prefix of `rest`; the next round starts after it.
+        let consumed = rest.iter().position(|c| *c == last.candidate).map_or(rest.len(), |i| i + 1);
+        for p in probed {
+            let peer_id = p.peer.map_or_else(|| "(no peer id)".to_owned(), |peer| peer.to_string());
+            let skip =
+                |reason: String| Skipped { peer_id: peer_id.clone(), address: Some(p.candidate.provider), reason };
+            let (tpod_market::Status::Ok, Some(peer), Some(addr), Some(quote)) = (&p.status, p.peer, &p.addr, &p.quote)
+            else {
+                let reason = match &p.status {
+                    tpod_market::Status::Skipped(reason) => reason.clone(),
+                    tpod_market::Status::Ok => "it answered without an address or a quote".to_owned(),
+                };
+                let s = skip(reason);
+                report_skip(&s);
+                skipped.push(s);
+                continue;
+            };
+            if skipped.iter().any(|s: &Skipped| s.address == Some(p.candidate.provider) && s.peer_id == peer_id) {
+                continue;
+            }
+            let provider = ProviderTarget::new(peer, addr.clone());
+            let checked = match Terms::of(quote, publisher) {
+                Ok(terms) => crate::attest::attested(publisher.client(), &provider, attest, devnet_dir)
+                    .await
+                    .map(|attested| (terms, attested)),
+                Err(e) => Err(e),
+            };
+            match checked {
+                Ok((terms, attested)) => return Ok((Chosen { provider, terms, attested }, skipped)),
+                Err(e) => {
+                    let s = skip(format!("{e:#}"));
+                    report_skip(&s);
+                    skipped.push(s);
+                }
+            }
+        }
+        rest = &rest[consumed..];
+    }
+    let reasons: Vec<String> = skipped
+        .iter()
+        .map(|s| format!("  {} ({}): {}", s.peer_id, s.address.map(|a| a.to_string()).unwrap_or_default(), s.reason))
+        .collect();
+    bail!("no provider in the Registry passed every check; nothing was paid:\n{}", reasons.join("\n"))
+}
+
+/// `--provider auto`: pick from the Registry.
+pub(crate) const AUTO: &str = "auto";
+
+/// The market of the publisher's network, read from its Registry (only the blocks since the
+/// last run: the market is cached in the network's directory), as candidates for `reservation` cheapest first.
+pub(crate) async fn market_candidates(
+    publisher: &Publisher,
+    reservation: &tpod_market::Reservation,
+    filters: &tpod_market::Filters,
+) -> anyhow::Result<Vec<tpod_market::Candidate>> {
+    let contracts = publisher.chain.contracts();
+    let chain_id = publisher.chain.chain_id();
+    let cache = tpod_market::index::cache_path(&publisher.network.dir.join("market"), chain_id, contracts.registry);
+    let (state, _) = tpod_market::Scanner::new(publisher.chain.provider().clone(), chain_id, contracts.registry)
+        .start_block(publisher.network.deployed_at_block.unwrap_or(0))
+        .cache_file(cache)
+        .sync()
+        .await
+        .with_context(|| {
+            format!("reading the Registry {} of network {}", contracts.registry, publisher.network.name)
+        })?;
+    Ok(tpod_market::candidates(&state, contracts.token, reservation, filters))
+}
