@@ -14,7 +14,7 @@ use tpod_chain::Chain;
 use tpod_ingress::{HttpIngress, Routes, TcpForwards};
 use tpod_net::{Handler, Multiaddr, PeerId, Provider};
 use tpod_runtime::{LocalConfig, LocalRuntime, Runtime};
-use tpod_wire::pb;
+use tpod_wire::{codes, pb};
 
 use crate::blobs::BlobStore;
 use crate::config::Settings;
@@ -301,11 +301,11 @@ impl<R: Runtime> Handler for ProtocolHandler<R> {
             Ok(Ok(evidence)) => Outcome::Evidence(evidence),
             Ok(Err(error)) => {
                 tracing::error!(%peer, %error, "attestation failed");
-                Outcome::Error(pb::Error { code: 500, message: format!("attestation failed: {error}") })
+                Outcome::Error(pb::Error { code: codes::INTERNAL, message: format!("attestation failed: {error}") })
             }
             Err(error) => {
                 tracing::error!(%peer, %error, "attestation task failed");
-                Outcome::Error(pb::Error { code: 500, message: "internal error".into() })
+                Outcome::Error(pb::Error { code: codes::INTERNAL, message: "internal error".into() })
             }
         };
         pb::AttestResponse { version: tpod_wire::VERSION, result: Some(result) }
