@@ -20,6 +20,7 @@ pub mod devprovider;
 pub mod network;
 pub mod pick;
 pub mod pods;
+pub mod providers;
 pub mod units;
 
 use std::path::PathBuf;
@@ -66,6 +67,9 @@ pub enum Command {
     /// Deploy a pod: verify the provider's attestation, upload its images, fund its payment
     /// channel, start it on the provider.
     Deploy(pods::DeployArgs),
+    /// List the providers in the Registry, cheapest first for a manifest (or 1 CPU + 1 GiB), and
+    /// probe the cheapest: verified profile, quote at their registered prices, latency.
+    Providers(providers::ProvidersArgs),
     /// Encrypt a manifest's images and upload them to the provider, without deploying (a later
     /// deploy to that provider sends nothing again).
     Upload(delivery::UploadArgs),
@@ -172,6 +176,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             attest::verify_command(provider.as_deref(), &cli.target.attest, &devnet_dir, cli.json).await
         }
         Command::Deploy(args) => pods::deploy(&args, &cli.target, &devnet_dir, cli.json).await,
+        Command::Providers(args) => providers::providers(&args, &cli.target, &devnet_dir, cli.json).await,
         Command::Upload(args) => delivery::upload_command(&args, &cli.target, &devnet_dir, cli.json).await,
         Command::Status { name } => pods::status(name.as_deref(), &cli.target, &devnet_dir, cli.json).await,
         Command::Logs(args) => pods::logs(&args, &cli.target, &devnet_dir, cli.json).await,
