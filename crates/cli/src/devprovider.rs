@@ -461,6 +461,7 @@ pub async fn ensure_all(
         }
     }
     let was_stopped: Vec<u8> = stopped.iter().map(|s| s.index).collect();
+    wait_listed(dir, devnet, &was_stopped).await?;
     Ok(members(dir, count)
         .into_iter()
         .map(|m| {
@@ -468,6 +469,65 @@ pub async fn ensure_all(
             (m, started)
         })
         .collect())
+}
+
+/// Waits until each of the providers `indices` that registers (`[chain] register`, true unless
+/// `--provider-config` turns it off) is listed in the Registry: a profile and a subscribed
+/// pricing table. Providers register in the background once they serve; waiting here means the
+/// market is complete when `dev up` returns.
+async fn wait_listed(dir: &Path, devnet: &DevnetFile, indices: &[u8]) -> anyhow::Result<()> {
+    let mut pending = Vec::new();
+    for &index in indices {
+        if !registers(dir, index) {
+            continue;
+        }
+        let info = info_of(dir, index)?;
+        let address: alloy::primitives::Address = info
+            .provider_address
+            .parse()
+            .with_context(|| format!("provider {index} published a malformed address {:?}", info.provider_address))?;
+        pending.push((index, address));
+    }
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let contracts = tpod_chain::ContractAddresses {
+        payment: devnet.contracts.payment,
+        registry: devnet.contracts.registry,
+        token: devnet.contracts.token,
+    };
+    let chain =
+        tpod_chain::Chain::connect(&devnet.rpc_url, alloy::signers::local::PrivateKeySigner::random(), contracts)
+            .await
+            .with_context(|| format!("cannot reach the devnet chain at {}", devnet.rpc_url))?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut still = Vec::new();
+        for (index, address) in pending {
+            let profile = chain.profile_of(address).await.context("reading the Registry")?;
+            let listed =
+                profile.is_some() && !chain.subscriptions_of(address).await.context("reading the Registry")?.is_empty();
+            if !listed {
+                still.push((index, address));
+            }
+        }
+        pending = still;
+        let Some((index, _)) = pending.first() else { return Ok(()) };
+        if tokio::time::Instant::now() > deadline {
+            let log = provider_dir_of(dir, *index).join("provider.log");
+            bail!("provider {index} did not list itself in the Registry within 60 s:\n{}", tail(&log));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Whether provider `index`'s configuration (merged overrides included) has it register.
+fn registers(dir: &Path, index: u8) -> bool {
+    std::fs::read_to_string(config_path(dir, index))
+        .ok()
+        .and_then(|text| toml::from_str::<toml::Table>(&text).ok())
+        .and_then(|t| t.get("chain")?.get("register")?.as_bool())
+        .unwrap_or(true)
 }
 
 fn kill_all(children: Vec<(u8, std::process::Child)>) {

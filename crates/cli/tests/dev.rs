@@ -142,8 +142,8 @@ fn the_bootstrapped_anvil_is_the_pinned_version() {
     assert_eq!(found, tpod_devnet::anvil::pinned_version());
 }
 
-/// Waits until each of `accounts` is listed in the Registry (profile and a subscription) and
-/// returns the prices of the table each offers.
+/// The prices of the table each of `accounts` offers in the Registry, where each must have a
+/// profile and a subscription (`dev up` returns once they do).
 fn registry_listings(file: &tpod_devnet::DevnetFile, accounts: &[alloy::primitives::Address]) -> Vec<String> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
@@ -152,24 +152,14 @@ fn registry_listings(file: &tpod_devnet::DevnetFile, accounts: &[alloy::primitiv
             registry: file.contracts.registry,
             token: file.contracts.token,
         };
-        let chain =
-            tpod_chain::Chain::connect(&file.rpc_url, alloy::signers::local::PrivateKeySigner::random(), contracts)
-                .await
-                .unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let signer = alloy::signers::local::PrivateKeySigner::random();
+        let chain = tpod_chain::Chain::connect(&file.rpc_url, signer, contracts).await.unwrap();
         let mut tables = Vec::new();
         for &account in accounts {
-            // Providers register in the background after they start, with retries.
-            let table = loop {
-                let profile = chain.profile_of(account).await.unwrap();
-                let subscriptions = chain.subscriptions_of(account).await.unwrap();
-                if let (Some(_), Some(id)) = (profile, subscriptions.first()) {
-                    break chain.pricing_table(*id).await.unwrap();
-                }
-                assert!(std::time::Instant::now() < deadline, "provider {account} is not listed in the Registry");
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            };
-            tables.push(format!("{:?}", table.prices));
+            assert!(chain.profile_of(account).await.unwrap().is_some(), "{account} has no profile");
+            let subscriptions = chain.subscriptions_of(account).await.unwrap();
+            let id = subscriptions.first().unwrap_or_else(|| panic!("{account} offers no pricing table"));
+            tables.push(format!("{:?}", chain.pricing_table(*id).await.unwrap().prices));
         }
         tables
     })
