@@ -102,7 +102,7 @@ pub async fn start(mut settings: Settings) -> Result<Daemon, DaemonError> {
         .map_err(|e| step("load the libp2p key")(e.to_string()))?;
     let account = crate::enclave::read_key(&config.chain.key_file)
         .map_err(|e| step("load the provider account key")(e.to_string()))?;
-    let chain = connect_chain(&settings, account).await?;
+    let chain = connect_chain(&settings, account.clone()).await?;
     let binding = tpod_attestation::Binding {
         libp2p_public_key: keypair.public(),
         enclave_signer: enclave.address().into_array(),
@@ -116,6 +116,7 @@ pub async fn start(mut settings: Settings) -> Result<Daemon, DaemonError> {
     let tee = tee(&settings)?;
     // With `tee = "auto"` the kind is known only now; quotes and the Registry entry name it.
     settings.tee_type = crate::config::tee_type(tee.kind()).to_owned();
+    let binary_sha256 = binding.measurement.binary;
     let pccs = match (&tee, &config.attestation.tdx_pccs_url) {
         (tpod_attestation::Tee::Tdx { collateral }, Some(url)) => Some((url.clone(), collateral.clone())),
         _ => None,
@@ -151,6 +152,7 @@ pub async fn start(mut settings: Settings) -> Result<Daemon, DaemonError> {
 
     let listen: Multiaddr =
         config.listen.parse().map_err(|e| step("parse `listen`")(format!("{:?}: {e}", config.listen)))?;
+    let profile_slot = crate::registration::ProfileSlot::default();
     let handler = ProtocolHandler { controller: controller.clone(), attester: Arc::new(attester) };
     let net =
         Provider::listen(keypair, listen, handler).await.map_err(|e| step("listen for publishers")(e.to_string()))?;
@@ -178,6 +180,10 @@ pub async fn start(mut settings: Settings) -> Result<Daemon, DaemonError> {
             std::time::Duration::from_secs(3600),
         )),
     ];
+    if config.chain.register {
+        let (peer, addr) = (net.peer_id(), net.listen_addr());
+        tasks.push(crate::registration::spawn(&settings, account, peer, addr, binary_sha256, profile_slot.clone()));
+    }
     if let Some((url, collateral)) = pccs {
         // The collateral depends on the platform only, so any report data will do.
         let quote = || tpod_attestation::tdx::generate([0; 64]);

@@ -8,6 +8,7 @@
 //! - [`blobs`]: uploaded encrypted blobs, by CID.
 //! - [`sealed`]: opening the image keys and secrets publishers seal to the enclave.
 //! - [`enclave`]: the (simulated) enclave's signing and encryption keys.
+//! - [`registration`]: listing in the Registry (pricing table, signed profile, subscription).
 //! - [`store`]: the state store.
 
 pub mod blobs;
@@ -16,5 +17,6 @@ pub mod controller;
 pub mod daemon;
 pub mod enclave;
 pub mod pod;
+pub mod registration;
 pub mod sealed;
 pub mod store;
