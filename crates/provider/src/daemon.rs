@@ -14,7 +14,7 @@ use tpod_chain::Chain;
 use tpod_ingress::{HttpIngress, Routes, TcpForwards};
 use tpod_net::{Handler, Multiaddr, PeerId, Provider};
 use tpod_runtime::{LocalConfig, LocalRuntime, Runtime};
-use tpod_wire::{codes, pb};
+use tpod_wire::{ErrorReply as _, codes, pb};
 
 use crate::blobs::BlobStore;
 use crate::config::Settings;
@@ -153,7 +153,8 @@ pub async fn start(mut settings: Settings) -> Result<Daemon, DaemonError> {
     let listen: Multiaddr =
         config.listen.parse().map_err(|e| step("parse `listen`")(format!("{:?}: {e}", config.listen)))?;
     let profile_slot = crate::registration::ProfileSlot::default();
-    let handler = ProtocolHandler { controller: controller.clone(), attester: Arc::new(attester) };
+    let handler =
+        ProtocolHandler { controller: controller.clone(), attester: Arc::new(attester), profile: profile_slot.clone() };
     let net =
         Provider::listen(keypair, listen, handler).await.map_err(|e| step("listen for publishers")(e.to_string()))?;
     let info = ProviderInfo {
@@ -293,6 +294,8 @@ fn create_private_dir(path: &std::path::Path) -> std::io::Result<()> {
 struct ProtocolHandler<R> {
     controller: Arc<Controller<R>>,
     attester: Arc<tpod_attestation::Attester>,
+    /// What `/tpod/profile/1` serves: the registration task puts the signed profile here.
+    profile: crate::registration::ProfileSlot,
 }
 
 impl<R: Runtime> Handler for ProtocolHandler<R> {
@@ -323,6 +326,21 @@ impl<R: Runtime> Handler for ProtocolHandler<R> {
 
     async fn provision(&self, _peer: PeerId, request: pb::SignedRequest) -> pb::ProvisionResponse {
         self.controller.provision_request(&request).await
+    }
+
+    async fn profile(&self, _peer: PeerId, _request: pb::ProfileRequest) -> pb::ProfileResponse {
+        // A poisoned lock still holds the last profile written whole: serving it is right.
+        let profile = self.profile.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        match profile {
+            Some(signed) => pb::ProfileResponse {
+                version: tpod_wire::VERSION,
+                result: Some(pb::profile_response::Result::Profile(signed)),
+            },
+            None => pb::ProfileResponse::refusal(pb::Error {
+                code: codes::UNAVAILABLE,
+                message: "this provider has not published a profile yet".into(),
+            }),
+        }
     }
 
     async fn logs(
