@@ -113,6 +113,7 @@ pub async fn bill(name: Option<&str>, target: &Target, devnet_dir: &Path, json: 
                 "seconds_left": seconds_left.map(|s| s.to_string()),
                 "pricing": prices, "proposed_pricing": proposed, "top_up": billing.top_up,
                 "unlock_at": channel.unlock_at, "closed": channel.closed,
+                "max_rate_per_second": channel.cap.map(|(rate, _)| rate.to_string()),
                 "last_claim": billing.last_claim.as_ref().map(|c| json!({
                     "cumulative_amount": c.cumulative_amount, "confirmed": c.confirmed, "check": verified,
                 })),

@@ -4,6 +4,8 @@
 //! started here (not `tpod dev up`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -225,4 +227,37 @@ fn the_devnet_is_the_default_only_while_it_is_up() {
     assert_eq!(listed["default"], "elsewhere", "{listed}");
     let err = fails(home, &["--network", "devnet", "network", "show"]);
     assert!(err.contains("is down") && err.contains("tpod dev up"), "{err}");
+}
+
+#[test]
+fn amounts_in_token_units_and_a_spend_cap_reach_the_channel() {
+    let net = common::Devnet::up(17);
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = common::hello(dir.path(), "units\n");
+    let manifest = manifest.to_str().unwrap();
+
+    // A cap below one base unit per second, or another token's symbol, is refused before
+    // anything is paid or recorded.
+    let err = net.fails(&["deploy", manifest, "--amount", "12.5TPT", "--max-rate", "3599base"]);
+    assert!(err.contains("less than one base unit per second"), "{err}");
+    let err = net.fails(&["deploy", manifest, "--amount", "12.5ETH"]);
+    assert!(err.contains("this network's token is TPT"), "{err}");
+    let err = net.fails(&["bill"]);
+    assert!(err.contains("no deployments"), "{err}");
+
+    let out = net.tpod(&["deploy", manifest, "--amount", "12.5", "--max-rate", "36TPT"]);
+    assert!(out.status.success(), "{}", common::text(&out));
+    assert!(common::text(&out).contains("funded with 12.5 TPT"), "{}", common::text(&out));
+    let bill = net.ok(&["bill"]);
+    assert_eq!(bill["deposited"], "12500000000000000000");
+    // 36 TPT per hour is 0.01 TPT per second.
+    assert_eq!(bill["max_rate_per_second"], "10000000000000000");
+
+    net.ok(&["topup", "0.5"]);
+    assert_eq!(net.ok(&["bill"])["deposited"], "13000000000000000000");
+    let shown = common::text(&net.tpod(&["bill"]));
+    assert!(shown.contains("deposited   13 TPT"), "{shown}");
+    assert!(shown.contains("spend cap   36 TPT/h"), "{shown}");
+    assert!(shown.contains("TPT/h per CPU reserved"), "{shown}");
+    net.ok(&["delete"]);
 }
