@@ -17,10 +17,6 @@ use tpod_chain::Chain;
 /// The suffix that marks an amount in base units: `--amount 1000base`.
 pub const BASE_SUFFIX: &str = "base";
 
-/// How amounts are written on the command line, for `--help` texts.
-pub const AMOUNT_HELP: &str =
-    "in token units, e.g. 12.5 or 12.5TPT; base units with the suffix `base`, e.g. 12500000000000000000base";
-
 /// Why an amount was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AmountError {
