@@ -241,3 +241,29 @@ fn three_providers_each_with_their_own_network_prices_and_listing() {
     }
     assert!(!Path::new("/var/run/netns").join(format!("tpod-{}", &pod_id[..12])).exists(), "netns left behind");
 }
+
+/// Deletes a test's dummy interface however the test ends.
+struct Link(&'static str);
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", self.0]).status();
+    }
+}
+
+#[test]
+fn a_subnet_another_interface_routes_is_refused() {
+    let link = Link("tpdx");
+    let ip = |args: &[&str]| assert!(Command::new("ip").args(args).status().unwrap().success(), "ip {args:?}");
+    ip(&["link", "add", link.0, "type", "bridge"]);
+    ip(&["addr", "add", "10.217.0.1/16", "dev", link.0]);
+    ip(&["link", "set", link.0, "up"]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let anvil = anvil();
+    let args = ["dev", "up", "--port", "0", "--anvil", anvil.to_str().unwrap(), "--subnet", "10.217.0.0/16"];
+    let out = tpod(dir.path(), &args);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("overlaps the route 10.217.0.0/16 on tpdx"), "{}", text(&out));
+    assert!(tpod(dir.path(), &["dev", "down"]).status.success());
+}
