@@ -18,6 +18,8 @@ use tpod_attestation::{Digest, Policy, SimulatedRoot, TeeKind};
 use tpod_devnet::anvil::{AnvilOptions, AnvilProcess};
 
 const PASSWORD: &str = "correct horse battery staple";
+/// The provider's bridge, on subnet 10.216.0.0/16, which no other test uses.
+const BRIDGE: &str = "tpe16";
 
 fn tpod(home: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tpod"))
@@ -58,6 +60,8 @@ impl Drop for ProviderProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = Command::new(provider_bin()).arg("--config").arg(&self.config).arg("--purge").output();
+        // The purge removes pods, not the bridge made for them.
+        let _ = Command::new("ip").args(["link", "del", BRIDGE]).output();
     }
 }
 
@@ -148,7 +152,7 @@ resource = "memory"
 reservation = "100000000"
 usage = "0"
 [runtime]
-bridge = "tpe16"
+bridge = "{BRIDGE}"
 subnet = "10.216.0.0/16"
 log_cap = "8Mi"
 [billing]
