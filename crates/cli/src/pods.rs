@@ -223,7 +223,8 @@ impl ProviderTarget {
             Some(info) => info,
             None => crate::devprovider::info(devnet_dir).with_context(|| {
                 format!(
-                    "the devnet has no provider ({} is missing); run `tpod dev up`",
+                    "no provider named: give one as PEER@ADDR (`tpod providers` lists the market), or run \
+                     `tpod dev up` for a devnet provider ({} is missing)",
                     crate::dev::provider_info_path(devnet_dir).display()
                 )
             })?,
@@ -496,7 +497,7 @@ pub async fn update(args: &DeployArgs, target: &Target, devnet_dir: &Path, json:
     record.manifest = args.manifest.clone();
     records.upsert(record.clone());
     records.save(&target.records_dir(devnet_dir)?)?;
-    print_status(&record, &status, json);
+    print_status(&record, &status, &publisher.token, json);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -508,11 +509,11 @@ pub async fn status(name: Option<&str>, target: &Target, devnet_dir: &Path, json
     let provider = ProviderTarget::from_deployment(record, devnet_dir)?;
     let status =
         publisher.provision(&provider, record.pod_id, pb::provision_request::Action::Status(pb::Status {})).await?;
-    print_status(record, &status, json);
+    print_status(record, &status, &publisher.token, json);
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_status(record: &Deployment, status: &pb::PodStatus, json: bool) {
+fn print_status(record: &Deployment, status: &pb::PodStatus, token: &crate::units::Token, json: bool) {
     let mut tcp: Vec<(u32, u32)> = status.tcp_ports.iter().map(|(c, h)| (*c, *h)).collect();
     tcp.sort_unstable();
     if json {
@@ -545,11 +546,17 @@ fn print_status(record: &Deployment, status: &pb::PodStatus, json: bool) {
         say!("  container {}: {} ({} restarts{exit})", c.name, c.state, c.restarts);
     }
     if let Some(b) = &status.billing {
+        // The provider sends decimal strings; one that does not parse is shown as sent.
+        let amount = |text: &str| text.parse().map_or_else(|_| format!("{text} base"), |v| token.format(v));
+        let amount_per_hour = |text: &str| {
+            text.parse::<U256>()
+                .map_or_else(|_| format!("{text} base/s"), |v| token.format(v.saturating_mul(U256::from(3600u64))))
+        };
         say!(
-            "  billed {} so far, {} claimed, {} per second now (`tpod bill` for details)",
-            b.amount,
-            b.claimed,
-            b.rate_per_second
+            "  billed {} so far, {} claimed, {}/h now (`tpod bill` for details)",
+            amount(&b.amount),
+            amount(&b.claimed),
+            amount_per_hour(&b.rate_per_second)
         );
     }
 }
@@ -603,7 +610,11 @@ pub async fn delete(name: Option<&str>, target: &Target, devnet_dir: &Path, json
     } else {
         say!("deleted {} (pod {}): {}", record.name, record.pod_id, status.state);
         match refunded {
-            Some(r) => say!("  the provider claimed {claimed} in total; channel closed, {r} returned to you"),
+            Some(r) => say!(
+                "  the provider claimed {} in total; channel closed, {} returned to you",
+                claimed.parse().map_or_else(|_| format!("{claimed} base"), |c| publisher.token.format(c)),
+                publisher.token.format(r)
+            ),
             None => say!(
                 "  the provider has not released channel {} yet; run `tpod unlock {}` and, after the delay, `tpod withdraw {}`",
                 record.channel_id,
