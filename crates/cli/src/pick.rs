@@ -119,7 +119,7 @@ pub(crate) async fn choose(
             .with_context(|| format!("provider {}", provider.peer()))?;
         return Ok((Chosen { provider, terms, attested }, Vec::new()));
     }
-    let found = market_candidates(publisher, reservation, &tpod_market::Filters::default()).await?;
+    let found = market_candidates(publisher, reservation).await?;
     if found.is_empty() {
         if flag.is_none() && publisher.network.devnet.is_some() {
             // A devnet whose providers have not registered yet (they do so right after start).
@@ -193,23 +193,16 @@ pub(crate) async fn choose(
 /// `--provider auto`: pick from the Registry.
 pub(crate) const AUTO: &str = "auto";
 
-/// The market of the publisher's network, read from its Registry (only the blocks since the
-/// last run: the market is cached in the network's directory), as candidates for `reservation` cheapest first.
+/// The market of the publisher's network as candidates for `reservation`, cheapest first.
 pub(crate) async fn market_candidates(
     publisher: &Publisher,
     reservation: &tpod_market::Reservation,
-    filters: &tpod_market::Filters,
 ) -> anyhow::Result<Vec<tpod_market::Candidate>> {
-    let contracts = publisher.chain.contracts();
-    let chain_id = publisher.chain.chain_id();
-    let cache = tpod_market::index::cache_path(&publisher.network.dir.join("market"), chain_id, contracts.registry);
-    let (state, _) = tpod_market::Scanner::new(publisher.chain.provider().clone(), chain_id, contracts.registry)
-        .start_block(publisher.network.deployed_at_block.unwrap_or(0))
-        .cache_file(cache)
-        .sync()
-        .await
-        .with_context(|| {
-            format!("reading the Registry {} of network {}", contracts.registry, publisher.network.name)
-        })?;
-    Ok(tpod_market::candidates(&state, contracts.token, reservation, filters))
+    let (state, _) = crate::providers::read_market(&publisher.chain, &publisher.network).await?;
+    Ok(tpod_market::candidates(
+        &state,
+        publisher.chain.contracts().token,
+        reservation,
+        &tpod_market::Filters::default(),
+    ))
 }

@@ -92,10 +92,7 @@ pub async fn providers(
         _ => None,
     };
 
-    let scanner = Scanner::new(chain.provider().clone(), chain.chain_id(), contracts.registry)
-        .start_block(network.deployed_at_block.unwrap_or(0))
-        .cache_file(cache_path(&network.dir, chain.chain_id(), contracts.registry));
-    let (state, report) = scanner.sync().await.context("reading the market from the Registry")?;
+    let (state, report) = read_market(&chain, &network).await?;
     let filters = Filters { tee: args.tee.clone(), max_price };
     let found = tpod_market::candidates(&state, contracts.token, &reservation, &filters);
     let listed = started.elapsed();
@@ -219,6 +216,21 @@ pub async fn providers(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The market of `network`'s Registry, read through `chain`: cached in the network's directory,
+/// so a run reads only the blocks since the last one.
+pub(crate) async fn read_market(
+    chain: &tpod_chain::Chain,
+    network: &crate::network::Network,
+) -> anyhow::Result<(tpod_market::MarketState, tpod_market::SyncReport)> {
+    let registry = chain.contracts().registry;
+    Scanner::new(chain.provider().clone(), chain.chain_id(), registry)
+        .start_block(network.deployed_at_block.unwrap_or(0))
+        .cache_file(cache_path(&network.dir, chain.chain_id(), registry))
+        .sync()
+        .await
+        .with_context(|| format!("reading the market from Registry {registry} of network {}", network.name))
 }
 
 /// `1.5 CPU`.
