@@ -18,10 +18,14 @@
 //!   restarted with that configuration, re-adopting the pods), then metering on again, every
 //!   window after a restart: the difference is the metering and billing overhead (target < 2 %
 //!   of a core).
+//! - `market`: `tpod providers` listing and ranking N providers (10,000 by default) from the
+//!   chain, cold and warm (see `market.rs`); needs no provider daemon.
 //!
 //! Every section runs unless `--only` names some (`--only transfer`, `--only deploy,metering`);
 //! `metering` alone still deploys the pods it meters, untimed. Run with `bench/run` (builds in
 //! release mode first).
+
+mod market;
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -53,6 +57,9 @@ struct Args {
     /// Pods running when the provider's memory is measured.
     #[arg(long, default_value_t = 100)]
     pods: usize,
+    /// Providers registered for the market benchmark.
+    #[arg(long, default_value_t = 10_000)]
+    market_providers: usize,
     /// Seconds of each CPU window of the metering figure (60 takes in one claim round).
     #[arg(long, default_value_t = 60)]
     cpu_window: u64,
@@ -71,6 +78,7 @@ enum Section {
     Transfer,
     Deploy,
     Metering,
+    Market,
 }
 
 /// Provider configuration merged over the devnet's for the metered CPU windows (the devnet's
@@ -204,6 +212,12 @@ fn main() -> anyhow::Result<()> {
     let run = |section| args.only.is_empty() || args.only.contains(&section);
     let bin = std::env::current_exe()?.parent().context("no binary directory")?.to_path_buf();
     let anvil = tpod_devnet::anvil::locate(None).context("anvil not found; run tools/bootstrap")?;
+    if run(Section::Market) {
+        market::run(&bin, &anvil, args.market_providers)?;
+    }
+    if args.only == [Section::Market] {
+        return Ok(());
+    }
     let devnet = Devnet { dir: tempfile::tempdir()?, bin, anvil };
     let up = devnet.up(None)?;
     let provider_pid = up["provider"]["pid"].as_u64().context("no provider pid")? as u32;
