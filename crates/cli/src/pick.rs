@@ -72,33 +72,35 @@ pub(crate) struct Chosen {
 pub(crate) struct Skipped {
     /// Its peer id.
     pub(crate) peer_id: String,
-    /// Its payment address, when known from the Registry.
-    pub(crate) address: Option<Address>,
+    /// Its payment address, from the Registry.
+    pub(crate) address: Address,
     /// Why it was skipped.
     pub(crate) reason: String,
 }
 
-/// Quotes and attests one provider: the terms and attestation, or why it cannot be used.
-pub(crate) async fn try_provider(
+/// A provider named rather than picked: quoted and attested, or the deploy stops.
+async fn named(
     publisher: &Publisher,
-    provider: &ProviderTarget,
+    provider: ProviderTarget,
     resources: pb::Resources,
     attest: &crate::attest::AttestArgs,
     devnet_dir: &Path,
-) -> anyhow::Result<(Terms, Attested)> {
-    let quote = publisher.quote(provider, resources).await?;
-    let terms = Terms::of(&quote, publisher)?;
-    let attested = crate::attest::attested(publisher.client(), provider, attest, devnet_dir).await?;
-    Ok((terms, attested))
+) -> anyhow::Result<(Chosen, Vec<Skipped>)> {
+    let checked = async {
+        let terms = Terms::of(&publisher.quote(&provider, resources).await?, publisher)?;
+        let attested = crate::attest::attested(publisher.client(), &provider, attest, devnet_dir).await?;
+        anyhow::Ok((terms, attested))
+    };
+    let (terms, attested) = checked.await.with_context(|| format!("provider {}", provider.peer()))?;
+    Ok((Chosen { provider, terms, attested }, Vec::new()))
 }
 
-/// Says on stderr why a provider was skipped, so a user sees it whatever the output format.
-pub(crate) fn report_skip(skipped: &Skipped) {
-    let who = match skipped.address {
-        Some(address) => format!("{} ({address})", skipped.peer_id),
-        None => skipped.peer_id.clone(),
-    };
-    eprintln!("skipped provider {who}: {}", skipped.reason);
+impl Skipped {
+    /// Says on stderr why the provider was skipped, so a user sees it whatever the output format.
+    fn report(self, all: &mut Vec<Skipped>) {
+        eprintln!("skipped provider {} ({}): {}", self.peer_id, self.address, self.reason);
+        all.push(self);
+    }
 }
 
 /// The provider a deploy goes to: `--provider PEER@ADDR` as named, else (no flag, or `auto`) the
@@ -113,21 +115,13 @@ pub(crate) async fn choose(
 ) -> anyhow::Result<(Chosen, Vec<Skipped>)> {
     let resources = reservation.to_proto();
     if let Some(text) = flag.filter(|f| *f != AUTO) {
-        let provider = ProviderTarget::resolve(Some(text), devnet_dir)?;
-        let (terms, attested) = try_provider(publisher, &provider, resources, attest, devnet_dir)
-            .await
-            .with_context(|| format!("provider {}", provider.peer()))?;
-        return Ok((Chosen { provider, terms, attested }, Vec::new()));
+        return named(publisher, ProviderTarget::resolve(Some(text), devnet_dir)?, resources, attest, devnet_dir).await;
     }
     let found = market_candidates(publisher, reservation).await?;
     if found.is_empty() {
         if flag.is_none() && publisher.network.devnet.is_some() {
-            // A devnet whose providers have not registered yet (they do so right after start).
-            let provider = ProviderTarget::resolve(None, devnet_dir)?;
-            let (terms, attested) = try_provider(publisher, &provider, resources, attest, devnet_dir)
-                .await
-                .with_context(|| format!("provider {}", provider.peer()))?;
-            return Ok((Chosen { provider, terms, attested }, Vec::new()));
+            // A devnet provider that is not listed (started with `register = false`).
+            return named(publisher, ProviderTarget::resolve(None, devnet_dir)?, resources, attest, devnet_dir).await;
         }
         bail!(
             "no provider in the Registry of network {} offers prices in its token; `tpod providers` lists the market",
@@ -149,20 +143,18 @@ pub(crate) async fn choose(
         let consumed = rest.iter().position(|c| *c == last.candidate).map_or(rest.len(), |i| i + 1);
         for p in probed {
             let peer_id = p.peer.map_or_else(|| "(no peer id)".to_owned(), |peer| peer.to_string());
-            let skip =
-                |reason: String| Skipped { peer_id: peer_id.clone(), address: Some(p.candidate.provider), reason };
+            let skip = |reason: String| Skipped { peer_id: peer_id.clone(), address: p.candidate.provider, reason };
             let (tpod_market::Status::Ok, Some(peer), Some(addr), Some(quote)) = (&p.status, p.peer, &p.addr, &p.quote)
             else {
                 let reason = match &p.status {
                     tpod_market::Status::Skipped(reason) => reason.clone(),
                     tpod_market::Status::Ok => "it answered without an address or a quote".to_owned(),
                 };
-                let s = skip(reason);
-                report_skip(&s);
-                skipped.push(s);
+                skip(reason).report(&mut skipped);
                 continue;
             };
-            if skipped.iter().any(|s: &Skipped| s.address == Some(p.candidate.provider) && s.peer_id == peer_id) {
+            // A provider offering several tables is attested once.
+            if skipped.iter().any(|s| s.address == p.candidate.provider) {
                 continue;
             }
             let provider = ProviderTarget::new(peer, addr.clone());
@@ -174,19 +166,13 @@ pub(crate) async fn choose(
             };
             match checked {
                 Ok((terms, attested)) => return Ok((Chosen { provider, terms, attested }, skipped)),
-                Err(e) => {
-                    let s = skip(format!("{e:#}"));
-                    report_skip(&s);
-                    skipped.push(s);
-                }
+                Err(e) => skip(format!("{e:#}")).report(&mut skipped),
             }
         }
         rest = &rest[consumed..];
     }
-    let reasons: Vec<String> = skipped
-        .iter()
-        .map(|s| format!("  {} ({}): {}", s.peer_id, s.address.map(|a| a.to_string()).unwrap_or_default(), s.reason))
-        .collect();
+    let reasons: Vec<String> =
+        skipped.iter().map(|s| format!("  {} ({}): {}", s.peer_id, s.address, s.reason)).collect();
     bail!("no provider in the Registry passed every check; nothing was paid:\n{}", reasons.join("\n"))
 }
 
