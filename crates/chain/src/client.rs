@@ -2,7 +2,7 @@
 //!
 //! [`Chain::connect`] checks up front that the RPC answers and that every configured address
 //! holds code, so a wrong URL or a chain without our contracts is reported before anything is
-//! sent. Calls that move tokens check gas funds, token balance and allowance first and say which
+//! sent; [`Chain::unchecked`] builds one without the node, to [`Chain::verify`] later. Calls that move tokens check gas funds, token balance and allowance first and say which
 //! one is missing; contract reverts are decoded into the contract's custom error by name.
 
 use std::fmt::Debug;
@@ -106,24 +106,31 @@ pub struct PricingTable {
 /// Builds an HTTP provider that signs with `signer` and checks that the RPC answers.
 /// Returns the provider and the chain id.
 pub async fn connect_provider(url: &str, signer: PrivateKeySigner) -> Result<(DynProvider, u64), ChainError> {
-    let parsed = url
-        .parse::<alloy::transports::http::reqwest::Url>()
-        .map_err(|e| ChainError::InvalidUrl { url: url.to_owned(), reason: e.to_string() })?;
-    let provider = ProviderBuilder::new()
-        .disable_recommended_fillers()
-        .with_gas_estimation()
-        // Asks the node for the nonce on every send: a cached nonce drifts when a send fails
-        // after filling (a refused estimate) or when another process uses the same key.
-        .with_simple_nonce_management()
-        .fetch_chain_id()
-        .wallet(EthereumWallet::from(signer))
-        .connect_http(parsed)
-        .erased();
+    let provider = build_provider(url, signer, None)?;
     let chain_id = provider
         .get_chain_id()
         .await
         .map_err(|e| ChainError::Unreachable { url: url.to_owned(), reason: e.to_string() })?;
     Ok((provider, chain_id))
+}
+
+/// An HTTP provider that signs with `signer`, without asking the node anything: alloy's HTTP
+/// transport connects on the first request. Transactions are signed for `chain_id` when given,
+/// else for the chain id the node reports on the first send.
+fn build_provider(url: &str, signer: PrivateKeySigner, chain_id: Option<u64>) -> Result<DynProvider, ChainError> {
+    let parsed = url
+        .parse::<alloy::transports::http::reqwest::Url>()
+        .map_err(|e| ChainError::InvalidUrl { url: url.to_owned(), reason: e.to_string() })?;
+    Ok(ProviderBuilder::new()
+        .disable_recommended_fillers()
+        .with_gas_estimation()
+        // Asks the node for the nonce on every send: a cached nonce drifts when a send fails
+        // after filling (a refused estimate) or when another process uses the same key.
+        .with_simple_nonce_management()
+        .filler(alloy::providers::fillers::ChainIdFiller::new(chain_id))
+        .wallet(EthereumWallet::from(signer))
+        .connect_http(parsed)
+        .erased())
 }
 
 /// A connection to one chain, acting as one account.
@@ -179,6 +186,47 @@ impl Chain {
             .await
             .map_err(|e| ChainError::Rpc { call: "token", reason: e.to_string() })?;
         Self::connect(url, signer, ContractAddresses { payment, registry, token }).await
+    }
+
+    /// A connection to `url` as `signer` for a chain and contracts known in advance, built
+    /// without asking the node anything, so it can be made while the RPC is down (calls fail
+    /// with [`ChainError::Unreachable`] until it answers). Transactions are signed for
+    /// `chain_id`, so a node serving another chain refuses them. Nothing is checked: call
+    /// [`Chain::verify`] once the node answers. Fails only on a URL that does not parse.
+    pub fn unchecked(
+        url: &str,
+        signer: PrivateKeySigner,
+        chain_id: u64,
+        contracts: ContractAddresses,
+    ) -> Result<Self, ChainError> {
+        let account = signer.address();
+        let provider = build_provider(url, signer, Some(chain_id))?;
+        Ok(Self { provider, url: url.to_owned(), chain_id, account, contracts })
+    }
+
+    /// Checks that the node serves this chain: its chain id is the one this connection signs
+    /// for, every contract address holds code, and the Payment contract's token is
+    /// [`ContractAddresses::token`]. What [`Chain::connect`] checks, for a chain made
+    /// [`Chain::unchecked`]. An RPC that does not answer gives [`ChainError::Unreachable`]; a
+    /// chain that does not match gives [`ChainError::WrongChain`], [`ChainError::NoContract`] or
+    /// [`ChainError::WrongToken`].
+    pub async fn verify(&self) -> Result<(), ChainError> {
+        let actual = self.provider.get_chain_id().await.map_err(|e| self.rpc_error("eth_chainId", e))?;
+        if actual != self.chain_id {
+            return Err(ChainError::WrongChain { url: self.url.clone(), expected: self.chain_id, actual });
+        }
+        let c = self.contracts;
+        for (name, address) in [("Payment", c.payment), ("Registry", c.registry), ("token", c.token)] {
+            let code = self.provider.get_code_at(address).await.map_err(|e| self.rpc_error("eth_getCode", e))?;
+            if code.is_empty() {
+                return Err(ChainError::NoContract { name, address, chain_id: actual, url: self.url.clone() });
+            }
+        }
+        let token = self.payment_token().await?;
+        if token != c.token {
+            return Err(ChainError::WrongToken { payment: c.payment, expected: c.token, actual: token });
+        }
+        Ok(())
     }
 
     /// The chain id.

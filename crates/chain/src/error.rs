@@ -41,6 +41,26 @@ pub enum ChainError {
         /// The RPC URL that was asked.
         url: String,
     },
+    /// The node serves another chain than the one expected.
+    #[error("the RPC at {url} serves chain {actual}, not chain {expected}: wrong RPC URL or chain id?")]
+    WrongChain {
+        /// The RPC URL that was asked.
+        url: String,
+        /// The chain id expected.
+        expected: u64,
+        /// The chain id the node reports.
+        actual: u64,
+    },
+    /// The Payment contract takes another token than the one expected.
+    #[error("the Payment contract {payment} takes token {actual}, not {expected}: wrong token address?")]
+    WrongToken {
+        /// The Payment contract.
+        payment: Address,
+        /// The token expected.
+        expected: Address,
+        /// The token the contract names.
+        actual: Address,
+    },
     /// The sending account cannot pay for gas.
     #[error("account {account} has no native currency on chain {chain_id} to pay for gas: fund it first")]
     NoGasFunds {

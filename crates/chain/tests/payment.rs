@@ -231,6 +231,41 @@ async fn wrong_url_and_chain_without_contracts_are_named() {
 }
 
 #[tokio::test]
+async fn an_unchecked_chain_is_built_without_the_node_and_verified_later() {
+    let net = devnet().await;
+    let signer = PrivateKeySigner::random();
+    let c = net.file.contracts;
+
+    // Nothing answers there: it is built all the same, and calls say the RPC is down.
+    let down = tpod_chain::Chain::unchecked("http://127.0.0.1:1", signer.clone(), 31337, c).unwrap();
+    assert_eq!((down.chain_id(), *down.contracts()), (31337, c));
+    let err = down.verify().await.unwrap_err();
+    assert!(matches!(&err, ChainError::Unreachable { url, .. } if url == "http://127.0.0.1:1"), "{err}");
+    let err = tpod_chain::Chain::unchecked("not a url", signer.clone(), 31337, c).unwrap_err();
+    assert!(matches!(err, ChainError::InvalidUrl { .. }), "{err}");
+
+    let url = &net.file.rpc_url;
+    let chain = tpod_chain::Chain::unchecked(url, signer.clone(), net.file.chain_id, c).unwrap();
+    chain.verify().await.unwrap();
+    assert_eq!(chain.payment_token().await.unwrap(), c.token);
+
+    let err = tpod_chain::Chain::unchecked(url, signer.clone(), 5, c).unwrap().verify().await.unwrap_err();
+    assert!(matches!(err, ChainError::WrongChain { expected: 5, actual, .. } if actual == net.file.chain_id), "{err}");
+    // Another contract with code where the token should be.
+    let wrong = tpod_chain::client::ContractAddresses { token: c.registry, ..c };
+    let err = tpod_chain::Chain::unchecked(url, signer.clone(), net.file.chain_id, wrong).unwrap().verify().await;
+    let err = err.unwrap_err();
+    assert!(
+        matches!(err, ChainError::WrongToken { expected, actual, .. } if expected == c.registry && actual == c.token),
+        "{err}"
+    );
+    let nowhere = tpod_chain::client::ContractAddresses { registry: alloy::primitives::Address::repeat_byte(7), ..c };
+    let err = tpod_chain::Chain::unchecked(url, signer, net.file.chain_id, nowhere).unwrap().verify().await;
+    let err = err.unwrap_err();
+    assert!(matches!(err, ChainError::NoContract { name: "Registry", .. }), "{err}");
+}
+
+#[tokio::test]
 async fn spend_cap_limits_claims_to_rate_times_elapsed() {
     let Parties { net, publisher, provider, enclave } = parties().await;
     let rate = tokens(1).to::<u128>(); // one token per second
