@@ -341,6 +341,9 @@ rpc_url = "{rpc}"
 payment = "{payment}"
 registry = "{registry}"
 key_file = "provider.key"
+# Known in advance, so the provider starts (and serves) while anvil does not answer.
+chain_id = {chain_id}
+token = "{token}"
 
 # What it lists in the Registry, where it registers itself at start.
 [profile]
@@ -396,6 +399,8 @@ simulated_root_key = "{root_key}"
         rpc = devnet.rpc_url,
         payment = devnet.contracts.payment,
         registry = devnet.contracts.registry,
+        chain_id = devnet.chain_id,
+        token = devnet.contracts.token,
         ingress_port = slot.ingress_port,
         cpu_reservation = price(1_000_000_000),
         cpu_usage = price(2_000_000_000),
@@ -825,6 +830,10 @@ mod tests {
         assert_eq!(tables[1]["runtime"]["subnet"].as_str(), Some("10.89.32.0/19"));
         assert_eq!(tables[1]["ingress"]["http"].as_str(), Some("127.0.0.1:8081"));
         assert_eq!(tables[1]["attestation"]["simulated_root_key"].as_str(), Some("../provider/simulated-tee-root.key"));
+        // The chain id and token let a provider start while anvil does not answer.
+        assert_eq!(tables[1]["chain"]["chain_id"].as_integer(), Some(i64::try_from(devnet.chain_id).unwrap()));
+        let token = tables[1]["chain"]["token"].as_str().unwrap().parse::<alloy::primitives::Address>().unwrap();
+        assert_eq!(token, devnet.contracts.token);
     }
 
     #[test]

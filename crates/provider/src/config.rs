@@ -172,6 +172,26 @@ pub struct ChainConfig {
     /// publishers who know its address.
     #[serde(default = "default_true")]
     pub register: bool,
+    /// The chain id the provider is paid on. Set both this and `token` and the daemon starts
+    /// without the chain (its RPC may be down): it checks them against the chain once it
+    /// answers, and lists itself in the Registry only if they match.
+    #[serde(default)]
+    pub chain_id: Option<u64>,
+    /// The Payment contract's token (see `chain_id`).
+    #[serde(default)]
+    pub token: Option<Address>,
+}
+
+impl ChainConfig {
+    /// The chain id and contracts, when the configuration names them all (`chain_id` and
+    /// `token` set): the daemon can then start without the chain.
+    pub fn known(&self) -> Option<(u64, tpod_chain::client::ContractAddresses)> {
+        let (chain_id, token) = (self.chain_id?, self.token?);
+        Some((
+            chain_id,
+            tpod_chain::client::ContractAddresses { payment: self.payment, registry: self.registry, token },
+        ))
+    }
 }
 
 fn default_true() -> bool {
@@ -354,6 +374,22 @@ impl Settings {
             _ => {}
         }
 
+        match (config.chain.chain_id, config.chain.token) {
+            (Some(0), _) => return Err(at("chain_id", "must not be 0".into())),
+            (Some(_), None) => {
+                return Err(at(
+                    "chain_id",
+                    "set token too (both start the daemon without the chain), or neither".into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(at(
+                    "token",
+                    "set chain_id too (both start the daemon without the chain), or neither".into(),
+                ));
+            }
+            _ => {}
+        }
         let cpu_millis = quantity::parse_cpu_millis(&config.capacity.cpu).map_err(|e| at("cpu", e.to_string()))?;
         let memory_bytes = quantity::parse_bytes(&config.capacity.memory).map_err(|e| at("memory", e.to_string()))?;
         let storage_bytes =
@@ -621,6 +657,29 @@ usage = "20"
         let text = SAMPLE.replace("payment = \"0x5F", "payment = \"0xZZ");
         let err = Settings::parse(&text, Path::new("p.toml")).unwrap_err().to_string();
         assert!(err.starts_with("p.toml:7:"), "{err}");
+    }
+
+    #[test]
+    fn chain_id_and_token_come_together() {
+        let s = Settings::parse(SAMPLE, Path::new("p.toml")).unwrap();
+        assert_eq!(s.config.chain.known(), None);
+        let token = "token = \"0x00000000000000000000000000000000000000aa\"";
+        let both = SAMPLE
+            .replace("key_file = \"provider.key\"", &format!("key_file = \"provider.key\"\nchain_id = 31337\n{token}"));
+        let s = Settings::parse(&both, Path::new("p.toml")).unwrap();
+        let (id, contracts) = s.config.chain.known().unwrap();
+        assert_eq!((id, contracts.token), (31337, "0x00000000000000000000000000000000000000aa".parse().unwrap()));
+        assert_eq!((contracts.payment, contracts.registry), (s.config.chain.payment, s.config.chain.registry));
+        let only_id = SAMPLE.replace("key_file = \"provider.key\"", "key_file = \"provider.key\"\nchain_id = 31337");
+        let err = Settings::parse(&only_id, Path::new("p.toml")).unwrap_err().to_string();
+        assert!(err.starts_with("p.toml:10:1: chain_id: set token too"), "{err}");
+        let only_token =
+            SAMPLE.replace("key_file = \"provider.key\"", &format!("key_file = \"provider.key\"\n{token}"));
+        let err = Settings::parse(&only_token, Path::new("p.toml")).unwrap_err().to_string();
+        assert!(err.starts_with("p.toml:10:1: token: set chain_id too"), "{err}");
+        let zero = both.replace("chain_id = 31337", "chain_id = 0");
+        let err = Settings::parse(&zero, Path::new("p.toml")).unwrap_err().to_string();
+        assert!(err.starts_with("p.toml:10:1: chain_id: must not be 0"), "{err}");
     }
 
     #[test]

@@ -1,6 +1,11 @@
 //! The daemon: opens the state, keys, chain, runtime and ingress named in the configuration,
 //! re-adopts the pods that ran before, then answers the libp2p protocols until stopped.
 //!
+//! With `[chain] chain_id` and `token` in the configuration nothing at start needs the chain:
+//! the daemon serves while its RPC is down and checks the chain once it answers
+//! ([`crate::chaincheck`]). Without them it checks the chain first and does not start if it
+//! does not answer.
+//!
 //! When it is ready it writes `provider.json` in its data directory (peer id, address, ingress,
 //! payment and enclave addresses), which `tpod dev up` and scripts read to reach it.
 
@@ -102,7 +107,7 @@ pub async fn start(mut settings: Settings) -> Result<Daemon, DaemonError> {
         .map_err(|e| step("load the libp2p key")(e.to_string()))?;
     let account = crate::enclave::read_key(&config.chain.key_file)
         .map_err(|e| step("load the provider account key")(e.to_string()))?;
-    let chain = connect_chain(&settings, account.clone()).await?;
+    let (chain, unchecked) = connect_chain(&settings, account.clone()).await?;
     let binding = tpod_attestation::Binding {
         libp2p_public_key: keypair.public(),
         enclave_signer: enclave.address().into_array(),
@@ -181,9 +186,16 @@ pub async fn start(mut settings: Settings) -> Result<Daemon, DaemonError> {
             std::time::Duration::from_secs(3600),
         )),
     ];
+    let gate = unchecked.map(|chain| {
+        let (status, gate) = crate::chaincheck::gate();
+        let schedule = crate::registration::Schedule::default();
+        tasks.push(tokio::spawn(crate::chaincheck::run(chain, schedule, status)));
+        gate
+    });
     if config.chain.register {
         let (peer, addr) = (net.peer_id(), net.listen_addr());
-        tasks.push(crate::registration::spawn(&settings, account, peer, addr, binary_sha256, profile_slot.clone()));
+        let slot = profile_slot.clone();
+        tasks.push(crate::registration::spawn(&settings, account, peer, addr, binary_sha256, slot, gate));
     }
     if let Some((url, collateral)) = pccs {
         // The collateral depends on the platform only, so any report data will do.
@@ -228,14 +240,34 @@ fn local_runtime(settings: &Settings, volume_key: tpod_runtime::VolumeKey) -> Re
     .map_err(|e| step("start the local runtime")(e.to_string()))
 }
 
+/// The chain client: built from the configuration alone when it names the chain id and token
+/// (returned a second time, to be checked once the node answers), else connected and checked now.
 async fn connect_chain(
     settings: &Settings,
     account: alloy::signers::local::PrivateKeySigner,
-) -> Result<Chain, DaemonError> {
+) -> Result<(Chain, Option<Chain>), DaemonError> {
     let c = &settings.config.chain;
-    Chain::connect_to_payment(&c.rpc_url, account, c.payment, c.registry)
-        .await
-        .map_err(|e| step("connect to the chain")(e.to_string()))
+    if let Some((chain_id, contracts)) = c.known() {
+        let chain = Chain::unchecked(&c.rpc_url, account, chain_id, contracts)
+            .map_err(|e| step("set up the chain client")(e.to_string()))?;
+        tracing::info!(
+            rpc = %c.rpc_url,
+            chain_id,
+            "starting without the chain; it is checked against [chain] once it answers"
+        );
+        return Ok((chain.clone(), Some(chain)));
+    }
+    match Chain::connect_to_payment(&c.rpc_url, account, c.payment, c.registry).await {
+        Ok(chain) => Ok((chain, None)),
+        Err(e @ (tpod_chain::ChainError::Unreachable { .. } | tpod_chain::ChainError::Rpc { .. })) => {
+            Err(step("connect to the chain")(format!(
+                "{e}. To start without the chain, set [chain] chain_id and token in {}: the daemon then \
+                 checks them once the chain answers",
+                settings.file.display()
+            )))
+        }
+        Err(e) => Err(step("connect to the chain")(e.to_string())),
+    }
 }
 
 /// The TEE the configuration names, or the one this machine has.

@@ -2,6 +2,7 @@
 //! them over an HTTP ingress by host name, and keeps its state in a transactional store.
 //!
 //! - [`config`]: the TOML configuration file.
+//! - [`chaincheck`]: checking a chain the daemon started without, once it answers.
 //! - [`daemon`]: start-up and the protocol handler.
 //! - [`controller`]: admission (auth, payment, capacity) and the pod lifecycle.
 //! - [`pod`]: the pod definition as accepted from the network.
@@ -12,6 +13,7 @@
 //! - [`store`]: the state store.
 
 pub mod blobs;
+pub mod chaincheck;
 pub mod config;
 pub mod controller;
 pub mod daemon;

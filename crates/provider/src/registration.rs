@@ -13,6 +13,10 @@
 //! with exponential backoff while the chain is unreachable or the account cannot pay gas. The
 //! provider keeps serving meanwhile; it never stops over the Registry.
 //!
+//! A daemon started without the chain (`[chain] chain_id` and `token` set) gates the task on
+//! [`crate::chaincheck`]: it waits until the chain answers and matches the configuration, and
+//! sends nothing to a chain that does not.
+//!
 //! The configuration is read at start, so new prices, addresses or capacity take effect with a
 //! restart, whose first reconcile registers the new table and profile and drops the old table.
 
@@ -31,6 +35,7 @@ use tpod_net::{Multiaddr, PeerId};
 use tpod_wire::pb;
 use tracing::Instrument as _;
 
+use crate::chaincheck::{ChainGate, ChainStatus};
 use crate::config::Settings;
 
 /// The signed profile the provider serves on `/tpod/profile/1`; `None` until the first reconcile
@@ -74,6 +79,9 @@ pub enum RegistrationError {
     /// A Registry answer that cannot be right (a table id past 64 bits).
     #[error("unexpected Registry answer: {0}")]
     Registry(String),
+    /// The chain has not been checked against the configuration yet, or does not match it.
+    #[error("not registering on a chain that does not match the configuration: {0}")]
+    Unchecked(String),
     /// A reconcile took longer than [`Schedule::attempt_timeout`].
     #[error("the chain did not answer within {0:?}")]
     Timeout(Duration),
@@ -248,6 +256,8 @@ pub struct Registrar {
     /// Tables `1..=searched` were compared with the offered one (they never change).
     searched: u64,
     published: Option<Published>,
+    /// When set, nothing is sent until this says the chain matches the configuration.
+    gate: Option<ChainGate>,
 }
 
 impl Registrar {
@@ -255,7 +265,13 @@ impl Registrar {
     /// earlier run is reused while its content stays the same, so its URI does too.
     pub fn new(listing: Listing, account: PrivateKeySigner, slot: ProfileSlot) -> Self {
         let published = load_saved(&listing.saved_profile);
-        Self { listing, account, slot, chain: None, table: None, searched: 0, published }
+        Self { listing, account, slot, chain: None, table: None, searched: 0, published, gate: None }
+    }
+
+    /// Makes reconciles wait for `gate` to say the chain matches the configuration.
+    pub fn gated(mut self, gate: ChainGate) -> Self {
+        self.gate = Some(gate);
+        self
     }
 
     /// Reconciles now and then forever: see the module documentation. Never returns; abort the
@@ -265,6 +281,15 @@ impl Registrar {
         async move {
             let mut retry = schedule.first_retry;
             loop {
+                if let Some(gate) = &mut self.gate {
+                    if *gate.borrow() != ChainStatus::Matches {
+                        tracing::info!("waiting for the chain to answer and match the configuration");
+                    }
+                    // The check ended: the daemon is stopping.
+                    if gate.wait_for(|s| *s == ChainStatus::Matches).await.is_err() {
+                        return;
+                    }
+                }
                 let attempt = tokio::time::timeout(schedule.attempt_timeout, self.reconcile()).await;
                 let wait = match attempt.unwrap_or(Err(RegistrationError::Timeout(schedule.attempt_timeout))) {
                     Ok(outcome) => {
@@ -304,6 +329,13 @@ impl Registrar {
 
     /// Makes the Registry entry match the listing once. See the module documentation.
     pub async fn reconcile(&mut self) -> Result<Outcome, RegistrationError> {
+        if let Some(gate) = &self.gate {
+            match &*gate.borrow() {
+                ChainStatus::Matches => {}
+                ChainStatus::Unchecked => return Err(RegistrationError::Unchecked("not checked yet".into())),
+                ChainStatus::Mismatch(why) => return Err(RegistrationError::Unchecked(why.clone())),
+            }
+        }
         let chain = match &self.chain {
             Some(chain) => chain.clone(),
             None => {
@@ -467,7 +499,7 @@ fn save(path: &std::path::Path, signed: &pb::SignedProfile) {
 }
 
 /// Starts keeping the provider's Registry entry in step with `settings`, in a task that runs
-/// until aborted. The daemon calls this once it listens.
+/// until aborted, gated on `gate` when given. The daemon calls this once it listens.
 pub fn spawn(
     settings: &Settings,
     account: PrivateKeySigner,
@@ -475,9 +507,15 @@ pub fn spawn(
     bound: &Multiaddr,
     binary_sha256: [u8; 32],
     slot: ProfileSlot,
+    gate: Option<ChainGate>,
 ) -> tokio::task::JoinHandle<()> {
     let listing = Listing::new(settings, peer, bound, binary_sha256);
-    tokio::spawn(Registrar::new(listing, account, slot).run(Schedule::default()))
+    let registrar = Registrar::new(listing, account, slot);
+    let registrar = match gate {
+        Some(gate) => registrar.gated(gate),
+        None => registrar,
+    };
+    tokio::spawn(registrar.run(Schedule::default()))
 }
 
 /// What [`deregister`] found and did.
