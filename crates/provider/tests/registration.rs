@@ -1,7 +1,8 @@
 //! Providers list themselves in the Registry: real daemons on a throwaway anvil chain register
 //! their pricing table (or reuse an identical one), publish a signed profile the Registry entry
-//! names, follow a change of prices, survive an account without gas and an RPC that is down, and
-//! `tpod-provider deregister` removes the entry.
+//! names, follow a change of prices, survive an account without gas and an RPC that is down (a
+//! daemon told the chain id and token starts and serves without it, and registers only on the
+//! chain it was told of), and `tpod-provider deregister` removes the entry.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
@@ -53,6 +54,24 @@ impl Setup {
 
     /// Writes the config for `net` with `prices`.
     fn write(&self, rpc: &str, payment: Address, registry: Address, prices: &[(&str, &str, &str)]) -> Settings {
+        self.write_with(rpc, payment, registry, "", prices)
+    }
+
+    /// Writes a config that names the chain id and token, so the daemon starts without the chain.
+    fn write_known(&self, rpc: &str, chain_id: u64, contracts: tpod_chain::ContractAddresses) -> Settings {
+        let known = format!("chain_id = {chain_id}\ntoken = \"{}\"\n", contracts.token);
+        self.write_with(rpc, contracts.payment, contracts.registry, &known, PRICES)
+    }
+
+    /// Writes the config, with `chain` added to its `[chain]` section.
+    fn write_with(
+        &self,
+        rpc: &str,
+        payment: Address,
+        registry: Address,
+        chain: &str,
+        prices: &[(&str, &str, &str)],
+    ) -> Settings {
         let pricing: String = prices
             .iter()
             .map(|(r, res, used)| {
@@ -68,7 +87,7 @@ rpc_url = "{rpc}"
 payment = "{payment}"
 registry = "{registry}"
 key_file = "provider.key"
-[profile]
+{chain}[profile]
 region = "eu-west"
 contact = "ops@provider.test"
 cpu_model = "Test CPU 9000"
@@ -338,8 +357,7 @@ async fn a_provider_without_gas_serves_quotes_and_registers_once_funded() {
     fetched_profile(&client, &daemon, &chain, me, &uri).await;
 }
 
-/// The daemon itself needs the chain to start (its controller connects first), so this runs the
-/// registration task alone: pointed at an RPC that is down, it keeps retrying, and lists the
+/// The registration task alone: pointed at an RPC that is down, it keeps retrying, and lists the
 /// provider once a chain with the contracts answers there.
 #[tokio::test(flavor = "multi_thread")]
 async fn registration_retries_until_the_rpc_is_up_and_repairs_drift() {
@@ -403,4 +421,119 @@ async fn registration_retries_until_the_rpc_is_up_and_repairs_drift() {
     let removed = registration::deregister(&settings, provider.clone()).await.unwrap();
     assert_eq!(removed, registration::Deregistered::Removed { uri, tables: vec![table] });
     assert_eq!(registration::deregister(&settings, provider).await.unwrap(), registration::Deregistered::NotRegistered);
+}
+
+/// The profile request's refusal code, or 0 when a profile is served.
+async fn profile_refusal(client: &Client, daemon: &Daemon) -> u32 {
+    let (peer, addr) = peer_addr(daemon);
+    match client.profile(peer, addr, pb::ProfileRequest { version: 1 }).await {
+        Ok(_) => 0,
+        Err(e) => e.refusal().unwrap_or_else(|| panic!("not a refusal: {e}")).0,
+    }
+}
+
+/// The whole daemon, started with its RPC down: it attests and quotes (with the configured chain
+/// id and token) at once, has no profile to serve until it can find its table, and once a chain
+/// with the contracts answers at that URL it lists itself within the backoff.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_daemon_started_with_the_rpc_down_serves_and_registers_once_it_is_up() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}");
+    // Contracts land at addresses fixed by their deployer and its nonces: token, Payment, Registry.
+    let deployer = PrivateKeySigner::from_bytes(&[0x12; 32].into()).unwrap();
+    let d = deployer.address();
+    let expected = tpod_chain::ContractAddresses { token: d.create(0), payment: d.create(1), registry: d.create(2) };
+    let provider = PrivateKeySigner::random();
+    let me = provider.address();
+    let p = Setup::new(provider.clone(), "tpr6", "10.226.0.0/16");
+    let settings = p.write_known(&url, 31337, expected);
+
+    // Without the chain id and token it does not start, and says what would let it.
+    let unknown = Setup::new(PrivateKeySigner::random(), "tpr7", "10.227.0.0/16");
+    let err = tpod_provider::daemon::start(unknown.write(&url, expected.payment, expected.registry, PRICES))
+        .await
+        .err()
+        .expect("a daemon without the chain id and token needs the chain");
+    let err = err.to_string();
+    assert!(err.contains("cannot reach the chain RPC") && err.contains("set [chain] chain_id and token"), "{err}");
+
+    // With them it starts at once (the first try: nothing waits for the node).
+    let daemon = tpod_provider::daemon::start(settings).await.unwrap();
+    let client = Client::connect(tpod_net::generate_keypair()).unwrap();
+    let (peer, addr) = peer_addr(&daemon);
+    let evidence = client.attest(peer, addr.clone(), pb::AttestRequest { version: 1, nonce: vec![9; 32] }).await;
+    assert!(matches!(evidence.unwrap().result, Some(pb::attest_response::Result::Evidence(_))));
+    let quote = client.quote(peer, addr, pb::QuoteRequest { version: 1, resources: None }).await.unwrap();
+    assert!(quote.available, "{quote:?}");
+    assert_eq!(quote.chain_id, 31337);
+    assert_eq!(Address::from_slice(&quote.token), expected.token);
+    assert_eq!(quote.payment_contract.parse::<Address>().unwrap(), expected.payment);
+    assert_eq!(quote.provider_address.parse::<Address>().unwrap(), me);
+    assert_eq!(quote.pricing.as_ref().unwrap().token.parse::<Address>().unwrap(), expected.token);
+    // The profile names the pricing table's id, which only the chain knows.
+    assert_eq!(profile_refusal(&client, &daemon).await, tpod_wire::codes::UNAVAILABLE);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(profile_refusal(&client, &daemon).await, tpod_wire::codes::UNAVAILABLE);
+
+    let dir = tempfile::tempdir().unwrap();
+    let _anvil = tpod_devnet::anvil::AnvilProcess::spawn(&tpod_devnet::anvil::AnvilOptions {
+        bin: tpod_devnet::anvil::locate(anvil_bin().as_deref()).unwrap(),
+        port,
+        chain_id: 31337,
+        state: None,
+        log: dir.path().join("anvil.log"),
+        detach: false,
+    })
+    .await
+    .unwrap();
+    tpod_devnet::deploy::set_native_balance(&url, deployer.address(), tpod_devnet::whole(10)).await.unwrap();
+    tpod_devnet::deploy::set_native_balance(&url, me, tpod_devnet::whole(10)).await.unwrap();
+    let contracts = tpod_devnet::deploy::deploy_contracts(&url, deployer).await.unwrap();
+    assert_eq!(contracts, expected);
+
+    // Listed within the backoff (1 s doubling), the profile it serves is the one the URI names,
+    // and the quote's table is the registered one.
+    let chain = Chain::connect(&url, PrivateKeySigner::random(), contracts).await.unwrap();
+    let (table, uri) = listed(&chain, me).await;
+    assert!(chain.is_subscribed(me, table).await.unwrap());
+    let profile = fetched_profile(&client, &daemon, &chain, me, &uri).await;
+    assert_eq!(
+        (profile.chain_id, profile.pricing_tables.as_slice()),
+        (31337, [u64::try_from(table).unwrap()].as_slice())
+    );
+    assert_quote_is(&quoted_table(&client, &daemon).await, &chain.pricing_table(table).await.unwrap());
+}
+
+/// A daemon told another chain id, or another token than the Payment contract's, serves but
+/// sends nothing to the chain it finds.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_daemon_told_another_chain_or_token_registers_nothing() {
+    let net = tpod_devnet::throwaway(anvil_bin().as_deref()).await.unwrap();
+    let chain = observer(&net).await;
+    let client = Client::connect(tpod_net::generate_keypair()).unwrap();
+    let c = net.file.contracts;
+    // Another contract with code stands in for the token: only Payment.token() tells them apart.
+    let cases = [
+        ("tpr8", "10.228.0.0/16", net.file.chain_id + 1, c),
+        ("tpr9", "10.229.0.0/16", net.file.chain_id, tpod_chain::ContractAddresses { token: c.registry, ..c }),
+    ];
+    let mut running = Vec::new();
+    for (bridge, subnet, chain_id, contracts) in cases {
+        let key = PrivateKeySigner::random();
+        fund(&net, key.address()).await;
+        let p = Setup::new(key, bridge, subnet);
+        let daemon = tpod_provider::daemon::start(p.write_known(&net.file.rpc_url, chain_id, contracts)).await.unwrap();
+        let quote = quoted_table(&client, &daemon).await;
+        assert_eq!(quote.token.parse::<Address>().unwrap(), contracts.token, "it quotes what it was told");
+        running.push((p, daemon));
+    }
+    // Several check and retry rounds (1 s doubling).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for (p, daemon) in &running {
+        let me = p.key.address();
+        assert_eq!(chain.provider().get_transaction_count(me).await.unwrap(), 0, "nothing sent");
+        assert_eq!(chain.profile_of(me).await.unwrap(), None);
+        assert_eq!(profile_refusal(&client, daemon).await, tpod_wire::codes::UNAVAILABLE);
+    }
+    assert_eq!(chain.pricing_table_count().await.unwrap(), U256::ZERO);
 }
