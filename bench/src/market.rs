@@ -5,7 +5,7 @@
 //! its own pricing table, sets a profile URI and subscribes to its table, so the events are
 //! exactly what live providers emit. The accounts are anvil-impersonated (no keys to sign
 //! with) and funded with `anvil_setBalance`; transactions are sent many at a time with fixed
-//! gas, each phase after the previous one is mined. Then `tpod providers --no-probe --json`
+//! gas into the pool and mined 500 to a block, each phase after the previous one is mined. Then `tpod providers --no-probe --json`
 //! lists and ranks the market from the chain: cold (no cache: every event read) and warm (the
 //! cache from the cold run: only the last blocks read), each timed as the whole command.
 
@@ -24,6 +24,8 @@ use tpod_chain::contracts::Registry;
 
 /// Requests in flight at once while filling the market.
 const CONCURRENCY: usize = 64;
+/// Transactions per block while filling the market.
+const BLOCK_TXS: usize = 500;
 /// Gas each transaction may use (measured well below: a 2-row table is ~250k).
 const GAS_TABLE: u64 = 600_000;
 const GAS_PROFILE: u64 = 300_000;
@@ -62,6 +64,10 @@ async fn fill(file: &tpod_devnet::DevnetFile, n: usize) -> anyhow::Result<Durati
     let accounts: Vec<Address> =
         (0..n).map(|i| Address::from_word(U256::from(0x7e57_0000_0000u64 + i as u64).into())).collect();
     raw(&provider, "anvil_autoImpersonateAccount", json!([true])).await?;
+    // Transactions wait in the pool and go into blocks of many, as on a busy chain, instead of
+    // one block each.
+    raw(&provider, "evm_setAutomine", json!([false])).await?;
+    raw(&provider, "evm_setBlockGasLimit", json!(["0x2540be400"])).await?;
     let one_eth = U256::from(10u64).pow(U256::from(18));
     send_all(&provider, accounts.iter().map(|a| ("anvil_setBalance", json!([a, one_eth])))).await?;
 
@@ -79,7 +85,7 @@ async fn fill(file: &tpod_devnet::DevnetFile, n: usize) -> anyhow::Result<Durati
         };
         tx(*from, registry, GAS_TABLE, &call.abi_encode())
     });
-    mined(&provider, send_all(&provider, tables).await?).await?;
+    send_and_mine(&provider, tables.collect()).await?;
     // Which id each got: from the events (creator is indexed).
     let logs = provider
         .get_logs(
@@ -107,11 +113,13 @@ async fn fill(file: &tpod_devnet::DevnetFile, n: usize) -> anyhow::Result<Durati
         );
         tx(*from, registry, GAS_PROFILE, &Registry::setProfileCall { profileUri: uri }.abi_encode())
     });
-    mined(&provider, send_all(&provider, profiles).await?).await?;
+    send_and_mine(&provider, profiles.collect()).await?;
     let subscriptions = accounts.iter().map(|from| {
         tx(*from, registry, GAS_SUBSCRIBE, &Registry::subscribeCall { tableId: table_of[from] }.abi_encode())
     });
-    mined(&provider, send_all(&provider, subscriptions).await?).await?;
+    send_and_mine(&provider, subscriptions.collect()).await?;
+    // Empty blocks on top, so everything is confirmed and a warm run reads only new blocks.
+    raw(&provider, "anvil_mine", json!(["0x20"])).await?;
     Ok(started.elapsed())
 }
 
@@ -135,25 +143,36 @@ async fn send_all(
         .await
 }
 
-/// Waits for the transactions' receipts and checks that none reverted.
-async fn mined(provider: &DynProvider, hashes: Vec<Value>) -> anyhow::Result<()> {
-    let receipts: Vec<Value> = stream::iter(hashes.into_iter().map(|h| async move {
-        for _ in 0..600 {
-            let receipt = raw(provider, "eth_getTransactionReceipt", json!([h])).await?;
-            if !receipt.is_null() {
-                return Ok(receipt);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        bail!("transaction {h} was not mined")
-    }))
-    .buffer_unordered(CONCURRENCY)
-    .try_collect()
-    .await?;
-    if let Some(failed) = receipts.iter().find(|r| r["status"] != "0x1") {
-        bail!("a transaction reverted: {failed}");
+/// Sends transactions a block's worth at a time, each block mined before the next is sent (a
+/// pool of thousands slows anvil down).
+async fn send_and_mine(provider: &DynProvider, txs: Vec<(&'static str, Value)>) -> anyhow::Result<()> {
+    for block in txs.chunks(BLOCK_TXS) {
+        mined(provider, send_all(provider, block.iter().cloned()).await?).await?;
     }
     Ok(())
+}
+
+/// Mines blocks until every transaction has a receipt, and checks that none reverted.
+async fn mined(provider: &DynProvider, hashes: Vec<Value>) -> anyhow::Result<()> {
+    let mut pending = hashes;
+    for _ in 0..1000 {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        raw(provider, "evm_mine", json!([])).await?;
+        let receipts: Vec<(Value, Value)> = stream::iter(pending.into_iter().map(|h| async move {
+            let receipt = raw(provider, "eth_getTransactionReceipt", json!([h])).await?;
+            anyhow::Ok((h, receipt))
+        }))
+        .buffer_unordered(CONCURRENCY)
+        .try_collect()
+        .await?;
+        if let Some((_, failed)) = receipts.iter().find(|(_, r)| !r.is_null() && r["status"] != "0x1") {
+            bail!("a transaction reverted: {failed}");
+        }
+        pending = receipts.into_iter().filter(|(_, r)| r.is_null()).map(|(h, _)| h).collect();
+    }
+    bail!("{} transactions were not mined after 1000 blocks", pending.len())
 }
 
 /// `tpod providers --no-probe --json`, cold then warm, timed.
