@@ -265,7 +265,9 @@ async fn exchange(
     }
     answer.profile = Some(verified);
 
-    let request = pb::QuoteRequest { version: tpod_wire::VERSION, resources: Some(reservation.to_proto()) };
+    // Other fields (added by later protocol versions) keep their defaults.
+    let request =
+        pb::QuoteRequest { version: tpod_wire::VERSION, resources: Some(reservation.to_proto()), ..Default::default() };
     let started = Instant::now();
     let quote = client.quote(uri.peer, addr, request).await.map_err(|e| format!("no quote: {e}"))?;
     answer.latency_ms = Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
