@@ -549,14 +549,20 @@ fn port(ctx: &mut Ctx<'_>, pod: &mut Pod, node: &Node, path: &str) -> Option<Por
 }
 
 fn resources(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<Resources> {
-    let fields = Fields::new(ctx, node, path, &["cpu", "memory", "gpu"])?;
+    let fields = Fields::new(ctx, node, path, &["cpu", "memory", "gpu", "pids"])?;
     let cpu_millis = fields.required(ctx, "cpu").and_then(|(node, path)| quantity(ctx, node, &path, parse_cpu_millis));
     let memory_bytes = fields.required(ctx, "memory").and_then(|(node, path)| quantity(ctx, node, &path, parse_bytes));
     let gpu = match fields.get("gpu") {
         None => Some(0),
         Some((node, path)) => integer(ctx, node, &path, 0, u64::from(u32::MAX)).and_then(|n| u32::try_from(n).ok()),
     };
-    Some(Resources { cpu_millis: cpu_millis?, memory_bytes: memory_bytes?, gpu: gpu? })
+    let pids = match fields.get("pids") {
+        None => Some(None),
+        Some((node, path)) => {
+            integer(ctx, node, &path, 1, u64::from(crate::MAX_PIDS)).and_then(|n| u32::try_from(n).ok()).map(Some)
+        }
+    };
+    Some(Resources { cpu_millis: cpu_millis?, memory_bytes: memory_bytes?, gpu: gpu?, pids: pids? })
 }
 
 fn volume_mounts(ctx: &mut Ctx<'_>, pod: &Pod, node: &Node, path: &str) -> Option<Vec<VolumeMount>> {
@@ -576,6 +582,14 @@ fn volume_mounts(ctx: &mut Ctx<'_>, pod: &Pod, node: &Node, path: &str) -> Optio
         });
         let mount_path = fields.required(ctx, "mountPath").and_then(|(node, mount_path)| {
             let dir = absolute_path(ctx, node, &mount_path)?;
+            if let Some(reserved) = crate::reserved_mount_path(&dir) {
+                ctx.error(
+                    node.pos,
+                    &mount_path,
+                    format!("`{dir}` is at or under `{reserved}`: volumes cannot be mounted over /proc, /sys or /dev"),
+                );
+                return None;
+            }
             if let Some(first) = mount_paths.get(&dir) {
                 ctx.error(node.pos, &mount_path, format!("`{dir}` is already mounted by {first}"));
                 return None;

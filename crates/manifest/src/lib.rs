@@ -33,6 +33,21 @@ pub const MAX_MANIFEST_BYTES: usize = 1 << 20;
 pub const MAX_CONTAINERS: usize = 16;
 /// The most replicas a pod may ask for.
 pub const MAX_REPLICAS: u32 = 16;
+/// The largest `resources.pids` accepted: the kernel's own ceiling on pids (`PID_MAX_LIMIT`).
+pub const MAX_PIDS: u32 = 1 << 22;
+/// Container paths no volume may be mounted at or under: the kernel's file systems the runtime
+/// mounts there itself (a volume over `/dev` would have device nodes made in it).
+pub const RESERVED_MOUNT_PATHS: [&str; 3] = ["/proc", "/sys", "/dev"];
+
+/// The [`RESERVED_MOUNT_PATHS`] entry `path` (an absolute path) is at or under, if any.
+/// Components are compared, so `//proc/`, `/proc/./x` and `/dev` all match, `/devices` does not.
+pub fn reserved_mount_path(path: &str) -> Option<&'static str> {
+    let first = Path::new(path).components().find_map(|c| match c {
+        std::path::Component::Normal(name) => Some(name),
+        _ => None,
+    })?;
+    RESERVED_MOUNT_PATHS.into_iter().find(|reserved| Path::new(reserved).file_name() == Some(first))
+}
 
 /// A commented sample manifest: a tiny busybox httpd "hello" pod. It parses.
 pub const SAMPLE: &str = r#"# A Trusted Pods manifest: one pod, deployed together to one provider.

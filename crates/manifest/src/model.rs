@@ -107,6 +107,10 @@ pub struct Resources {
     pub memory_bytes: u64,
     /// Number of GPUs (0 when not asked for).
     pub gpu: u32,
+    /// The most processes (and threads) the container may have at once, 1 to
+    /// [`crate::MAX_PIDS`]; `None` takes the provider's default. A provider never allows more
+    /// than its own default, so this can only lower it.
+    pub pids: Option<u32>,
 }
 
 /// A volume mounted into a container.
@@ -115,7 +119,8 @@ pub struct Resources {
 pub struct VolumeMount {
     /// The name of one of the pod's volumes.
     pub name: String,
-    /// An absolute path inside the container, unique within the container.
+    /// An absolute path inside the container, unique within the container, neither at nor under
+    /// `/proc`, `/sys` or `/dev` (the kernel's and the runtime's own file systems).
     pub mount_path: String,
     /// Whether the container may only read the volume.
     pub read_only: bool,

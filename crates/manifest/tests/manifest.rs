@@ -37,7 +37,7 @@ fn sample_parses() {
     assert_eq!(web.ports.len(), 1);
     assert_eq!(web.ports[0].container_port, 8080);
     assert_eq!(web.ports[0].protocol, Protocol::Http);
-    assert_eq!(web.resources, Resources { cpu_millis: 100, memory_bytes: 64 << 20, gpu: 0 });
+    assert_eq!(web.resources, Resources { cpu_millis: 100, memory_bytes: 64 << 20, gpu: 0, pids: None });
     assert_eq!(manifest.replicas, Replicas { min: 1, max: 1 });
     assert!(manifest.volumes.is_empty());
 }
@@ -57,7 +57,7 @@ containers:
         hostname: shop.example.com
       - containerPort: 9000
         protocol: tcp
-    resources: {cpu: "0.5", memory: 1Gi, gpu: 1}
+    resources: {cpu: "0.5", memory: 1Gi, gpu: 1, pids: 64}
     volumeMounts:
       - {name: data, mountPath: /data}
       - {name: creds, mountPath: /run/secrets, readOnly: true}
@@ -85,11 +85,11 @@ replicas: {min: 0, max: 16}
     assert_eq!(web.working_dir.as_deref(), Some("/srv"));
     assert_eq!(web.ports[0].hostname.as_deref(), Some("shop.example.com"));
     assert_eq!(web.ports[1].protocol, Protocol::Tcp);
-    assert_eq!(web.resources, Resources { cpu_millis: 500, memory_bytes: 1 << 30, gpu: 1 });
+    assert_eq!(web.resources, Resources { cpu_millis: 500, memory_bytes: 1 << 30, gpu: 1, pids: Some(64) });
     assert!(web.volume_mounts[1].read_only);
     let sidecar = &manifest.containers[1];
     assert_eq!(sidecar.command, None);
-    assert_eq!(sidecar.resources, Resources { cpu_millis: 2000, memory_bytes: 12345, gpu: 0 });
+    assert_eq!(sidecar.resources, Resources { cpu_millis: 2000, memory_bytes: 12345, gpu: 0, pids: None });
     assert_eq!(manifest.volumes[0].source, VolumeSource::Filesystem { size_bytes: 10 << 30 });
     assert_eq!(manifest.volumes[1].source, VolumeSource::Secret { file: "./secret.txt".into() });
     assert_eq!(manifest.volumes[2].source, VolumeSource::EmptyDir);
@@ -98,6 +98,7 @@ replicas: {min: 0, max: 16}
 
     let json = serde_json::to_value(&manifest).unwrap();
     assert_eq!(json["containers"][0]["resources"]["cpuMillis"], 500);
+    assert_eq!(json["containers"][0]["resources"]["pids"], 64);
     assert_eq!(json["containers"][0]["volumeMounts"][1]["mountPath"], "/run/secrets");
     assert_eq!(json["volumes"][0]["source"]["filesystem"]["sizeBytes"], 10u64 << 30);
 }
@@ -248,6 +249,40 @@ volumes:
 }
 
 #[test]
+fn volumes_are_never_mounted_over_proc_sys_or_dev() {
+    let source = format!(
+        "{BASE}    volumeMounts:
+      - {{name: data, mountPath: /proc}}
+      - {{name: data, mountPath: /sys/fs/cgroup}}
+      - {{name: data, mountPath: //dev/}}
+      - {{name: data, mountPath: /dev/./shm}}
+      - {{name: data, mountPath: /devices}}
+      - {{name: data, mountPath: /srv/proc}}
+volumes:
+  - {{name: data, emptyDir: {{}}}}
+"
+    );
+    let why = "volumes cannot be mounted over /proc, /sys or /dev";
+    assert_errors(
+        &source,
+        &[
+            &format!("hello.yaml:9:33: containers[0].volumeMounts[0].mountPath: `/proc` is at or under `/proc`: {why}"),
+            &format!(
+                "hello.yaml:10:33: containers[0].volumeMounts[1].mountPath: `/sys/fs/cgroup` is at or under `/sys`: {why}"
+            ),
+            &format!(
+                "hello.yaml:11:33: containers[0].volumeMounts[2].mountPath: `//dev/` is at or under `/dev`: {why}"
+            ),
+            &format!(
+                "hello.yaml:12:33: containers[0].volumeMounts[3].mountPath: `/dev/./shm` is at or under `/dev`: {why}"
+            ),
+        ],
+    );
+    assert_eq!(tpod_manifest::reserved_mount_path("/devices"), None);
+    assert_eq!(tpod_manifest::reserved_mount_path("/srv/proc"), None);
+}
+
+#[test]
 fn volume_needs_exactly_one_source() {
     let source = format!(
         "{BASE}volumes:
@@ -353,6 +388,13 @@ fn resource_quantities() {
             "hello.yaml:7:22: containers[0].resources.cpu: `-1` is not a CPU quantity (expected millicores like `500m`, or cores like `0.5` or `2`)",
         ],
     );
+    for bad in ["0", "4194305", "-1", "many"] {
+        let source = BASE.replace("{cpu: 100m, memory: 64Mi}", &format!("{{cpu: 1, memory: 1Mi, pids: {bad}}}"));
+        assert_errors(
+            &source,
+            &["hello.yaml:7:44: containers[0].resources.pids: must be an integer from 1 to 4194304"],
+        );
+    }
 }
 
 #[test]
