@@ -19,7 +19,8 @@
 //!   window after a restart: the difference is the metering and billing overhead (target < 2 %
 //!   of a core).
 //! - `market`: `tpod providers` listing and ranking N providers (10,000 by default) from the
-//!   chain, cold and warm (see `market.rs`); needs no provider daemon.
+//!   chain, cold and warm; then, on a devnet with three live providers, probing them (profiles
+//!   and quotes) against listing only (see `market.rs`).
 //!
 //! Every section runs unless `--only` names some (`--only transfer`, `--only deploy,metering`);
 //! `metering` alone still deploys the pods it meters, untimed. Run with `bench/run` (builds in
@@ -214,6 +215,8 @@ fn main() -> anyhow::Result<()> {
     let anvil = tpod_devnet::anvil::locate(None).context("anvil not found; run tools/bootstrap")?;
     if run(Section::Market) {
         market::run(&bin, &anvil, args.market_providers)?;
+        let work = tempfile::tempdir()?;
+        market::live(&bin, &anvil, &hello(work.path())?)?;
     }
     if args.only == [Section::Market] {
         return Ok(());

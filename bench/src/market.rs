@@ -213,3 +213,82 @@ fn measure(bin: &Path, devnet_dir: &Path, providers: usize) -> anyhow::Result<()
     println!("  cheapest: {} at {} base units/h for 1 CPU + 1 GiB", cold_rows[0]["address"], costs[0]);
     Ok(())
 }
+
+/// Rounds of each live measurement.
+const LIVE_ROUNDS: usize = 5;
+
+/// The probing half of `tpod providers`, against live providers: a devnet with three providers
+/// (root: they run containers), then `tpod providers MANIFEST` with probing (each provider's
+/// signed profile fetched and verified, a quote asked and compared with its table) and with
+/// `--no-probe` (chain only), alternated, `LIVE_ROUNDS` each; the medians side by side and each
+/// provider's quote round trip.
+pub fn live(bin: &Path, anvil: &Path, manifest: &Path) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let tpod = |args: &[&str]| -> anyhow::Result<(Duration, Value)> {
+        let started = Instant::now();
+        let out = Command::new(bin.join("tpod"))
+            .arg("--devnet-dir")
+            .arg(dir.path())
+            .arg("--json")
+            .args(args)
+            .output()
+            .context("running tpod")?;
+        let elapsed = started.elapsed();
+        if !out.status.success() {
+            bail!("tpod {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok((elapsed, serde_json::from_slice(&out.stdout).context("tpod printed no JSON")?))
+    };
+    let anvil = anvil.to_str().context("anvil path")?;
+    let up = [
+        "dev",
+        "up",
+        "--providers",
+        "3",
+        "--port",
+        "0",
+        "--anvil",
+        anvil,
+        "--ingress-port",
+        "0",
+        "--bridge",
+        LIVE_BRIDGE,
+        "--subnet",
+        "10.241.0.0/16",
+    ];
+    let result = tpod(&up).and_then(|_| {
+        let manifest = manifest.to_str().context("manifest path")?;
+        let (mut probed, mut listed) = (Vec::new(), Vec::new());
+        let mut latencies: Vec<Vec<u64>> = Vec::new();
+        for _ in 0..LIVE_ROUNDS {
+            let (elapsed, rows) = tpod(&["providers", manifest])?;
+            let rows = rows.as_array().cloned().unwrap_or_default();
+            if rows.len() != 3 || rows.iter().any(|r| r["status"] != "ok") {
+                bail!("the live market is not three answering providers: {rows:?}");
+            }
+            latencies.push(rows.iter().filter_map(|r| r["latency_ms"].as_u64()).collect());
+            probed.push(elapsed);
+            listed.push(tpod(&["providers", manifest, "--no-probe"])?.0);
+        }
+        let (probed, listed) = (median(&mut probed), median(&mut listed));
+        println!(
+            "market, live: tpod providers for 3 devnet providers, median of {LIVE_ROUNDS}: {:.3} s with profiles and \
+             quotes vs {:.3} s from the chain only (probing adds {:.3} s); quote round trips (ms) per round, cheapest \
+             first: {latencies:?}",
+            probed.as_secs_f64(),
+            listed.as_secs_f64(),
+            probed.saturating_sub(listed).as_secs_f64(),
+        );
+        Ok(())
+    });
+    let _ = tpod(&["dev", "down"]);
+    result
+}
+
+/// The bridge of the live measurement's providers (`-2`, `-3` appended for the others).
+const LIVE_BRIDGE: &str = "tpbm";
+
+fn median(values: &mut [Duration]) -> Duration {
+    values.sort_unstable();
+    values.get(values.len() / 2).copied().unwrap_or_default()
+}
