@@ -128,8 +128,8 @@ mod tests {
     #[tokio::test]
     async fn request_round_trips() {
         let mut buf = Vec::new();
-        let request = QuoteRequest { version: 1, resources: None };
-        Quote::default().write_request(&quote_protocol(), &mut buf, Ok(request)).await.unwrap();
+        let request = QuoteRequest { version: 1, resources: None, hostnames: Vec::new() };
+        Quote::default().write_request(&quote_protocol(), &mut buf, Ok(request.clone())).await.unwrap();
         assert_eq!(read_quote_request(buf).await, Ok(request));
     }
 
@@ -163,7 +163,8 @@ mod tests {
 
     #[tokio::test]
     async fn wrong_version_is_refused_as_unsupported() {
-        let frame = QuoteRequest { version: 9, resources: None }.encode_length_delimited_to_vec();
+        let frame =
+            QuoteRequest { version: 9, resources: None, hostnames: Vec::new() }.encode_length_delimited_to_vec();
         let refusal = read_quote_request(frame).await.unwrap_err();
         assert_eq!(refusal.code, codes::UNSUPPORTED_VERSION);
         assert!(refusal.message.contains("version 9"), "{}", refusal.message);

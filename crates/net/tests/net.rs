@@ -214,7 +214,7 @@ fn localhost() -> Multiaddr {
 }
 
 fn quote_request(cpu_millis: u64) -> QuoteRequest {
-    QuoteRequest { version: 1, resources: Some(Resources { cpu_millis, ..Default::default() }) }
+    QuoteRequest { version: 1, resources: Some(Resources { cpu_millis, ..Default::default() }), hostnames: Vec::new() }
 }
 
 async fn provider(handler: TestHandler) -> Provider {
@@ -301,7 +301,7 @@ async fn quote_of_another_version_is_refused_with_the_version_spoken() {
     let provider = provider(handler.clone()).await;
     let client = Client::connect(generate_keypair()).unwrap();
 
-    let request = QuoteRequest { version: 2, resources: None };
+    let request = QuoteRequest { version: 2, resources: None, hostnames: Vec::new() };
     let error = client.quote(provider.peer_id(), provider.listen_addr().clone(), request).await.unwrap_err();
     let (code, message) = error.refusal().expect("an error reply");
     assert_eq!(code, codes::UNSUPPORTED_VERSION, "{error}");
@@ -520,7 +520,8 @@ async fn garbage_and_oversized_frames_are_refused_and_provider_keeps_serving() {
     let provider = provider(handler.clone()).await;
     let (peer, addr) = (provider.peer_id(), provider.listen_addr().clone());
 
-    let wrong_version = QuoteRequest { version: 2, resources: None }.encode_length_delimited_to_vec();
+    let wrong_version =
+        QuoteRequest { version: 2, resources: None, hostnames: Vec::new() }.encode_length_delimited_to_vec();
     let errors =
         assert_refused::<QuoteResponse>(tpod_wire::QUOTE_PROTOCOL, &provider, hostile_frames(wrong_version)).await;
     assert_eq!(errors[0].message, "message of 1073741824 bytes exceeds the limit of 65536 bytes");

@@ -92,7 +92,10 @@ async fn replays_stale_tampered_and_foreign_requests_are_refused() {
     // Garbage payloads are refused cleanly; the provider keeps serving.
     let garbage = pb::SignedRequest { version: 1, payload: vec![0xff; 40], signature: vec![1; 65] };
     refused(f.send(garbage).await, 400, "bad request");
-    let quote = f.client.quote(f.peer, f.addr.clone(), pb::QuoteRequest { version: 1, resources: None }).await;
+    let quote = f
+        .client
+        .quote(f.peer, f.addr.clone(), pb::QuoteRequest { version: 1, resources: None, hostnames: Vec::new() })
+        .await;
     assert!(quote.unwrap().available);
 }
 
@@ -103,6 +106,7 @@ async fn quote_reports_terms_and_refuses_what_does_not_fit() {
     let ask = |cpu_millis, memory_bytes| pb::QuoteRequest {
         version: 1,
         resources: Some(pb::Resources { cpu_millis, memory_bytes, gpu: 0, storage_bytes: 0 }),
+        hostnames: Vec::new(),
     };
     let q = f.client.quote(f.peer, f.addr.clone(), ask(500, 1 << 20)).await.unwrap();
     assert!(q.available, "{}", q.reason);

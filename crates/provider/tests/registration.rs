@@ -190,7 +190,10 @@ async fn fetched_profile(
 
 async fn quoted_table(client: &Client, daemon: &Daemon) -> pb::PricingTable {
     let (peer, addr) = peer_addr(daemon);
-    let quote = client.quote(peer, addr, pb::QuoteRequest { version: 1, resources: None }).await.unwrap();
+    let quote = client
+        .quote(peer, addr, pb::QuoteRequest { version: 1, resources: None, hostnames: Vec::new() })
+        .await
+        .unwrap();
     quote.pricing.unwrap()
 }
 
@@ -463,7 +466,10 @@ async fn a_daemon_started_with_the_rpc_down_serves_and_registers_once_it_is_up()
     let (peer, addr) = peer_addr(&daemon);
     let evidence = client.attest(peer, addr.clone(), pb::AttestRequest { version: 1, nonce: vec![9; 32] }).await;
     assert!(matches!(evidence.unwrap().result, Some(pb::attest_response::Result::Evidence(_))));
-    let quote = client.quote(peer, addr, pb::QuoteRequest { version: 1, resources: None }).await.unwrap();
+    let quote = client
+        .quote(peer, addr, pb::QuoteRequest { version: 1, resources: None, hostnames: Vec::new() })
+        .await
+        .unwrap();
     assert!(quote.available, "{quote:?}");
     assert_eq!(quote.chain_id, 31337);
     assert_eq!(Address::from_slice(&quote.token), expected.token);

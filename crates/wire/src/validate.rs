@@ -117,8 +117,18 @@ fn join(path: &str, name: &str) -> String {
 
 impl Validate for QuoteRequest {
     fn validate(&self) -> Result<(), WireError> {
-        version(self.version)
+        version(self.version)?;
+        hostnames("hostnames", &self.hostnames)
     }
+}
+
+/// A list of host names: at most one per port of every container.
+fn hostnames(name: &str, hosts: &[String]) -> Result<(), WireError> {
+    max_len(|| name.to_owned(), hosts.len(), MAX_CONTAINERS * MAX_PORTS)?;
+    for (i, host) in hosts.iter().enumerate() {
+        string("", &format!("{name}[{i}]"), host, MAX_STRING_BYTES)?;
+    }
+    Ok(())
 }
 
 impl Validate for QuoteResponse {
@@ -129,6 +139,7 @@ impl Validate for QuoteResponse {
         string("", "min_funding", &self.min_funding, MAX_STRING_BYTES)?;
         string("", "provider_address", &self.provider_address, MAX_STRING_BYTES)?;
         string("", "domain", &self.domain, MAX_STRING_BYTES)?;
+        hostnames("taken_hostnames", &self.taken_hostnames)?;
         // Empty when the provider is not available.
         if !self.token.is_empty() {
             exact_len("token", self.token.len(), ADDRESS_BYTES)?;

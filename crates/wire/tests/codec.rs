@@ -131,6 +131,7 @@ fn quote_response() -> pb::QuoteResponse {
         provider_address: "0x70997970C51812dc3A010C7d01b50e0d17dc79C8".into(),
         domain: "pods.example.com".into(),
         error: None,
+        taken_hostnames: Vec::new(),
     }
 }
 
@@ -149,7 +150,11 @@ fn logs_request() -> pb::LogsRequest {
 
 #[test]
 fn every_message_round_trips() {
-    round_trip(pb::QuoteRequest { version: VERSION, resources: Some(resources()) });
+    round_trip(pb::QuoteRequest {
+        version: VERSION,
+        resources: Some(resources()),
+        hostnames: vec!["app.example.com".into()],
+    });
     round_trip(quote_response());
     for action in [
         Action::Provision(pb::Provision { pod: Some(pod()), pricing: None }),
@@ -524,7 +529,7 @@ fn wrong_version_is_refused() {
         let err = read::<M>(&frame(message)).unwrap_err();
         assert!(matches!(err, WireError::UnsupportedVersion { supported: VERSION, .. }), "{err:?}");
     }
-    refused(&pb::QuoteRequest { version: 2, resources: None });
+    refused(&pb::QuoteRequest { version: 2, resources: None, hostnames: Vec::new() });
     // A missing version decodes as 0, which is refused too.
     refused(&pb::QuoteRequest::default());
     refused(&pb::QuoteResponse { version: 0, ..quote_response() });

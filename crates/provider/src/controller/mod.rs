@@ -187,12 +187,30 @@ impl<R: Runtime> Controller<R> {
             memory_bytes: asked.memory_bytes,
             storage_bytes: asked.storage_bytes,
         };
-        let (available, reason, free) = match self.free(None) {
+        let (mut available, mut reason, free) = match self.free(None) {
             Ok(free) if asked_gpu > 0 => (false, "this provider offers no GPUs".to_owned(), free),
             Ok(free) if asked.fits_in(free) => (true, String::new(), free),
             Ok(free) => (false, capacity_message(asked, free), free),
             Err(e) => (false, e.to_string(), Reservation::default()),
         };
+        // Host names another pod holds: a deploy asking for them would be refused after payment.
+        let mut taken_hostnames = Vec::new();
+        for host in &request.hostnames {
+            // Compared as the store keys them: lowercase.
+            match self.parts.store.hostname_holder(host) {
+                Ok(Some(_)) => taken_hostnames.push(host.clone()),
+                Ok(None) => {}
+                Err(e) => {
+                    available = false;
+                    reason = e.to_string();
+                }
+            }
+        }
+        if !taken_hostnames.is_empty() {
+            let message = format!("conflict: host name {} is held by another pod", taken_hostnames.join(", "));
+            reason = if available { message } else { format!("{reason}; {message}") };
+            available = false;
+        }
         pb::QuoteResponse {
             version: tpod_wire::VERSION,
             available,
@@ -212,6 +230,7 @@ impl<R: Runtime> Controller<R> {
             provider_address: self.provider_address().to_string(),
             domain: s.config.ingress.domain.clone(),
             error: None,
+            taken_hostnames,
         }
     }
 
