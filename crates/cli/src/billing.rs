@@ -7,12 +7,12 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use alloy::primitives::{Address, Signature, U256};
 use anyhow::{Context, bail};
 use serde_json::json;
 use tpod_billing::{PriceTable, Usage, UsageReport};
+use tpod_chain::Chain;
 use tpod_chain::claim::Claim;
 use tpod_chain::client::ChannelState;
 use tpod_wire::pb;
@@ -20,8 +20,18 @@ use tpod_wire::pb;
 use crate::deployments::{Deployment, Deployments};
 use crate::pods::{ProviderTarget, Publisher, Target};
 
-fn now_unix() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
+/// The chain's time: the latest block's timestamp. Unlocks, withdrawals and closes are decided by
+/// the contract against block time, which may run ahead of or behind this machine's clock; the
+/// next block is never earlier than this one, so what is possible at this time is possible then.
+pub(crate) async fn chain_now(chain: &Chain) -> anyhow::Result<u64> {
+    use alloy::providers::Provider as _;
+    let block = chain
+        .provider()
+        .get_block_by_number(alloy::rpc::types::BlockNumberOrTag::Latest)
+        .await
+        .context("reading the chain's latest block")?
+        .context("the chain has no latest block")?;
+    Ok(block.header.timestamp)
 }
 
 /// The deployment called `name` (or the only one) and the publisher that owns it.
@@ -155,10 +165,11 @@ pub async fn bill(name: Option<&str>, target: &Target, devnet_dir: &Path, json: 
         );
     }
     if let Some(at) = channel.unlock_at {
-        let when = if at <= now_unix() {
+        let now = chain_now(&publisher.chain).await?;
+        let when = if at <= now {
             "now".to_owned()
         } else {
-            format!("at {} (in {})", crate::units::format_time(at), crate::units::format_duration(at - now_unix()))
+            format!("at {} (in {} of chain time)", crate::units::format_time(at), crate::units::format_duration(at - now))
         };
         say!("  unlock requested: `tpod withdraw {}` possible {when}", record.name);
     }
@@ -204,59 +215,98 @@ pub async fn topup(
     Ok(ExitCode::SUCCESS)
 }
 
-/// `tpod unlock`.
+/// The channel `selector` names (a channel id or a deployment name, see
+/// [`Deployments::find_channel`]) and the publisher that owns it.
+async fn open_channel(
+    selector: Option<&str>,
+    target: &Target,
+    devnet_dir: &Path,
+) -> anyhow::Result<(Deployment, Publisher)> {
+    let record = Deployments::load(&target.records_dir(devnet_dir)?)?.find_channel(selector)?.clone();
+    Ok((record, Publisher::open(devnet_dir, target).await?))
+}
+
+/// How `tpod withdraw` names a channel: by its deployment's name if that holds only it.
+fn withdraw_hint(records: &Deployments, record: &Deployment) -> String {
+    if records.named(&record.name).len() == 1 { record.name.clone() } else { record.channel_id.to_string() }
+}
+
+/// `tpod unlock`: starts the unlock delay of a deployment's channel (by name, or by channel id
+/// for a name holding several, such as a failed deploy's).
 pub async fn unlock(name: Option<&str>, target: &Target, devnet_dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
-    let (record, publisher) = open(name, target, devnet_dir).await?;
+    let (record, publisher) = open_channel(name, target, devnet_dir).await?;
     let record = &record;
+    let hint = withdraw_hint(&Deployments::load(&target.records_dir(devnet_dir)?)?, record);
     publisher.chain.request_unlock(record.provider_address, record.pod_id).await.context("requesting the unlock")?;
     let channel = channel_of(&publisher, record).await?;
     let at = channel.unlock_at.unwrap_or_default();
+    let now = chain_now(&publisher.chain).await?;
     if json {
-        say!("{}", json!({ "name": record.name, "unlock_at": at }));
+        say!("{}", json!({ "name": record.name, "channel_id": record.channel_id, "unlock_at": at, "chain_time": now }));
     } else {
-        say!("unlock requested for {}'s channel: the provider stops the pod and makes its final claim;", record.name);
         say!(
-            "  `tpod withdraw {}` returns the rest from {} (in {})",
+            "unlock requested for {}'s channel {}: the provider stops the pod and makes its final claim;",
             record.name,
+            record.channel_id
+        );
+        say!(
+            "  `tpod withdraw {hint}` returns the rest from {} (in {} of chain time)",
             crate::units::format_time(at),
-            crate::units::format_duration(at.saturating_sub(now_unix()))
+            crate::units::format_duration(at.saturating_sub(now))
         );
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// `tpod withdraw`.
+/// `tpod withdraw`: after the unlock delay (by the chain's clock), takes back everything the
+/// provider has not claimed, then closes the channel, which holds nothing any more, and forgets
+/// it. A channel that holds nothing unclaimed is closed at once.
 pub async fn withdraw(name: Option<&str>, target: &Target, devnet_dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let records_dir = target.records_dir(devnet_dir)?;
     let mut records = Deployments::load(&records_dir)?;
-    let record = records.find(name)?.clone();
+    let record = records.find_channel(name)?.clone();
     let publisher = Publisher::open(devnet_dir, target).await?;
     let channel = channel_of(&publisher, &record).await?;
-    match channel.unlock_at {
-        None => bail!("no unlock was requested for {}'s channel; run `tpod unlock {}` first", record.name, record.name),
-        Some(at) if at > now_unix() => {
-            bail!(
-                "the unlock delay of {}'s channel ends in {} (at {})",
-                record.name,
-                crate::units::format_duration(at - now_unix()),
-                crate::units::format_time(at)
-            )
-        }
-        Some(_) => {}
-    }
-    let returned =
-        publisher.chain.withdraw_unlocked(record.provider_address, record.pod_id).await.context("withdrawing")?;
-    if !record.deployed {
-        records.remove(&record.name);
+    if channel.closed {
+        records.remove_channel(record.channel_id);
         records.save(&records_dir)?;
+        bail!("{}'s channel {} is closed already; it is no longer recorded", record.name, record.channel_id);
     }
+    let returned = if channel.unclaimed().is_zero() {
+        U256::ZERO
+    } else {
+        let now = chain_now(&publisher.chain).await?;
+        let hint = withdraw_hint(&records, &record);
+        match channel.unlock_at {
+            None => bail!("no unlock was requested for {}'s channel; run `tpod unlock {hint}` first", record.name),
+            Some(at) if at > now => bail!(
+                "the unlock delay of {}'s channel ends in {} of chain time (at {})",
+                record.name,
+                crate::units::format_duration(at - now),
+                crate::units::format_time(at)
+            ),
+            Some(_) => {}
+        }
+        publisher.chain.withdraw_unlocked(record.provider_address, record.pod_id).await.context("withdrawing")?
+    };
+    // Nothing is left in it: close it for good, so the provider forgets the pod and the record
+    // can go.
+    let refunded =
+        publisher.chain.close_channel(record.provider_address, record.pod_id).await.context("closing the channel")?;
+    records.remove_channel(record.channel_id);
+    records.save(&records_dir)?;
+    let returned = returned.saturating_add(refunded);
     if json {
-        say!("{}", json!({ "name": record.name, "withdrawn": returned.to_string() }));
+        say!(
+            "{}",
+            json!({ "name": record.name, "channel_id": record.channel_id, "withdrawn": returned.to_string(), "closed": true })
+        );
     } else {
         say!(
-            "withdrew {} from {}'s channel (everything the provider had not claimed)",
+            "withdrew {} from {}'s channel {} (everything the provider had not claimed); the channel is closed",
             publisher.token.format(returned),
-            record.name
+            record.name,
+            record.channel_id
         );
     }
     Ok(ExitCode::SUCCESS)

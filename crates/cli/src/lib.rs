@@ -17,6 +17,7 @@ pub mod delivery;
 pub mod deployments;
 pub mod dev;
 pub mod devprovider;
+pub mod list;
 pub mod network;
 pub mod pick;
 pub mod pods;
@@ -73,6 +74,9 @@ pub enum Command {
     /// Encrypt a manifest's images and upload them to the provider, without deploying (a later
     /// deploy to that provider sends nothing again).
     Upload(delivery::UploadArgs),
+    /// List every deployment and payment channel recorded on the network, with the funds each
+    /// channel holds (a failed deploy's funded channel too).
+    List,
     /// Show a deployment's state, URL and containers.
     Status {
         /// The deployment (default: the only one).
@@ -103,12 +107,13 @@ pub enum Command {
     },
     /// Ask to unlock a deployment's channel: the pod stops, the provider makes its final claim.
     Unlock {
-        /// The deployment (default: the only one).
+        /// The deployment, or a channel id (0x...) as `tpod list` shows (default: the only one).
         name: Option<String>,
     },
-    /// After the unlock delay, take back everything the provider has not claimed.
+    /// After the unlock delay (by the chain's clock), take back everything the provider has not
+    /// claimed and close the channel.
     Withdraw {
-        /// The deployment (default: the only one).
+        /// The deployment, or a channel id (0x...) as `tpod list` shows (default: the only one).
         name: Option<String>,
     },
     /// Agree to the new prices the provider proposes for a deployment.
@@ -178,6 +183,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Deploy(args) => pods::deploy(&args, &cli.target, &devnet_dir, cli.json).await,
         Command::Providers(args) => providers::providers(&args, &cli.target, &devnet_dir, cli.json).await,
         Command::Upload(args) => delivery::upload_command(&args, &cli.target, &devnet_dir, cli.json).await,
+        Command::List => list::list(&cli.target, &devnet_dir, cli.json).await,
         Command::Status { name } => pods::status(name.as_deref(), &cli.target, &devnet_dir, cli.json).await,
         Command::Logs(args) => pods::logs(&args, &cli.target, &devnet_dir, cli.json).await,
         Command::Update(args) => pods::update(&args, &cli.target, &devnet_dir, cli.json).await,

@@ -140,7 +140,7 @@ impl Publisher {
         provider: &ProviderTarget,
         resources: pb::Resources,
     ) -> anyhow::Result<pb::QuoteResponse> {
-        let request = pb::QuoteRequest { version: tpod_wire::VERSION, resources: Some(resources) };
+        let request = pb::QuoteRequest { version: tpod_wire::VERSION, resources: Some(resources), hostnames: Vec::new() };
         self.client
             .quote(provider.peer, provider.addr.clone(), request)
             .await
@@ -354,30 +354,212 @@ fn load_manifest(path: &Path) -> anyhow::Result<Manifest> {
     Ok(manifest)
 }
 
+/// The test hook that stops a deploy right after its channel is funded and recorded, as if the
+/// provider had then refused the pod: lets tests reproduce a failed deploy deterministically.
+const FAIL_AFTER_FUNDING: &str = "TPOD_TEST_FAIL_AFTER_FUNDING";
+
+/// A channel from an earlier deploy of this name that the provider never took: funded, open, not
+/// being unlocked and never claimed from, so the next deploy of the name can use it.
+async fn unused_channel(
+    publisher: &Publisher,
+    records: &Deployments,
+    name: &str,
+) -> Option<(Deployment, tpod_chain::client::ChannelState)> {
+    for old in records.named(name).into_iter().rev().filter(|d| d.is_unused()) {
+        if old.publisher != publisher.key.address() {
+            continue;
+        }
+        if let Ok(Some(channel)) = publisher.chain.channel(old.channel_id).await
+            && !channel.closed
+            && channel.unlock_at.is_none()
+            && channel.claimed.is_zero()
+        {
+            return Some((old.clone(), channel));
+        }
+    }
+    None
+}
+
+/// What a deploy asks a provider for: the reservation, the GPUs and the host names.
+fn quote_request(manifest: &Manifest, reservation: &tpod_market::Reservation) -> pb::QuoteRequest {
+    let mut resources = reservation.to_proto();
+    resources.gpu = manifest.containers.iter().fold(0u32, |n, c| n.saturating_add(c.resources.gpu));
+    let hostnames = manifest
+        .containers
+        .iter()
+        .flat_map(|c| c.ports.iter().filter_map(|p| p.hostname.clone()))
+        .collect();
+    pb::QuoteRequest { version: tpod_wire::VERSION, resources: Some(resources), hostnames }
+}
+
+/// Asks the chosen provider whether it takes this very pod (capacity, GPUs, host names), so a
+/// refusal comes before anything is paid.
+async fn check_quote(
+    publisher: &Publisher,
+    provider: &ProviderTarget,
+    request: &pb::QuoteRequest,
+) -> anyhow::Result<()> {
+    let quote = publisher
+        .client
+        .quote(provider.peer, provider.addr.clone(), request.clone())
+        .await
+        .with_context(|| format!("asking provider {} for a quote", provider.peer))?;
+    if !quote.available {
+        bail!("provider {} cannot take this pod: {}; nothing was paid", provider.peer, quote.reason);
+    }
+    if !quote.taken_hostnames.is_empty() {
+        bail!(
+            "provider {}: conflict: host name {} is held by another pod; nothing was paid",
+            provider.peer,
+            quote.taken_hostnames.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// The most a channel can hold (the contract keeps amounts in 104 bits).
+fn max_channel_amount() -> U256 {
+    (U256::from(1u8) << 104) - U256::from(1u8)
+}
+
+/// Refuses a channel of `amount` the provider or the contract would refuse, and a payment of
+/// `to_pay` the account cannot make.
+async fn check_amount(
+    publisher: &Publisher,
+    terms: &crate::pick::Terms,
+    amount: U256,
+    to_pay: U256,
+) -> anyhow::Result<()> {
+    let token = &publisher.token;
+    if amount < terms.min_funding {
+        bail!(
+            "the channel would hold {}, but the provider asks at least {} (its minimum funding); nothing was paid",
+            token.format(amount),
+            token.format(terms.min_funding)
+        );
+    }
+    if amount > max_channel_amount() {
+        bail!("a channel holds at most {}; nothing was paid", token.format(max_channel_amount()));
+    }
+    if to_pay.is_zero() {
+        return Ok(());
+    }
+    let me = publisher.key.address();
+    let balance = publisher
+        .chain
+        .token_balance(publisher.chain.contracts().token, me)
+        .await
+        .context("reading the publisher's token balance")?;
+    if balance < to_pay {
+        bail!("{me} holds {}, less than the {} to fund; nothing was paid", token.format(balance), token.format(to_pay));
+    }
+    if publisher.chain.native_balance(me).await.context("reading the publisher's gas balance")?.is_zero() {
+        bail!("{me} has no gas money on chain {}; nothing was paid", publisher.chain.chain_id());
+    }
+    Ok(())
+}
+
+/// Refuses a provision request the provider's wire checks would refuse: the pod within
+/// [`tpod_wire::limits`], the signed request within the protocol's frame.
+fn check_wire(publisher: &Publisher, pod_id: B256, action: &pb::provision_request::Action) -> anyhow::Result<()> {
+    use tpod_wire::Validate as _;
+    let request = pb::ProvisionRequest {
+        version: tpod_wire::VERSION,
+        pod_id: pod_id.to_vec(),
+        publisher: publisher.key.address().to_string(),
+        nonce: u64::MAX,
+        expiry_unix: u64::MAX,
+        action: Some(action.clone()),
+    };
+    request.validate().map_err(|e| anyhow::anyhow!("the pod is too large for the provision protocol: {e}"))?;
+    let signed = pb::SignedRequest {
+        version: tpod_wire::VERSION,
+        payload: request.encode_to_vec(),
+        signature: vec![0; tpod_wire::limits::SIGNATURE_BYTES],
+    };
+    signed.validate().map_err(|e| anyhow::anyhow!("the provision request is malformed: {e}"))?;
+    let size = signed.encoded_len();
+    // A length-delimited frame: the message and its varint length.
+    if size + 10 > tpod_wire::codec::PROVISION_MAX_BYTES {
+        bail!(
+            "the provision request takes {size} bytes; the protocol carries at most {} (env, args or secrets too large)",
+            tpod_wire::codec::PROVISION_MAX_BYTES
+        );
+    }
+    Ok(())
+}
+
 /// `tpod deploy`.
+///
+/// Everything that can be known before paying is checked before paying: the manifest, images
+/// (with the provider's unpack rules), secrets, the provider's quote for this very pod (capacity,
+/// GPUs, host names), its attestation, the amount against its minimum and the account's balance,
+/// and the request against the wire limits. A channel funded by an earlier deploy of the same
+/// name that the provider did not take is used again when its provider is chosen (it is
+/// preferred when no `--provider` is named); otherwise it stays recorded for `tpod withdraw`.
 pub async fn deploy(args: &DeployArgs, target: &Target, devnet_dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let manifest = load_manifest(&args.manifest)?;
     let name = args.name.clone().unwrap_or_else(|| manifest.name.clone());
-    let mut records = Deployments::load(&target.records_dir(devnet_dir)?)?;
-    if records.deployments.iter().any(|d| d.name == name && d.deployed) {
+    let records_dir = target.records_dir(devnet_dir)?;
+    let mut records = Deployments::load(&records_dir)?;
+    if records.named(&name).iter().any(|d| d.deployed) {
         bail!("a deployment named {name:?} exists; use `tpod update` or deploy with --name");
     }
     let delivery = Delivery::prepare(&manifest, &args.manifest, &args.registry).await?;
     let publisher = Publisher::open(devnet_dir, target).await?;
     let reservation = tpod_market::Reservation::of_manifest(&manifest);
-    // Nothing is sealed or paid to a provider that is not attested: the enclave keys come from the
-    // evidence only.
-    let (chosen, skipped) =
-        crate::pick::choose(&publisher, &reservation, target.provider.as_deref(), &target.attest, devnet_dir).await?;
+    let auto = target.provider.as_deref().is_none_or(|f| f == crate::pick::AUTO);
+    let unused = unused_channel(&publisher, &records, &name).await;
+    // An unused channel's provider is preferred: the funds are there already.
+    let preferred = match (&unused, auto) {
+        (Some((old, _)), true) => {
+            let p = ProviderTarget::from_deployment(old, devnet_dir)?;
+            Some(format!("{}@{}", p.peer, p.addr))
+        }
+        _ => None,
+    };
+    let picked = match &preferred {
+        Some(flag) => {
+            match crate::pick::choose(&publisher, &reservation, Some(flag), &target.attest, devnet_dir).await {
+                Ok(picked) => Ok(picked),
+                Err(e) => {
+                    eprintln!(
+                        "the provider of {name}'s unused channel is not available ({e:#}); picking another, and the \
+                         channel stays recorded (`tpod list`)"
+                    );
+                    crate::pick::choose(&publisher, &reservation, target.provider.as_deref(), &target.attest, devnet_dir)
+                        .await
+                }
+            }
+        }
+        None => crate::pick::choose(&publisher, &reservation, target.provider.as_deref(), &target.attest, devnet_dir)
+            .await,
+    };
+    let (chosen, skipped) = picked?;
     let crate::pick::Chosen { provider, terms, attested } = chosen;
     let enclave_signer = Address::from(attested.binding.enclave_signer);
     let enclave = enclave_key(&attested)?;
-    let uploaded = upload(&publisher, &provider, &delivery.encrypted, &delivery.images, json).await?;
-    let pod_id = B256::random();
-    // Sealed before anything is paid: a failure here leaves nothing behind.
-    let sealing = sealing_key(&publisher.key);
-    let pod = to_proto(&manifest, &delivery, &Sealer { sender: &sealing, enclave, pod_id })?;
 
+    // Checked before anything is sent: a cap that rounds to nothing per second is refused.
+    let max_rate = match &args.max_rate {
+        Some(rate) => publisher.token.per_second(publisher.token.amount(rate)?)?,
+        None => 0,
+    };
+    let reuse = unused.filter(|(old, channel)| {
+        old.provider_address == terms.provider_address
+            && channel.enclave_signer == enclave_signer
+            && channel.unlock_delay >= terms.min_unlock_delay_secs
+            && channel.cap.map_or(0, |(rate, _)| rate) == max_rate
+    });
+    for old in records.named(&name).into_iter().filter(|d| d.is_unused()) {
+        if reuse.as_ref().is_none_or(|(r, _)| r.channel_id != old.channel_id) {
+            eprintln!(
+                "channel {} of an earlier deploy of {name} is not used (another provider, enclave or spend cap, or \
+                 not reusable on chain); it stays recorded: `tpod unlock {}` then `tpod withdraw {}` recovers it",
+                old.channel_id, old.channel_id, old.channel_id
+            );
+        }
+    }
     let amount = match &args.amount {
         Some(amount) => publisher.token.amount(amount)?,
         None => terms
@@ -392,63 +574,98 @@ pub async fn deploy(args: &DeployArgs, target: &Target, devnet_dir: &Path, json:
             .saturating_mul(U256::from(args.hours.saturating_mul(3600)))
             .max(terms.min_funding),
     };
-    // Checked before anything is sent: a cap that rounds to nothing per second is refused.
-    let max_rate = match &args.max_rate {
-        Some(rate) => publisher.token.per_second(publisher.token.amount(rate)?)?,
-        None => 0,
+    // What has to be paid now: all of it for a new channel, the difference for a reused one.
+    let to_pay = match &reuse {
+        Some((_, channel)) => amount.saturating_sub(channel.unclaimed()),
+        None => amount,
     };
-    publisher
-        .chain
-        .approve_payment(publisher.chain.contracts().token, amount)
-        .await
-        .context("approving the payment")?;
-    let channel_id = publisher
-        .chain
-        .create_channel(&NewChannel {
-            provider: terms.provider_address,
-            pod_id,
-            enclave_signer,
-            amount,
-            unlock_delay: terms.min_unlock_delay_secs,
-            max_rate,
-        })
-        .await
-        .context("creating the payment channel")?;
-    let mut record = Deployment {
-        name: name.clone(),
-        pod_id,
-        publisher: publisher.key.address(),
-        provider_peer: provider.peer.to_string(),
-        provider_addr: provider.addr.to_string(),
-        provider_address: terms.provider_address,
-        channel_id,
-        url: String::new(),
-        manifest: args.manifest.clone(),
-        deployed: false,
-    };
-    // Recorded before the pod is sent, so the funded channel is never forgotten.
-    records.upsert(record.clone());
-    records.save(&target.records_dir(devnet_dir)?)?;
+    let funded = reuse.as_ref().map_or(amount, |(_, channel)| channel.unclaimed().max(amount));
+    check_amount(&publisher, &terms, funded, to_pay).await?;
+    let request = quote_request(&manifest, &reservation);
+    check_quote(&publisher, &provider, &request).await?;
 
-    let status = publisher
-        .provision(
-            &provider,
-            pod_id,
-            pb::provision_request::Action::Provision(pb::Provision { pod: Some(pod), pricing: Some(terms.quoted) }),
-        )
-        .await
-        .with_context(|| format!("deploying {name} (channel {channel_id} stays funded and recorded)"))?;
+    let uploaded = upload(&publisher, &provider, &delivery.encrypted, &delivery.images, json).await?;
+    let pod_id = reuse.as_ref().map_or_else(B256::random, |(old, _)| old.pod_id);
+    // Sealed before anything is paid: a failure here leaves nothing behind.
+    let sealing = sealing_key(&publisher.key);
+    let pod = to_proto(&manifest, &delivery, &Sealer { sender: &sealing, enclave, pod_id })?;
+    let action = pb::provision_request::Action::Provision(pb::Provision { pod: Some(pod), pricing: Some(terms.quoted) });
+    check_wire(&publisher, pod_id, &action)?;
+    // Again right before paying: capacity or a host name may have gone during the upload.
+    check_quote(&publisher, &provider, &request).await?;
+
+    let token_address = publisher.chain.contracts().token;
+    let mut record = match reuse {
+        Some((old, _)) => {
+            if !to_pay.is_zero() {
+                publisher.chain.approve_payment(token_address, to_pay).await.context("approving the payment")?;
+                publisher
+                    .chain
+                    .deposit(old.provider_address, old.pod_id, to_pay)
+                    .await
+                    .context("topping up the unused channel")?;
+            }
+            if !json {
+                say!("using channel {} funded by an earlier deploy of {name}", old.channel_id);
+            }
+            Deployment { manifest: args.manifest.clone(), ..old }
+        }
+        None => {
+            publisher.chain.approve_payment(token_address, amount).await.context("approving the payment")?;
+            let channel_id = publisher
+                .chain
+                .create_channel(&NewChannel {
+                    provider: terms.provider_address,
+                    pod_id,
+                    enclave_signer,
+                    amount,
+                    unlock_delay: terms.min_unlock_delay_secs,
+                    max_rate,
+                })
+                .await
+                .context("creating the payment channel")?;
+            let record = Deployment {
+                name: name.clone(),
+                pod_id,
+                publisher: publisher.key.address(),
+                provider_peer: provider.peer.to_string(),
+                provider_addr: provider.addr.to_string(),
+                provider_address: terms.provider_address,
+                channel_id,
+                url: String::new(),
+                manifest: args.manifest.clone(),
+                deployed: false,
+                deleted: false,
+                created_at: crate::billing::chain_now(&publisher.chain).await.unwrap_or_default(),
+            };
+            // Recorded before the pod is sent, so the funded channel is never forgotten.
+            records.upsert(record.clone());
+            records.save(&records_dir)?;
+            record
+        }
+    };
+    let channel_id = record.channel_id;
+    let failed = |e: anyhow::Error| {
+        e.context(format!(
+            "deploying {name}: channel {channel_id} stays funded and recorded; `tpod deploy` of {name} again uses it, \
+             or `tpod unlock {channel_id}` then `tpod withdraw {channel_id}` recovers it"
+        ))
+    };
+    if std::env::var_os(FAIL_AFTER_FUNDING).is_some() {
+        return Err(failed(anyhow::anyhow!("stopped after funding ({FAIL_AFTER_FUNDING} is set)")));
+    }
+    let status = publisher.provision(&provider, pod_id, action).await.map_err(failed)?;
     record.url = status.url.clone();
     record.deployed = true;
     records.upsert(record.clone());
-    records.save(&target.records_dir(devnet_dir)?)?;
+    records.save(&records_dir)?;
 
     if json {
         say!(
             "{}",
             json!({
                 "name": name, "url": status.url, "pod_id": pod_id, "channel_id": channel_id,
-                "amount": amount.to_string(), "provider": provider.peer.to_string(),
+                "amount": funded.to_string(), "paid": to_pay.to_string(), "provider": provider.peer.to_string(),
                 "provider_address": terms.provider_address, "skipped": skipped, "state": status.state,
                 "uploaded_bytes": uploaded,
             })
@@ -457,7 +674,7 @@ pub async fn deploy(args: &DeployArgs, target: &Target, devnet_dir: &Path, json:
         say!("deployed {name} (pod {pod_id})");
         say!("  provider {} ({})", provider.peer, terms.provider_address);
         say!("  images  sealed to the provider's enclave; {uploaded} encrypted bytes uploaded");
-        say!("  channel {channel_id} funded with {}", publisher.token.format(amount));
+        say!("  channel {channel_id} funded with {}", publisher.token.format(funded));
         say!("  state   {}", status.state);
         if !status.url.is_empty() {
             say!("  url     {}", status.url);
@@ -580,7 +797,8 @@ pub async fn delete(name: Option<&str>, target: &Target, devnet_dir: &Path, json
         .transpose()
         .map_err(|e| anyhow::anyhow!("the provider sent malformed usage: {e}"))?;
     let channel = publisher.chain.channel(record.channel_id).await.context("reading the payment channel")?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    // Released means unlocked by the chain's clock, which is what `close` is checked against.
+    let now = crate::billing::chain_now(&publisher.chain).await?;
     let released = channel.as_ref().is_some_and(|c| !c.closed && c.unlock_at.is_some_and(|t| t <= now));
     let refunded = if released {
         let refunded = publisher
@@ -588,12 +806,14 @@ pub async fn delete(name: Option<&str>, target: &Target, devnet_dir: &Path, json
             .close_channel(record.provider_address, record.pod_id)
             .await
             .context("closing the payment channel")?;
-        records.remove(&record.name);
+        records.remove_channel(record.channel_id);
         Some(refunded)
     } else {
         // The provider has not released the channel yet (its final claim is pending): keep the
-        // record so `tpod unlock` and `tpod withdraw` can still recover the funds.
+        // record so `tpod unlock` and `tpod withdraw` can still recover the funds; it is never
+        // used for another deploy.
         record.deployed = false;
+        record.deleted = true;
         records.upsert(record.clone());
         None
     };
@@ -618,8 +838,8 @@ pub async fn delete(name: Option<&str>, target: &Target, devnet_dir: &Path, json
             None => say!(
                 "  the provider has not released channel {} yet; run `tpod unlock {}` and, after the delay, `tpod withdraw {}`",
                 record.channel_id,
-                record.name,
-                record.name
+                record.channel_id,
+                record.channel_id
             ),
         }
     }
