@@ -74,6 +74,16 @@ pub enum RuntimeError {
         /// Its exit status and stderr, or why it could not run.
         message: String,
     },
+    /// The pod network cannot go where it is configured: the bridge name is another interface,
+    /// the bridge holds another subnet, the subnet overlaps a route of another interface, or
+    /// the bridge still has pods attached when it is to be removed.
+    #[error("bridge {bridge}: {reason}")]
+    NetworkConflict {
+        /// The bridge.
+        bridge: String,
+        /// What collides, and what to do about it.
+        reason: String,
+    },
     /// The container's image could not be unpacked.
     #[error("pod {pod}, container {container}: unpacking image {image} into {rootfs}: {source}")]
     Unpack {

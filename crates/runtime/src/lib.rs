@@ -4,7 +4,8 @@
 //! [`LocalRuntime`] is the embedded backend: OCI containers run by youki's `libcontainer`
 //! (through the small single-threaded `tpod-runtime-shim` binary of this crate), each with its own pid, mount, uts and ipc namespaces and its own cgroup, all
 //! containers of a pod sharing one network namespace wired to a host bridge (like a Kubernetes
-//! pod). Containers are supervised and restarted with exponential backoff; their output goes to
+//! pod), firewalled so that a pod reaches no other pod and no host address, and is reached only
+//! from the host (the ingress). Containers are supervised and restarted with exponential backoff; their output goes to
 //! size-capped log files. Pod volumes (a shared directory, a size-limited ext4 file system on a
 //! loop device, or a read-only set of secret files in memory) are bind-mounted into the
 //! containers that name them. A pod's containers can be replaced in place ([`Runtime::update`]),
@@ -28,11 +29,13 @@
 
 mod cgroup;
 mod error;
+mod firewall;
 mod fscrypt;
 mod local;
 mod logs;
 mod net;
 mod proc;
+pub mod sandbox;
 mod spec;
 mod volume;
 
@@ -45,6 +48,7 @@ use futures::stream::BoxStream;
 pub use error::RuntimeError;
 pub use fscrypt::VolumeKey;
 pub use local::{LocalConfig, LocalRuntime, cgroups_path};
+pub use net::check_subnet;
 pub use volume::{MAX_FILESYSTEM_BYTES, MAX_SECRET_BYTES, MAX_SECRET_FILES, MIN_FILESYSTEM_BYTES};
 
 /// A pod to run: the containers, already verified, that share one network namespace.
@@ -145,6 +149,10 @@ pub struct ContainerSpec {
     pub cpu_millis: u64,
     /// Memory limit in bytes; 0 = no limit.
     pub memory_bytes: u64,
+    /// The most processes and threads the container may have at once (its cgroup's
+    /// `pids.max`); 0 or anything above [`LocalConfig::pids_limit`] means that limit. Past it,
+    /// `fork` and `clone` fail with `EAGAIN` and the container keeps running.
+    pub pids_limit: u64,
     /// The pod's volumes this container sees, and where (empty if none).
     pub mounts: Vec<VolumeMount>,
 }

@@ -89,6 +89,10 @@ pub struct LocalConfig {
     /// The subnet pods get addresses from, as (network address, prefix length); the bridge takes
     /// its first address.
     pub subnet: (Ipv4Addr, u8),
+    /// Whether pods may open connections to the internet, masqueraded behind the host's
+    /// address. Even then they reach no private range, no host address and no other pod (see
+    /// [`crate::firewall`]). Off by default: pods are reached through the ingress only.
+    pub outbound_internet: bool,
     /// The most bytes a container's log file keeps; past it, it is cut to its newest half.
     pub log_cap_bytes: u64,
     /// The restart backoff: (first delay, largest delay); it doubles after each restart.
@@ -107,13 +111,22 @@ pub struct LocalConfig {
     /// The secret file system volumes' encryption keys are derived from: volumes made under one
     /// key are readable (after a restart or reboot) only under the same key.
     pub volume_key: VolumeKey,
+    /// The most processes and threads a container may have at once (its cgroup's `pids.max`);
+    /// a container's spec may ask for fewer ([`crate::ContainerSpec::pids_limit`]), never more.
+    /// At least 1; 1024 by default.
+    pub pids_limit: u64,
+    /// System calls taken off the default seccomp allow-list, so they fail with `EPERM` in
+    /// every container (see [`crate::sandbox`]); names it does not know are refused by
+    /// [`LocalRuntime::new`]. Empty by default.
+    pub seccomp_deny: Vec<String>,
 }
 
 /// The smallest [`LocalConfig::rootfs_bytes`] accepted (a tmpfs `size=0` would be unlimited).
 const MIN_ROOTFS_BYTES: u64 = 1 << 20;
 
 impl LocalConfig {
-    /// The defaults, with state under `root`: bridge `tpod0`, subnet 10.89.0.0/16, 8 MiB of log
+    /// The defaults, with state under `root`: bridge `tpod0`, subnet 10.89.0.0/16, no outbound
+    /// internet, 8 MiB of log
     /// per container, restart backoff 1 s doubling up to 30 s, reset after 60 s of running, the
     /// shim next to the running executable (where cargo builds it), and a 2 GiB rootfs tmpfs per
     /// container; file system volumes encrypted under `volume_key`.
@@ -122,12 +135,15 @@ impl LocalConfig {
             root: root.into(),
             bridge: "tpod0".to_owned(),
             subnet: (Ipv4Addr::new(10, 89, 0, 0), 16),
+            outbound_internet: false,
             log_cap_bytes: 8 << 20,
             restart_backoff: (Duration::from_secs(1), Duration::from_secs(30)),
             backoff_reset_after: Duration::from_secs(60),
             shim: default_shim(),
             rootfs_bytes: 2 << 30,
             volume_key,
+            pids_limit: 1024,
+            seccomp_deny: Vec::new(),
         }
     }
 }
@@ -308,6 +324,8 @@ struct Pod {
     /// The size of each container's rootfs tmpfs.
     rootfs_bytes: u64,
     volume_key: VolumeKey,
+    /// The runtime's default pids limit and seccomp deny-list.
+    sandbox: crate::sandbox::Settings,
     record: Mutex<PodRecord>,
     logs: BTreeMap<String, Arc<LogFile>>,
     /// Turns true when the pod's tasks must stop (the pod is deleted or the runtime dropped).
@@ -361,6 +379,7 @@ fn validate(spec: &PodSpec) -> Result<(), RuntimeError> {
             return Err(invalid(format!("container name {name} is used twice")));
         }
         spec::process_args(&spec.id, container)?;
+        crate::sandbox::check_mounts(container).map_err(invalid)?;
     }
     volume::validate(spec)
 }
@@ -383,6 +402,11 @@ impl LocalRuntime {
                 config.rootfs_bytes
             )));
         }
+        if config.pids_limit == 0 {
+            return Err(invalid("runtime config: pids_limit must be at least 1".to_owned()));
+        }
+        crate::sandbox::check_deny_list(&config.seccomp_deny)
+            .map_err(|e| invalid(format!("runtime config: seccomp_deny: {e}")))?;
         if !config.shim.is_file() {
             return Err(invalid(format!(
                 "runtime config: the container shim {} does not exist (build it: cargo build -p tpod-runtime)",
@@ -412,6 +436,23 @@ impl LocalRuntime {
     /// The runtime's settings.
     pub fn config(&self) -> &LocalConfig {
         &self.inner.config
+    }
+
+    /// Sets up the pods' network before any pod runs: refuses a bridge or subnet that collides
+    /// with the host's ([`RuntimeError::NetworkConflict`], see [`crate::check_subnet`]), writes
+    /// the firewall and brings the bridge up. Starting a pod does the same; a provider calls
+    /// this at start so a collision stops it there, with the reason.
+    pub async fn prepare_network(&self) -> Result<(), RuntimeError> {
+        let (bridge, subnet, outbound) =
+            (self.inner.config.bridge.clone(), self.inner.subnet.clone(), self.inner.config.outbound_internet);
+        blocking("", "network setup", move || net::ensure_bridge(&bridge, &subnet, outbound)).await
+    }
+
+    /// Removes the bridge and its firewall tables, for a provider taken down for good (after
+    /// its pods are deleted). Fails, leaving both, while pods are still attached to the bridge.
+    pub async fn remove_network(&self) -> Result<(), RuntimeError> {
+        let bridge = self.inner.config.bridge.clone();
+        blocking("", "network removal", move || net::remove_bridge(&bridge)).await
     }
 }
 
@@ -496,6 +537,7 @@ impl Inner {
             shim: self.config.shim.clone(),
             rootfs_bytes: self.config.rootfs_bytes,
             volume_key: self.config.volume_key.clone(),
+            sandbox: crate::sandbox::Settings::of(&self.config),
             record: Mutex::new(record),
             logs,
             stop: watch::Sender::new(false),
@@ -562,14 +604,15 @@ impl Inner {
     /// supervisor to retry; otherwise the failure is returned.
     async fn bring_up(&self, pod: &Arc<Pod>, adopting: bool) -> Result<(), RuntimeError> {
         let bridge = self.config.bridge.clone();
+        let outbound = self.config.outbound_internet;
         let p = pod.clone();
         blocking(&pod.id, "network setup", move || {
             if net::netns_exists(&p.net) {
-                net::ensure_bridge(&bridge, &p.subnet)
+                net::ensure_bridge(&bridge, &p.subnet, outbound)
             } else {
                 // Leftovers of a half-made network (a crash during setup) would block setup.
                 net::teardown(&p.net)?;
-                net::setup(&p.net, &bridge, &p.subnet, p.ip)
+                net::setup(&p.net, &bridge, &p.subnet, outbound, p.ip)
             }
         })
         .await?;
@@ -780,6 +823,8 @@ impl Pod {
             hosts_file: &hosts,
             cgroups_path: &cgroups,
             binds: &binds,
+            pids_limit: self.sandbox.pids_limit(container),
+            seccomp: &self.sandbox.seccomp()?,
         })?;
         let config = bundle.join("config.json");
         let json = serde_json::to_vec_pretty(&runtime_spec)

@@ -18,8 +18,8 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
-    LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResourcesBuilder, Mount,
-    MountBuilder, Spec,
+    LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder,
+    LinuxResourcesBuilder, LinuxSeccomp, Mount, MountBuilder, Spec,
 };
 
 use crate::{ContainerSpec, RuntimeError};
@@ -40,6 +40,10 @@ pub(crate) struct SpecInput<'a> {
     pub cgroups_path: &'a str,
     /// The container's volume mounts, resolved to host paths.
     pub binds: &'a [Bind],
+    /// The container's `pids.max` (at least 1).
+    pub pids_limit: u64,
+    /// The seccomp profile (see [`crate::sandbox`]).
+    pub seccomp: &'a LinuxSeccomp,
 }
 
 /// A host directory bind-mounted into a container.
@@ -122,6 +126,11 @@ pub(crate) fn runtime_spec(input: &SpecInput<'_>) -> Result<Spec, RuntimeError> 
     process.set_args(Some(process_args(input.pod, input.container)?));
     process.set_env(Some(environment(input.container)));
     process.set_cwd(PathBuf::from(working_dir(input.container)));
+    // Stated rather than left to oci-spec's defaults (which are the same today): no privilege
+    // gained through setuid files or file capabilities, and only these three capabilities, as
+    // Kubernetes' restricted profile allows (no CAP_NET_RAW: no raw or packet sockets).
+    process.set_no_new_privileges(Some(true));
+    process.set_capabilities(Some(oci_spec::runtime::LinuxCapabilities::default()));
     spec.set_process(Some(process));
 
     let mut mounts: Vec<Mount> = spec
@@ -183,7 +192,10 @@ pub(crate) fn runtime_spec(input: &SpecInput<'_>) -> Result<Spec, RuntimeError> 
         let limit = i64::try_from(input.container.memory_bytes).unwrap_or(i64::MAX);
         resources = resources.memory(LinuxMemoryBuilder::default().limit(limit).build().map_err(spec_error)?);
     }
+    let pids = i64::try_from(input.pids_limit.max(1)).unwrap_or(i64::MAX);
+    resources = resources.pids(LinuxPidsBuilder::default().limit(pids).build().map_err(spec_error)?);
     linux.set_resources(Some(resources.devices(vec![]).build().map_err(spec_error)?));
+    linux.set_seccomp(Some(input.seccomp.clone()));
     spec.set_linux(Some(linux));
     Ok(spec)
 }
@@ -218,6 +230,7 @@ mod tests {
             working_dir: None,
             cpu_millis: 1500,
             memory_bytes: 1 << 20,
+            pids_limit: 0,
             mounts: Vec::new(),
         };
         (dir, spec)
@@ -254,6 +267,8 @@ mod tests {
             hosts_file: Path::new("/b/hosts"),
             cgroups_path: "/tpod/x-c",
             binds: &[Bind { source: "/pod/volumes/v/dir".into(), destination: "/data".into(), read_only: true }],
+            pids_limit: 77,
+            seccomp: &crate::sandbox::profile(&[]).unwrap(),
         })
         .unwrap();
         let root = oci.root().as_ref().unwrap();
@@ -272,6 +287,13 @@ mod tests {
         let cpu = resources.cpu().as_ref().unwrap();
         assert_eq!((cpu.quota(), cpu.period()), (Some(150_000), Some(100_000)));
         assert_eq!(resources.memory().as_ref().unwrap().limit(), Some(1 << 20));
+        assert_eq!(resources.pids().as_ref().map(|p| p.limit()), Some(77));
+        assert!(linux.seccomp().is_some());
+        let process = oci.process().as_ref().unwrap();
+        assert_eq!(process.no_new_privileges(), Some(true));
+        let bounding = process.capabilities().as_ref().unwrap().bounding().clone().unwrap();
+        assert!(!bounding.contains(&oci_spec::runtime::Capability::NetRaw));
+        assert!(!bounding.contains(&oci_spec::runtime::Capability::SysAdmin));
         assert_eq!(oci.process().as_ref().unwrap().terminal(), Some(false));
         let mounts = oci.mounts().as_ref().unwrap();
         assert!(mounts.iter().any(|m| m.destination() == Path::new("/etc/hosts")));

@@ -114,6 +114,7 @@ fn container(image: &tpod_image::Image, name: &str, command: Option<&[&str]>, ar
         working_dir: None,
         cpu_millis: 500,
         memory_bytes: 64 << 20,
+        pids_limit: 0,
         mounts: Vec::new(),
     }
 }

@@ -681,6 +681,8 @@ impl<R: Runtime> Controller<R> {
                     working_dir: c.working_dir.clone(),
                     cpu_millis: c.cpu_millis,
                     memory_bytes: c.memory_bytes,
+                    // The provider's default: the manifest's `resources.pids` is not on the wire yet.
+                    pids_limit: 0,
                     mounts: c
                         .mounts
                         .iter()

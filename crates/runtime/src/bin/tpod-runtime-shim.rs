@@ -8,6 +8,12 @@
 //! environment lock) and hang forever before it execs. This process has one thread. It also
 //! `chdir`s freely (libcontainer does, around its notify socket) without disturbing the provider.
 //!
+//! The container is sandboxed by the seccomp profile its runtime spec carries (`linux.seccomp`,
+//! see [`tpod_runtime::sandbox`]): compiled to BPF here, before anything starts, and installed
+//! by [`Sandboxed`], the executor libcontainer runs in the container's init process, right
+//! before it `execve`s the container's program: after libcontainer's own mounts, capability
+//! drop and `chdir`, which the profile would refuse.
+//!
 //! The container's stdout and stderr are the log file, opened `O_APPEND`; its init process is
 //! re-parented to the provider (a child subreaper) when this process exits, so the provider can
 //! collect its exit code.
@@ -19,6 +25,9 @@ use std::process::ExitCode;
 
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::syscall::syscall::SyscallType;
+use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
+use oci_spec::runtime::Spec;
+use seccompiler::BpfProgram;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -51,9 +60,16 @@ fn create(root: PathBuf, id: &str, bundle: PathBuf, log: PathBuf) -> Result<i32,
         .map_err(|e| format!("opening log {}: {e}", log.display()))?;
     let stderr = stdout.try_clone().map_err(|e| format!("opening log {}: {e}", log.display()))?;
     let stdin = File::open("/dev/null").map_err(|e| format!("opening /dev/null: {e}"))?;
+    let config = bundle.join("config.json");
+    let spec = Spec::load(&config).map_err(|e| format!("create: reading {}: {e}", config.display()))?;
+    let filters = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+        Some(profile) => tpod_runtime::sandbox::compile(profile).map_err(|e| format!("create: {e}"))?,
+        None => Vec::new(),
+    };
     let mut container = ContainerBuilder::new(id.to_owned(), SyscallType::default())
         .with_root_path(root)
         .map_err(|e| format!("create: {}", tpod_runtime::error_chain(&e)))?
+        .with_executor(Sandboxed { filters })
         .with_stdin(stdin)
         .with_stdout(stdout)
         .with_stderr(stderr)
@@ -64,4 +80,28 @@ fn create(root: PathBuf, id: &str, bundle: PathBuf, log: PathBuf) -> Result<i32,
         .map_err(|e| format!("create: {}", tpod_runtime::error_chain(&e)))?;
     container.start().map_err(|e| format!("start: {}", tpod_runtime::error_chain(&e)))?;
     container.pid().map(|pid| pid.as_raw()).ok_or_else(|| "start: libcontainer reported no pid".to_owned())
+}
+
+/// libcontainer's default executor with the seccomp filters installed first: it runs in the
+/// container's init process once everything else is set up, so the filters bind the container's
+/// program from its first instruction and nothing of libcontainer's setup.
+#[derive(Clone)]
+struct Sandboxed {
+    /// Installed in order (see [`tpod_runtime::sandbox::compile`]).
+    filters: Vec<BpfProgram>,
+}
+
+impl Executor for Sandboxed {
+    fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
+        for filter in &self.filters {
+            // Also sets no_new_privs, which the spec asks for anyway.
+            seccompiler::apply_filter(filter)
+                .map_err(|e| ExecutorError::Other(format!("installing the seccomp filter: {e}")))?;
+        }
+        libcontainer::workload::default::get_executor().exec(spec)
+    }
+
+    fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
+        libcontainer::workload::default::get_executor().validate(spec)
+    }
 }

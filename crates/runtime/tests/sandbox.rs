@@ -1,0 +1,359 @@
+//! The sandbox around every container, tried from inside real containers (root needed, as the
+//! provider): the seccomp profile refuses the keyring, namespaces, io_uring, bpf, perf, mounts
+//! and ptrace (a static probe built here by `rustc` tries each call); capabilities leave no raw
+//! or packet sockets; the pids limit stops forks while the container keeps running; an
+//! operator's deny-list takes calls off the profile; volumes over `/proc`, `/sys` and `/dev`
+//! are refused; and a plain httpd with volumes still serves. Each test has its own state
+//! root, bridge and subnet `10.251.<n>.0/24`, and checks that nothing of it is left.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::hash::{BuildHasher, RandomState};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use tempfile::TempDir;
+use tpod_runtime::{
+    ContainerSpec, ContainerState, LocalConfig, LocalRuntime, LogOptions, PodSpec, Runtime, RuntimeError, SecretFile,
+    VolumeKey, VolumeKind, VolumeMount, VolumeSpec, cgroups_path,
+};
+
+fn random_hex(len: usize) -> String {
+    let mut out = String::new();
+    while out.len() < len {
+        out.push_str(&format!("{:016x}", RandomState::new().hash_one(Instant::now())));
+    }
+    out.truncate(len);
+    out
+}
+
+/// A test's private runtime; dropping it deletes its pods and bridge.
+struct Env {
+    dir: TempDir,
+    config: LocalConfig,
+}
+
+impl Env {
+    fn new(third: u8) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = LocalConfig::new(dir.path().join("runtime"), VolumeKey::random());
+        config.bridge = format!("tps{}", random_hex(8));
+        config.subnet = (Ipv4Addr::new(10, 251, third, 0), 24);
+        config.restart_backoff = (Duration::from_millis(200), Duration::from_millis(800));
+        config.shim = PathBuf::from(env!("CARGO_BIN_EXE_tpod-runtime-shim"));
+        Self { dir, config }
+    }
+
+    fn runtime(&self) -> LocalRuntime {
+        LocalRuntime::new(self.config.clone()).unwrap()
+    }
+
+    /// busybox at `/bin/busybox`, the probe at `/bin/probe`, a page at `/www/index.html`.
+    fn image(&self) -> tpod_image::Image {
+        let probe = self.dir.path().join("probe");
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/probe/probe.rs");
+        let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
+        let built = Command::new(rustc)
+            .args(["--edition", "2024", "-C", "opt-level=1", "-C", "target-feature=+crt-static", "-C", "panic=abort"])
+            .arg("-o")
+            .arg(&probe)
+            .arg(&source)
+            .output()
+            .unwrap();
+        assert!(built.status.success(), "building the probe: {}", String::from_utf8_lossy(&built.stderr));
+        let page = self.dir.path().join("index.html");
+        std::fs::write(&page, "sandboxed\n").unwrap();
+        let files = [
+            tpod_image::RootfsFile { src: "/bin/busybox".into(), dest: "/bin/busybox".to_owned(), mode: 0o755 },
+            tpod_image::RootfsFile { src: probe, dest: "/bin/probe".to_owned(), mode: 0o755 },
+            tpod_image::RootfsFile { src: page, dest: "/www/index.html".to_owned(), mode: 0o644 },
+        ];
+        let config = tpod_image::ContainerConfig {
+            entrypoint: vec!["/bin/busybox".to_owned()],
+            cmd: Vec::new(),
+            env: vec!["PATH=/bin".to_owned()],
+            working_dir: Some("/".to_owned()),
+            exposed_ports: Vec::new(),
+        };
+        let layout = self.dir.path().join(format!("image-{}", random_hex(6)));
+        tpod_image::build_layout(&layout, &files, &config).unwrap();
+        tpod_image::read_layout(&layout).unwrap()
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let config = self.config.clone();
+        let cleanup = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+            rt.block_on(async {
+                let runtime = LocalRuntime::new(config).unwrap();
+                for id in runtime.list().await.unwrap_or_default() {
+                    if let Err(e) = runtime.delete(&id).await {
+                        eprintln!("cleanup of pod {id} failed: {e}");
+                    }
+                }
+            });
+        });
+        let _ = cleanup.join();
+        let _ = Command::new("ip").args(["link", "delete", &self.config.bridge]).output();
+    }
+}
+
+/// A container running `script` under busybox sh.
+fn shell(image: &tpod_image::Image, name: &str, script: &str) -> ContainerSpec {
+    ContainerSpec {
+        name: name.to_owned(),
+        image: image.clone(),
+        command: Some(vec!["/bin/busybox".to_owned(), "sh".to_owned(), "-c".to_owned(), script.to_owned()]),
+        args: None,
+        env: BTreeMap::new(),
+        working_dir: None,
+        cpu_millis: 500,
+        memory_bytes: 64 << 20,
+        pids_limit: 0,
+        mounts: Vec::new(),
+    }
+}
+
+fn pod(containers: Vec<ContainerSpec>, volumes: Vec<VolumeSpec>) -> PodSpec {
+    PodSpec { id: random_hex(64), containers, volumes }
+}
+
+async fn read_logs(runtime: &LocalRuntime, id: &str, container: &str) -> String {
+    let mut stream = runtime.logs(id, container, LogOptions { follow: false, tail_lines: 0 }).await.unwrap();
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        out.extend(chunk.unwrap());
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The container's log once it holds `needle`.
+async fn wait_log(runtime: &LocalRuntime, id: &str, container: &str, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let logs = read_logs(runtime, id, container).await;
+        if logs.contains(needle) {
+            return logs;
+        }
+        assert!(Instant::now() < deadline, "no {needle:?} in the log of {container}:\n{logs}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `key=value` lines of a log.
+fn values(logs: &str) -> BTreeMap<String, String> {
+    logs.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned())).collect()
+}
+
+/// Asserts that nothing of pod `id` is left on the host: cgroups, network namespace, mounts.
+fn assert_gone(env: &Env, id: &str, containers: &[&str]) {
+    for name in containers {
+        let cgroup = cgroups_path(id, name);
+        for hierarchy in ["pids", "memory", "cpu,cpuacct", "unified", ""] {
+            let dir = Path::new("/sys/fs/cgroup").join(hierarchy).join(cgroup.trim_start_matches('/'));
+            assert!(!dir.exists(), "{} is left", dir.display());
+        }
+    }
+    let netns = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&netns.stdout).contains(&id[..12]), "the network namespace is left");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&env.config.root.display().to_string()), "mounts are left under the runtime root");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seccomp_and_capabilities_confine_a_container() {
+    let env = Env::new(1);
+    let runtime = env.runtime();
+    let image = env.image();
+    let script = "/bin/probe; grep -E '^(Seccomp|NoNewPrivs|CapEff|CapBnd):' /proc/self/status | tr ':' '='; \
+                  /bin/busybox unshare -U true; echo busybox_unshare=$?; \
+                  /bin/busybox mount -t tmpfs none /tmp; echo busybox_mount=$?; \
+                  echo finished=yes; exec /bin/busybox sleep 1000";
+    let spec = pod(vec![shell(&image, "probe", script)], Vec::new());
+    let id = spec.id.clone();
+    runtime.start(spec).await.unwrap();
+    let logs = wait_log(&runtime, &id, "probe", "finished=yes").await;
+    let got = values(&logs);
+    let get = |key: &str| got.get(key).map(String::as_str).unwrap_or_else(|| panic!("no {key} in:\n{logs}"));
+    for call in [
+        "add_key",
+        "keyctl",
+        "request_key",
+        "unshare_user",
+        "unshare_net",
+        "unshare_mount",
+        "io_uring_setup",
+        "bpf",
+        "perf_event_open",
+        "mount",
+        "ptrace",
+        "vsock",
+    ] {
+        assert_eq!(get(call), "errno1", "{call} is not refused with EPERM:\n{logs}");
+    }
+    // Allowed by seccomp, refused for want of CAP_NET_RAW.
+    assert_eq!(get("raw_socket"), "errno1", "{logs}");
+    assert_eq!(get("packet_socket"), "errno1", "{logs}");
+    assert_eq!(get("clone3"), "errno38", "clone3 must say ENOSYS so libcs fall back to clone:\n{logs}");
+    assert_eq!((get("tcp_socket"), get("getpid"), get("probe")), ("ok", "ok", "done"), "{logs}");
+    assert_eq!(get("Seccomp"), "2", "{logs}");
+    assert_eq!(get("NoNewPrivs"), "1", "{logs}");
+    // CAP_KILL (5), CAP_NET_BIND_SERVICE (10), CAP_AUDIT_WRITE (29) and nothing else.
+    assert_eq!(get("CapBnd"), "0000000020000420", "{logs}");
+    assert_eq!(get("CapEff"), "0000000020000420", "{logs}");
+    assert_ne!(get("busybox_unshare"), "0", "{logs}");
+    assert_ne!(get("busybox_mount"), "0", "{logs}");
+    // Forks (clone without namespace flags) still work: the shell ran all of the above.
+    let status = runtime.status(&id).await.unwrap().unwrap();
+    assert_eq!(status.containers[0].state, ContainerState::Running);
+
+    runtime.delete(&id).await.unwrap();
+    assert_gone(&env, &id, &["probe"]);
+}
+
+/// The pids cgroup directory of a container (cgroup v1 `pids` hierarchy, or v2's root).
+fn pids_dir(id: &str, container: &str) -> PathBuf {
+    let cgroup = cgroups_path(id, container);
+    let v1 = Path::new("/sys/fs/cgroup/pids").join(cgroup.trim_start_matches('/'));
+    if v1.exists() { v1 } else { Path::new("/sys/fs/cgroup").join(cgroup.trim_start_matches('/')) }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forks_past_the_pids_limit_fail_and_the_container_keeps_running() {
+    let mut env = Env::new(2);
+    env.config.pids_limit = 24;
+    let runtime = env.runtime();
+    let image = env.image();
+    // An inner shell starts 60 sleepers against a limit of 16 (busybox sh gives up at its first
+    // failed fork); the outer shell then says it is still there, without forking.
+    let script = "/bin/busybox sh -c 'i=0; while [ $i -lt 60 ]; do /bin/busybox sleep 1000 & i=$((i+1)); done'; \
+                  echo survived=yes; exec /bin/busybox sleep 1000";
+    let mut limited = shell(&image, "forker", script);
+    limited.pids_limit = 16;
+    // Asking for more than the provider's limit gets the provider's.
+    let mut greedy = shell(&image, "greedy", "exec /bin/busybox sleep 1000");
+    greedy.pids_limit = 1_000_000;
+    let spec = pod(vec![limited, greedy], Vec::new());
+    let id = spec.id.clone();
+    runtime.start(spec).await.unwrap();
+    let logs = wait_log(&runtime, &id, "forker", "survived=yes").await;
+    assert!(logs.contains("can't fork") || logs.contains("Resource temporarily unavailable"), "{logs}");
+
+    let dir = pids_dir(&id, "forker");
+    assert_eq!(std::fs::read_to_string(dir.join("pids.max")).unwrap().trim(), "16");
+    let current: u64 = std::fs::read_to_string(dir.join("pids.current")).unwrap().trim().parse().unwrap();
+    assert!((2..=16).contains(&current), "pids.current = {current}");
+    let greedy_max = std::fs::read_to_string(pids_dir(&id, "greedy").join("pids.max")).unwrap();
+    assert_eq!(greedy_max.trim(), "24");
+    let status = runtime.status(&id).await.unwrap().unwrap();
+    let forker = &status.containers[0];
+    assert_eq!((forker.state, forker.restarts), (ContainerState::Running, 0), "{status:?}");
+
+    runtime.delete(&id).await.unwrap();
+    assert_gone(&env, &id, &["forker", "greedy"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_deny_list_tightens_the_profile() {
+    let mut env = Env::new(3);
+    env.config.seccomp_deny = vec!["mkdirat".to_owned(), "mkdir".to_owned()];
+    let runtime = env.runtime();
+    let image = env.image();
+    let script = "/bin/busybox mkdir /made; echo mkdir=$?; /bin/busybox touch /touched; echo touch=$?; \
+                  echo finished=yes; exec /bin/busybox sleep 1000";
+    let spec = pod(vec![shell(&image, "c", script)], Vec::new());
+    let id = spec.id.clone();
+    runtime.start(spec).await.unwrap();
+    let logs = wait_log(&runtime, &id, "c", "finished=yes").await;
+    let got = values(&logs);
+    assert_eq!(got.get("mkdir").map(String::as_str), Some("1"), "{logs}");
+    assert_eq!(got.get("touch").map(String::as_str), Some("0"), "{logs}");
+    runtime.delete(&id).await.unwrap();
+    assert_gone(&env, &id, &["c"]);
+
+    let mut typo = env.config.clone();
+    typo.seccomp_deny = vec!["mkdri".to_owned()];
+    let error = LocalRuntime::new(typo).unwrap_err();
+    assert!(error.to_string().contains("\"mkdri\""), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volumes_over_proc_sys_and_dev_are_refused() {
+    let env = Env::new(4);
+    let runtime = env.runtime();
+    let image = env.image();
+    for path in ["/dev", "/proc/self", "//sys/", "/dev/./shm"] {
+        let mut container = shell(&image, "c", "exec /bin/busybox sleep 1000");
+        container.mounts = vec![VolumeMount { volume: "data".to_owned(), path: path.to_owned(), read_only: false }];
+        let volume = VolumeSpec { name: "data".to_owned(), kind: VolumeKind::Filesystem { size_bytes: 4 << 20 } };
+        let spec = pod(vec![container], vec![volume]);
+        let id = spec.id.clone();
+        match runtime.start(spec).await {
+            Err(RuntimeError::InvalidSpec { reason, .. }) => {
+                assert!(reason.contains("cannot be mounted at or under"), "{path}: {reason}")
+            }
+            other => panic!("{path}: {other:?}"),
+        }
+        assert!(!env.config.root.join("pods").join(&id).exists(), "{path}: the refused pod left state");
+    }
+}
+
+fn http_get(ip: Ipv4Addr, path: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let attempt = (|| -> std::io::Result<String> {
+            let mut stream = TcpStream::connect_timeout(&(ip, 8080).into(), Duration::from_secs(2))?;
+            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+            write!(stream, "GET {path} HTTP/1.0\r\nHost: pod\r\n\r\n")?;
+            let mut response = String::new();
+            stream.read_to_string(&mut response)?;
+            Ok(response)
+        })();
+        match attempt {
+            Ok(response) if response.starts_with("HTTP/1.1 200") || response.starts_with("HTTP/1.0 200") => {
+                return response;
+            }
+            other if Instant::now() > deadline => panic!("GET {path} from {ip}: {other:?}"),
+            _ => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_httpd_with_volumes_still_serves() {
+    let env = Env::new(5);
+    let runtime = env.runtime();
+    let image = env.image();
+    // Serves its rootfs page, a page it writes to its file system volume, and the secret.
+    let script = "echo written > /data/page.html && /bin/busybox mkdir -p /www/data /www/secret && \
+                  echo ok > /www/own.html && exec /bin/busybox httpd -f -p 8080 -h /";
+    let mut web = shell(&image, "web", script);
+    web.mounts = vec![
+        VolumeMount { volume: "data".to_owned(), path: "/data".to_owned(), read_only: false },
+        VolumeMount { volume: "creds".to_owned(), path: "/run/secrets".to_owned(), read_only: true },
+    ];
+    let volumes = vec![
+        VolumeSpec { name: "data".to_owned(), kind: VolumeKind::Filesystem { size_bytes: 8 << 20 } },
+        VolumeSpec {
+            name: "creds".to_owned(),
+            kind: VolumeKind::Secret {
+                files: vec![SecretFile { name: "token".to_owned(), data: b"hunter2\n".to_vec().into() }],
+            },
+        },
+    ];
+    let spec = pod(vec![web], volumes);
+    let id = spec.id.clone();
+    let endpoint = runtime.start(spec).await.unwrap();
+    assert!(http_get(endpoint.ip, "/www/index.html").ends_with("sandboxed\n"));
+    assert!(http_get(endpoint.ip, "/www/own.html").ends_with("ok\n"));
+    assert!(http_get(endpoint.ip, "/data/page.html").ends_with("written\n"));
+    assert!(http_get(endpoint.ip, "/run/secrets/token").ends_with("hunter2\n"));
+    runtime.delete(&id).await.unwrap();
+    assert_gone(&env, &id, &["web"]);
+}
