@@ -37,7 +37,7 @@ pub use encrypted::{EncryptedBlob, EncryptedImage, EncryptedLayer, encrypt_image
 pub use error::ImageError;
 pub use read::{Blob, Image, Layer, MAX_JSON_BYTES, read_layout};
 pub use registry::{MAX_LAYER_BYTES, RegistryAuth, docker_config_auth, pull_image};
-pub use unpack::{UnpackReport, unpack};
+pub use unpack::{UnpackReport, check_layers, unpack};
 
 /// Re-exported so callers can inspect [`Image`] without depending on `oci-spec` themselves.
 pub use oci_spec;

@@ -1,7 +1,9 @@
 //! Applying an image's layers to a root filesystem directory, treating the layers as hostile.
 //!
 //! Rules, checked for every entry:
-//! - paths must be relative and have no `..` component;
+//! - paths have no `..` component; a leading `/` or `./` is harmless and dropped (`/etc/x` is
+//!   `etc/x` in the rootfs: umoci and some Debian tools write absolute names), the same for hard
+//!   link targets;
 //! - no parent directory of an entry may be a symlink, whoever made it: this is stricter than a
 //!   kernel overlay (which would follow links inside the rootfs) but needs no `openat` tricks,
 //!   and layers written by image builders record real paths, so they do not need it;
@@ -12,6 +14,12 @@
 //!   gets its devices from the runtime), and reported in [`UnpackReport`];
 //! - OCI whiteouts: `.wh.<name>` deletes `<name>` from lower layers, `.wh..wh..opq` empties its
 //!   directory of lower-layer content.
+//!
+//! Symlink targets are stored as they are and never followed while unpacking; inside the
+//! container they resolve against its own root, so an absolute target does not escape.
+//!
+//! [`check_layers`] applies the same rules to an image without writing anything (an in-memory tree
+//! stands for the rootfs), so a publisher learns before paying that a provider would refuse it.
 //!
 //! Each layer blob is hashed once before anything is written (so a tampered blob is refused
 //! before touching the rootfs) and again while it streams, together with its uncompressed
@@ -42,10 +50,25 @@ pub struct UnpackReport {
     pub skipped_devices: Vec<PathBuf>,
 }
 
+/// Checks that [`unpack`] would apply `image`'s layers, without writing anything: the same rules
+/// against an in-memory tree. Blob digests are not checked again (reading the image did).
+pub fn check_layers(image: &Image) -> Result<UnpackReport, ImageError> {
+    let mut state = State { tree: Memory::default(), report: UnpackReport::default(), dir_modes: Vec::new() };
+    for layer in &image.layers {
+        let stored = layer.blob.open()?;
+        if layer.gzip {
+            extract(&mut state, layer, GzDecoder::new(stored))?;
+        } else {
+            extract(&mut state, layer, stored)?;
+        }
+    }
+    Ok(state.report)
+}
+
 /// Applies `image`'s layers, lowest first, to `rootfs` (created if missing).
 pub fn unpack(image: &Image, rootfs: &Path) -> Result<UnpackReport, ImageError> {
     fs::create_dir_all(rootfs).map_err(ImageError::io(rootfs))?;
-    let mut state = State { rootfs, report: UnpackReport::default(), dir_modes: Vec::new() };
+    let mut state = State { tree: Disk { rootfs }, report: UnpackReport::default(), dir_modes: Vec::new() };
     for layer in &image.layers {
         let blob = &layer.blob;
         // First pass: refuse a tampered blob before writing anything from it.
@@ -70,8 +93,8 @@ pub fn unpack(image: &Image, rootfs: &Path) -> Result<UnpackReport, ImageError> 
     Ok(state.report)
 }
 
-struct State<'a> {
-    rootfs: &'a Path,
+struct State<T> {
+    tree: T,
     report: UnpackReport,
     /// Directory entries and their modes, in the order seen.
     dir_modes: Vec<(PathBuf, u32)>,
@@ -81,7 +104,7 @@ fn layer_error(layer: &Layer) -> impl Fn(io::Error) -> ImageError + Copy + '_ {
     |source| ImageError::Layer { layer: layer.blob.digest.clone(), source }
 }
 
-fn apply_layer(state: &mut State<'_>, layer: &Layer) -> Result<(), ImageError> {
+fn apply_layer(state: &mut State<Disk<'_>>, layer: &Layer) -> Result<(), ImageError> {
     let layer_error = layer_error(layer);
     let blob = &layer.blob;
     let mut stored = HashingReader::new(blob.open()?);
@@ -106,7 +129,155 @@ fn apply_layer(state: &mut State<'_>, layer: &Layer) -> Result<(), ImageError> {
     Ok(())
 }
 
-fn extract(state: &mut State<'_>, layer: &Layer, reader: impl Read) -> Result<(), ImageError> {
+/// What is at a path of the tree being built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Dir,
+    File,
+    Symlink,
+    Other,
+}
+
+/// The rootfs being built: on disk for [`unpack`], in memory for [`check_layers`]. Paths are relative
+/// to the rootfs and made of normal components only.
+trait Tree {
+    /// Checks that the parents of `rel` are real directories (no symlink, no file), creating
+    /// missing ones (0755) if `create`.
+    fn parents(&mut self, rel: &Path, create: bool) -> Result<(), String>;
+    /// What is at `rel`, not following a symlink there.
+    fn kind(&self, rel: &Path) -> Option<Kind>;
+    /// The entries of directory `rel`, as relative paths.
+    fn children(&self, rel: &Path) -> Result<Vec<PathBuf>, ImageError>;
+    /// Removes whatever is at `rel` (a directory with its content); nothing there is fine.
+    fn remove(&mut self, rel: &Path) -> Result<(), ImageError>;
+    fn create_dir(&mut self, rel: &Path) -> Result<(), ImageError>;
+    /// Creates a new file (never through an existing entry) from `data`.
+    fn create_file(&mut self, rel: &Path, data: &mut dyn Read, mode: u32, layer: &Layer) -> Result<(), ImageError>;
+    fn symlink(&mut self, rel: &Path, target: &[u8]) -> Result<(), ImageError>;
+    fn hard_link(&mut self, rel: &Path, source: &Path) -> Result<(), ImageError>;
+}
+
+/// The rootfs on disk.
+struct Disk<'a> {
+    rootfs: &'a Path,
+}
+
+impl Tree for Disk<'_> {
+    fn parents(&mut self, rel: &Path, create: bool) -> Result<(), String> {
+        resolve_parent(self.rootfs, rel, create).map(|_| ())
+    }
+
+    fn kind(&self, rel: &Path) -> Option<Kind> {
+        let meta = fs::symlink_metadata(self.rootfs.join(rel)).ok()?;
+        Some(if meta.file_type().is_symlink() {
+            Kind::Symlink
+        } else if meta.is_dir() {
+            Kind::Dir
+        } else if meta.is_file() {
+            Kind::File
+        } else {
+            Kind::Other
+        })
+    }
+
+    fn children(&self, rel: &Path) -> Result<Vec<PathBuf>, ImageError> {
+        let dir = self.rootfs.join(rel);
+        fs::read_dir(&dir)
+            .map_err(ImageError::io(&dir))?
+            .map(|child| child.map(|c| rel.join(c.file_name())).map_err(ImageError::io(&dir)))
+            .collect()
+    }
+
+    fn remove(&mut self, rel: &Path) -> Result<(), ImageError> {
+        remove(&self.rootfs.join(rel))
+    }
+
+    fn create_dir(&mut self, rel: &Path) -> Result<(), ImageError> {
+        let dest = self.rootfs.join(rel);
+        fs::create_dir(&dest).map_err(ImageError::io(&dest))
+    }
+
+    fn create_file(&mut self, rel: &Path, data: &mut dyn Read, mode: u32, layer: &Layer) -> Result<(), ImageError> {
+        let dest = self.rootfs.join(rel);
+        let mut file =
+            OpenOptions::new().write(true).create_new(true).mode(0o600).open(&dest).map_err(ImageError::io(&dest))?;
+        io::copy(data, &mut file).map_err(layer_error(layer))?;
+        // Through the open file: no path lookup that a symlink could redirect.
+        file.set_permissions(Permissions::from_mode(mode)).map_err(ImageError::io(&dest))
+    }
+
+    fn symlink(&mut self, rel: &Path, target: &[u8]) -> Result<(), ImageError> {
+        let dest = self.rootfs.join(rel);
+        std::os::unix::fs::symlink(OsStr::from_bytes(target), &dest).map_err(ImageError::io(&dest))
+    }
+
+    fn hard_link(&mut self, rel: &Path, source: &Path) -> Result<(), ImageError> {
+        let dest = self.rootfs.join(rel);
+        fs::hard_link(self.rootfs.join(source), &dest).map_err(ImageError::io(&dest))
+    }
+}
+
+/// A rootfs of names only, for [`check_layers`].
+#[derive(Default)]
+struct Memory {
+    entries: std::collections::BTreeMap<PathBuf, Kind>,
+}
+
+impl Tree for Memory {
+    fn parents(&mut self, rel: &Path, create: bool) -> Result<(), String> {
+        let mut dir = PathBuf::new();
+        let Some(parent) = rel.parent() else { return Ok(()) };
+        for component in parent.components() {
+            dir.push(component);
+            match self.entries.get(&dir) {
+                Some(Kind::Symlink) => return Err(format!("path goes through the symlink {dir:?}")),
+                Some(Kind::Dir) => {}
+                Some(_) => return Err(format!("{dir:?} is not a directory")),
+                None if create => {
+                    self.entries.insert(dir.clone(), Kind::Dir);
+                }
+                None => return Err(format!("{dir:?}: {}", io::Error::from(io::ErrorKind::NotFound))),
+            }
+        }
+        Ok(())
+    }
+
+    fn kind(&self, rel: &Path) -> Option<Kind> {
+        self.entries.get(rel).copied()
+    }
+
+    fn children(&self, rel: &Path) -> Result<Vec<PathBuf>, ImageError> {
+        Ok(self.entries.keys().filter(|p| p.parent() == Some(rel)).cloned().collect())
+    }
+
+    fn remove(&mut self, rel: &Path) -> Result<(), ImageError> {
+        self.entries.retain(|p, _| !p.starts_with(rel));
+        Ok(())
+    }
+
+    fn create_dir(&mut self, rel: &Path) -> Result<(), ImageError> {
+        self.entries.insert(rel.to_path_buf(), Kind::Dir);
+        Ok(())
+    }
+
+    fn create_file(&mut self, rel: &Path, _: &mut dyn Read, _: u32, _: &Layer) -> Result<(), ImageError> {
+        // The tar reader skips the unread data.
+        self.entries.insert(rel.to_path_buf(), Kind::File);
+        Ok(())
+    }
+
+    fn symlink(&mut self, rel: &Path, _: &[u8]) -> Result<(), ImageError> {
+        self.entries.insert(rel.to_path_buf(), Kind::Symlink);
+        Ok(())
+    }
+
+    fn hard_link(&mut self, rel: &Path, _: &Path) -> Result<(), ImageError> {
+        self.entries.insert(rel.to_path_buf(), Kind::File);
+        Ok(())
+    }
+}
+
+fn extract<T: Tree>(state: &mut State<T>, layer: &Layer, reader: impl Read) -> Result<(), ImageError> {
     let layer_error = layer_error(layer);
     let mut archive = tar::Archive::new(reader);
     // Paths this layer has made: an opaque whiteout only hides what lower layers made.
@@ -119,19 +290,22 @@ fn extract(state: &mut State<'_>, layer: &Layer, reader: impl Read) -> Result<()
             path: raw.clone(),
             reason: reason.to_owned(),
         };
+        if entry.header().entry_type() == EntryType::XGlobalHeader {
+            // A pax global header (git archive writes one) describes the archive, not a file.
+            continue;
+        }
         let Some(rel) = relative_path(&entry.path_bytes()).map_err(&refuse)? else {
-            // The root itself ("./"): its mode and owner are the runtime's business.
+            // The root itself ("./" or "/"): its mode and owner are the runtime's business.
             continue;
         };
         let Some(name) = rel.file_name().map(OsStr::to_os_string) else { continue };
-        let parent_rel = rel.parent().unwrap_or(Path::new(""));
-        let parent = resolve_parent(state.rootfs, &rel, true).map_err(|r| refuse(&r))?;
+        let parent_rel = rel.parent().unwrap_or(Path::new("")).to_path_buf();
+        state.tree.parents(&rel, true).map_err(|r| refuse(&r))?;
 
         if name.as_bytes() == OPAQUE_WHITEOUT.as_bytes() {
-            for child in fs::read_dir(&parent).map_err(ImageError::io(&parent))? {
-                let child = child.map_err(ImageError::io(&parent))?;
-                if !created.contains(&parent_rel.join(child.file_name())) {
-                    remove(&child.path())?;
+            for child in state.tree.children(&parent_rel)? {
+                if !created.contains(&child) {
+                    state.tree.remove(&child)?;
                 }
             }
             continue;
@@ -140,55 +314,40 @@ fn extract(state: &mut State<'_>, layer: &Layer, reader: impl Read) -> Result<()
             if target.is_empty() || target == b"." || target == b".." {
                 return Err(refuse("whiteout of `.` or `..`"));
             }
-            remove(&parent.join(OsStr::from_bytes(target)))?;
+            state.tree.remove(&parent_rel.join(OsStr::from_bytes(target)))?;
             continue;
         }
 
-        let dest = parent.join(&name);
         let mode = entry.header().mode().map_err(layer_error)? & 0o7777;
         match entry.header().entry_type() {
             EntryType::Directory => {
-                match fs::symlink_metadata(&dest) {
-                    Ok(meta) if meta.is_dir() => {}
-                    _ => {
-                        remove(&dest)?;
-                        fs::create_dir(&dest).map_err(ImageError::io(&dest))?;
-                    }
+                if state.tree.kind(&rel) != Some(Kind::Dir) {
+                    state.tree.remove(&rel)?;
+                    state.tree.create_dir(&rel)?;
                 }
                 state.dir_modes.push((rel.clone(), mode));
             }
             EntryType::Regular | EntryType::Continuous => {
-                remove(&dest)?;
-                let mut file = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&dest)
-                    .map_err(ImageError::io(&dest))?;
-                io::copy(&mut entry, &mut file).map_err(layer_error)?;
-                // Through the open file: no path lookup that a symlink could redirect.
-                file.set_permissions(Permissions::from_mode(mode)).map_err(ImageError::io(&dest))?;
+                state.tree.remove(&rel)?;
+                state.tree.create_file(&rel, &mut entry, mode, layer)?;
             }
             EntryType::Symlink => {
                 let target = entry.link_name_bytes().ok_or_else(|| refuse("symlink without a target"))?;
-                remove(&dest)?;
+                state.tree.remove(&rel)?;
                 // The target is stored as-is: links are never followed while unpacking.
-                std::os::unix::fs::symlink(OsStr::from_bytes(&target), &dest).map_err(ImageError::io(&dest))?;
+                state.tree.symlink(&rel, &target)?;
             }
             EntryType::Link => {
                 let target = entry.link_name_bytes().ok_or_else(|| refuse("hard link without a target"))?;
                 let target_rel = relative_path(&target)
                     .map_err(|r| refuse(&format!("hard link target: {r}")))?
                     .ok_or_else(|| refuse("hard link to the root"))?;
-                let target_parent = resolve_parent(state.rootfs, &target_rel, false)
-                    .map_err(|r| refuse(&format!("hard link target: {r}")))?;
-                let source = target_parent.join(target_rel.file_name().unwrap_or_default());
-                match fs::symlink_metadata(&source) {
-                    Ok(meta) if meta.is_file() => {}
-                    _ => return Err(refuse("hard link target is not a regular file in the rootfs")),
+                state.tree.parents(&target_rel, false).map_err(|r| refuse(&format!("hard link target: {r}")))?;
+                if state.tree.kind(&target_rel) != Some(Kind::File) {
+                    return Err(refuse("hard link target is not a regular file in the rootfs"));
                 }
-                remove(&dest)?;
-                fs::hard_link(&source, &dest).map_err(ImageError::io(&dest))?;
+                state.tree.remove(&rel)?;
+                state.tree.hard_link(&rel, &target_rel)?;
             }
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
                 state.report.skipped_devices.push(rel.clone());
@@ -209,7 +368,9 @@ fn relative_path(raw: &[u8]) -> Result<Option<PathBuf>, &'static str> {
             Component::Normal(c) => path.push(c),
             Component::CurDir => {}
             Component::ParentDir => return Err("`..` component"),
-            Component::RootDir | Component::Prefix(_) => return Err("absolute path"),
+            // `/etc/x` names `etc/x` in the rootfs, as `./etc/x` does.
+            Component::RootDir => {}
+            Component::Prefix(_) => return Err("absolute path"),
         }
     }
     Ok((!path.as_os_str().is_empty()).then_some(path))
