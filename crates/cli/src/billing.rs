@@ -169,7 +169,11 @@ pub async fn bill(name: Option<&str>, target: &Target, devnet_dir: &Path, json: 
         let when = if at <= now {
             "now".to_owned()
         } else {
-            format!("at {} (in {} of chain time)", crate::units::format_time(at), crate::units::format_duration(at - now))
+            format!(
+                "at {} (in {} of chain time)",
+                crate::units::format_time(at),
+                crate::units::format_duration(at - now)
+            )
         };
         say!("  unlock requested: `tpod withdraw {}` possible {when}", record.name);
     }

@@ -264,7 +264,9 @@ mod tests {
         assert_eq!(d.find(None).unwrap().channel_id, B256::repeat_byte(2));
         assert_eq!(d.named("web").len(), 2);
         assert_eq!(d.names(), vec!["web".to_owned()]);
-        assert!(d.find_channel(Some(&B256::repeat_byte(9).to_string())).unwrap_err().to_string().contains("no recorded"));
+        assert!(
+            d.find_channel(Some(&B256::repeat_byte(9).to_string())).unwrap_err().to_string().contains("no recorded")
+        );
     }
 
     #[test]

@@ -140,7 +140,8 @@ impl Publisher {
         provider: &ProviderTarget,
         resources: pb::Resources,
     ) -> anyhow::Result<pb::QuoteResponse> {
-        let request = pb::QuoteRequest { version: tpod_wire::VERSION, resources: Some(resources), hostnames: Vec::new() };
+        let request =
+            pb::QuoteRequest { version: tpod_wire::VERSION, resources: Some(resources), hostnames: Vec::new() };
         self.client
             .quote(provider.peer, provider.addr.clone(), request)
             .await
@@ -335,6 +336,13 @@ impl Delivery {
     async fn prepare(manifest: &Manifest, path: &Path, registry: &RegistryArgs) -> anyhow::Result<Self> {
         let secrets = read_secrets(manifest, path)?;
         let images = read_images(manifest, path, registry).await?;
+        // The provider's unpack rules, applied to the plaintext layers here: an image it would
+        // refuse is refused before anything is uploaded or paid.
+        for local in &images {
+            tpod_image::check_layers(&local.image).with_context(|| {
+                format!("the image of container {:?} would be refused by the provider", local.container)
+            })?;
+        }
         let encrypted = encrypt_images(&images)?;
         Ok(Self { images, encrypted, secrets })
     }
@@ -384,11 +392,8 @@ async fn unused_channel(
 fn quote_request(manifest: &Manifest, reservation: &tpod_market::Reservation) -> pb::QuoteRequest {
     let mut resources = reservation.to_proto();
     resources.gpu = manifest.containers.iter().fold(0u32, |n, c| n.saturating_add(c.resources.gpu));
-    let hostnames = manifest
-        .containers
-        .iter()
-        .flat_map(|c| c.ports.iter().filter_map(|p| p.hostname.clone()))
-        .collect();
+    let hostnames =
+        manifest.containers.iter().flat_map(|c| c.ports.iter().filter_map(|p| p.hostname.clone())).collect();
     pb::QuoteRequest { version: tpod_wire::VERSION, resources: Some(resources), hostnames }
 }
 
@@ -527,13 +532,20 @@ pub async fn deploy(args: &DeployArgs, target: &Target, devnet_dir: &Path, json:
                         "the provider of {name}'s unused channel is not available ({e:#}); picking another, and the \
                          channel stays recorded (`tpod list`)"
                     );
-                    crate::pick::choose(&publisher, &reservation, target.provider.as_deref(), &target.attest, devnet_dir)
-                        .await
+                    crate::pick::choose(
+                        &publisher,
+                        &reservation,
+                        target.provider.as_deref(),
+                        &target.attest,
+                        devnet_dir,
+                    )
+                    .await
                 }
             }
         }
-        None => crate::pick::choose(&publisher, &reservation, target.provider.as_deref(), &target.attest, devnet_dir)
-            .await,
+        None => {
+            crate::pick::choose(&publisher, &reservation, target.provider.as_deref(), &target.attest, devnet_dir).await
+        }
     };
     let (chosen, skipped) = picked?;
     let crate::pick::Chosen { provider, terms, attested } = chosen;
@@ -589,7 +601,8 @@ pub async fn deploy(args: &DeployArgs, target: &Target, devnet_dir: &Path, json:
     // Sealed before anything is paid: a failure here leaves nothing behind.
     let sealing = sealing_key(&publisher.key);
     let pod = to_proto(&manifest, &delivery, &Sealer { sender: &sealing, enclave, pod_id })?;
-    let action = pb::provision_request::Action::Provision(pb::Provision { pod: Some(pod), pricing: Some(terms.quoted) });
+    let action =
+        pb::provision_request::Action::Provision(pb::Provision { pod: Some(pod), pricing: Some(terms.quoted) });
     check_wire(&publisher, pod_id, &action)?;
     // Again right before paying: capacity or a host name may have gone during the upload.
     check_quote(&publisher, &provider, &request).await?;
