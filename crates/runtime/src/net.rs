@@ -219,7 +219,7 @@ pub(crate) fn remove_bridge(bridge: &str) -> Result<(), RuntimeError> {
 }
 
 /// An IPv4 network `a.b.c.d/len` (a bare address is a /32).
-fn parse_cidr(text: &str) -> Option<(Ipv4Addr, u8)> {
+fn parse_cidr(text: &str) -> Option<Network> {
     let (ip, len) = text.split_once('/').unwrap_or((text, "32"));
     let len: u8 = len.parse().ok().filter(|l| *l <= 32)?;
     Some((ip.parse().ok()?, len))
@@ -229,13 +229,16 @@ fn mask(len: u8) -> u32 {
     u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0)
 }
 
-fn overlaps(a: (Ipv4Addr, u8), b: (Ipv4Addr, u8)) -> bool {
+fn overlaps(a: Network, b: Network) -> bool {
     let m = mask(a.1.min(b.1));
     u32::from(a.0) & m == u32::from(b.0) & m
 }
 
+/// An IPv4 network as (address, prefix length).
+type Network = (Ipv4Addr, u8);
+
 /// The routes of the main IPv4 table as (destination, device); `default` is left out.
-fn routes() -> Result<Vec<((Ipv4Addr, u8), String)>, RuntimeError> {
+fn routes() -> Result<Vec<(Network, String)>, RuntimeError> {
     let out = ip(&["-4", "route", "show"])?;
     Ok(out
         .lines()
@@ -251,7 +254,7 @@ fn routes() -> Result<Vec<((Ipv4Addr, u8), String)>, RuntimeError> {
 /// Networks routed directly on interfaces other than `bridge` (the host's LANs), which pods
 /// must not reach even with outbound internet on. Best effort: none if `ip` fails (the
 /// private ranges are blocked anyway).
-fn attached_networks(bridge: &str) -> Vec<(Ipv4Addr, u8)> {
+fn attached_networks(bridge: &str) -> Vec<Network> {
     let Ok(out) = ip(&["-4", "route", "show", "scope", "link"]) else { return Vec::new() };
     out.lines()
         .filter_map(|line| {
