@@ -262,6 +262,12 @@ pub struct RuntimeConfig {
     /// container writes, held in memory (a tmpfs), never on disk.
     #[serde(default = "default_rootfs_size")]
     pub rootfs_size: String,
+    /// Whether pods may open connections to the internet, masqueraded behind the host's
+    /// address. Even then they reach no private range (RFC 1918, 100.64/10, link-local,
+    /// loopback), none of the host's networks or addresses and no other pod. Default `false`:
+    /// pods only answer what comes through the ingress.
+    #[serde(default)]
+    pub outbound_internet: bool,
 }
 
 fn default_rootfs_size() -> String {
@@ -275,6 +281,7 @@ impl Default for RuntimeConfig {
             subnet: "10.89.0.0/16".into(),
             log_cap: "8Mi".into(),
             rootfs_size: default_rootfs_size(),
+            outbound_internet: false,
         }
     }
 }

@@ -132,6 +132,9 @@ pub async fn start(mut settings: Settings) -> Result<Daemon, DaemonError> {
     // enclave only.
     let volume_key = tpod_runtime::VolumeKey::new(sealing.derive_secret(b"tpod volume keys"));
     let runtime = local_runtime(&settings, volume_key)?;
+    // Before any pod is adopted: a bridge or subnet that collides with the host's network stops
+    // the provider here, with the reason; otherwise the bridge is up with its firewall.
+    runtime.prepare_network().await.map_err(|e| step("set up the pod network")(e.to_string()))?;
     let routes = Routes::default();
     let ingress = HttpIngress::bind(config.ingress.http, routes.clone())
         .await
@@ -206,8 +209,9 @@ pub async fn start(mut settings: Settings) -> Result<Daemon, DaemonError> {
     Ok(Daemon { info, _net: net, _ingress: ingress, tasks })
 }
 
-/// Removes every pod the provider with `settings` has (store records and runtime state) and
-/// returns how many there were. The daemon must not be running.
+/// Removes every pod the provider with `settings` has (store records and runtime state), then
+/// its bridge and firewall tables, and returns how many pods there were. The daemon must not be
+/// running.
 pub async fn purge(settings: &Settings) -> Result<usize, DaemonError> {
     let data = &settings.config.data_dir;
     let store = Store::open(data.join("state.redb")).map_err(|e| step("open the state store")(e.to_string()))?;
@@ -226,6 +230,9 @@ pub async fn purge(settings: &Settings) -> Result<usize, DaemonError> {
     for pod in &pods {
         store.delete_pod(&pod.pod_id).map_err(|e| step("forget a pod")(e.to_string()))?;
     }
+    // A provider taken down for good leaves no bridge (its route would break a later network on
+    // the subnet) and no firewall tables.
+    runtime.remove_network().await.map_err(|e| step("remove the pod network")(e.to_string()))?;
     Ok(ids.len())
 }
 
@@ -235,6 +242,7 @@ fn local_runtime(settings: &Settings, volume_key: tpod_runtime::VolumeKey) -> Re
         subnet: settings.subnet,
         log_cap_bytes: settings.log_cap_bytes,
         rootfs_bytes: settings.rootfs_bytes,
+        outbound_internet: settings.config.runtime.outbound_internet,
         ..LocalConfig::new(&settings.config.data_dir, volume_key)
     })
     .map_err(|e| step("start the local runtime")(e.to_string()))
