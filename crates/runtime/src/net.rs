@@ -116,6 +116,30 @@ pub(crate) fn ensure_bridge(bridge: &str, subnet: &Subnet, outbound: bool) -> Re
     // `replace` keeps this idempotent when the address is already there.
     ip(&["addr", "replace", &address, "dev", bridge])?;
     ip(&["link", "set", bridge, "up"])?;
+    harden_ports(bridge)?;
+    Ok(())
+}
+
+/// Makes every port of the bridge isolated, with IPv6 off, as [`setup`] makes new ones: pods
+/// attached by an earlier provider version, and adopted since, get the same isolation.
+fn harden_ports(bridge: &str) -> Result<(), RuntimeError> {
+    let brif = Path::new("/sys/class/net").join(bridge).join("brif");
+    let Ok(ports) = std::fs::read_dir(&brif) else { return Ok(()) };
+    for port in ports.flatten() {
+        let name = port.file_name().to_string_lossy().into_owned();
+        let isolated = port.path().join("isolated");
+        let result = match std::fs::read_to_string(&isolated) {
+            Ok(v) if v.trim() != "1" => {
+                std::fs::write(&isolated, "1").map_err(RuntimeError::io("isolating a bridge port", &isolated))
+            }
+            _ => Ok(()),
+        }
+        .and_then(|()| disable_ipv6(&name));
+        // A pod deleted meanwhile takes its port with it: only a port still there must comply.
+        if result.is_err() && link_exists(&name) {
+            return result;
+        }
+    }
     Ok(())
 }
 

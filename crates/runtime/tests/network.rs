@@ -374,6 +374,11 @@ async fn pods_reach_only_themselves_and_the_ingress_reaches_them() {
         assert_eq!(ip(&["-n", &ns, "-6", "addr", "show", "dev", "eth0"]).trim(), "", "pod {id} has IPv6");
     }
     assert_eq!(ip(&["-6", "addr", "show", "dev", &bridge]).trim(), "", "the bridge has IPv6");
+    // A port found without isolation (a pod of an earlier version, adopted) gets it back.
+    let veth = format!("tp{}", &a[..12]);
+    ip(&["link", "set", "dev", &veth, "type", "bridge_slave", "isolated", "off"]);
+    runtime.prepare_network().await.unwrap();
+    assert!(ip(&["-d", "link", "show", "dev", &veth]).contains("isolated on"), "{veth} is not isolated again");
     let rules = run("nft", &["list", "table", "inet", &format!("tpod-{bridge}")]);
     assert!(!rules.contains("masquerade"), "no outbound internet unless allowed:\n{rules}");
 
