@@ -307,7 +307,9 @@ fn to_proto(manifest: &Manifest, delivery: &Delivery, sealer: &Sealer<'_>) -> an
                 Ok(pb::Volume {
                     name: v.name.clone(),
                     kind: Some(match &v.source {
-                        VolumeSource::EmptyDir => pb::volume::Kind::EmptyDir(pb::volume::EmptyDir {}),
+                        VolumeSource::EmptyDir { size_bytes } => {
+                            pb::volume::Kind::EmptyDir(pb::volume::EmptyDir { size_bytes: size_bytes.unwrap_or(0) })
+                        }
                         VolumeSource::Filesystem { size_bytes } => {
                             pb::volume::Kind::Filesystem(pb::volume::Filesystem { size_bytes: *size_bytes })
                         }

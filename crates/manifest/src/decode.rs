@@ -267,8 +267,15 @@ fn volume_source(ctx: &mut Ctx<'_>, fields: &Fields<'_>, item: &Node, path: &str
     let (_, node) = fields.entries.iter().find(|(key, _)| key.name == *kind)?;
     let path = field(path, kind);
     match *kind {
-        "emptyDir" if matches!(node.value, Value::Null) => Some(VolumeSource::EmptyDir),
-        "emptyDir" => Fields::new(ctx, node, &path, &[]).map(|_| VolumeSource::EmptyDir),
+        "emptyDir" if matches!(node.value, Value::Null) => Some(VolumeSource::EmptyDir { size_bytes: None }),
+        "emptyDir" => {
+            let fields = Fields::new(ctx, node, &path, &["size"])?;
+            let size_bytes = match fields.get("size") {
+                None => None,
+                Some((node, path)) => Some(quantity(ctx, node, &path, parse_bytes)?),
+            };
+            Some(VolumeSource::EmptyDir { size_bytes })
+        }
         "filesystem" => {
             let fields = Fields::new(ctx, node, &path, &["size"])?;
             let (node, path) = fields.required(ctx, "size")?;

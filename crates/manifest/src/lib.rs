@@ -67,7 +67,7 @@ containers:                  # 1 to 16 containers
     resources:
       cpu: 100m              # millicores: 100m = 0.1 core
       memory: 64Mi           # bytes; Ki Mi Gi Ti or K M G T suffixes
-# volumes:                   # optional: emptyDir: {}, filesystem: {size: 1Gi}, secret: {file: ./secret.txt}
+# volumes:                   # optional: emptyDir: {size: 1Gi} (size optional), filesystem: {size: 1Gi}, secret: {file: ./secret.txt}
 #   - name: data
 #     emptyDir: {}
 replicas:

@@ -140,8 +140,14 @@ pub struct Volume {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum VolumeSource {
-    /// Scratch space that lives as long as the pod.
-    EmptyDir,
+    /// Scratch space that lives as long as the pod, on the provider's disk (not in memory).
+    #[serde(rename_all = "camelCase")]
+    EmptyDir {
+        /// Its size in bytes (`emptyDir: {size: 1Gi}`), greater than zero; `None` takes the
+        /// provider's default. Writes past it fail with "no space"; it is reserved and billed as
+        /// storage.
+        size_bytes: Option<u64>,
+    },
     /// Persistent storage of a given size.
     #[serde(rename_all = "camelCase")]
     Filesystem {

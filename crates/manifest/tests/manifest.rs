@@ -70,7 +70,7 @@ volumes:
   - name: creds
     secret: {file: ./secret.txt}
   - name: scratch
-    emptyDir: {}
+    emptyDir: {size: 512Mi}
   - name: scratch2
     emptyDir:
 replicas: {min: 0, max: 16}
@@ -92,8 +92,8 @@ replicas: {min: 0, max: 16}
     assert_eq!(sidecar.resources, Resources { cpu_millis: 2000, memory_bytes: 12345, gpu: 0, pids: None });
     assert_eq!(manifest.volumes[0].source, VolumeSource::Filesystem { size_bytes: 10 << 30 });
     assert_eq!(manifest.volumes[1].source, VolumeSource::Secret { file: "./secret.txt".into() });
-    assert_eq!(manifest.volumes[2].source, VolumeSource::EmptyDir);
-    assert_eq!(manifest.volumes[3].source, VolumeSource::EmptyDir);
+    assert_eq!(manifest.volumes[2].source, VolumeSource::EmptyDir { size_bytes: Some(512 << 20) });
+    assert_eq!(manifest.volumes[3].source, VolumeSource::EmptyDir { size_bytes: None });
     assert_eq!(manifest.replicas, Replicas { min: 0, max: 16 });
 
     let json = serde_json::to_value(&manifest).unwrap();
@@ -298,6 +298,8 @@ fn volume_needs_exactly_one_source() {
     secret: {{file: ./s, mode: 1}}
   - name: e
     emptyDir: {{x: 1}}
+  - name: e2
+    emptyDir: {{size: 0}}
 "
     );
     assert_errors(
@@ -308,7 +310,8 @@ fn volume_needs_exactly_one_source() {
             "hello.yaml:14:24: volumes[2].filesystem.size: must be greater than zero",
             "hello.yaml:16:17: volumes[3].filesystem: missing required field `size`",
             "hello.yaml:18:25: volumes[4].secret.mode: unknown field `mode`, expected one of `file`",
-            "hello.yaml:20:16: volumes[5].emptyDir.x: unknown field `x`, no fields are allowed here",
+            "hello.yaml:20:16: volumes[5].emptyDir.x: unknown field `x`, expected one of `size`",
+            "hello.yaml:22:22: volumes[6].emptyDir.size: must be greater than zero",
         ],
     );
 }

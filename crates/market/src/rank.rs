@@ -52,7 +52,9 @@ impl Reservation {
             .iter()
             .filter_map(|v| match v.source {
                 VolumeSource::Filesystem { size_bytes } => Some(size_bytes),
-                _ => None,
+                // Without a size, the provider's default applies: unknown here.
+                VolumeSource::EmptyDir { size_bytes } => size_bytes,
+                VolumeSource::Secret { .. } => None,
             })
             .fold(0u64, u64::saturating_add);
         Self { cpu_millis, memory_bytes, storage_bytes }

@@ -262,6 +262,10 @@ pub struct RuntimeConfig {
     /// container writes, held in memory (a tmpfs), never on disk.
     #[serde(default = "default_rootfs_size")]
     pub rootfs_size: String,
+    /// The size of an emptyDir volume whose manifest names none, e.g. `"1Gi"`: reserved against
+    /// `capacity.storage` and billed as storage like a filesystem volume.
+    #[serde(default = "default_empty_dir_size")]
+    pub empty_dir_size: String,
     /// Whether pods may open connections to the internet, masqueraded behind the host's
     /// address. Even then they reach no private range (RFC 1918, 100.64/10, link-local,
     /// loopback), none of the host's networks or addresses and no other pod. Default `false`:
@@ -274,6 +278,10 @@ fn default_rootfs_size() -> String {
     "2Gi".into()
 }
 
+fn default_empty_dir_size() -> String {
+    "1Gi".into()
+}
+
 impl Default for RuntimeConfig {
     fn default() -> Self {
         Self {
@@ -281,6 +289,7 @@ impl Default for RuntimeConfig {
             subnet: "10.89.0.0/16".into(),
             log_cap: "8Mi".into(),
             rootfs_size: default_rootfs_size(),
+            empty_dir_size: default_empty_dir_size(),
             outbound_internet: false,
         }
     }
@@ -311,6 +320,8 @@ pub struct Settings {
     pub log_cap_bytes: u64,
     /// Per-container root file system size in bytes.
     pub rootfs_bytes: u64,
+    /// Size of an emptyDir volume that names none, in bytes.
+    pub empty_dir_bytes: u64,
     /// sha256 of the configuration file as read: part of the provider's attested measurement.
     pub config_sha256: [u8; 32],
     /// The TEE kind as pricing tables and profiles name it (`sev-snp`, `tdx`, `simulated`); empty
@@ -432,6 +443,11 @@ impl Settings {
         if rootfs_bytes < 1 << 20 {
             return Err(at("rootfs_size", "must be at least 1Mi".into()));
         }
+        let empty_dir_bytes =
+            quantity::parse_bytes(&config.runtime.empty_dir_size).map_err(|e| at("empty_dir_size", e.to_string()))?;
+        if !(tpod_runtime::MIN_FILESYSTEM_BYTES..=tpod_runtime::MAX_FILESYSTEM_BYTES).contains(&empty_dir_bytes) {
+            return Err(at("empty_dir_size", "must be between 1Mi and 1Ti".into()));
+        }
         if config.ingress.domain.is_empty() || config.ingress.domain.starts_with('.') {
             return Err(at("domain", "must be a DNS name such as pods.example.com".into()));
         }
@@ -456,6 +472,7 @@ impl Settings {
             subnet,
             log_cap_bytes,
             rootfs_bytes,
+            empty_dir_bytes,
             config_sha256: sha2::Sha256::digest(text.as_bytes()).into(),
             tee_type,
             cpu_model,

@@ -55,8 +55,14 @@ impl From<&pb::Sealed> for Sealed {
 pub struct VolumeDefinition {
     /// A DNS label, unique in the pod.
     pub name: String,
-    /// `None`: scratch space (emptyDir) or a secret; `Some(size)`: a filesystem of that many bytes.
+    /// `Some(size)`: a filesystem, or scratch space (`empty_dir`), of that many bytes; `None`: a
+    /// secret, or scratch space that takes the provider's default size
+    /// ([`PodDefinition::with_empty_dir_default`], applied at admission).
     pub size_bytes: Option<u64>,
+    /// Scratch space (emptyDir): size-limited, reserved and billed as storage like a filesystem.
+    /// Records written before emptyDirs had a size lack it (false, and no size).
+    #[serde(default)]
+    pub empty_dir: bool,
     /// A secret volume: its files, sealed.
     #[serde(default)]
     pub secret: Option<Sealed>,
@@ -172,7 +178,7 @@ impl PodDefinition {
                 return Err(format!("volumes[{i}].name: duplicate volume name {:?}", v.name));
             }
             let (size_bytes, secret) = match &v.kind {
-                Some(pb::volume::Kind::EmptyDir(_)) => (None, None),
+                Some(pb::volume::Kind::EmptyDir(e)) => ((e.size_bytes > 0).then_some(e.size_bytes), None),
                 Some(pb::volume::Kind::Filesystem(f)) if f.size_bytes > 0 => (Some(f.size_bytes), None),
                 Some(pb::volume::Kind::Filesystem(_)) => {
                     return Err(format!("volumes[{i}].filesystem.size_bytes: must be greater than zero"));
@@ -187,7 +193,8 @@ impl PodDefinition {
                 }
                 None => return Err(format!("volumes[{i}]: no kind (emptyDir, filesystem or secret)")),
             };
-            volumes.push(VolumeDefinition { name: v.name.clone(), size_bytes, secret });
+            let empty_dir = matches!(v.kind, Some(pb::volume::Kind::EmptyDir(_)));
+            volumes.push(VolumeDefinition { name: v.name.clone(), size_bytes, secret, empty_dir });
         }
         if let Some(r) = &pod.replicas
             && (r.min > 1 || r.max > 1)
@@ -278,7 +285,15 @@ impl PodDefinition {
         Ok(Self { name: pod.name.clone(), containers, volumes, sealed_by: Some(sealed_by) })
     }
 
-    /// The resources the pod reserves.
+    /// The pod with `bytes` as the size of its emptyDir volumes that name none.
+    pub fn with_empty_dir_default(mut self, bytes: u64) -> Self {
+        for v in self.volumes.iter_mut().filter(|v| v.empty_dir && v.size_bytes.is_none()) {
+            v.size_bytes = Some(bytes);
+        }
+        self
+    }
+
+    /// The resources the pod reserves: storage counts filesystem and emptyDir volumes.
     pub fn reservation(&self) -> Reservation {
         let storage_bytes = self.volumes.iter().filter_map(|v| v.size_bytes).fold(0u64, u64::saturating_add);
         self.containers.iter().fold(Reservation { storage_bytes, ..Reservation::default() }, |r, c| Reservation {
@@ -419,6 +434,29 @@ mod tests {
         let mut p = pod();
         p.containers[0].resources = None;
         assert!(PodDefinition::from_proto(&p).unwrap_err().contains("greater than zero"));
+    }
+
+    #[test]
+    fn empty_dirs_are_reserved_as_storage_with_the_default_size() {
+        let mut p = pod();
+        for (name, size_bytes) in [("sized", 5 << 20), ("default", 0)] {
+            p.volumes.push(pb::Volume {
+                name: name.into(),
+                kind: Some(pb::volume::Kind::EmptyDir(pb::volume::EmptyDir { size_bytes })),
+            });
+        }
+        p.volumes.push(pb::Volume {
+            name: "fs".into(),
+            kind: Some(pb::volume::Kind::Filesystem(pb::volume::Filesystem { size_bytes: 3 << 20 })),
+        });
+        let def = PodDefinition::from_proto(&p).unwrap().with_empty_dir_default(1 << 30);
+        let sizes: Vec<_> = def.volumes.iter().map(|v| (v.size_bytes, v.empty_dir)).collect();
+        assert_eq!(sizes, [(Some(5 << 20), true), (Some(1 << 30), true), (Some(3 << 20), false)]);
+        assert_eq!(def.reservation().storage_bytes, (5 << 20) + (1 << 30) + (3 << 20));
+        // A stored record from before emptyDirs had a size reads back as no emptyDir flag.
+        let json = serde_json::to_string(&def).unwrap().replace(",\"empty_dir\":true", "");
+        let old: PodDefinition = serde_json::from_str(&json).unwrap();
+        assert!(old.volumes.iter().all(|v| !v.empty_dir));
     }
 
     #[test]

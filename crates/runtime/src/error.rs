@@ -85,7 +85,7 @@ pub enum RuntimeError {
         reason: String,
     },
     /// The container's image could not be unpacked.
-    #[error("pod {pod}, container {container}: unpacking image {image} into {rootfs}: {source}")]
+    #[error("pod {pod}, container {container}: unpacking image {image} into {rootfs}: {message}")]
     Unpack {
         /// The pod id.
         pod: String,
@@ -95,8 +95,9 @@ pub enum RuntimeError {
         image: String,
         /// The rootfs being written.
         rootfs: PathBuf,
-        /// The image error (boxed: it is large, and this error travels in every `Result`).
-        source: Box<tpod_image::ImageError>,
+        /// Why: the image error, or how the unpacking process ended (it runs in the pod's
+        /// memory cgroup, so an image too big for the pod's memory limit gets it killed).
+        message: String,
     },
     /// libcontainer failed to create, start, kill or delete a container.
     #[error("pod {pod}, container {container}: {action} failed: {message}")]

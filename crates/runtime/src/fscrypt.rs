@@ -46,6 +46,19 @@ impl VolumeKey {
         Self(bytes)
     }
 
+    /// The 32-byte key container `container` of pod `pod` encrypts its log records under
+    /// (see [`crate::logs`]): derived like the volumes' keys, with another label.
+    pub(crate) fn log_key(&self, pod: &str, container: &str) -> Zeroizing<[u8; 32]> {
+        let mut info = b"tpod-log-v1\0".to_vec();
+        info.extend_from_slice(pod.as_bytes());
+        info.push(0);
+        info.extend_from_slice(container.as_bytes());
+        let mut key = Zeroizing::new([0u8; 32]);
+        // 32 bytes is far below HKDF-SHA256's limit, so expand cannot fail.
+        let _ = Hkdf::<Sha256>::new(None, self.0.as_slice()).expand(&info, key.as_mut_slice());
+        key
+    }
+
     /// The 64-byte fscrypt master key of volume `volume` of pod `pod`.
     fn master_key(&self, pod: &str, volume: &str) -> Zeroizing<[u8; RAW_KEY_BYTES]> {
         let mut info = b"tpod-volume-v1\0".to_vec();

@@ -5,9 +5,10 @@
 //! (through the small single-threaded `tpod-runtime-shim` binary of this crate), each with its own pid, mount, uts and ipc namespaces and its own cgroup, all
 //! containers of a pod sharing one network namespace wired to a host bridge (like a Kubernetes
 //! pod), firewalled so that a pod reaches no other pod and no host address, and is reached only
-//! from the host (the ingress). Containers are supervised and restarted with exponential backoff; their output goes to
-//! size-capped log files. Pod volumes (a shared directory, a size-limited ext4 file system on a
-//! loop device, or a read-only set of secret files in memory) are bind-mounted into the
+//! from the host (the ingress). Containers are supervised and restarted with exponential backoff; their output goes
+//! through a pipe to size-capped, encrypted log files ([`crate::logs`]). Pod volumes (scratch
+//! space or a file system, each a size-limited encrypted ext4 file system on a loop device, or a
+//! read-only set of secret files in memory) are bind-mounted into the
 //! containers that name them. A pod's containers can be replaced in place ([`Runtime::update`]),
 //! keeping its address and volumes. Everything a pod has lives under one directory per pod, so a
 //! provider killed with `kill -9` can re-attach to the pods that kept running ([`Runtime::adopt`]).
@@ -37,6 +38,7 @@ mod net;
 mod proc;
 pub mod sandbox;
 mod spec;
+mod unpack;
 mod volume;
 
 use std::collections::BTreeMap;
@@ -49,6 +51,7 @@ pub use error::RuntimeError;
 pub use fscrypt::VolumeKey;
 pub use local::{LocalConfig, LocalRuntime, cgroups_path};
 pub use net::check_subnet;
+pub use unpack::run_unpack_job;
 pub use volume::{MAX_FILESYSTEM_BYTES, MAX_SECRET_BYTES, MAX_SECRET_FILES, MIN_FILESYSTEM_BYTES};
 
 /// A pod to run: the containers, already verified, that share one network namespace.
@@ -78,9 +81,15 @@ pub struct VolumeSpec {
 /// What storage backs a volume.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum VolumeKind {
-    /// A directory on the host's disk, empty when the pod starts (Kubernetes `emptyDir`), not
-    /// limited in size.
-    EmptyDir,
+    /// Scratch space, empty when the pod starts (Kubernetes `emptyDir`), holding at most
+    /// `size_bytes`: like [`VolumeKind::Filesystem`] (its own encrypted ext4 file system on
+    /// the host's disk, writes past its size fail with `ENOSPC`, same size bounds), kept as
+    /// long as the pod. On disk rather than in memory, so it does not count against the
+    /// pod's memory limit.
+    EmptyDir {
+        /// The file system's size in bytes.
+        size_bytes: u64,
+    },
     /// A file system of its own holding at most `size_bytes` (including ext4's own metadata:
     /// a few percent less is usable); writing more fails with `ENOSPC`. Between
     /// [`MIN_FILESYSTEM_BYTES`] (1 MiB) and [`MAX_FILESYSTEM_BYTES`] (1 TiB). The host's disk is
@@ -220,8 +229,9 @@ pub struct PodUsage {
     /// stop, and provider restarts (adopt).
     pub cpu_ns: u64,
     /// Memory in use now, in bytes, summed over the running containers (0 when none run). The
-    /// unpacked images in the containers' rootfs tmpfs are not in it: the provider unpacked
-    /// them, so its own memory cgroup is charged for them.
+    /// unpacked images in the containers' rootfs tmpfs, and what exited containers left there,
+    /// are not in it: they are charged to the pod's cgroup (and count against its memory
+    /// limit, the sum of its containers'), not to a container's.
     pub memory_bytes: u64,
 }
 

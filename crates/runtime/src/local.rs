@@ -12,7 +12,8 @@
 //! - `containers/<name>/`: the OCI bundle: `config.json`, `hosts`, and `mem/`, a tmpfs of
 //!   [`LocalConfig::rootfs_bytes`] holding the rootfs (`mem/rootfs/`) and the `mem/unpacked`
 //!   marker (see "Rootfs" below);
-//! - `logs/<name>.log`: the container's stdout and stderr;
+//! - `logs/<name>.fifo`: the pipe that is the container's stdout and stderr; `logs/<name>.log`
+//!   and `.log.1`: what came through it, capped and encrypted (see [`crate::logs`]);
 //! - `volumes/<name>/`: the pod's volumes (see [`crate::volume`]), a file system volume
 //!   loop-mounted on its `mnt/` and a secret volume's tmpfs on its `secret/` while the pod exists
 //!   (even while the provider is down).
@@ -27,8 +28,10 @@
 //! spec. An update (every container gets a fresh rootfs) and a delete unmount the tmpfs, which
 //! frees its memory: that is the wipe. Bundles of an earlier layout (`rootfs/` and `unpacked` on
 //! the disk) are removed when their container is next launched. tmpfs pages are charged to the
-//! memory cgroup of the process that first touches them: the unpacked image counts against the
-//! provider's cgroup (it unpacks), only what a container writes later against the container's.
+//! memory cgroup of the process that first touches them, and stay charged to its ancestors when
+//! that cgroup goes: the image is unpacked by a process in the pod's cgroup, and the containers'
+//! cgroups are under it, so the rootfs counts against the pod's memory limit for as long as it
+//! exists, across container restarts (see [`crate::cgroup`]).
 //!
 //! Each container has a supervising task that polls its process, records its exit and restarts
 //! it after an exponential backoff. Dropping a [`LocalRuntime`] only stops the supervising tasks:
@@ -64,17 +67,14 @@ use crate::logs::LogFile;
 use crate::net::{self, PodNet, Subnet};
 use crate::proc::{self, Probe};
 use crate::spec::{self, Bind, SpecInput};
-use crate::volume;
 use crate::{
     ContainerSpec, ContainerState, ContainerStatus, LogOptions, LogStream, PodEndpoint, PodSpec, PodStatus, PodUsage,
     Runtime, RuntimeError, VolumeKind, VolumeSpec,
 };
+use crate::{unpack, volume};
 
 /// How often a supervisor looks at its container's process.
 const EXIT_POLL: Duration = Duration::from_millis(100);
-
-/// How often log files are checked against the cap.
-const LOG_CAP_POLL: Duration = Duration::from_millis(100);
 
 /// How long deleting a pod waits for a killed process to go.
 const KILL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -93,7 +93,8 @@ pub struct LocalConfig {
     /// address. Even then they reach no private range, no host address and no other pod (see
     /// [`crate::firewall`]). Off by default: pods are reached through the ingress only.
     pub outbound_internet: bool,
-    /// The most bytes a container's log file keeps; past it, it is cut to its newest half.
+    /// The most bytes a container's log keeps on disk (its two files, encrypted records
+    /// included); past it, the older half goes (see [`crate::logs`]).
     pub log_cap_bytes: u64,
     /// The restart backoff: (first delay, largest delay); it doubles after each restart.
     pub restart_backoff: (Duration, Duration),
@@ -104,9 +105,9 @@ pub struct LocalConfig {
     pub shim: PathBuf,
     /// The size of each container's rootfs tmpfs, in bytes: the unpacked image plus whatever
     /// the container writes outside its volumes. Writing past it fails with `ENOSPC` (the host's
-    /// disk is never used). Memory is only used as the rootfs fills; the unpacked image is
-    /// charged to the provider's memory cgroup (the provider unpacks it), what the container
-    /// writes to the container's. At least 1 MiB; 2 GiB by default.
+    /// disk is never used). Memory is only used as the rootfs fills, and counts against the
+    /// pod's memory limit (the unpacked image too: an image bigger than the pod's memory does not
+    /// start). At least 1 MiB; 2 GiB by default.
     pub rootfs_bytes: u64,
     /// The secret file system volumes' encryption keys are derived from: volumes made under one
     /// key are readable (after a restart or reboot) only under the same key.
@@ -298,6 +299,10 @@ impl PodDir {
     fn log(&self, container: &str) -> PathBuf {
         self.0.join("logs").join(format!("{container}.log"))
     }
+    /// The pipe the container's stdout and stderr are (see [`crate::logs`]).
+    fn log_fifo(&self, container: &str) -> PathBuf {
+        self.0.join("logs").join(format!("{container}.fifo"))
+    }
     fn bundle(&self, container: &str) -> PathBuf {
         self.0.join("containers").join(container)
     }
@@ -344,11 +349,11 @@ fn now_unix() -> u64 {
 }
 
 /// The cgroup path of a container, relative to each cgroup v1 hierarchy (e.g. under
-/// `/sys/fs/cgroup/memory`) or to the v2 root: `/tpod/<first 12 hex of the pod id>-<name>`.
+/// `/sys/fs/cgroup/memory`) or to the v2 root: `/tpod/<first 12 hex of the pod id>/<name>`,
+/// under the pod's cgroup, which holds the pod's memory limit (see [`crate::cgroup`]).
 /// Metering reads usage there.
 pub fn cgroups_path(pod_id: &str, container: &str) -> String {
-    let prefix = pod_id.get(..12).unwrap_or(pod_id);
-    format!("/tpod/{prefix}-{container}")
+    format!("{}/{container}", cgroup::pod_path(pod_id))
 }
 
 fn is_pod_id(id: &str) -> bool {
@@ -523,8 +528,12 @@ impl Inner {
     fn new_pod(&self, spec: PodSpec, record: PodRecord) -> Arc<Pod> {
         let dir = self.pod_dir(&spec.id);
         // From the record: a stopped pod known from disk has no spec but keeps its logs.
-        let logs =
-            record.containers.iter().map(|c| (c.name.clone(), Arc::new(LogFile::new(dir.log(&c.name))))).collect();
+        let (key, cap) = (&self.config.volume_key, self.config.log_cap_bytes);
+        let logs = record
+            .containers
+            .iter()
+            .map(|c| (c.name.clone(), Arc::new(LogFile::new(dir.log(&c.name), &spec.id, &c.name, key, cap))))
+            .collect();
         Arc::new(Pod {
             net: PodNet::for_pod(&spec.id),
             ip: record.ip,
@@ -617,6 +626,9 @@ impl Inner {
         })
         .await?;
         let p = pod.clone();
+        // Before anything is unpacked or launched: the pod's memory limit holds its rootfs too.
+        blocking(&pod.id, "pod cgroup setup", move || cgroup::ensure_pod(&p.id, p.memory_limit())).await?;
+        let p = pod.clone();
         blocking(&pod.id, "volume setup", move || p.ensure_volumes(p.volumes.iter())).await?;
 
         for index in 0..pod.specs.len() {
@@ -639,7 +651,11 @@ impl Inner {
         for index in 0..pod.specs.len() {
             tasks.push(tokio::spawn(supervise(pod.clone(), self.config.clone(), index)));
         }
-        tasks.push(tokio::spawn(keep_logs(pod.clone(), self.config.log_cap_bytes)));
+        for c in &pod.specs {
+            let log = pod.logs[&c.name].clone();
+            let fifo = pod.dir.log_fifo(&c.name);
+            tasks.push(tokio::spawn(crate::logs::pump(pod.id.clone(), log, fifo, pod.stop.subscribe())));
+        }
         Ok(())
     }
 }
@@ -677,6 +693,14 @@ fn write_record(path: &Path, record: &PodRecord) -> Result<(), RuntimeError> {
 }
 
 impl Pod {
+    /// The pod cgroup's memory limit: the sum of its containers' (none if one has none).
+    fn memory_limit(&self) -> Option<u64> {
+        self.specs
+            .iter()
+            .map(|c| (c.memory_bytes > 0).then_some(c.memory_bytes))
+            .try_fold(0u64, |sum, l| Some(sum.saturating_add(l?)))
+    }
+
     /// Creates (or re-mounts) `volumes`. Blocking.
     fn ensure_volumes<'a>(&self, volumes: impl Iterator<Item = &'a VolumeSpec>) -> Result<(), RuntimeError> {
         let _volumes = lock(&self.volume_lock);
@@ -831,12 +855,13 @@ impl Pod {
             .map_err(|source| RuntimeError::State { path: config.clone(), source })?;
         fs::write(&config, json).map_err(RuntimeError::io("writing runtime spec", &config))?;
 
-        let log = &self.logs[name];
+        let fifo = self.dir.log_fifo(name);
+        crate::logs::ensure_fifo(&fifo)?;
         let state = self.dir.state();
         let shim = &self.shim;
         let output = Command::new(shim)
             .arg("create")
-            .args([state.as_os_str(), name.as_ref(), bundle.as_os_str(), log.path().as_os_str()])
+            .args([state.as_os_str(), name.as_ref(), bundle.as_os_str(), fifo.as_os_str()])
             .stdin(Stdio::null())
             .output()
             .map_err(|e| RuntimeError::Command {
@@ -898,16 +923,22 @@ impl Pod {
         volume::remove_tree(&self.id, &mem, "removing stale rootfs")?;
         volume::mount_tmpfs(&self.id, &mem, &format!("size={},mode=0755", self.rootfs_bytes))?;
         // tmpfs pages are charged to the memory cgroup of the process that first touches them:
-        // the unpacked image counts against the provider's cgroup (not the container's, nor
-        // `PodUsage::memory_bytes`); what the container writes later counts against its own.
-        // Known and accepted: the tmpfs size bounds it.
-        tpod_image::unpack(&container.image, &rootfs).map_err(|source| RuntimeError::Unpack {
-            pod: self.id.clone(),
-            container: name.to_owned(),
-            image: digest.clone(),
-            rootfs: rootfs.clone(),
-            source: Box::new(source),
-        })?;
+        // a process in the pod cgroup unpacks, so the image counts against the pod's limit
+        // (see `crate::cgroup`), as does what the container writes later, across restarts.
+        let procs = cgroup::unpack_procs(&self.id)?;
+        let unpacked_image = unpack::unpack_in_cgroup(
+            &self.shim,
+            &self.id,
+            name,
+            &container.image,
+            &rootfs,
+            &procs,
+            self.memory_limit(),
+        );
+        if let Err(e) = cgroup::remove_unpack_leaf(&self.id) {
+            tracing::warn!(pod = %self.id, error = %e, "cannot remove the unpack cgroup");
+        }
+        unpacked_image?;
         fs::write(&unpacked, &digest).map_err(RuntimeError::io("writing unpack marker", &unpacked))?;
         tracing::info!(pod = %self.id, container = name, image = %digest, "image unpacked into the rootfs tmpfs");
         Ok(())
@@ -993,30 +1024,7 @@ async fn supervise(pod: Arc<Pod>, config: LocalConfig, index: usize) {
     }
 }
 
-/// Holds the pod's log files to the cap until the pod's tasks are stopped.
-async fn keep_logs(pod: Arc<Pod>, cap: u64) {
-    let mut stop = pod.stop.subscribe();
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep(LOG_CAP_POLL) => {}
-            () = stopped(&mut stop) => return,
-        }
-        let p = pod.clone();
-        let checked = tokio::task::spawn_blocking(move || {
-            for log in p.logs.values() {
-                if let Err(e) = log.enforce_cap(cap) {
-                    tracing::warn!(pod = %p.id, error = %e, "cannot cap container log");
-                }
-            }
-        })
-        .await;
-        if checked.is_err() {
-            return;
-        }
-    }
-}
-
-/// Stops the pod's tasks (supervisors, log cap) and waits for them.
+/// Stops the pod's tasks (supervisors, log pumps) and waits for them.
 async fn stop_tasks(pod: &Pod) {
     pod.stop.send_replace(true);
     let tasks: Vec<_> = lock(&pod.tasks).drain(..).collect();
@@ -1076,6 +1084,8 @@ fn remove_everything(pod: &Pod) -> Result<(), RuntimeError> {
     // After the containers: a file system volume unmounts only once no container uses it.
     errors.note(volume::remove_all(&pod.id, &pod.dir.0));
     errors.note(net::teardown(&pod.net));
+    // Once its tmpfs are unmounted, nothing is charged to the pod cgroup any more.
+    errors.note(cgroup::remove_pod(&pod.id));
     // Refuses to recurse into anything still mounted there.
     errors.note(volume::remove_tree(&pod.id, &pod.dir.0, "removing pod directory"));
     errors.result()
@@ -1165,7 +1175,14 @@ impl Runtime for LocalRuntime {
                 .unwrap_or_else(|| ContainerRecord::new(&c.name));
             match record.process() {
                 // A container outside the pod's network namespace (it was removed) is unreachable.
-                Some((pid, ticks)) if proc::alive(pid, ticks) && netns_alive && !volumes_changed => {
+                // One outside its cgroup under the pod's (started by an earlier version) would
+                // escape the pod's memory limit: it is restarted.
+                Some((pid, ticks))
+                    if proc::alive(pid, ticks)
+                        && netns_alive
+                        && !volumes_changed
+                        && proc::in_cgroup(pid, &cgroups_path(&spec.id, &c.name)) =>
+                {
                     record.state = ContainerState::Running;
                 }
                 process => {
@@ -1229,9 +1246,11 @@ impl Runtime for LocalRuntime {
             }
             // A container that keeps its name keeps its log; the others' logs go.
             for c in o.specs.iter().filter(|c| !new_names.contains(&c.name)) {
-                let log = o.dir.log(&c.name);
-                if log.exists() {
-                    fs::remove_file(&log).map_err(RuntimeError::io("removing container log", &log))?;
+                let [current, previous] = crate::logs::files(&o.dir.log(&c.name));
+                for file in [current, previous, o.dir.log_fifo(&c.name)] {
+                    if file.exists() {
+                        fs::remove_file(&file).map_err(RuntimeError::io("removing container log", &file))?;
+                    }
                 }
             }
             volume::prune(&o.id, &o.dir.0, &keep_volumes)

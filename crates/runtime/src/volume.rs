@@ -3,12 +3,18 @@
 //! tmpfs helpers the containers' in-memory rootfs use (see [`crate::local`]).
 //!
 //! Layout under the pod directory, per volume `<name>`:
-//! - [`VolumeKind::EmptyDir`]: `volumes/<name>/dir/`, a plain directory on the host's disk;
 //! - [`VolumeKind::Filesystem`]: `volumes/<name>/disk.img`, a sparse file of exactly
 //!   `size_bytes` formatted ext4, loop-mounted on `volumes/<name>/mnt/`, so a pod can never
 //!   store more than its size (writes past it fail with `ENOSPC`). Containers see
 //!   `mnt/data/`, encrypted with fscrypt under a key derived for this pod and volume (see
 //!   [`crate::fscrypt`]), so the image holds only ciphertext of what the pod writes;
+//! - [`VolumeKind::EmptyDir`]: the same, in `volumes/<name>/scratch.img` (the name tells the
+//!   kinds apart). Scratch space is on the disk rather than a tmpfs on purpose: a tmpfs would
+//!   count against the pod's memory limit, so a 64 MiB pod could never fill a 1 GiB emptyDir;
+//!   on disk it is limited by its own size, reserved and billed as storage like a file system
+//!   volume, and encrypted like one, so the operator no longer sees it in clear. An emptyDir
+//!   left by an earlier version (a plain `dir/`, unlimited) is no volume of any kind: it is
+//!   pruned and made again, empty, with a size;
 //! - [`VolumeKind::Secret`]: a tmpfs mounted on `volumes/<name>/secret/` (mode `0700`, owned by
 //!   root, sized to its files: their total rounded up to 4 KiB pages plus a page per file),
 //!   holding the files (mode `0444`). Nothing of it is on the disk: the directory under the
@@ -94,8 +100,7 @@ pub(crate) fn validate(spec: &PodSpec) -> Result<(), RuntimeError> {
             return Err(invalid(format!("volume {name} is listed twice")));
         }
         match &volume.kind {
-            VolumeKind::EmptyDir => {}
-            VolumeKind::Filesystem { size_bytes } => {
+            VolumeKind::EmptyDir { size_bytes } | VolumeKind::Filesystem { size_bytes } => {
                 if !(MIN_FILESYSTEM_BYTES..=MAX_FILESYSTEM_BYTES).contains(size_bytes) {
                     return Err(invalid(format!(
                         "volume {name}: size {size_bytes} bytes is outside {MIN_FILESYSTEM_BYTES} (1 MiB) to \
@@ -188,8 +193,7 @@ const ENCRYPTED_DIR: &str = "data";
 pub(crate) fn source(pod_dir: &Path, volume: &VolumeSpec) -> PathBuf {
     let dir = volumes_dir(pod_dir).join(&volume.name);
     match volume.kind {
-        VolumeKind::EmptyDir => dir.join("dir"),
-        VolumeKind::Filesystem { .. } => dir.join("mnt").join(ENCRYPTED_DIR),
+        VolumeKind::EmptyDir { .. } | VolumeKind::Filesystem { .. } => dir.join("mnt").join(ENCRYPTED_DIR),
         VolumeKind::Secret { .. } => dir.join("secret"),
     }
 }
@@ -198,15 +202,24 @@ pub(crate) fn source(pod_dir: &Path, volume: &VolumeSpec) -> PathBuf {
 /// volume is read back from its tmpfs (files sorted by name); a `secret/` directory without
 /// one (after a reboot) is no volume.
 fn kind_on_disk(dir: &Path) -> Option<VolumeKind> {
-    if let Ok(meta) = fs::metadata(dir.join("disk.img")) {
+    if let Ok(meta) = fs::metadata(dir.join(FILESYSTEM_IMAGE)) {
         return Some(VolumeKind::Filesystem { size_bytes: meta.len() });
+    }
+    if let Ok(meta) = fs::metadata(dir.join(SCRATCH_IMAGE)) {
+        return Some(VolumeKind::EmptyDir { size_bytes: meta.len() });
     }
     let secret = dir.join("secret");
     if secret.is_dir() {
         return read_secret(&secret);
     }
-    dir.join("dir").is_dir().then_some(VolumeKind::EmptyDir)
+    None
 }
+
+/// The image file of a [`VolumeKind::Filesystem`] volume.
+const FILESYSTEM_IMAGE: &str = "disk.img";
+
+/// The image file of a [`VolumeKind::EmptyDir`] volume.
+const SCRATCH_IMAGE: &str = "scratch.img";
 
 /// The files of the secret tmpfs mounted on `mount_point`, or `None` if no tmpfs is mounted
 /// there or it holds anything but regular files with UTF-8 names.
@@ -408,7 +421,8 @@ pub(crate) fn remove_tree(pod: &str, dir: &Path, what: &'static str) -> Result<(
 /// Unmounts and removes one volume directory (`volumes/<name>`). No container may use it.
 fn remove_volume(pod: &str, dir: &Path) -> Result<(), RuntimeError> {
     unmount_all(pod, dir)?;
-    release_loop_devices(&dir.join("disk.img"))?;
+    release_loop_devices(&dir.join(FILESYSTEM_IMAGE))?;
+    release_loop_devices(&dir.join(SCRATCH_IMAGE))?;
     remove_unmounted(dir, "removing volume")?;
     tracing::info!(pod, volume = %dir.display(), "volume removed");
     Ok(())
@@ -515,9 +529,9 @@ pub(crate) fn stale(pod_dir: &Path, keep: &[VolumeSpec]) -> bool {
 pub(crate) fn ensure(pod: &str, pod_dir: &Path, volume: &VolumeSpec, key: &VolumeKey) -> Result<(), RuntimeError> {
     let dir = volumes_dir(pod_dir).join(&volume.name);
     match &volume.kind {
-        VolumeKind::EmptyDir => {
-            let data = dir.join("dir");
-            fs::create_dir_all(&data).map_err(RuntimeError::io("creating emptyDir volume", &data))?;
+        &VolumeKind::EmptyDir { size_bytes } => ensure_image(pod, &dir, &volume.name, SCRATCH_IMAGE, size_bytes, key),
+        &VolumeKind::Filesystem { size_bytes } => {
+            ensure_image(pod, &dir, &volume.name, FILESYSTEM_IMAGE, size_bytes, key)
         }
         VolumeKind::Secret { files } => {
             let mount_point = dir.join("secret");
@@ -527,68 +541,79 @@ pub(crate) fn ensure(pod: &str, pod_dir: &Path, volume: &VolumeSpec, key: &Volum
                 unmount_all(pod, &mount_point)?;
                 create_secret(pod, &volume.name, &mount_point, files)?;
             }
-        }
-        &VolumeKind::Filesystem { size_bytes } => {
-            let image = dir.join("disk.img");
-            let mount_point = dir.join("mnt");
-            fs::create_dir_all(&mount_point).map_err(RuntimeError::io("creating volume mount point", &mount_point))?;
-            if !image.exists() {
-                // Formatted under a temporary name, so `disk.img` always is a whole file system.
-                let tmp = dir.join("disk.img.tmp");
-                let file = File::create(&tmp).map_err(RuntimeError::io("creating volume image", &tmp))?;
-                // Sparse: the host's disk is only used as the pod writes.
-                file.set_len(size_bytes).map_err(RuntimeError::io("sizing volume image", &tmp))?;
-                drop(file);
-                // No blocks reserved for root (the pod gets all of its size); lazy init keeps
-                // the image sparse (a 1 TiB one takes about 16 MiB of disk, not a gigabyte).
-                run(
-                    "mkfs.ext4",
-                    &[
-                        "-q".as_ref(),
-                        "-F".as_ref(),
-                        "-m".as_ref(),
-                        "0".as_ref(),
-                        "-E".as_ref(),
-                        "lazy_itable_init=1,lazy_journal_init=1,nodiscard".as_ref(),
-                        "-O".as_ref(),
-                        "encrypt".as_ref(),
-                        tmp.as_os_str(),
-                    ],
-                )?;
-                fs::rename(&tmp, &image).map_err(RuntimeError::io("naming volume image", &image))?;
-                tracing::info!(pod, volume = %volume.name, size_bytes, "file system volume created");
-            }
-            if !is_mounted(&mount_point)? {
-                // nodev, nosuid: the image's contents are the pod's to write; they must not
-                // give it devices or privileges.
-                run(
-                    "mount",
-                    &[
-                        "-t".as_ref(),
-                        "ext4".as_ref(),
-                        "-o".as_ref(),
-                        "loop,nodev,nosuid".as_ref(),
-                        image.as_os_str(),
-                        mount_point.as_os_str(),
-                    ],
-                )?;
-                tracing::info!(pod, volume = %volume.name, "file system volume mounted");
-            }
-            // The key goes to the kernel at every mount (it lives in the mounted file system's
-            // keyring); adding it again is harmless.
-            let identifier = fscrypt::add_volume_key(key, pod, &volume.name, &mount_point)?;
-            let data = mount_point.join(ENCRYPTED_DIR);
-            match fs::create_dir(&data) {
-                Ok(()) => fscrypt::encrypt_dir(&data, identifier)?,
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(RuntimeError::io("creating the volume directory", &data)(e)),
-            }
-            // Whatever made the directory, it must be encrypted under this volume's key, or
-            // the pod would write in clear.
-            fscrypt::check_dir(&data, identifier)?;
+            Ok(())
         }
     }
-    Ok(())
+}
+
+/// Creates the ext4 image `file` of `size_bytes` in the volume directory `dir` if missing,
+/// loop-mounts it on `mnt/` if not mounted, and makes sure `mnt/data` is encrypted under the
+/// volume's key.
+fn ensure_image(
+    pod: &str,
+    dir: &Path,
+    name: &str,
+    file: &str,
+    size_bytes: u64,
+    key: &VolumeKey,
+) -> Result<(), RuntimeError> {
+    let image = dir.join(file);
+    let mount_point = dir.join("mnt");
+    fs::create_dir_all(&mount_point).map_err(RuntimeError::io("creating volume mount point", &mount_point))?;
+    if !image.exists() {
+        // Formatted under a temporary name, so the image always is a whole file system.
+        let tmp = dir.join(format!("{file}.tmp"));
+        let out = File::create(&tmp).map_err(RuntimeError::io("creating volume image", &tmp))?;
+        // Sparse: the host's disk is only used as the pod writes.
+        out.set_len(size_bytes).map_err(RuntimeError::io("sizing volume image", &tmp))?;
+        drop(out);
+        // No blocks reserved for root (the pod gets all of its size); lazy init keeps
+        // the image sparse (a 1 TiB one takes about 16 MiB of disk, not a gigabyte).
+        run(
+            "mkfs.ext4",
+            &[
+                "-q".as_ref(),
+                "-F".as_ref(),
+                "-m".as_ref(),
+                "0".as_ref(),
+                "-E".as_ref(),
+                "lazy_itable_init=1,lazy_journal_init=1,nodiscard".as_ref(),
+                "-O".as_ref(),
+                "encrypt".as_ref(),
+                tmp.as_os_str(),
+            ],
+        )?;
+        fs::rename(&tmp, &image).map_err(RuntimeError::io("naming volume image", &image))?;
+        tracing::info!(pod, volume = name, size_bytes, "file system volume created");
+    }
+    if !is_mounted(&mount_point)? {
+        // nodev, nosuid: the image's contents are the pod's to write; they must not
+        // give it devices or privileges.
+        run(
+            "mount",
+            &[
+                "-t".as_ref(),
+                "ext4".as_ref(),
+                "-o".as_ref(),
+                "loop,nodev,nosuid".as_ref(),
+                image.as_os_str(),
+                mount_point.as_os_str(),
+            ],
+        )?;
+        tracing::info!(pod, volume = name, "file system volume mounted");
+    }
+    // The key goes to the kernel at every mount (it lives in the mounted file system's
+    // keyring); adding it again is harmless.
+    let identifier = fscrypt::add_volume_key(key, pod, name, &mount_point)?;
+    let data = mount_point.join(ENCRYPTED_DIR);
+    match fs::create_dir(&data) {
+        Ok(()) => fscrypt::encrypt_dir(&data, identifier)?,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(RuntimeError::io("creating the volume directory", &data)(e)),
+    }
+    // Whatever made the directory, it must be encrypted under this volume's key, or the pod
+    // would write in clear.
+    fscrypt::check_dir(&data, identifier)
 }
 
 /// Unmounts and removes every volume of the pod at `pod_dir`, and anything else mounted in it

@@ -77,7 +77,7 @@ fn pod() -> pb::Pod {
         name: "web".into(),
         containers: vec![container("nginx"), container("sidecar")],
         volumes: vec![
-            pb::Volume { name: "tmp".into(), kind: Some(Kind::EmptyDir(pb::volume::EmptyDir {})) },
+            pb::Volume { name: "tmp".into(), kind: Some(Kind::EmptyDir(pb::volume::EmptyDir::default())) },
             pb::Volume {
                 name: "data".into(),
                 kind: Some(Kind::Filesystem(pb::volume::Filesystem { size_bytes: 1 << 30 })),

@@ -358,7 +358,9 @@ impl<R: Runtime> Controller<R> {
                 B256::from(who.pod_id)
             )));
         }
-        let def = PodDefinition::from_proto(pod).map_err(Refusal::BadRequest)?;
+        let def = PodDefinition::from_proto(pod)
+            .map_err(Refusal::BadRequest)?
+            .with_empty_dir_default(self.parts.settings.empty_dir_bytes);
         let agreed =
             tpod_billing::PriceTable::from_proto(pricing).map_err(|e| Refusal::BadRequest(format!("pricing: {e}")))?;
         if agreed != self.parts.settings.pricing {
@@ -406,7 +408,9 @@ impl<R: Runtime> Controller<R> {
     }
 
     async fn update(&self, who: &Authorized, pod: &pb::Pod) -> Result<pb::PodStatus, Refusal> {
-        let def = PodDefinition::from_proto(pod).map_err(Refusal::BadRequest)?;
+        let def = PodDefinition::from_proto(pod)
+            .map_err(Refusal::BadRequest)?
+            .with_empty_dir_default(self.parts.settings.empty_dir_bytes);
         let _ops = self.ops.lock().await;
         let previous = self
             .parts
@@ -701,8 +705,10 @@ impl<R: Runtime> Controller<R> {
                             .secret(&v.name, sealed)
                             .map_err(|e| Refusal::BadRequest(format!("secret volume {:?}: {e}", v.name)))?,
                     },
+                    (None, Some(size_bytes)) if v.empty_dir => VolumeKind::EmptyDir { size_bytes },
                     (None, Some(size_bytes)) => VolumeKind::Filesystem { size_bytes },
-                    (None, None) => VolumeKind::EmptyDir,
+                    // A record from before emptyDirs had a size: the default (not reserved).
+                    (None, None) => VolumeKind::EmptyDir { size_bytes: self.parts.settings.empty_dir_bytes },
                 };
                 Ok(VolumeSpec { name: v.name.clone(), kind })
             })

@@ -14,12 +14,11 @@
 //! before it `execve`s the container's program: after libcontainer's own mounts, capability
 //! drop and `chdir`, which the profile would refuse.
 //!
-//! The container's stdout and stderr are the log file, opened `O_APPEND`; its init process is
+//! The container's stdout and stderr are the log pipe (a FIFO), opened read-write; its init process is
 //! re-parented to the provider (a child subreaper) when this process exits, so the provider can
 //! collect its exit code.
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -31,6 +30,9 @@ use seccompiler::BpfProgram;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("unpack") {
+        return unpack();
+    }
     let [command, root, id, bundle, log] = args.as_slice() else {
         eprintln!("usage: tpod-runtime-shim create <state root> <container id> <bundle> <log file>");
         return ExitCode::from(2);
@@ -51,11 +53,30 @@ fn main() -> ExitCode {
     }
 }
 
+/// `tpod-runtime-shim unpack`: unpacks the image its stdin describes from the pod's memory
+/// cgroup (see `tpod_runtime::run_unpack_job`).
+fn unpack() -> ExitCode {
+    let mut job = zeroize::Zeroizing::new(Vec::new());
+    if let Err(e) = std::io::Read::read_to_end(&mut std::io::stdin(), &mut job) {
+        eprintln!("reading the unpack job: {e}");
+        return ExitCode::FAILURE;
+    }
+    match tpod_runtime::run_unpack_job(&job) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("{message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn create(root: PathBuf, id: &str, bundle: PathBuf, log: PathBuf) -> Result<i32, String> {
+    // The log is a FIFO the runtime reads (see tpod_runtime's logs module). Read-write, so it
+    // always has a reader while the container lives: no SIGPIPE while the provider is down, and
+    // opening it never blocks.
     let stdout = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o640)
+        .read(true)
+        .write(true)
         .open(&log)
         .map_err(|e| format!("opening log {}: {e}", log.display()))?;
     let stderr = stdout.try_clone().map_err(|e| format!("opening log {}: {e}", log.display()))?;
