@@ -83,7 +83,11 @@ pub async fn upload_command(
     let encrypted = encrypt_images(&images)?;
     let encrypt_seconds = started.elapsed().as_secs_f64();
     let publisher = Publisher::open(devnet_dir, target).await?;
-    let provider = ProviderTarget::resolve(target.provider.as_deref(), devnet_dir)?;
+    // The provider a deploy of this manifest would pick, so the deploy after finds its blobs.
+    let reservation = tpod_market::Reservation::of_manifest(&manifest);
+    let (chosen, _) =
+        crate::pick::choose(&publisher, &reservation, target.provider.as_deref(), &target.attest, devnet_dir).await?;
+    let provider = chosen.provider;
     let started = Instant::now();
     let uploaded = upload(&publisher, &provider, &encrypted, &images, json).await?;
     let upload_seconds = started.elapsed().as_secs_f64();

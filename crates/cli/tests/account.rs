@@ -3,40 +3,16 @@
 //! real `tpod` and the pinned `cast` (tools/bootstrap), in a private TPOD_HOME.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 fn cast() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tools/bin/cast")
 }
 
-fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-}
-
-/// `tpod` with HOME and TPOD_HOME in `home` (never the real ~/.tpod) and no ambient settings.
-fn tpod(home: &Path, args: &[&str], envs: &[(&str, &str)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tpod"))
-        .args(args)
-        .env("HOME", home)
-        .env("TPOD_HOME", home.join(".tpod"))
-        .env("TPOD_DEVNET_DIR", home.join("devnet"))
-        .env_remove("TPOD_PASSWORD")
-        .env_remove("TPOD_PASSWORD_FILE")
-        .env_remove("TPOD_ACCOUNT")
-        .env_remove("TPOD_KEY_FILE")
-        .env_remove("TPOD_NETWORK")
-        .env_remove("TPOD_RPC_URL")
-        .envs(envs.iter().copied())
-        .output()
-        .unwrap()
-}
-
-fn ok(home: &Path, args: &[&str], envs: &[(&str, &str)]) -> serde_json::Value {
-    let out = tpod(home, &[&["--json"], args].concat(), envs);
-    assert!(out.status.success(), "tpod {args:?} failed: {}", text(&out));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(&out)))
-}
+use common::{ok_at as ok, text, tpod_at as tpod};
 
 /// `cast wallet address` of a keystore unlocked with `password`.
 fn cast_address(keystore: &Path, password: &str) -> String {

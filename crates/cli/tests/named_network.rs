@@ -15,34 +15,19 @@ use alloy::primitives::{Address, U256};
 use common::{hello, text, wait_for_body};
 use tpod_attestation::policy::SimulatedPolicy;
 use tpod_attestation::{Digest, Policy, SimulatedRoot, TeeKind};
-use tpod_devnet::anvil::{AnvilOptions, AnvilProcess};
 
 const PASSWORD: &str = "correct horse battery staple";
 /// The provider's bridge, on subnet 10.216.0.0/16, which no other test uses.
 const BRIDGE: &str = "tpe16";
 
+const ENVS: &[(&str, &str)] = &[("TPOD_PASSWORD", PASSWORD)];
+
 fn tpod(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tpod"))
-        .args(args)
-        .env("HOME", home)
-        .env("TPOD_HOME", home.join(".tpod"))
-        .env("TPOD_DEVNET_DIR", home.join("devnet"))
-        .env("TPOD_CACHE_DIR", home.join("cache"))
-        .env("TPOD_PASSWORD", PASSWORD)
-        .env_remove("TPOD_PASSWORD_FILE")
-        .env_remove("TPOD_ACCOUNT")
-        .env_remove("TPOD_KEY_FILE")
-        .env_remove("TPOD_NETWORK")
-        .env_remove("TPOD_RPC_URL")
-        .env_remove("TPOD_POLICY")
-        .output()
-        .unwrap()
+    common::tpod_at(home, args, ENVS)
 }
 
 fn ok(home: &Path, args: &[&str]) -> serde_json::Value {
-    let out = tpod(home, &[&["--json"], args].concat());
-    assert!(out.status.success(), "tpod {args:?} failed: {}", text(&out));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(&out)))
+    common::ok_at(home, args, ENVS)
 }
 
 fn provider_bin() -> PathBuf {
@@ -60,8 +45,6 @@ impl Drop for ProviderProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = Command::new(provider_bin()).arg("--config").arg(&self.config).arg("--purge").output();
-        // The purge removes pods, not the bridge made for them.
-        let _ = Command::new("ip").args(["link", "del", BRIDGE]).output();
     }
 }
 
@@ -70,18 +53,7 @@ fn deploy_bill_and_delete_on_a_named_network() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let home = tempfile::tempdir().unwrap();
     let home = home.path();
-    let bin = tpod_devnet::anvil::locate(None)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tools/bin/anvil"));
-    let chain = rt
-        .block_on(AnvilProcess::spawn(&AnvilOptions {
-            bin,
-            port: 0,
-            chain_id: 4343,
-            state: None,
-            log: home.join("anvil.log"),
-            detach: false,
-        }))
-        .unwrap();
+    let chain = common::anvil_at(home, 4343, &rt);
     let gas = |who: Address| {
         rt.block_on(tpod_devnet::deploy::set_native_balance(&chain.url, who, tpod_devnet::whole(10))).unwrap();
     };

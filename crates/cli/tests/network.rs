@@ -7,55 +7,17 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-use tpod_devnet::anvil::{AnvilOptions, AnvilProcess};
+use common::anvil_at as anvil;
 
-fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-}
-
-/// `tpod` with HOME and TPOD_HOME in `home` and no ambient settings.
-fn tpod(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tpod"))
-        .args(args)
-        .env("HOME", home)
-        .env("TPOD_HOME", home.join(".tpod"))
-        .env("TPOD_DEVNET_DIR", home.join("devnet"))
-        .env("TPOD_PASSWORD", "deployer's password")
-        .env_remove("TPOD_PASSWORD_FILE")
-        .env_remove("TPOD_ACCOUNT")
-        .env_remove("TPOD_KEY_FILE")
-        .env_remove("TPOD_NETWORK")
-        .env_remove("TPOD_RPC_URL")
-        .output()
-        .unwrap()
-}
+const ENVS: &[(&str, &str)] = &[("TPOD_PASSWORD", "deployer's password")];
 
 fn ok(home: &Path, args: &[&str]) -> serde_json::Value {
-    let out = tpod(home, &[&["--json"], args].concat());
-    assert!(out.status.success(), "tpod {args:?} failed: {}", text(&out));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(&out)))
+    common::ok_at(home, args, ENVS)
 }
 
 fn fails(home: &Path, args: &[&str]) -> String {
-    let out = tpod(home, args);
-    assert!(!out.status.success(), "tpod {args:?} should have failed: {}", text(&out));
-    text(&out)
-}
-
-fn anvil(dir: &Path, chain_id: u64, rt: &tokio::runtime::Runtime) -> AnvilProcess {
-    let bin = tpod_devnet::anvil::locate(None)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tools/bin/anvil"));
-    rt.block_on(AnvilProcess::spawn(&AnvilOptions {
-        bin,
-        port: 0,
-        chain_id,
-        state: None,
-        log: dir.join(format!("anvil-{chain_id}.log")),
-        detach: false,
-    }))
-    .unwrap()
+    common::fails_at(home, args, ENVS)
 }
 
 #[test]

@@ -193,3 +193,53 @@ pub fn wait_for_body(url: &str, body: &str) {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// `tpod` as a user whose home is `home`: HOME, TPOD_HOME, the devnet and cache directories all
+/// inside it (never the real ~/.tpod), no ambient `TPOD_*` setting, then `envs`.
+pub fn tpod_at(home: &Path, args: &[&str], envs: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tpod"))
+        .args(args)
+        .env("HOME", home)
+        .env("TPOD_HOME", home.join(".tpod"))
+        .env("TPOD_DEVNET_DIR", home.join("devnet"))
+        .env("TPOD_CACHE_DIR", home.join("cache"))
+        .env_remove("TPOD_PASSWORD")
+        .env_remove("TPOD_PASSWORD_FILE")
+        .env_remove("TPOD_ACCOUNT")
+        .env_remove("TPOD_KEY_FILE")
+        .env_remove("TPOD_NETWORK")
+        .env_remove("TPOD_RPC_URL")
+        .env_remove("TPOD_POLICY")
+        .envs(envs.iter().copied())
+        .output()
+        .unwrap()
+}
+
+/// [`tpod_at`] with `--json`, which must succeed: its output.
+pub fn ok_at(home: &Path, args: &[&str], envs: &[(&str, &str)]) -> serde_json::Value {
+    let out = tpod_at(home, &[&["--json"], args].concat(), envs);
+    assert!(out.status.success(), "tpod {args:?} failed: {}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(&out)))
+}
+
+/// [`tpod_at`], which must fail: its output.
+pub fn fails_at(home: &Path, args: &[&str], envs: &[(&str, &str)]) -> String {
+    let out = tpod_at(home, args, envs);
+    assert!(!out.status.success(), "tpod {args:?} should have failed: {}", text(&out));
+    text(&out)
+}
+
+/// A private anvil on a free port with `chain_id`, logging into `dir`; stopped when dropped.
+pub fn anvil_at(dir: &Path, chain_id: u64, rt: &tokio::runtime::Runtime) -> tpod_devnet::anvil::AnvilProcess {
+    let bin = tpod_devnet::anvil::locate(None)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tools/bin/anvil"));
+    rt.block_on(tpod_devnet::anvil::AnvilProcess::spawn(&tpod_devnet::anvil::AnvilOptions {
+        bin,
+        port: 0,
+        chain_id,
+        state: None,
+        log: dir.join(format!("anvil-{chain_id}.log")),
+        detach: false,
+    }))
+    .unwrap()
+}
