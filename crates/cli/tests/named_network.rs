@@ -44,7 +44,13 @@ impl Drop for ProviderProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = Command::new(provider_bin()).arg("--config").arg(&self.config).arg("--purge").output();
+        let purge = Command::new(provider_bin()).arg("--config").arg(&self.config).arg("--purge").output();
+        // Panicking in a drop would hide the test's own failure; a failed purge is reported.
+        match purge {
+            Ok(out) if !out.status.success() => eprintln!("tpod-provider --purge failed: {}", text(&out)),
+            Err(e) => eprintln!("cannot run tpod-provider --purge: {e}"),
+            Ok(_) => {}
+        }
     }
 }
 
@@ -225,4 +231,8 @@ simulated_root_key = "root.key"
     assert!(refunded > U256::ZERO && refunded < tpod_devnet::whole(5) / U256::from(2), "{deleted:#}");
     let claimed: U256 = deleted["claimed"].as_str().unwrap().parse().unwrap();
     assert_eq!(claimed + refunded, tpod_devnet::whole(5) / U256::from(2), "{deleted:#}");
+
+    // A provider taken down for good (`--purge`) leaves no bridge behind.
+    drop(provider);
+    assert!(!Path::new("/sys/class/net").join(BRIDGE).exists(), "bridge {BRIDGE} left behind");
 }
