@@ -287,6 +287,7 @@ fn to_proto(manifest: &Manifest, delivery: &Delivery, sealer: &Sealer<'_>) -> an
                         memory_bytes: c.resources.memory_bytes,
                         gpu: c.resources.gpu,
                         storage_bytes: 0,
+                        pids: c.resources.pids.unwrap_or(0),
                     }),
                     volume_mounts: c
                         .volume_mounts

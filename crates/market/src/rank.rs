@@ -67,6 +67,7 @@ impl Reservation {
             memory_bytes: self.memory_bytes,
             gpu: 0,
             storage_bytes: self.storage_bytes,
+            pids: 0,
         }
     }
 

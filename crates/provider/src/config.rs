@@ -272,6 +272,19 @@ pub struct RuntimeConfig {
     /// pods only answer what comes through the ingress.
     #[serde(default)]
     pub outbound_internet: bool,
+    /// The most processes and threads a container may have (its `pids.max`); a manifest may ask
+    /// for fewer (`resources.pids`), never more. Default 1024.
+    #[serde(default = "default_pids_limit")]
+    pub pids_limit: u64,
+    /// System calls taken off the default seccomp allow-list for every container, e.g.
+    /// `["mkdirat"]`: they fail with EPERM. Names the allow-list does not know are refused at
+    /// start. Default: none.
+    #[serde(default)]
+    pub seccomp_deny: Vec<String>,
+}
+
+fn default_pids_limit() -> u64 {
+    1024
 }
 
 fn default_rootfs_size() -> String {
@@ -291,6 +304,8 @@ impl Default for RuntimeConfig {
             rootfs_size: default_rootfs_size(),
             empty_dir_size: default_empty_dir_size(),
             outbound_internet: false,
+            pids_limit: default_pids_limit(),
+            seccomp_deny: Vec::new(),
         }
     }
 }
@@ -448,6 +463,11 @@ impl Settings {
         if !(tpod_runtime::MIN_FILESYSTEM_BYTES..=tpod_runtime::MAX_FILESYSTEM_BYTES).contains(&empty_dir_bytes) {
             return Err(at("empty_dir_size", "must be between 1Mi and 1Ti".into()));
         }
+        if config.runtime.pids_limit == 0 {
+            return Err(at("pids_limit", "must be at least 1".into()));
+        }
+        tpod_runtime::sandbox::check_deny_list(&config.runtime.seccomp_deny)
+            .map_err(|e| at("seccomp_deny", e.to_string()))?;
         if config.ingress.domain.is_empty() || config.ingress.domain.starts_with('.') {
             return Err(at("domain", "must be a DNS name such as pods.example.com".into()));
         }
@@ -681,6 +701,24 @@ usage = "20"
         let text = SAMPLE.replace("payment = \"0x5F", "payment = \"0xZZ");
         let err = Settings::parse(&text, Path::new("p.toml")).unwrap_err().to_string();
         assert!(err.starts_with("p.toml:7:"), "{err}");
+    }
+
+    #[test]
+    fn sandbox_settings_are_checked_with_their_line() {
+        let s = Settings::parse(SAMPLE, Path::new("p.toml")).unwrap();
+        assert_eq!((s.config.runtime.pids_limit, s.config.runtime.seccomp_deny.len()), (1024, 0));
+        let text = format!(
+            "{SAMPLE}\n[runtime]\nbridge = \"tpod0\"\nsubnet = \"10.89.0.0/16\"\nlog_cap = \"8Mi\"\npids_limit = 64\nseccomp_deny = [\"mkdirat\"]\n"
+        );
+        let s = Settings::parse(&text, Path::new("p.toml")).unwrap();
+        assert_eq!(
+            (s.config.runtime.pids_limit, s.config.runtime.seccomp_deny.as_slice()),
+            (64, &["mkdirat".to_owned()][..])
+        );
+        let err = Settings::parse(&text.replace("pids_limit = 64", "pids_limit = 0"), Path::new("p.toml")).unwrap_err();
+        assert!(err.to_string().contains(": pids_limit: must be at least 1"), "{err}");
+        let err = Settings::parse(&text.replace("\"mkdirat\"", "\"mkdirz\""), Path::new("p.toml")).unwrap_err();
+        assert!(err.to_string().contains(": seccomp_deny: seccomp: unknown system call \"mkdirz\""), "{err}");
     }
 
     #[test]

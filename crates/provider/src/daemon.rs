@@ -243,6 +243,8 @@ fn local_runtime(settings: &Settings, volume_key: tpod_runtime::VolumeKey) -> Re
         log_cap_bytes: settings.log_cap_bytes,
         rootfs_bytes: settings.rootfs_bytes,
         outbound_internet: settings.config.runtime.outbound_internet,
+        pids_limit: settings.config.runtime.pids_limit,
+        seccomp_deny: settings.config.runtime.seccomp_deny.clone(),
         ..LocalConfig::new(&settings.config.data_dir, volume_key)
     })
     .map_err(|e| step("start the local runtime")(e.to_string()))

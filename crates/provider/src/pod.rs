@@ -104,6 +104,9 @@ pub struct ContainerDefinition {
     pub cpu_millis: u64,
     /// Memory limit in bytes.
     pub memory_bytes: u64,
+    /// The most processes it may have; `None`: the provider's default.
+    #[serde(default)]
+    pub pids: Option<u32>,
     /// Volumes mounted into the container.
     #[serde(default)]
     pub mounts: Vec<MountDefinition>,
@@ -277,6 +280,7 @@ impl PodDefinition {
                 ports: port_defs,
                 cpu_millis: resources.cpu_millis,
                 memory_bytes: resources.memory_bytes,
+                pids: (resources.pids > 0).then_some(resources.pids),
                 mounts,
             });
         }
@@ -387,7 +391,13 @@ mod tests {
                     protocol: pb::port::Protocol::Http as i32,
                     hostname: "App.Example.com".into(),
                 }],
-                resources: Some(pb::Resources { cpu_millis: 100, memory_bytes: 1 << 26, gpu: 0, storage_bytes: 0 }),
+                resources: Some(pb::Resources {
+                    cpu_millis: 100,
+                    memory_bytes: 1 << 26,
+                    gpu: 0,
+                    storage_bytes: 0,
+                    pids: 0,
+                }),
                 ..Default::default()
             }],
             volumes: vec![],

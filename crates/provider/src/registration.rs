@@ -146,6 +146,7 @@ impl Listing {
                 memory_bytes: settings.memory_bytes,
                 gpu: 0,
                 storage_bytes: settings.storage_bytes,
+                pids: 0,
             },
             min_funding: settings.min_funding,
             min_unlock_delay_secs: c.terms.min_unlock_delay_secs,

@@ -105,7 +105,7 @@ async fn quote_reports_terms_and_refuses_what_does_not_fit() {
     let info = f.info();
     let ask = |cpu_millis, memory_bytes| pb::QuoteRequest {
         version: 1,
-        resources: Some(pb::Resources { cpu_millis, memory_bytes, gpu: 0, storage_bytes: 0 }),
+        resources: Some(pb::Resources { cpu_millis, memory_bytes, gpu: 0, storage_bytes: 0, pids: 0 }),
         hostnames: Vec::new(),
     };
     let q = f.client.quote(f.peer, f.addr.clone(), ask(500, 1 << 20)).await.unwrap();

@@ -55,7 +55,13 @@ fn provision(sealed_by: &SecretKey, image: pb::Sealed, secret: pb::Sealed) -> pb
                     protocol: pb::port::Protocol::Http as i32,
                     hostname: String::new(),
                 }],
-                resources: Some(pb::Resources { cpu_millis: 100, memory_bytes: 64 << 20, gpu: 0, storage_bytes: 0 }),
+                resources: Some(pb::Resources {
+                    cpu_millis: 100,
+                    memory_bytes: 64 << 20,
+                    gpu: 0,
+                    storage_bytes: 0,
+                    pids: 0,
+                }),
                 volume_mounts: vec![
                     pb::VolumeMount { name: "keys".into(), mount_path: "/www/keys".into(), read_only: true },
                     pb::VolumeMount { name: "state".into(), mount_path: "/www/state".into(), read_only: false },

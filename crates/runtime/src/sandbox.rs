@@ -233,7 +233,7 @@ const DENIED_NAMED: &[(&str, libc::c_long)] = table![
 ];
 
 /// Checks an operator's deny-list: every name must be a system call this module knows.
-pub(crate) fn check_deny_list(deny: &[String]) -> Result<(), SandboxError> {
+pub fn check_deny_list(deny: &[String]) -> Result<(), SandboxError> {
     let known = known();
     match deny.iter().find(|name| !known.contains_key(name.as_str())) {
         Some(unknown) => Err(SandboxError::UnknownSyscall(unknown.clone())),

@@ -72,10 +72,11 @@ impl Drop for Env {
                 for id in runtime.list().await.unwrap_or_default() {
                     let _ = runtime.delete(&id).await;
                 }
+                // The bridge and its firewall tables go too.
+                let _ = runtime.remove_network().await;
             });
         });
         let _ = cleanup.join();
-        let _ = Command::new("ip").args(["link", "delete", &self.config.bridge]).output();
     }
 }
 

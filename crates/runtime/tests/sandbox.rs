@@ -97,10 +97,13 @@ impl Drop for Env {
                         eprintln!("cleanup of pod {id} failed: {e}");
                     }
                 }
+                // The bridge and its firewall tables go too.
+                if let Err(e) = runtime.remove_network().await {
+                    eprintln!("cleanup of the network failed: {e}");
+                }
             });
         });
         let _ = cleanup.join();
-        let _ = Command::new("ip").args(["link", "delete", &self.config.bridge]).output();
     }
 }
 

@@ -50,7 +50,7 @@ fn round_trip<M: Message + Default + Validate + PartialEq + Debug>(message: M) {
 }
 
 fn resources() -> pb::Resources {
-    pb::Resources { cpu_millis: 1500, memory_bytes: 1 << 30, gpu: 1, storage_bytes: 10 << 30 }
+    pb::Resources { cpu_millis: 1500, memory_bytes: 1 << 30, gpu: 1, storage_bytes: 10 << 30, pids: 0 }
 }
 
 fn container(name: &str) -> pb::Container {

@@ -220,6 +220,7 @@ impl<R: Runtime> Controller<R> {
                 memory_bytes: free.memory_bytes,
                 gpu: 0,
                 storage_bytes: free.storage_bytes,
+                pids: 0,
             }),
             pricing: Some(s.table_proto(&s.pricing, &contracts.token.to_string())),
             payment_contract: contracts.payment.to_string(),
@@ -685,8 +686,8 @@ impl<R: Runtime> Controller<R> {
                     working_dir: c.working_dir.clone(),
                     cpu_millis: c.cpu_millis,
                     memory_bytes: c.memory_bytes,
-                    // The provider's default: the manifest's `resources.pids` is not on the wire yet.
-                    pids_limit: 0,
+                    // 0: the provider's default; the runtime never allows more than it.
+                    pids_limit: c.pids.map_or(0, u64::from),
                     mounts: c
                         .mounts
                         .iter()

@@ -148,7 +148,13 @@ pub fn priced(pricing: Option<pb::PricingTable>) -> pb::provision_request::Actio
                 image: "./image".into(),
                 // Admission is refused before anything sealed is opened.
                 sealed_image: Some(pb::Sealed { enc: vec![1; 32], ciphertext: vec![2; 64] }),
-                resources: Some(pb::Resources { cpu_millis: 100, memory_bytes: 1 << 26, gpu: 0, storage_bytes: 0 }),
+                resources: Some(pb::Resources {
+                    cpu_millis: 100,
+                    memory_bytes: 1 << 26,
+                    gpu: 0,
+                    storage_bytes: 0,
+                    pids: 0,
+                }),
                 ..Default::default()
             }],
             sealed_by: vec![3; 32],
@@ -180,7 +186,9 @@ impl Drop for Fixture {
                 for id in pods.list().await.ok()? {
                     let _ = pods.delete(&id).await;
                 }
-                Some(())
+                // Nor may its bridge and firewall tables: a later network on the subnet would
+                // lose its route.
+                pods.remove_network().await.ok()
             })
         })
         .join();
