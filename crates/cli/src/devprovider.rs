@@ -672,39 +672,7 @@ fn purge(dir: &Path, index: u8, provider_bin_path: Option<&Path>) -> anyhow::Res
         }
         std::fs::remove_dir_all(&data).with_context(|| format!("cannot remove {}", data.display()))?;
     }
-    // The provider's purge removes pods, not the bridge it made for them. Left behind, the
-    // bridge keeps its subnet's route and breaks a later network on that subnet.
-    let bridge = std::fs::read_to_string(&config)
-        .ok()
-        .and_then(|text| toml::from_str::<toml::Table>(&text).ok())
-        .and_then(|t| t.get("runtime")?.get("bridge")?.as_str().map(str::to_owned));
-    if let Some(bridge) = bridge {
-        remove_bridge(&bridge)?;
-    }
-    Ok(())
-}
-
-/// Deletes the bridge `name` if it is one and nothing is attached to it (a bridge with ports
-/// belongs to something still running).
-fn remove_bridge(name: &str) -> anyhow::Result<()> {
-    if name.is_empty() || name.contains('/') || name.starts_with('.') {
-        return Ok(());
-    }
-    let sys = Path::new("/sys/class/net").join(name);
-    if !sys.join("bridge").exists() {
-        return Ok(());
-    }
-    if std::fs::read_dir(sys.join("brif")).map(|mut ports| ports.next().is_some()).unwrap_or(true) {
-        tracing::warn!(bridge = name, "the bridge still has ports; left in place");
-        return Ok(());
-    }
-    let out = std::process::Command::new("ip")
-        .args(["link", "del", name])
-        .output()
-        .with_context(|| format!("cannot run `ip link del {name}`"))?;
-    if !out.status.success() && sys.exists() {
-        bail!("cannot remove bridge {name}: {}", String::from_utf8_lossy(&out.stderr).trim());
-    }
+    // The purge also removed the provider's bridge and firewall tables.
     Ok(())
 }
 
