@@ -20,18 +20,31 @@ use tpod_wire::pb;
 use crate::deployments::{Deployment, Deployments};
 use crate::pods::{ProviderTarget, Publisher, Target};
 
-/// The chain's time: the latest block's timestamp. Unlocks, withdrawals and closes are decided by
-/// the contract against block time, which may run ahead of or behind this machine's clock; the
-/// next block is never earlier than this one, so what is possible at this time is possible then.
+/// The chain's time: the timestamp of the block a transaction sent now would go into (the
+/// pending block, where the node serves one), else of the latest block. Unlocks, withdrawals and
+/// closes are decided by the contract against block time, which may run ahead of or behind this
+/// machine's clock; the local clock is never used for them. A quiet chain (a devnet mines only
+/// with transactions) has an old latest block, which is why the pending one comes first.
 pub(crate) async fn chain_now(chain: &Chain) -> anyhow::Result<u64> {
     use alloy::providers::Provider as _;
-    let block = chain
-        .provider()
+    let provider = chain.provider();
+    let latest = provider
         .get_block_by_number(alloy::rpc::types::BlockNumberOrTag::Latest)
         .await
         .context("reading the chain's latest block")?
-        .context("the chain has no latest block")?;
-    Ok(block.header.timestamp)
+        .context("the chain has no latest block")?
+        .header
+        .timestamp;
+    // Read raw: a pending block has no hash, which the typed block does not allow.
+    let pending = provider
+        .raw_request::<_, serde_json::Value>("eth_getBlockByNumber".into(), ("pending", false))
+        .await
+        .ok()
+        .and_then(|block| {
+            let text = block.get("timestamp")?.as_str()?.trim_start_matches("0x").to_owned();
+            u64::from_str_radix(&text, 16).ok()
+        });
+    Ok(pending.map_or(latest, |pending| pending.max(latest)))
 }
 
 /// The deployment called `name` (or the only one) and the publisher that owns it.

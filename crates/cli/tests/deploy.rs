@@ -125,9 +125,9 @@ fn bad_deploys_are_refused_and_leave_nothing_behind() {
     let err = net.fails(&["deploy", &bad]);
     assert!(err.contains("cannot take") && err.contains("free"), "{err}");
 
-    // A channel below the provider's minimum: the provider refuses, and keeps nothing.
+    // A channel below the provider's minimum: refused before paying, and the provider keeps nothing.
     let err = net.fails(&["deploy", manifest.to_str().unwrap(), "--amount", "1base"]);
-    assert!(err.contains("payment") && err.contains("asks at least"), "{err}");
+    assert!(err.contains("nothing was paid") && err.contains("asks at least"), "{err}");
     assert!(net.runtime_pods().is_empty());
 
     // A host name another pod holds is refused, and the refused pod leaves nothing behind.
