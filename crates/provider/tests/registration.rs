@@ -39,6 +39,26 @@ struct Setup {
     listen: String,
 }
 
+impl Drop for Setup {
+    /// A daemon that ran from this setup made its bridge and firewall tables; they go, so a later
+    /// network on the subnet keeps its route.
+    fn drop(&mut self) {
+        let Ok(settings) = Settings::load(&self.path()) else { return };
+        // The runtime is asked directly (these tests start no pod): the daemon's store may stay
+        // locked until its aborted tasks run again, after this.
+        let config = tpod_runtime::LocalConfig {
+            bridge: settings.config.runtime.bridge.clone(),
+            subnet: settings.subnet,
+            ..tpod_runtime::LocalConfig::new(&settings.config.data_dir, tpod_runtime::VolumeKey::random())
+        };
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            runtime.block_on(async { tpod_runtime::LocalRuntime::new(config).ok()?.remove_network().await.ok() })
+        })
+        .join();
+    }
+}
+
 impl Setup {
     fn new(key: PrivateKeySigner, bridge: &'static str, subnet: &'static str) -> Self {
         let dir = tempfile::tempdir().unwrap();
