@@ -261,6 +261,18 @@ pub(crate) fn remove_pod(pod_id: &str) -> Result<(), RuntimeError> {
     first.map_or(Ok(()), Err)
 }
 
+/// Removes the `/tpod` parent of all pod cgroups in every hierarchy where it is empty. For a
+/// runtime taken down for good: while another runtime on the host has pods it stays (busy).
+pub(crate) fn remove_parent_if_empty() {
+    let bases: Vec<&Path> = match layout() {
+        Layout::V1 { all, .. } => all.iter().map(PathBuf::as_path).collect(),
+        Layout::V2 { root } => vec![root.as_path()],
+    };
+    for base in bases {
+        let _ = fs::remove_dir(join(base, "/tpod"));
+    }
+}
+
 /// Kills every process left in the cgroup and waits (up to `timeout`) until none runs, so
 /// its CPU counter is final. Processes that are ours are reaped; zombies no longer count.
 pub(crate) fn kill_all(cgroup: &str, timeout: Duration) {

@@ -453,11 +453,18 @@ impl LocalRuntime {
         blocking("", "network setup", move || net::ensure_bridge(&bridge, &subnet, outbound)).await
     }
 
-    /// Removes the bridge and its firewall tables, for a provider taken down for good (after
-    /// its pods are deleted). Fails, leaving both, while pods are still attached to the bridge.
+    /// Removes the bridge, its firewall tables and, once no runtime of the host has pods, the
+    /// pods' parent cgroup: for a provider taken down for good (after its pods are deleted).
+    /// Fails, leaving everything, while pods are still attached to the bridge.
     pub async fn remove_network(&self) -> Result<(), RuntimeError> {
         let bridge = self.inner.config.bridge.clone();
-        blocking("", "network removal", move || net::remove_bridge(&bridge)).await
+        blocking("", "network removal", move || {
+            net::remove_bridge(&bridge)?;
+            // The pods' shared parent cgroup goes with the last runtime of the host.
+            crate::cgroup::remove_parent_if_empty();
+            Ok(())
+        })
+        .await
     }
 }
 
