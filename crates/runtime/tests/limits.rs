@@ -5,78 +5,31 @@
 //! mount or loop device of its pod is left.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::hash::{BuildHasher, RandomState};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::{Env, random_hex};
 use futures::StreamExt;
-use tempfile::TempDir;
 use tpod_runtime::{
-    ContainerSpec, ContainerState, LocalConfig, LocalRuntime, LogOptions, PodSpec, PodStatus, Runtime, VolumeKey,
-    VolumeKind, VolumeMount, VolumeSpec, cgroups_path,
+    ContainerSpec, ContainerState, LocalRuntime, LogOptions, PodSpec, PodStatus, Runtime, VolumeKind, VolumeMount,
+    VolumeSpec, cgroups_path,
 };
 
-fn random_hex(len: usize) -> String {
-    let mut out = String::new();
-    while out.len() < len {
-        out.push_str(&format!("{:016x}", RandomState::new().hash_one(Instant::now())));
-    }
-    out.truncate(len);
-    out
-}
-
-/// A test's own runtime root, bridge and subnet `10.244.<third>.0/24`.
-struct Env {
-    dir: TempDir,
-    config: LocalConfig,
-}
-
 impl Env {
+    /// Bridge `tpl<hex>`, subnet `10.244.<third>.0/24`, a restart backoff of 100-200 ms.
     fn new(third: u8) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = LocalConfig::new(dir.path().join("runtime"), VolumeKey::random());
-        config.bridge = format!("tpl{}", random_hex(8));
-        config.subnet = (Ipv4Addr::new(10, 244, third, 0), 24);
-        config.restart_backoff = (Duration::from_millis(100), Duration::from_millis(200));
-        config.shim = PathBuf::from(env!("CARGO_BIN_EXE_tpod-runtime-shim"));
-        Self { dir, config }
-    }
-
-    fn runtime(&self) -> LocalRuntime {
-        LocalRuntime::new(self.config.clone()).unwrap()
+        let mut env = Self::create("tpl", (Ipv4Addr::new(10, 244, third, 0), 24));
+        env.config.restart_backoff = (Duration::from_millis(100), Duration::from_millis(200));
+        env
     }
 
     fn image(&self) -> tpod_image::Image {
-        let layout = self.dir.path().join(format!("image-{}", random_hex(6)));
-        let page = self.dir.path().join("index.html");
-        std::fs::write(&page, "hi\n").unwrap();
-        tpod_image::hello::build(&layout, Path::new("/bin/busybox"), &page).unwrap();
-        tpod_image::read_layout(&layout).unwrap()
-    }
-
-    fn pod_dir(&self, id: &str) -> PathBuf {
-        self.config.root.join("pods").join(id)
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        let config = self.config.clone();
-        let cleanup = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
-            rt.block_on(async {
-                let runtime = LocalRuntime::new(config).unwrap();
-                for id in runtime.list().await.unwrap_or_default() {
-                    let _ = runtime.delete(&id).await;
-                }
-                // The bridge and its firewall tables go too.
-                let _ = runtime.remove_network().await;
-            });
-        });
-        let _ = cleanup.join();
+        self.image_with_page("hi\n")
     }
 }
 

@@ -6,103 +6,37 @@
 //! they run in parallel.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::hash::{BuildHasher, RandomState};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::{Env, random_hex};
 use futures::StreamExt;
-use tempfile::TempDir;
 use tpod_runtime::{
-    ContainerSpec, ContainerState, LocalConfig, LocalRuntime, LogOptions, PodSpec, PodStatus, PodUsage, Runtime,
-    RuntimeError, SecretFile, VolumeKey, VolumeKind, VolumeMount, VolumeSpec, cgroups_path,
+    ContainerSpec, ContainerState, LocalRuntime, LogOptions, PodSpec, PodStatus, PodUsage, Runtime, RuntimeError,
+    SecretFile, VolumeKey, VolumeKind, VolumeMount, VolumeSpec, cgroups_path,
 };
 
 const PAGE: &str = "<h1>hello from a trusted pod</h1>\n";
 
-/// 64 random hex characters.
-fn random_hex(len: usize) -> String {
-    let mut out = String::new();
-    while out.len() < len {
-        out.push_str(&format!("{:016x}", RandomState::new().hash_one(Instant::now())));
-    }
-    out.truncate(len);
-    out
-}
-
-/// A test's private runtime: state root, bridge and subnet `10.<net>.0.0/24`. Dropping it
-/// removes the bridge.
-struct Env {
-    dir: TempDir,
-    config: LocalConfig,
-}
-
 impl Env {
+    /// Bridge `tpt<hex>`, subnet `10.<net>.0.0/24`.
     fn new(net: u8) -> Self {
         Self::with_subnet(net, 0)
     }
 
     /// Subnet `10.<net>.<third>.0/24`.
     fn with_subnet(net: u8, third: u8) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = LocalConfig::new(dir.path().join("runtime"), VolumeKey::random());
-        config.bridge = format!("tpt{}", random_hex(8));
-        config.subnet = (Ipv4Addr::new(10, net, third, 0), 24);
-        config.restart_backoff = (Duration::from_millis(200), Duration::from_millis(800));
-        config.shim = PathBuf::from(env!("CARGO_BIN_EXE_tpod-runtime-shim"));
-        Self { dir, config }
-    }
-
-    fn runtime(&self) -> LocalRuntime {
-        LocalRuntime::new(self.config.clone()).unwrap()
+        Self::create("tpt", (Ipv4Addr::new(10, net, third, 0), 24))
     }
 
     fn hello_image(&self) -> tpod_image::Image {
-        let layout = self.dir.path().join(format!("image-{}", random_hex(6)));
-        let page = self.dir.path().join("index.html");
-        std::fs::write(&page, PAGE).unwrap();
-        tpod_image::hello::build(&layout, Path::new("/bin/busybox"), &page).unwrap();
-        tpod_image::read_layout(&layout).unwrap()
-    }
-
-    /// The hello image serving `page` (which is then in its `/www/index.html`).
-    fn image_with_page(&self, page: &str) -> tpod_image::Image {
-        let layout = self.dir.path().join(format!("image-{}", random_hex(6)));
-        let file = self.dir.path().join(format!("page-{}.html", random_hex(6)));
-        std::fs::write(&file, page).unwrap();
-        tpod_image::hello::build(&layout, Path::new("/bin/busybox"), &file).unwrap();
-        tpod_image::read_layout(&layout).unwrap()
-    }
-
-    fn pod_dir(&self, id: &str) -> PathBuf {
-        self.config.root.join("pods").join(id)
-    }
-}
-
-impl Drop for Env {
-    /// Deletes whatever pods a failed test left (through a fresh runtime, which also exercises
-    /// deleting pods it never started), then the bridge.
-    fn drop(&mut self) {
-        let config = self.config.clone();
-        let cleanup = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
-            rt.block_on(async {
-                let runtime = LocalRuntime::new(config).unwrap();
-                for id in runtime.list().await.unwrap_or_default() {
-                    if let Err(e) = runtime.delete(&id).await {
-                        eprintln!("cleanup of pod {id} failed: {e}");
-                    }
-                }
-                // The bridge and its firewall tables, as a purged provider leaves nothing.
-                if let Err(e) = runtime.remove_network().await {
-                    eprintln!("cleanup of the network failed: {e}");
-                }
-            });
-        });
-        let _ = cleanup.join();
+        self.image_with_page(PAGE)
     }
 }
 

@@ -7,33 +7,25 @@
 //! every test checks that its bridges, namespaces and nftables tables are gone at the end.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::hash::{BuildHasher, RandomState};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use common::{Env, random_hex};
 use futures::StreamExt;
-use tempfile::TempDir;
-use tpod_runtime::{ContainerSpec, LocalConfig, LocalRuntime, LogOptions, PodSpec, Runtime, RuntimeError, VolumeKey};
+use tpod_runtime::{ContainerSpec, LocalRuntime, LogOptions, PodSpec, Runtime, RuntimeError};
 
 /// What the host's test servers answer: a pod that reads it reached the host.
 const HOST_MARKER: &str = "host-secret";
 /// What the upstream namespace's server answers.
 const UPSTREAM_MARKER: &str = "upstream-page";
-
-fn random_hex(len: usize) -> String {
-    let mut out = String::new();
-    while out.len() < len {
-        out.push_str(&format!("{:016x}", RandomState::new().hash_one(Instant::now())));
-    }
-    out.truncate(len);
-    out
-}
 
 /// Runs a command, panicking with its stderr on failure; returns stdout.
 fn run(program: &str, args: &[&str]) -> String {
@@ -54,40 +46,20 @@ fn nft_tables() -> String {
     run("nft", &["list", "tables"])
 }
 
-/// A test's runtime: its own state root, bridge `tpn<hex>` and subnet. Dropping it deletes
-/// whatever pods are left and removes the network as a purged provider does.
-struct Env {
-    dir: TempDir,
-    config: LocalConfig,
-}
-
 impl Env {
+    /// Bridge `tpn<hex>` on `subnet`, with outbound internet or not.
     fn new(subnet: (Ipv4Addr, u8), outbound: bool) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = LocalConfig::new(dir.path().join("runtime"), VolumeKey::random());
-        config.bridge = format!("tpn{}", random_hex(8));
-        config.subnet = subnet;
-        config.outbound_internet = outbound;
-        config.restart_backoff = (Duration::from_millis(200), Duration::from_millis(800));
-        config.shim = PathBuf::from(env!("CARGO_BIN_EXE_tpod-runtime-shim"));
-        Self { dir, config }
-    }
-
-    fn runtime(&self) -> LocalRuntime {
-        LocalRuntime::new(self.config.clone()).unwrap()
+        let mut env = Self::create("tpn", subnet);
+        env.config.outbound_internet = outbound;
+        env
     }
 
     fn gateway(&self) -> Ipv4Addr {
         Ipv4Addr::from(u32::from(self.config.subnet.0) + 1)
     }
 
-    /// The busybox hello image with `page` as its `/www/index.html`.
     fn image(&self, page: &str) -> tpod_image::Image {
-        let layout = self.dir.path().join(format!("image-{}", random_hex(6)));
-        let file = self.dir.path().join(format!("page-{}.html", random_hex(6)));
-        std::fs::write(&file, page).unwrap();
-        tpod_image::hello::build(&layout, Path::new("/bin/busybox"), &file).unwrap();
-        tpod_image::read_layout(&layout).unwrap()
+        self.image_with_page(page)
     }
 
     /// Asserts that nothing of the network is left: the bridge, its nftables tables, and the
@@ -102,27 +74,6 @@ impl Env {
             assert!(!Path::new("/var/run/netns").join(format!("tpod-{prefix}")).exists(), "namespace of {id} left");
             assert!(!link_exists(&format!("tp{prefix}")), "veth of {id} left");
         }
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        let config = self.config.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
-            rt.block_on(async {
-                let runtime = LocalRuntime::new(config).unwrap();
-                for id in runtime.list().await.unwrap_or_default() {
-                    if let Err(e) = runtime.delete(&id).await {
-                        eprintln!("cleanup of pod {id} failed: {e}");
-                    }
-                }
-                if let Err(e) = runtime.remove_network().await {
-                    eprintln!("cleanup of the network failed: {e}");
-                }
-            });
-        })
-        .join();
     }
 }
 
@@ -400,7 +351,7 @@ struct Upstream {
     ns: String,
     veth: String,
     server: Child,
-    _www: TempDir,
+    _www: tempfile::TempDir,
 }
 
 const INTERNET: &str = "198.51.100.7";

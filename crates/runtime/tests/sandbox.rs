@@ -7,49 +7,27 @@
 //! root, bridge and subnet `10.251.<n>.0/24`, and checks that nothing of it is left.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::hash::{BuildHasher, RandomState};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::{Env, random_hex};
 use futures::StreamExt;
-use tempfile::TempDir;
 use tpod_runtime::{
-    ContainerSpec, ContainerState, LocalConfig, LocalRuntime, LogOptions, PodSpec, Runtime, RuntimeError, SecretFile,
-    VolumeKey, VolumeKind, VolumeMount, VolumeSpec, cgroups_path,
+    ContainerSpec, ContainerState, LocalRuntime, LogOptions, PodSpec, Runtime, RuntimeError, SecretFile, VolumeKind,
+    VolumeMount, VolumeSpec, cgroups_path,
 };
 
-fn random_hex(len: usize) -> String {
-    let mut out = String::new();
-    while out.len() < len {
-        out.push_str(&format!("{:016x}", RandomState::new().hash_one(Instant::now())));
-    }
-    out.truncate(len);
-    out
-}
-
 /// A test's private runtime; dropping it deletes its pods and bridge.
-struct Env {
-    dir: TempDir,
-    config: LocalConfig,
-}
-
 impl Env {
+    /// Bridge `tps<hex>`, subnet `10.251.<third>.0/24`.
     fn new(third: u8) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = LocalConfig::new(dir.path().join("runtime"), VolumeKey::random());
-        config.bridge = format!("tps{}", random_hex(8));
-        config.subnet = (Ipv4Addr::new(10, 251, third, 0), 24);
-        config.restart_backoff = (Duration::from_millis(200), Duration::from_millis(800));
-        config.shim = PathBuf::from(env!("CARGO_BIN_EXE_tpod-runtime-shim"));
-        Self { dir, config }
-    }
-
-    fn runtime(&self) -> LocalRuntime {
-        LocalRuntime::new(self.config.clone()).unwrap()
+        Self::create("tps", (Ipv4Addr::new(10, 251, third, 0), 24))
     }
 
     /// busybox at `/bin/busybox`, the probe at `/bin/probe`, a page at `/www/index.html`.
@@ -82,28 +60,6 @@ impl Env {
         let layout = self.dir.path().join(format!("image-{}", random_hex(6)));
         tpod_image::build_layout(&layout, &files, &config).unwrap();
         tpod_image::read_layout(&layout).unwrap()
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        let config = self.config.clone();
-        let cleanup = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
-            rt.block_on(async {
-                let runtime = LocalRuntime::new(config).unwrap();
-                for id in runtime.list().await.unwrap_or_default() {
-                    if let Err(e) = runtime.delete(&id).await {
-                        eprintln!("cleanup of pod {id} failed: {e}");
-                    }
-                }
-                // The bridge and its firewall tables go too.
-                if let Err(e) = runtime.remove_network().await {
-                    eprintln!("cleanup of the network failed: {e}");
-                }
-            });
-        });
-        let _ = cleanup.join();
     }
 }
 
