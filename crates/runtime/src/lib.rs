@@ -44,6 +44,7 @@ mod volume;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use futures::stream::BoxStream;
 
@@ -235,13 +236,36 @@ pub struct PodUsage {
     pub memory_bytes: u64,
 }
 
+/// How far [`Runtime::prepare`] has come with one container's image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnpackProgress {
+    /// The container whose image is being unpacked.
+    pub container: String,
+    /// Bytes of its (encrypted) layers read so far.
+    pub done_bytes: u64,
+    /// Bytes of its layers in all.
+    pub total_bytes: u64,
+}
+
+/// Told how far [`Runtime::prepare`] has come, a few times a second while an image unpacks.
+pub type Progress = Arc<dyn Fn(UnpackProgress) + Send + Sync>;
+
 /// A stream of log bytes.
 pub type LogStream = BoxStream<'static, Result<Vec<u8>, RuntimeError>>;
 
 /// A backend that runs pods.
 pub trait Runtime: Send + Sync + 'static {
-    /// Creates and starts the pod. On any error, everything created so far is removed (no
-    /// partial pods).
+    /// Makes everything the pod needs except its processes: its address, network, volumes and
+    /// every container's rootfs, unpacked from its image (the slow part of a big image;
+    /// `progress` hears how far each image has come). Nothing of the pod runs yet, so nothing is
+    /// metered; a [`Runtime::start`] of the same pod then only launches its containers. On any
+    /// error, everything created so far is removed. A prepared pod is in [`Runtime::list`],
+    /// [`Runtime::delete`] removes it, and [`Runtime::status`] knows it only once started.
+    /// Fails with [`RuntimeError::AlreadyExists`] if the pod has state already.
+    fn prepare(&self, spec: PodSpec, progress: Progress) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// Creates and starts the pod, or starts the one [`Runtime::prepare`] made. On any error,
+    /// everything created so far is removed (no partial pods).
     fn start(&self, spec: PodSpec) -> impl Future<Output = Result<PodEndpoint, RuntimeError>> + Send;
 
     /// After a provider restart (even `kill -9`): re-attaches to the pod's containers that still

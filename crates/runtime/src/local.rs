@@ -69,7 +69,7 @@ use crate::proc::{self, Probe};
 use crate::spec::{self, Bind, SpecInput};
 use crate::{
     ContainerSpec, ContainerState, ContainerStatus, LogOptions, LogStream, PodEndpoint, PodSpec, PodStatus, PodUsage,
-    Runtime, RuntimeError, VolumeKind, VolumeSpec,
+    Progress, Runtime, RuntimeError, UnpackProgress, VolumeKind, VolumeSpec,
 };
 use crate::{unpack, volume};
 
@@ -191,6 +191,9 @@ struct PodRecord {
     /// Paused by [`Runtime::stop`]: no container runs, none is started until adoption.
     #[serde(default)]
     stopped: bool,
+    /// Made by [`Runtime::prepare`] and not started yet: [`Runtime::start`] may take it over.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    prepared: bool,
     /// CPU time of the pod's containers whose cgroups were removed, in nanoseconds.
     #[serde(default)]
     retired_cpu_ns: u64,
@@ -201,7 +204,15 @@ struct PodRecord {
 
 impl PodRecord {
     fn new(id: &str, ip: Ipv4Addr, containers: Vec<ContainerRecord>) -> Self {
-        Self { id: id.to_owned(), ip, containers, stopped: false, retired_cpu_ns: 0, retiring_cpu_ns: BTreeMap::new() }
+        Self {
+            id: id.to_owned(),
+            ip,
+            containers,
+            stopped: false,
+            prepared: false,
+            retired_cpu_ns: 0,
+            retiring_cpu_ns: BTreeMap::new(),
+        }
     }
 
     /// A record carrying `old`'s CPU accounting (and nothing else of it).
@@ -562,7 +573,7 @@ impl Inner {
     }
 
     /// Picks a free address and writes the pod's first `pod.json`, creating its directory.
-    async fn create_record(&self, spec: &PodSpec) -> Result<PodRecord, RuntimeError> {
+    async fn create_record(&self, spec: &PodSpec, prepared: bool) -> Result<PodRecord, RuntimeError> {
         let _allocating = self.allocation.lock().await;
         let pods_dir = self.config.root.join("pods");
         let mut used = BTreeSet::new();
@@ -585,8 +596,10 @@ impl Inner {
             .pod_addresses()
             .find(|ip| !used.contains(ip))
             .ok_or_else(|| RuntimeError::SubnetFull { pod: spec.id.clone(), subnet: self.subnet.to_string() })?;
-        let record =
-            PodRecord::new(&spec.id, ip, spec.containers.iter().map(|c| ContainerRecord::new(&c.name)).collect());
+        let record = PodRecord {
+            prepared,
+            ..PodRecord::new(&spec.id, ip, spec.containers.iter().map(|c| ContainerRecord::new(&c.name)).collect())
+        };
         let dir = self.pod_dir(&spec.id);
         for sub in [dir.state(), dir.0.join("logs"), dir.0.join("containers")] {
             fs::create_dir_all(&sub).map_err(RuntimeError::io("creating pod directory", &sub))?;
@@ -597,8 +610,44 @@ impl Inner {
 
     /// Starts a pod that has no state yet. On error, removes whatever was created.
     async fn start_fresh(&self, spec: PodSpec) -> Result<PodEndpoint, RuntimeError> {
-        let record = self.create_record(&spec).await?;
+        let record = self.create_record(&spec, false).await?;
+        self.launch(self.new_pod(spec, record)).await
+    }
+
+    /// Prepares a pod that has no state yet (see [`Runtime::prepare`]). On error, removes
+    /// whatever was created.
+    async fn prepare_fresh(&self, spec: PodSpec, progress: Progress) -> Result<(), RuntimeError> {
+        let record = self.create_record(&spec, true).await?;
         let pod = self.new_pod(spec, record);
+        let mut result = self.set_up(&pod).await;
+        for index in 0..pod.specs.len() {
+            if result.is_err() {
+                break;
+            }
+            let (p, progress) = (pod.clone(), progress.clone());
+            result = blocking(&pod.id, "image unpack", move || {
+                let name = p.specs[index].name.clone();
+                let report = move |done_bytes, total_bytes| {
+                    progress(UnpackProgress { container: name.clone(), done_bytes, total_bytes });
+                };
+                p.ensure_rootfs(index, &report)
+            })
+            .await;
+        }
+        if let Err(e) = result {
+            tracing::warn!(pod = %pod.id, error = %e, "pod could not be prepared; removing it");
+            if let Err(cleanup) = teardown(&pod).await {
+                tracing::error!(pod = %pod.id, error = %cleanup, "could not remove the pod that failed to prepare");
+            }
+            return Err(e);
+        }
+        tracing::info!(pod = %pod.id, ip = %pod.ip, "pod prepared");
+        Ok(())
+    }
+
+    /// Launches a pod whose record is written (fresh or prepared). On error, removes everything
+    /// of it.
+    async fn launch(&self, pod: Arc<Pod>) -> Result<PodEndpoint, RuntimeError> {
         match self.bring_up(&pod, false).await {
             Ok(()) => {
                 lock(&self.pods).insert(pod.id.clone(), pod.clone());
@@ -619,25 +668,7 @@ impl Inner {
     /// starts the pod's tasks. With `adopting`, a container that fails to launch is left to its
     /// supervisor to retry; otherwise the failure is returned.
     async fn bring_up(&self, pod: &Arc<Pod>, adopting: bool) -> Result<(), RuntimeError> {
-        let bridge = self.config.bridge.clone();
-        let outbound = self.config.outbound_internet;
-        let p = pod.clone();
-        blocking(&pod.id, "network setup", move || {
-            if net::netns_exists(&p.net) {
-                net::ensure_bridge(&bridge, &p.subnet, outbound)
-            } else {
-                // Leftovers of a half-made network (a crash during setup) would block setup.
-                net::teardown(&p.net)?;
-                net::setup(&p.net, &bridge, &p.subnet, outbound, p.ip)
-            }
-        })
-        .await?;
-        let p = pod.clone();
-        // Before anything is unpacked or launched: the pod's memory limit holds its rootfs too.
-        blocking(&pod.id, "pod cgroup setup", move || cgroup::ensure_pod(&p.id, p.memory_limit())).await?;
-        let p = pod.clone();
-        blocking(&pod.id, "volume setup", move || p.ensure_volumes(p.volumes.iter())).await?;
-
+        self.set_up(pod).await?;
         for index in 0..pod.specs.len() {
             if pod.container(index).process().is_some() {
                 continue;
@@ -664,6 +695,28 @@ impl Inner {
             tasks.push(tokio::spawn(crate::logs::pump(pod.id.clone(), log, fifo, pod.stop.subscribe())));
         }
         Ok(())
+    }
+
+    /// Wires the network (if missing), the pod's cgroup and its volumes.
+    async fn set_up(&self, pod: &Arc<Pod>) -> Result<(), RuntimeError> {
+        let bridge = self.config.bridge.clone();
+        let outbound = self.config.outbound_internet;
+        let p = pod.clone();
+        blocking(&pod.id, "network setup", move || {
+            if net::netns_exists(&p.net) {
+                net::ensure_bridge(&bridge, &p.subnet, outbound)
+            } else {
+                // Leftovers of a half-made network (a crash during setup) would block setup.
+                net::teardown(&p.net)?;
+                net::setup(&p.net, &bridge, &p.subnet, outbound, p.ip)
+            }
+        })
+        .await?;
+        let p = pod.clone();
+        // Before anything is unpacked or launched: the pod's memory limit holds its rootfs too.
+        blocking(&pod.id, "pod cgroup setup", move || cgroup::ensure_pod(&p.id, p.memory_limit())).await?;
+        let p = pod.clone();
+        blocking(&pod.id, "volume setup", move || p.ensure_volumes(p.volumes.iter())).await
     }
 }
 
@@ -837,7 +890,7 @@ impl Pod {
             tracing::warn!(pod = %self.id, container = name, error = %e, "stale container state");
         }
         let bundle = self.dir.bundle(name);
-        self.ensure_rootfs(index)?;
+        self.ensure_rootfs(index, &|_, _| {})?;
 
         let hostname = format!("pod-{}", &self.id[..12]);
         let hosts = bundle.join("hosts");
@@ -901,8 +954,9 @@ impl Pod {
 
     /// Makes sure container `index`'s rootfs is unpacked from its image in its tmpfs (see the
     /// module docs): kept if the tmpfs holds a whole unpack of this image, else made afresh in
-    /// a new tmpfs. No process of the container may run. Blocking.
-    fn ensure_rootfs(&self, index: usize) -> Result<(), RuntimeError> {
+    /// a new tmpfs. No process of the container may run. `progress` hears how many bytes of
+    /// the image's layers were read, of how many. Blocking.
+    fn ensure_rootfs(&self, index: usize, progress: &dyn Fn(u64, u64)) -> Result<(), RuntimeError> {
         let container = &self.specs[index];
         let name = container.name.as_str();
         let bundle = self.dir.bundle(name);
@@ -941,6 +995,7 @@ impl Pod {
             &rootfs,
             &procs,
             self.memory_limit(),
+            progress,
         );
         if let Err(e) = cgroup::remove_unpack_leaf(&self.id) {
             tracing::warn!(pod = %self.id, error = %e, "cannot remove the unpack cgroup");
@@ -1127,14 +1182,36 @@ fn remove_containers(pod: &Pod) -> Result<(), RuntimeError> {
 }
 
 impl Runtime for LocalRuntime {
-    async fn start(&self, spec: PodSpec) -> Result<PodEndpoint, RuntimeError> {
+    async fn prepare(&self, spec: PodSpec, progress: Progress) -> Result<(), RuntimeError> {
         validate(&spec)?;
         let pod_lock = self.inner.pod_lock(&spec.id);
         let _guard = pod_lock.lock().await;
         if self.inner.running(&spec.id).is_some() || self.inner.pod_dir(&spec.id).0.exists() {
             return Err(RuntimeError::AlreadyExists { pod: spec.id });
         }
-        self.inner.start_fresh(spec).await
+        self.inner.prepare_fresh(spec, progress).await
+    }
+
+    async fn start(&self, spec: PodSpec) -> Result<PodEndpoint, RuntimeError> {
+        validate(&spec)?;
+        let pod_lock = self.inner.pod_lock(&spec.id);
+        let _guard = pod_lock.lock().await;
+        if self.inner.running(&spec.id).is_some() {
+            return Err(RuntimeError::AlreadyExists { pod: spec.id });
+        }
+        let dir = self.inner.pod_dir(&spec.id);
+        if !dir.0.exists() {
+            return self.inner.start_fresh(spec).await;
+        }
+        // Only a pod that `prepare` made and nobody started is taken over.
+        match load_record(&dir.record()) {
+            Ok(record) if record.prepared && record.id == spec.id => {
+                let record = PodRecord { prepared: false, ..record };
+                write_record(&dir.record(), &record)?;
+                self.inner.launch(self.inner.new_pod(spec, record)).await
+            }
+            _ => Err(RuntimeError::AlreadyExists { pod: spec.id }),
+        }
     }
 
     async fn adopt(&self, spec: PodSpec) -> Result<PodEndpoint, RuntimeError> {

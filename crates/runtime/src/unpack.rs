@@ -9,9 +9,10 @@
 //! whose unpacked size does not fit the pod's memory limit gets the unpacker OOM-killed; the
 //! error says so.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -40,8 +41,13 @@ struct LayerJob {
     diff_id: String,
 }
 
+/// How often the unpacker's progress is read while it runs.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
+
 /// Unpacks `image` into `rootfs` from `shim unpack`, a process that joins the cgroup whose
-/// `cgroup.procs` is `procs` before it writes anything. Blocking.
+/// `cgroup.procs` is `procs` before it writes anything. While it runs, `progress` is told how
+/// many bytes of the layer files it has read, of how many. Blocking.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn unpack_in_cgroup(
     shim: &Path,
     pod: &str,
@@ -50,6 +56,7 @@ pub(crate) fn unpack_in_cgroup(
     rootfs: &Path,
     procs: &Path,
     memory_limit: Option<u64>,
+    progress: &dyn Fn(u64, u64),
 ) -> Result<(), RuntimeError> {
     let digest = image.manifest_digest.to_string();
     let failed = |message: String| RuntimeError::Unpack {
@@ -76,6 +83,8 @@ pub(crate) fn unpack_in_cgroup(
             })
             .collect(),
     };
+    // What the unpacker reads: the layer files on disk (ciphertext when encrypted).
+    let total: u64 = job.layers.iter().map(|l| std::fs::metadata(&l.path).map_or(l.size, |m| m.len())).sum();
     let json = Zeroizing::new(serde_json::to_vec(&job).map_err(|e| failed(format!("describing the job: {e}")))?);
     for layer in job.layers {
         if let Some(key) = layer.key {
@@ -94,13 +103,35 @@ pub(crate) fn unpack_in_cgroup(
     if let Some(mut stdin) = child.stdin.take() {
         let _ = stdin.write_all(&json);
     }
-    let output =
-        child.wait_with_output().map_err(|e| RuntimeError::Command { command: command(), message: e.to_string() })?;
-    if output.status.success() {
+    // Drained on its own thread, so a chatty unpacker never blocks on a full pipe.
+    let stderr = child.stderr.take().map(|mut pipe| {
+        std::thread::spawn(move || {
+            let mut text = Vec::new();
+            let _ = pipe.read_to_end(&mut text);
+            text
+        })
+    });
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) => {
+                // The bytes the unpacker has read so far: the layer files, streamed once, plus
+                // the small job description.
+                if let Some(read) = read_bytes(child.id()) {
+                    progress(read.min(total), total);
+                }
+                std::thread::sleep(PROGRESS_INTERVAL);
+            }
+            Err(e) => return Err(RuntimeError::Command { command: command(), message: e.to_string() }),
+        }
+    };
+    progress(total, total);
+    let stderr = stderr.and_then(|t| t.join().ok()).unwrap_or_default();
+    if status.success() {
         return Ok(());
     }
-    let stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
-    if std::os::unix::process::ExitStatusExt::signal(&output.status) == Some(9) {
+    let stderr = String::from_utf8_lossy(&stderr).trim().to_owned();
+    if std::os::unix::process::ExitStatusExt::signal(&status) == Some(9) {
         let limit =
             memory_limit.map_or_else(|| "its memory limit".to_owned(), |l| format!("its memory limit of {l} bytes"));
         return Err(failed(format!(
@@ -108,7 +139,13 @@ pub(crate) fn unpack_in_cgroup(
              memory, {limit}"
         )));
     }
-    Err(failed(if stderr.is_empty() { output.status.to_string() } else { stderr }))
+    Err(failed(if stderr.is_empty() { status.to_string() } else { stderr }))
+}
+
+/// The bytes process `pid` has read (`rchar` in `/proc/<pid>/io`).
+fn read_bytes(pid: u32) -> Option<u64> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    io.lines().find_map(|l| l.strip_prefix("rchar:")).and_then(|v| v.trim().parse().ok())
 }
 
 /// The shim's side: reads a job from `input`, joins its cgroup, unpacks. Errors are text for
