@@ -305,6 +305,10 @@ fn pod_status(status: &PodStatus) -> Result<(), WireError> {
         string(&path, "name", &c.name, MAX_STRING_BYTES)?;
         string(&path, "state", &c.state, MAX_STRING_BYTES)?;
     }
+    if let Some(p) = &status.progress {
+        string("status.progress", "phase", &p.phase, MAX_STRING_BYTES)?;
+        string("status.progress", "container", &p.container, MAX_STRING_BYTES)?;
+    }
     status.billing.as_ref().map_or(Ok(()), billing)
 }
 

@@ -183,6 +183,12 @@ fn every_message_round_trips() {
             }],
             tcp_ports: BTreeMap::from([(5432, 30432)]),
             billing: Some(billing()),
+            progress: Some(pb::Progress {
+                phase: "unpacking".into(),
+                container: "nginx".into(),
+                done_bytes: 1 << 20,
+                total_bytes: 3 << 20,
+            }),
         })),
     });
     round_trip(pb::ProvisionResponse {
