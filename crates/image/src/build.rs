@@ -53,6 +53,26 @@ pub fn build_layout(out_dir: &Path, files: &[RootfsFile], config: &ContainerConf
 /// first, gzipping each, and returns the manifest digest. Nothing in the tars is checked: this
 /// is also how tests make hostile images.
 pub fn write_layout(out_dir: &Path, layers: &[Vec<u8>], config: &ContainerConfig) -> Result<Digest, ImageError> {
+    write_layout_with(out_dir, layers, config, true)
+}
+
+/// [`write_layout`] with the layers stored as they are (`application/vnd.oci.image.layer.v1.tar`,
+/// as `docker save` and some registries have them), not gzipped: big incompressible layers are
+/// written fast.
+pub fn write_layout_uncompressed(
+    out_dir: &Path,
+    layers: &[Vec<u8>],
+    config: &ContainerConfig,
+) -> Result<Digest, ImageError> {
+    write_layout_with(out_dir, layers, config, false)
+}
+
+fn write_layout_with(
+    out_dir: &Path,
+    layers: &[Vec<u8>],
+    config: &ContainerConfig,
+    compress: bool,
+) -> Result<Digest, ImageError> {
     let blobs = out_dir.join("blobs").join("sha256");
     fs::create_dir_all(&blobs).map_err(ImageError::io(&blobs))?;
 
@@ -60,8 +80,12 @@ pub fn write_layout(out_dir: &Path, layers: &[Vec<u8>], config: &ContainerConfig
     let mut diff_ids = Vec::with_capacity(layers.len());
     for tar in layers {
         diff_ids.push(Digest::of(tar).to_string());
-        let gzip = gzip(tar).map_err(|e| ImageError::Build(format!("gzip: {e}")))?;
-        layer_descriptors.push(write_blob(out_dir, MediaType::ImageLayerGzip, &gzip)?);
+        layer_descriptors.push(if compress {
+            let gzip = gzip(tar).map_err(|e| ImageError::Build(format!("gzip: {e}")))?;
+            write_blob(out_dir, MediaType::ImageLayerGzip, &gzip)?
+        } else {
+            write_blob(out_dir, MediaType::ImageLayer, tar)?
+        });
     }
 
     let arch = host_arch();
@@ -171,7 +195,9 @@ fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
     header
 }
 
-fn layer_tar(files: &[RootfsFile]) -> Result<Vec<u8>, ImageError> {
+/// An uncompressed tar layer holding `files` (with their parent directories, owned by root,
+/// timestamps zeroed), for [`write_layout`].
+pub fn layer_tar(files: &[RootfsFile]) -> Result<Vec<u8>, ImageError> {
     let paths = files.iter().map(|f| image_path(&f.dest)).collect::<Result<Vec<_>, _>>()?;
     let dirs: BTreeSet<&Path> =
         paths.iter().flat_map(|p| p.ancestors().skip(1)).filter(|p| !p.as_os_str().is_empty()).collect();

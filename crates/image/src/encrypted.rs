@@ -103,25 +103,46 @@ struct CacheEntry {
 /// Encrypts `image`'s config and layers into `cache` (see the module docs), re-using what an
 /// earlier call encrypted. Each plaintext is checked against its digest while it is encrypted.
 pub fn encrypt_image(image: &Image, cache: &Path) -> Result<EncryptedImage, ImageError> {
-    let layers = image
-        .layers
-        .iter()
-        .map(|layer| {
-            Ok(EncryptedLayer {
-                blob: encrypt_blob(&layer.blob, cache)?,
-                gzip: layer.gzip,
-                diff_id: layer.diff_id.clone(),
-            })
-        })
-        .collect::<Result<_, ImageError>>()?;
+    encrypt_image_with(image, cache, &mut |_| {})
+}
+
+/// [`encrypt_image`], telling `progress` each time more plaintext bytes are done (found in the
+/// cache or encrypted): the amounts add up to the sizes of the image's blobs.
+pub fn encrypt_image_with(
+    image: &Image,
+    cache: &Path,
+    progress: &mut dyn FnMut(u64),
+) -> Result<EncryptedImage, ImageError> {
+    let mut layers = Vec::with_capacity(image.layers.len());
+    for layer in &image.layers {
+        layers.push(EncryptedLayer {
+            blob: encrypt_blob(&layer.blob, cache, progress)?,
+            gzip: layer.gzip,
+            diff_id: layer.diff_id.clone(),
+        });
+    }
     Ok(EncryptedImage {
         manifest_digest: image.manifest_digest.clone(),
-        config: encrypt_blob(&image.config_blob, cache)?,
+        config: encrypt_blob(&image.config_blob, cache, progress)?,
         layers,
     })
 }
 
-fn encrypt_blob(blob: &Blob, cache: &Path) -> Result<EncryptedBlob, ImageError> {
+/// Tells `progress` how many bytes each read returned.
+struct Reporting<'a, R> {
+    inner: R,
+    progress: &'a mut dyn FnMut(u64),
+}
+
+impl<R: io::Read> io::Read for Reporting<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        (self.progress)(n as u64);
+        Ok(n)
+    }
+}
+
+fn encrypt_blob(blob: &Blob, cache: &Path, progress: &mut dyn FnMut(u64)) -> Result<EncryptedBlob, ImageError> {
     let blobs = cache.join("blobs");
     let keys = cache.join("keys");
     for dir in [&blobs, &keys] {
@@ -134,6 +155,7 @@ fn encrypt_blob(blob: &Blob, cache: &Path) -> Result<EncryptedBlob, ImageError> 
         // A ciphertext of the wrong length is damaged: encrypt again. Its content is checked
         // against the CID by the provider, which refuses a damaged one.
         if fs::metadata(&path).is_ok_and(|m| m.len() == ciphertext_size) {
+            progress(blob.size);
             return Ok(EncryptedBlob { cid, key, digest: blob.digest.clone(), size: blob.size, path, ciphertext_size });
         }
     }
@@ -141,7 +163,7 @@ fn encrypt_blob(blob: &Blob, cache: &Path) -> Result<EncryptedBlob, ImageError> 
     let key = BlobKey::generate();
     let partial = blobs.join(format!(".partial-{}", blob.digest.hex()));
     let mut out = File::create(&partial).map_err(ImageError::io(&partial))?;
-    let mut plain = HashingReader::new(blob.open()?);
+    let mut plain = HashingReader::new(Reporting { inner: blob.open()?, progress });
     let (cid, written) = tpod_crypto::encrypt(&key, &mut plain, io::BufWriter::new(&mut out))
         .map_err(|e| ImageError::io(&partial)(io::Error::other(e)))?;
     let (size, digest) = plain.finish().map_err(ImageError::io(&blob.path))?;

@@ -30,10 +30,10 @@ mod read;
 mod registry;
 mod unpack;
 
-pub use build::{ContainerConfig, RootfsFile, build_layout, write_layout};
+pub use build::{ContainerConfig, RootfsFile, build_layout, layer_tar, write_layout, write_layout_uncompressed};
 pub use digest::Digest;
 pub use docker::import_docker_archive;
-pub use encrypted::{EncryptedBlob, EncryptedImage, EncryptedLayer, encrypt_image, open_encrypted};
+pub use encrypted::{EncryptedBlob, EncryptedImage, EncryptedLayer, encrypt_image, encrypt_image_with, open_encrypted};
 pub use error::ImageError;
 pub use read::{Blob, Image, Layer, MAX_JSON_BYTES, read_layout};
 pub use registry::{MAX_LAYER_BYTES, RegistryAuth, docker_config_auth, pull_image};
