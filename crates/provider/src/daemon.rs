@@ -367,7 +367,16 @@ impl<R: Runtime> Handler for ProtocolHandler<R> {
     }
 
     async fn provision(&self, _peer: PeerId, request: pb::SignedRequest) -> pb::ProvisionResponse {
-        self.controller.provision_request(&request).await
+        // In a task of its own: a change the request started finishes (or rolls back) even if the
+        // request times out and its answer is dropped.
+        let controller = self.controller.clone();
+        match tokio::spawn(async move { controller.provision_request(&request).await }).await {
+            Ok(response) => response,
+            Err(e) => pb::ProvisionResponse::refusal(pb::Error {
+                code: codes::INTERNAL,
+                message: format!("the request's task failed: {e}"),
+            }),
+        }
     }
 
     async fn profile(&self, _peer: PeerId, _request: pb::ProfileRequest) -> pb::ProfileResponse {

@@ -5,12 +5,19 @@
 //! Billing (metering, claims, the funds lifecycle) lives in [`billing`].
 //!
 //! A change to pods runs one at a time (a provisioning lock), so capacity and host-name checks
-//! cannot race. A deploy that fails at any step removes what it created: the store record and
-//! its host names, the runtime's containers, the routes.
+//! cannot race. A deploy is admitted under that lock (its record then reserves capacity and host
+//! names) and completed in a task of its own, so a big image unpacks without holding up other
+//! requests and without depending on the request that asked for it: that request waits a few
+//! seconds for the outcome and otherwise answers "provisioning", with progress in the status.
+//! Billing starts once the images are unpacked, right before the containers start. A deploy
+//! that fails at any step removes what it created (the runtime's containers, volumes and
+//! network, the routes, the account and the host names) and leaves a `Failed` record that says
+//! why, which a new deploy of the same pod id (on the same, still funded channel) replaces.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use alloy::primitives::{Address, B256, Signature, U256};
 use alloy::signers::local::PrivateKeySigner;
@@ -37,8 +44,12 @@ pub use billing::ClaimOutcome;
 /// How far ahead a request's expiry may be; nonces are remembered this long.
 pub const MAX_REQUEST_VALIDITY_SECS: u64 = 300;
 
+/// How long a provision request waits for its deploy to finish before it answers
+/// "provisioning" (well within a client's request timeout).
+const PROVISION_WAIT: Duration = Duration::from_secs(5);
+
 /// Why a request was refused; becomes the `Error` a publisher reads.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum Refusal {
     /// The request is malformed.
     #[error("bad request: {0}")]
@@ -114,7 +125,22 @@ pub struct Controller<R> {
     ops: tokio::sync::Mutex<()>,
     /// Claims run one at a time, so two never race for the same cumulative amount.
     claims: tokio::sync::Mutex<()>,
-    live: std::sync::Mutex<std::collections::HashMap<[u8; 32], billing::Live>>,
+    live: std::sync::Mutex<HashMap<[u8; 32], billing::Live>>,
+    /// Deploys completing in the background, by pod id.
+    in_flight: std::sync::Mutex<HashMap<[u8; 32], InFlight>>,
+}
+
+/// A deploy completing in the background.
+#[derive(Clone)]
+struct InFlight {
+    /// What it is doing, for status requests.
+    progress: Arc<std::sync::Mutex<pb::Progress>>,
+    /// Its outcome, once it has one.
+    done: tokio::sync::watch::Receiver<Option<Result<(), Refusal>>>,
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// An authenticated request about one pod.
@@ -135,6 +161,7 @@ impl<R: Runtime> Controller<R> {
             ops: tokio::sync::Mutex::new(()),
             claims: tokio::sync::Mutex::new(()),
             live: std::sync::Mutex::default(),
+            in_flight: std::sync::Mutex::default(),
         }
     }
 
@@ -297,7 +324,7 @@ impl<R: Runtime> Controller<R> {
     // --- provisioning ------------------------------------------------------------------------
 
     /// Answers a signed provisioning request.
-    pub async fn provision_request(&self, signed: &pb::SignedRequest) -> pb::ProvisionResponse {
+    pub async fn provision_request(self: &Arc<Self>, signed: &pb::SignedRequest) -> pb::ProvisionResponse {
         let result = self.provision_inner(signed).await;
         let result = match result {
             Ok(status) => pb::provision_response::Result::Status(status),
@@ -309,7 +336,7 @@ impl<R: Runtime> Controller<R> {
         pb::ProvisionResponse { version: tpod_wire::VERSION, result: Some(result) }
     }
 
-    async fn provision_inner(&self, signed: &pb::SignedRequest) -> Result<pb::PodStatus, Refusal> {
+    async fn provision_inner(self: &Arc<Self>, signed: &pb::SignedRequest) -> Result<pb::PodStatus, Refusal> {
         let request: pb::ProvisionRequest =
             tpod_wire::decode(&signed.payload).map_err(|e| Refusal::BadRequest(e.to_string()))?;
         use pb::provision_request::Action;
@@ -347,13 +374,22 @@ impl<R: Runtime> Controller<R> {
     }
 
     async fn provision(
-        &self,
+        self: &Arc<Self>,
         who: &Authorized,
         existing: Option<PodRecord>,
         pod: &pb::Pod,
         pricing: &pb::PricingTable,
     ) -> Result<pb::PodStatus, Refusal> {
-        if existing.is_some() {
+        // A deploy that failed before anything was metered may be tried again under its pod id,
+        // on the channel that paid for it.
+        let retry = match &existing {
+            None => false,
+            Some(r) => {
+                matches!(r.state, PodState::Failed { .. })
+                    && self.parts.store.get_usage(&who.pod_id).map_err(internal)?.is_none()
+            }
+        };
+        if existing.is_some() && !retry {
             return Err(Refusal::Conflict(format!(
                 "pod {} exists already; use update to replace it",
                 B256::from(who.pod_id)
@@ -370,10 +406,13 @@ impl<R: Runtime> Controller<R> {
                 self.parts.settings.pricing
             )));
         }
-        let _ops = self.ops.lock().await;
+        let ops = self.ops.lock().await;
         self.check_capacity(&def, None)?;
         let channel_id = self.check_channel(who).await?;
         let spec = self.runtime_spec(&who.pod_id, &def)?;
+        if retry {
+            self.parts.store.delete_pod(&who.pod_id).map_err(internal)?;
+        }
         let now = now_unix();
         let record = PodRecord {
             pod_id: who.pod_id,
@@ -390,21 +429,105 @@ impl<R: Runtime> Controller<R> {
             crate::store::StoreError::HostnameTaken { .. } => Refusal::Conflict(e.to_string()),
             e => internal(e),
         })?;
-        // Billing starts before the containers do: their first CPU cycle is metered.
-        let started = match self.open_account(&who.pod_id, tpod_billing::Ledger::new(agreed, now)) {
-            Ok(()) => self.start(record, &def, spec, false).await,
+        let progress =
+            Arc::new(std::sync::Mutex::new(pb::Progress { phase: "unpacking".into(), ..Default::default() }));
+        let (outcome, done) = tokio::sync::watch::channel(None);
+        lock(&self.in_flight).insert(who.pod_id, InFlight { progress: progress.clone(), done: done.clone() });
+        drop(ops);
+        // The deploy completes in a task of its own, whatever happens to this request.
+        let controller = self.clone();
+        let pod_id = who.pod_id;
+        tokio::spawn(async move {
+            let result = controller.complete(record, &def, spec, agreed, progress).await;
+            lock(&controller.in_flight).remove(&pod_id);
+            outcome.send_replace(Some(result));
+        });
+        let mut done = done;
+        let finished = tokio::time::timeout(PROVISION_WAIT, done.wait_for(Option::is_some)).await;
+        match finished.ok().and_then(|r| r.ok().and_then(|outcome| outcome.clone())) {
+            // Failed at once: nothing stays, as if it had been refused.
+            Some(Err(refusal)) => {
+                let gone = self.parts.store.get_pod(&pod_id).map_err(internal)?;
+                if gone.is_some_and(|r| matches!(r.state, PodState::Failed { .. })) {
+                    self.parts.store.delete_pod(&pod_id).map_err(internal)?;
+                }
+                Err(refusal)
+            }
+            // Done, or still unpacking: the status says which.
+            _ => self.status(&pod_id).await,
+        }
+    }
+
+    /// Completes an admitted deploy: unpacks its images, then (under the operations lock) opens
+    /// its account and starts its containers. On failure, removes everything of it but a
+    /// `Failed` record.
+    async fn complete(
+        &self,
+        record: PodRecord,
+        def: &PodDefinition,
+        spec: PodSpec,
+        agreed: tpod_billing::PriceTable,
+        progress: Arc<std::sync::Mutex<pb::Progress>>,
+    ) -> Result<(), Refusal> {
+        let pod_id = record.pod_id;
+        let report = progress.clone();
+        let report: tpod_runtime::Progress = Arc::new(move |p: tpod_runtime::UnpackProgress| {
+            *lock(&report) = pb::Progress {
+                phase: "unpacking".into(),
+                container: p.container,
+                done_bytes: p.done_bytes,
+                total_bytes: p.total_bytes,
+            };
+        });
+        let prepared = self
+            .runtime
+            .prepare(spec.clone(), report)
+            .await
+            .map_err(|e| Refusal::Internal(format!("could not prepare the pod: {e}")));
+        let started = match prepared {
+            Ok(()) => {
+                *lock(&progress) = pb::Progress { phase: "starting".into(), ..Default::default() };
+                let _ops = self.ops.lock().await;
+                // Billing starts before the containers do: their first CPU cycle is metered.
+                match self.open_account(&pod_id, tpod_billing::Ledger::new(agreed, now_unix())) {
+                    Ok(()) => self.start(record.clone(), def, spec, false).await,
+                    Err(e) => Err(e),
+                }
+            }
             Err(e) => Err(e),
         };
         match started {
-            Ok(record) => {
-                tracing::info!(pod = %B256::from(who.pod_id), publisher = %who.publisher, "pod deployed");
-                self.status_of(&record).await
+            Ok(_) => {
+                tracing::info!(pod = %B256::from(pod_id), publisher = %record.publisher, "pod deployed");
+                Ok(())
             }
             Err(e) => {
-                // Nothing of a failed deploy stays behind.
-                self.remove(&who.pod_id).await;
+                tracing::warn!(pod = %B256::from(pod_id), error = %e, "deploy failed; removing it");
+                let _ops = self.ops.lock().await;
+                self.fail(record, &e.to_string()).await;
                 Err(e)
             }
+        }
+    }
+
+    /// Removes everything of a pod (routes, ports, runtime state, account, host names) but its
+    /// record, which becomes `Failed` with `reason` and reserves nothing.
+    async fn fail(&self, mut record: PodRecord, reason: &str) {
+        self.remove(&record.pod_id).await;
+        record.state = PodState::Failed { reason: reason.to_owned() };
+        record.hostnames.clear();
+        record.tcp_ports.clear();
+        record.updated_at_unix = now_unix();
+        if let Err(e) = self.parts.store.put_pod(&record) {
+            tracing::error!(pod = %B256::from(record.pod_id), error = %e, "could not record the failed deploy");
+        }
+    }
+
+    /// Waits until the pod's deploy, if one is completing in the background, has ended.
+    async fn settled(&self, pod_id: &[u8; 32]) {
+        let pending = lock(&self.in_flight).get(pod_id).map(|f| f.done.clone());
+        if let Some(mut done) = pending {
+            let _ = done.wait_for(Option::is_some).await;
         }
     }
 
@@ -477,6 +600,8 @@ impl<R: Runtime> Controller<R> {
     /// the channel so the publisher can close it at once. If the chain cannot be reached, the
     /// pod is gone but its account stays until the billing loop has made the final claim.
     async fn delete(&self, who: &Authorized) -> Result<pb::PodStatus, Refusal> {
+        // A deploy still unpacking ends first (it holds no lock meanwhile).
+        self.settled(&who.pod_id).await;
         let _ops = self.ops.lock().await;
         let (state, billing) = match self.delete_and_settle(&who.pod_id).await {
             Ok(billing) => ("deleted".to_owned(), billing),
@@ -583,7 +708,7 @@ impl<R: Runtime> Controller<R> {
                 }
                 PodState::Provisioning => {
                     tracing::warn!(pod = %id, "removing a deploy that was cut short");
-                    self.remove(&record.pod_id).await;
+                    self.fail(record.clone(), "the provider restarted while the pod was being provisioned").await;
                 }
                 _ => {}
             }
@@ -833,7 +958,11 @@ impl<R: Runtime> Controller<R> {
             PodState::Failed { reason } => format!("failed: {reason}"),
         };
         let billing = self.billing_of(record)?;
-        Ok(pb::PodStatus { state, url, containers, tcp_ports: tcp_port_map(&record.tcp_ports), billing })
+        let progress = match record.state {
+            PodState::Provisioning => lock(&self.in_flight).get(&record.pod_id).map(|f| lock(&f.progress).clone()),
+            _ => None,
+        };
+        Ok(pb::PodStatus { state, url, containers, tcp_ports: tcp_port_map(&record.tcp_ports), billing, progress })
     }
 
     fn url_for(&self, host: &str) -> String {
