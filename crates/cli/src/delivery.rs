@@ -12,7 +12,7 @@
 //!    provider's enclave key from the quote, by the publisher's sealing key (derived from its
 //!    account key), for this pod and this container or volume only.
 
-use std::io::{IsTerminal, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -28,6 +28,7 @@ use tpod_wire::limits::{MAX_FILE_NAME_BYTES, MAX_SECRET_BYTES};
 use tpod_wire::pb;
 
 use crate::pods::{ProviderTarget, Publisher};
+use crate::progress::Step;
 
 /// How `deploy` and `update` log in to registries.
 #[derive(Debug, Clone, Args)]
@@ -80,7 +81,7 @@ pub async fn upload_command(
     let manifest = tpod_manifest::load(&args.manifest).map_err(|errors| anyhow::anyhow!("{errors}"))?;
     let images = read_images(&manifest, &args.manifest, &args.registry).await?;
     let started = Instant::now();
-    let encrypted = encrypt_images(&images)?;
+    let encrypted = encrypt_images(&images, json)?;
     let encrypt_seconds = started.elapsed().as_secs_f64();
     let publisher = Publisher::open(devnet_dir, target).await?;
     // The provider a deploy of this manifest would pick, so the deploy after finds its blobs.
@@ -152,18 +153,23 @@ pub(crate) async fn read_images(
 }
 
 /// Encrypts every image's blobs into the cache (or finds them there).
-pub(crate) fn encrypt_images(images: &[LocalImage]) -> anyhow::Result<Vec<EncryptedImage>> {
+pub(crate) fn encrypt_images(images: &[LocalImage], quiet: bool) -> anyhow::Result<Vec<EncryptedImage>> {
     let cache = crate::image_cache_dir().join("encrypted");
     images
         .iter()
         .map(|local| {
-            tpod_image::encrypt_image(&local.image, &cache)
-                .with_context(|| format!("encrypting the image of container {:?}", local.container))
+            let image = &local.image;
+            let total = image.layers.iter().map(|l| l.blob.size).sum::<u64>() + image.config_blob.size;
+            let mut step = Step::new(format!("encrypting {}", local.container), total, quiet);
+            let encrypted = tpod_image::encrypt_image_with(image, &cache, &mut |bytes| step.add(bytes))
+                .with_context(|| format!("encrypting the image of container {:?}", local.container))?;
+            step.finish();
+            Ok(encrypted)
         })
         .collect()
 }
 
-/// Uploads the encrypted blobs the provider lacks, showing progress on a terminal; returns the
+/// Uploads the encrypted blobs the provider lacks, showing progress unless `quiet`; returns the
 /// bytes sent.
 pub(crate) async fn upload(
     publisher: &Publisher,
@@ -172,24 +178,19 @@ pub(crate) async fn upload(
     containers: &[LocalImage],
     quiet: bool,
 ) -> anyhow::Result<u64> {
-    let show = !quiet && std::io::stderr().is_terminal();
     let mut sent = 0u64;
     for (image, local) in images.iter().zip(containers) {
         for blob in image.blobs() {
             let started = Instant::now();
-            let bar = show.then(|| progress_bar(&local.container, &blob.cid.to_string(), blob.ciphertext_size));
+            let cid = blob.cid.to_string();
+            let name = format!("uploading {} {}", local.container, &cid[cid.len().saturating_sub(8)..]);
+            let mut step = Step::new(name, blob.ciphertext_size, quiet);
             let report = publisher
                 .client()
-                .push_blob(provider.peer(), provider.addr(), &blob.cid, &blob.path, |progress| {
-                    if let Some(bar) = &bar {
-                        bar.set_position(progress.held);
-                    }
-                })
+                .push_blob(provider.peer(), provider.addr(), &blob.cid, &blob.path, |progress| step.set(progress.held))
                 .await
                 .with_context(|| format!("uploading blob {} of container {:?}", blob.cid, local.container))?;
-            if let Some(bar) = bar {
-                bar.finish_and_clear();
-            }
+            step.finish();
             sent += report.sent;
             tracing::info!(
                 cid = %blob.cid,
@@ -202,18 +203,6 @@ pub(crate) async fn upload(
         }
     }
     Ok(sent)
-}
-
-fn progress_bar(container: &str, cid: &str, total: u64) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(total);
-    let style = indicatif::ProgressStyle::with_template(
-        "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec}, {eta} left",
-    )
-    .map(|s| s.progress_chars("=> "))
-    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
-    bar.set_style(style);
-    bar.set_message(format!("uploading {container} {}", &cid[cid.len().saturating_sub(8)..]));
-    bar
 }
 
 /// The publisher's sealing key: derived from its account key, so it needs no file of its own

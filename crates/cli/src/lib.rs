@@ -21,6 +21,7 @@ pub mod list;
 pub mod network;
 pub mod pick;
 pub mod pods;
+mod progress;
 pub mod providers;
 pub mod units;
 

@@ -9,7 +9,7 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use alloy::primitives::{Address, B256, U256};
 use alloy::signers::local::PrivateKeySigner;
@@ -336,7 +336,7 @@ struct Delivery {
 }
 
 impl Delivery {
-    async fn prepare(manifest: &Manifest, path: &Path, registry: &RegistryArgs) -> anyhow::Result<Self> {
+    async fn prepare(manifest: &Manifest, path: &Path, registry: &RegistryArgs, quiet: bool) -> anyhow::Result<Self> {
         let secrets = read_secrets(manifest, path)?;
         let images = read_images(manifest, path, registry).await?;
         // The provider's unpack rules, applied to the plaintext layers here: an image it would
@@ -346,9 +346,72 @@ impl Delivery {
                 format!("the image of container {:?} would be refused by the provider", local.container)
             })?;
         }
-        let encrypted = encrypt_images(&images)?;
+        let encrypted = encrypt_images(&images, quiet)?;
         Ok(Self { images, encrypted, secrets })
     }
+}
+
+/// How long a provisioning pod may show no progress before `deploy` stops following it.
+const PROVISION_STALL: Duration = Duration::from_secs(600);
+
+/// Follows a pod the provider is still provisioning (unpacking its images, starting its
+/// containers) until it runs or fails, showing each phase's progress unless `quiet`. Returns
+/// its status then.
+async fn follow_provisioning(
+    publisher: &Publisher,
+    provider: &ProviderTarget,
+    pod_id: B256,
+    mut status: pb::PodStatus,
+    quiet: bool,
+) -> anyhow::Result<pb::PodStatus> {
+    let mut step: Option<(String, crate::progress::Step)> = None;
+    let mut last_change = (Instant::now(), None::<pb::Progress>);
+    let mut failures = 0u32;
+    while status.state == "provisioning" {
+        if let Some(p) = &status.progress {
+            let name = match p.phase.as_str() {
+                "unpacking" => format!("unpacking {}", p.container),
+                phase => phase.to_owned(),
+            };
+            if step.as_ref().is_none_or(|(current, _)| *current != name) {
+                if let Some((_, old)) = step.take() {
+                    old.finish();
+                }
+                let new = crate::progress::Step::new(name.clone(), p.total_bytes, quiet);
+                step = Some((name, new));
+            }
+            if let Some((_, s)) = &mut step {
+                s.set(p.done_bytes);
+            }
+            if last_change.1.as_ref() != Some(p) {
+                last_change = (Instant::now(), Some(p.clone()));
+            }
+        }
+        if last_change.0.elapsed() > PROVISION_STALL {
+            bail!(
+                "the provider shows no progress provisioning pod {pod_id} for {} s; it stays deployed: follow it \
+                 with `tpod status`",
+                PROVISION_STALL.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        match publisher.provision(provider, pod_id, pb::provision_request::Action::Status(pb::Status {})).await {
+            Ok(next) => {
+                status = next;
+                failures = 0;
+            }
+            // A status request lost on the way is asked again, a few times.
+            Err(e) if failures < 5 => {
+                failures += 1;
+                tracing::warn!(error = %format!("{e:#}"), "status of the provisioning pod");
+            }
+            Err(e) => return Err(e.context("following the pod while the provider provisions it")),
+        }
+    }
+    if let Some((_, s)) = step {
+        s.finish();
+    }
+    Ok(status)
 }
 
 /// Refuses what this version cannot deliver yet, before anything is uploaded or paid.
@@ -513,7 +576,7 @@ pub async fn deploy(args: &DeployArgs, target: &Target, devnet_dir: &Path, json:
     if records.named(&name).iter().any(|d| d.deployed) {
         bail!("a deployment named {name:?} exists; use `tpod update` or deploy with --name");
     }
-    let delivery = Delivery::prepare(&manifest, &args.manifest, &args.registry).await?;
+    let delivery = Delivery::prepare(&manifest, &args.manifest, &args.registry, json).await?;
     let publisher = Publisher::open(devnet_dir, target).await?;
     let reservation = tpod_market::Reservation::of_manifest(&manifest);
     let auto = target.provider.as_deref().is_none_or(|f| f == crate::pick::AUTO);
@@ -671,6 +734,12 @@ pub async fn deploy(args: &DeployArgs, target: &Target, devnet_dir: &Path, json:
         return Err(failed(anyhow::anyhow!("stopped after funding ({FAIL_AFTER_FUNDING} is set)")));
     }
     let status = publisher.provision(&provider, pod_id, action).await.map_err(failed)?;
+    // A big image unpacks on the provider after it accepted the pod.
+    let status = follow_provisioning(&publisher, &provider, pod_id, status, json).await.map_err(failed)?;
+    if let Some(reason) = status.state.strip_prefix("failed: ") {
+        // Nothing was metered: the channel stays unused, for a later deploy of this name.
+        return Err(failed(anyhow::anyhow!("the provider could not start the pod: {reason}")));
+    }
     record.url = status.url.clone();
     record.deployed = true;
     records.upsert(record.clone());
@@ -704,7 +773,7 @@ pub async fn update(args: &DeployArgs, target: &Target, devnet_dir: &Path, json:
     let manifest = load_manifest(&args.manifest)?;
     let mut records = Deployments::load(&target.records_dir(devnet_dir)?)?;
     let mut record = records.find(args.name.as_deref().or(Some(&manifest.name)))?.clone();
-    let delivery = Delivery::prepare(&manifest, &args.manifest, &args.registry).await?;
+    let delivery = Delivery::prepare(&manifest, &args.manifest, &args.registry, json).await?;
     let publisher = Publisher::open(devnet_dir, target).await?;
     let provider = ProviderTarget::from_deployment(&record, devnet_dir)?;
     let attested = crate::attest::attested(&publisher.client, &provider, &target.attest, devnet_dir).await?;
