@@ -39,6 +39,8 @@ mod proc;
 pub mod sandbox;
 mod spec;
 mod unpack;
+#[doc(hidden)]
+pub mod userns;
 mod volume;
 
 use std::collections::BTreeMap;
