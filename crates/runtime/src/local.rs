@@ -4,10 +4,13 @@
 //! [`crate::logs`].
 //!
 //! All state lives under `<root>/pods/<pod id>/`:
-//! - `pod.json`: the pod's address and, per container, its current pid (with its start time),
+//! - `pod.json`: the pod's address, its range of host ids (see [`crate::userns`]) and, per
+//!   container, its current pid (with its start time),
 //!   restarts and last exit code — what a new runtime needs to adopt the pod after a crash —,
 //!   whether the pod is stopped ([`Runtime::stop`]), and the CPU time of its containers whose
 //!   cgroups were removed (see "Usage" below);
+//! - `userns`: the pod's user namespace, pinned by a bind mount (its network namespace is
+//!   pinned in `/var/run/netns`, see [`crate::net`]);
 //! - `state/`: libcontainer's state directories, one per container;
 //! - `containers/<name>/`: the OCI bundle: `config.json`, `hosts`, and `mem/`, a tmpfs of
 //!   [`LocalConfig::rootfs_bytes`] holding the rootfs (`mem/rootfs/`) and the `mem/unpacked`
