@@ -3,7 +3,9 @@
 //! and ptrace (a static probe built here by `rustc` tries each call); capabilities leave no raw
 //! or packet sockets; the pids limit stops forks while the container keeps running; an
 //! operator's deny-list takes calls off the profile; volumes over `/proc`, `/sys` and `/dev`
-//! are refused; and a plain httpd with volumes still serves. Each test has its own state
+//! are refused; a plain httpd with volumes still serves; and containers run in their pod's user
+//! namespace, as unprivileged host ids that own their rootfs and volumes (a pod made before user
+//! namespaces is moved into a range when adopted). Each test has its own state
 //! root, bridge and subnet `10.251.<n>.0/24`, and checks that nothing of it is left.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -467,4 +469,81 @@ async fn containers_run_as_the_pods_own_unprivileged_host_ids() {
     assert_gone(&env, &other_id, &["other"]);
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(tpod_runtime::userns::STAGE), "the stage is mounted on the host");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_from_before_user_namespaces_is_moved_into_a_range_when_adopted() {
+    use std::os::unix::fs::MetadataExt;
+    let env = Env::new(7);
+    let runtime = env.runtime();
+    let b = "/bin/busybox";
+    let script = format!(
+        "echo run >> /data/runs; echo data_write=$?; echo runs=$({b} wc -l < /data/runs); \
+         echo runs_owner=$({b} stat -c %u:%g /data/runs); echo secret=$({b} cat /run/secrets/token); \
+         echo uid_map=$({b} cat /proc/self/uid_map | {b} tr -s ' ' | {b} sed 's/^ //'); \
+         echo finished=yes; exec {b} sleep 1000"
+    );
+    let mut app = shell(&env.image(), "app", &script);
+    app.mounts = vec![
+        VolumeMount { volume: "data".to_owned(), path: "/data".to_owned(), read_only: false },
+        VolumeMount { volume: "creds".to_owned(), path: "/run/secrets".to_owned(), read_only: true },
+    ];
+    let volumes = vec![
+        VolumeSpec { name: "data".to_owned(), kind: VolumeKind::Filesystem { size_bytes: 8 << 20 } },
+        VolumeSpec {
+            name: "creds".to_owned(),
+            kind: VolumeKind::Secret {
+                files: vec![SecretFile { name: "token".to_owned(), data: b"hunter2\n".to_vec().into() }],
+            },
+        },
+    ];
+    let spec = pod(vec![app], volumes);
+    let id = spec.id.clone();
+    runtime.start(spec.clone()).await.unwrap();
+    wait_log(&runtime, &id, "app", "finished=yes").await;
+    let pid = runtime.status(&id).await.unwrap().unwrap().containers[0].pid.unwrap();
+    drop(runtime);
+
+    // What an earlier version left: no ids in pod.json, no pinned user namespace, the volume's
+    // files and the secret tmpfs owned by the host's root, a rootfs unpacked as root.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let pod_dir = env.pod_dir(&id);
+    let record = pod_dir.join("pod.json");
+    let mut json: serde_json::Value = serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    json.as_object_mut().unwrap().remove("ids");
+    std::fs::write(&record, serde_json::to_vec(&json).unwrap()).unwrap();
+    let pin = pod_dir.join("userns");
+    assert!(Command::new("umount").arg(&pin).status().unwrap().success());
+    let data = pod_dir.join("volumes/data/mnt/data");
+    assert!(Command::new("chown").args(["-R", "0:0"]).arg(&data).status().unwrap().success());
+    std::os::unix::fs::chown(pod_dir.join("volumes/creds/secret"), Some(0), Some(0)).unwrap();
+    let marker = pod_dir.join("containers/app/mem/unpacked");
+    let digest = std::fs::read_to_string(&marker).unwrap().split(' ').next().unwrap().to_owned();
+    std::fs::write(&marker, digest).unwrap();
+
+    let runtime = env.runtime();
+    runtime.adopt(spec).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let logs = loop {
+        let logs = read_logs(&runtime, &id, "app").await;
+        if logs.matches("finished=yes").count() == 2 || Instant::now() > deadline {
+            break logs;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let second = &logs[logs.find("finished=yes").unwrap()..];
+    let got = values(second);
+    let get = |key: &str| got.get(key).map(String::as_str).unwrap_or_else(|| panic!("no {key} in:\n{logs}"));
+    // Its volume's files are its root's again, and writable; its secret readable.
+    assert_eq!((get("data_write"), get("runs"), get("runs_owner")), ("0", "2", "0:0"), "{logs}");
+    assert_eq!(get("secret"), "hunter2", "{logs}");
+    let base: u32 = get("uid_map").split(' ').nth(1).unwrap().parse().unwrap();
+    assert!(base >= env.config.user_ids_first, "{logs}");
+    assert_eq!(std::fs::metadata(data.join("runs")).unwrap().uid(), base);
+    assert_eq!(std::fs::metadata(pod_dir.join("containers/app/mem/rootfs/bin/busybox")).unwrap().uid(), base);
+    let pid = runtime.status(&id).await.unwrap().unwrap().containers[0].pid.unwrap();
+    assert_eq!(id_maps(pid)[0], (base, 65536));
+
+    runtime.delete(&id).await.unwrap();
+    assert_gone(&env, &id, &["app"]);
 }
