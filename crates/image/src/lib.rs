@@ -16,7 +16,8 @@
 //!   directory, checking its layers against the config's diff ids.
 //! - [`pull_image`] pulls an image from a registry (private ones too: [`RegistryAuth`],
 //!   [`docker_config_auth`]) into an image layout in a cache directory, every blob verified.
-//! - [`unpack`] applies an image's layers, in order, to a directory.
+//! - [`unpack`] applies an image's layers, in order, to a directory; [`unpack_shifted`] keeps
+//!   their owners, moved into a container's range of host ids ([`IdShift`]).
 //! - [`hello`] builds the `examples/hello` busybox httpd image.
 
 mod build;
@@ -37,7 +38,7 @@ pub use encrypted::{EncryptedBlob, EncryptedImage, EncryptedLayer, encrypt_image
 pub use error::ImageError;
 pub use read::{Blob, Image, Layer, MAX_JSON_BYTES, read_layout};
 pub use registry::{MAX_LAYER_BYTES, RegistryAuth, docker_config_auth, pull_image};
-pub use unpack::{UnpackReport, check_layers, unpack};
+pub use unpack::{IdShift, UnpackReport, check_layers, unpack, unpack_shifted};
 
 /// Re-exported so callers can inspect [`Image`] without depending on `oci-spec` themselves.
 pub use oci_spec;

@@ -24,7 +24,9 @@
 //! Each layer blob is hashed once before anything is written (so a tampered blob is refused
 //! before touching the rootfs) and again while it streams, together with its uncompressed
 //! `diff_id`, so a blob changed in between is still caught. On any error the rootfs is partly
-//! written and must be discarded. Ownership and extended attributes are not kept; modes are.
+//! written and must be discarded. Extended attributes are not kept; modes are. Owners are kept
+//! only by [`unpack_shifted`], moved into a range of host ids (for a container in a user
+//! namespace); [`unpack`] leaves everything owned by the unpacking process.
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
@@ -65,10 +67,71 @@ pub fn check_layers(image: &Image) -> Result<UnpackReport, ImageError> {
     Ok(state.report)
 }
 
-/// Applies `image`'s layers, lowest first, to `rootfs` (created if missing).
+/// Where [`unpack_shifted`] moves the image's owners: image id `i` (a uid or a gid) becomes host
+/// id `host_base + i`, for the `count` ids a container's user namespace maps (`0 host_base
+/// count` in its `uid_map` and `gid_map`), so each file has, inside the container, the owner
+/// the image gave it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdShift {
+    host_base: u32,
+    count: u32,
+}
+
+impl IdShift {
+    /// The id the kernel shows for an unmapped owner (`overflowuid`, "nobody"): an image id
+    /// outside the range becomes this one, as an id-mapped mount would show it.
+    pub const OVERFLOW_ID: u32 = 65534;
+
+    /// The shift to `count` host ids from `host_base`; `None` if `count` is 0 or the range
+    /// passes the largest valid id (`u32::MAX` is `-1`, "no id").
+    pub fn new(host_base: u32, count: u32) -> Option<Self> {
+        let last = host_base.checked_add(count.checked_sub(1)?)?;
+        (last < u32::MAX).then_some(Self { host_base, count })
+    }
+
+    /// The first host id: what the container's root is on the host.
+    pub fn host_base(&self) -> u32 {
+        self.host_base
+    }
+
+    /// How many ids are mapped.
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// The host id for image id `id`: shifted if in range, else the shifted overflow id (or the
+    /// range's last id, for a range too small to hold it).
+    pub fn host_id(&self, id: u64) -> u32 {
+        let inside = match u32::try_from(id) {
+            Ok(id) if id < self.count => id,
+            _ => Self::OVERFLOW_ID.min(self.count - 1),
+        };
+        self.host_base + inside
+    }
+}
+
+/// Applies `image`'s layers, lowest first, to `rootfs` (created if missing). Everything is
+/// owned by the calling process.
 pub fn unpack(image: &Image, rootfs: &Path) -> Result<UnpackReport, ImageError> {
+    unpack_into(image, rootfs, None)
+}
+
+/// Like [`unpack`], but every entry gets the owner (uid and gid) its layer gives it, moved by
+/// `ids` (see [`IdShift`]); the rootfs itself, and parent directories a layer does not list, are
+/// owned by the shifted root (`ids.host_base()`). Each file is chowned as it is created, before
+/// its mode is set (a chown clears setuid and setgid bits), so no walk over the tree is needed.
+/// Changing owners needs `CAP_CHOWN`.
+pub fn unpack_shifted(image: &Image, rootfs: &Path, ids: IdShift) -> Result<UnpackReport, ImageError> {
+    unpack_into(image, rootfs, Some(ids))
+}
+
+fn unpack_into(image: &Image, rootfs: &Path, ids: Option<IdShift>) -> Result<UnpackReport, ImageError> {
     fs::create_dir_all(rootfs).map_err(ImageError::io(rootfs))?;
-    let mut state = State { tree: Disk { rootfs }, report: UnpackReport::default(), dir_modes: Vec::new() };
+    if let Some(ids) = ids {
+        let root = ids.host_id(0);
+        std::os::unix::fs::lchown(rootfs, Some(root), Some(root)).map_err(ImageError::io(rootfs))?;
+    }
+    let mut state = State { tree: Disk { rootfs, ids }, report: UnpackReport::default(), dir_modes: Vec::new() };
     for layer in &image.layers {
         let blob = &layer.blob;
         // First pass: refuse a tampered blob before writing anything from it.
@@ -83,7 +146,7 @@ pub fn unpack(image: &Image, rootfs: &Path) -> Result<UnpackReport, ImageError> 
         state.dir_modes.into_iter().rev().filter(|(rel, _)| seen.insert(rel.clone())).collect();
     modes.sort_by(|a, b| b.0.cmp(&a.0));
     for (rel, mode) in modes {
-        let (Ok(parent), Some(name)) = (resolve_parent(rootfs, &rel, false), rel.file_name()) else { continue };
+        let (Ok(parent), Some(name)) = (resolve_parent(rootfs, &rel, None), rel.file_name()) else { continue };
         let path = parent.join(name);
         // Skip anything a later layer replaced or removed; never chmod through a symlink.
         if fs::symlink_metadata(&path).is_ok_and(|meta| meta.is_dir()) {
@@ -151,19 +214,44 @@ trait Tree {
     /// Removes whatever is at `rel` (a directory with its content); nothing there is fine.
     fn remove(&mut self, rel: &Path) -> Result<(), ImageError>;
     fn create_dir(&mut self, rel: &Path) -> Result<(), ImageError>;
-    /// Creates a new file (never through an existing entry) from `data`.
-    fn create_file(&mut self, rel: &Path, data: &mut dyn Read, mode: u32, layer: &Layer) -> Result<(), ImageError>;
+    /// Creates a new file (never through an existing entry) from `data`, owned by `owner` (image
+    /// uid and gid) where owners are kept.
+    fn create_file(
+        &mut self,
+        rel: &Path,
+        data: &mut dyn Read,
+        mode: u32,
+        owner: Owner,
+        layer: &Layer,
+    ) -> Result<(), ImageError>;
     fn symlink(&mut self, rel: &Path, target: &[u8]) -> Result<(), ImageError>;
+    /// Gives the directory or symlink at `rel` the owner `owner` (image uid and gid), where owners
+    /// are kept; never follows a symlink.
+    fn set_owner(&mut self, rel: &Path, owner: Owner) -> Result<(), ImageError>;
     fn hard_link(&mut self, rel: &Path, source: &Path) -> Result<(), ImageError>;
 }
+
+/// An entry's owner as its layer gives it: (uid, gid) in the image.
+type Owner = (u64, u64);
 
 /// The rootfs on disk.
 struct Disk<'a> {
     rootfs: &'a Path,
+    /// Where owners go, if they are kept.
+    ids: Option<IdShift>,
+}
+
+impl Disk<'_> {
+    /// The host (uid, gid) for `owner`, if owners are kept.
+    fn host_owner(&self, owner: Owner) -> Option<(u32, u32)> {
+        self.ids.map(|ids| (ids.host_id(owner.0), ids.host_id(owner.1)))
+    }
 }
 
 impl Tree for Disk<'_> {
     fn parents(&mut self, rel: &Path, create: bool) -> Result<(), String> {
+        let made_dirs_owner = self.host_owner((0, 0));
+        let create = create.then_some(made_dirs_owner);
         resolve_parent(self.rootfs, rel, create).map(|_| ())
     }
 
@@ -197,18 +285,35 @@ impl Tree for Disk<'_> {
         fs::create_dir(&dest).map_err(ImageError::io(&dest))
     }
 
-    fn create_file(&mut self, rel: &Path, data: &mut dyn Read, mode: u32, layer: &Layer) -> Result<(), ImageError> {
+    fn create_file(
+        &mut self,
+        rel: &Path,
+        data: &mut dyn Read,
+        mode: u32,
+        owner: Owner,
+        layer: &Layer,
+    ) -> Result<(), ImageError> {
         let dest = self.rootfs.join(rel);
         let mut file =
             OpenOptions::new().write(true).create_new(true).mode(0o600).open(&dest).map_err(ImageError::io(&dest))?;
         io::copy(data, &mut file).map_err(layer_error(layer))?;
-        // Through the open file: no path lookup that a symlink could redirect.
+        // Through the open file: no path lookup that a symlink could redirect. The owner before
+        // the mode: a chown clears the setuid and setgid bits.
+        if let Some((uid, gid)) = self.host_owner(owner) {
+            std::os::unix::fs::fchown(&file, Some(uid), Some(gid)).map_err(ImageError::io(&dest))?;
+        }
         file.set_permissions(Permissions::from_mode(mode)).map_err(ImageError::io(&dest))
     }
 
     fn symlink(&mut self, rel: &Path, target: &[u8]) -> Result<(), ImageError> {
         let dest = self.rootfs.join(rel);
         std::os::unix::fs::symlink(OsStr::from_bytes(target), &dest).map_err(ImageError::io(&dest))
+    }
+
+    fn set_owner(&mut self, rel: &Path, owner: Owner) -> Result<(), ImageError> {
+        let Some((uid, gid)) = self.host_owner(owner) else { return Ok(()) };
+        let dest = self.rootfs.join(rel);
+        std::os::unix::fs::lchown(&dest, Some(uid), Some(gid)).map_err(ImageError::io(&dest))
     }
 
     fn hard_link(&mut self, rel: &Path, source: &Path) -> Result<(), ImageError> {
@@ -260,7 +365,7 @@ impl Tree for Memory {
         Ok(())
     }
 
-    fn create_file(&mut self, rel: &Path, _: &mut dyn Read, _: u32, _: &Layer) -> Result<(), ImageError> {
+    fn create_file(&mut self, rel: &Path, _: &mut dyn Read, _: u32, _: Owner, _: &Layer) -> Result<(), ImageError> {
         // The tar reader skips the unread data.
         self.entries.insert(rel.to_path_buf(), Kind::File);
         Ok(())
@@ -268,6 +373,10 @@ impl Tree for Memory {
 
     fn symlink(&mut self, rel: &Path, _: &[u8]) -> Result<(), ImageError> {
         self.entries.insert(rel.to_path_buf(), Kind::Symlink);
+        Ok(())
+    }
+
+    fn set_owner(&mut self, _: &Path, _: Owner) -> Result<(), ImageError> {
         Ok(())
     }
 
@@ -319,23 +428,27 @@ fn extract<T: Tree>(state: &mut State<T>, layer: &Layer, reader: impl Read) -> R
         }
 
         let mode = entry.header().mode().map_err(layer_error)? & 0o7777;
+        let owner = owner(&mut entry).map_err(layer_error)?;
         match entry.header().entry_type() {
             EntryType::Directory => {
                 if state.tree.kind(&rel) != Some(Kind::Dir) {
                     state.tree.remove(&rel)?;
                     state.tree.create_dir(&rel)?;
                 }
+                // A directory listed again (by a later layer) takes its last owner, as its mode.
+                state.tree.set_owner(&rel, owner)?;
                 state.dir_modes.push((rel.clone(), mode));
             }
             EntryType::Regular | EntryType::Continuous => {
                 state.tree.remove(&rel)?;
-                state.tree.create_file(&rel, &mut entry, mode, layer)?;
+                state.tree.create_file(&rel, &mut entry, mode, owner, layer)?;
             }
             EntryType::Symlink => {
                 let target = entry.link_name_bytes().ok_or_else(|| refuse("symlink without a target"))?;
                 state.tree.remove(&rel)?;
                 // The target is stored as-is: links are never followed while unpacking.
                 state.tree.symlink(&rel, &target)?;
+                state.tree.set_owner(&rel, owner)?;
             }
             EntryType::Link => {
                 let target = entry.link_name_bytes().ok_or_else(|| refuse("hard link without a target"))?;
@@ -360,6 +473,25 @@ fn extract<T: Tree>(state: &mut State<T>, layer: &Layer, reader: impl Read) -> R
     Ok(())
 }
 
+/// The entry's (uid, gid): its PAX `uid` and `gid` records where it has them (ids too large
+/// for the header's fields), else the header's; a field that is no number (some writers leave
+/// it blank) is root's, 0.
+fn owner<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<Owner> {
+    let mut owner = (entry.header().uid().unwrap_or(0), entry.header().gid().unwrap_or(0));
+    if let Some(extensions) = entry.pax_extensions()? {
+        for extension in extensions {
+            let extension = extension?;
+            let value = || extension.value().ok().and_then(|v| v.parse::<u64>().ok());
+            match extension.key() {
+                Ok("uid") => owner.0 = value().unwrap_or(owner.0),
+                Ok("gid") => owner.1 = value().unwrap_or(owner.1),
+                _ => {}
+            }
+        }
+    }
+    Ok(owner)
+}
+
 /// A tar path as a relative path of normal components; `None` for the root itself.
 fn relative_path(raw: &[u8]) -> Result<Option<PathBuf>, &'static str> {
     let mut path = PathBuf::new();
@@ -377,8 +509,9 @@ fn relative_path(raw: &[u8]) -> Result<Option<PathBuf>, &'static str> {
 }
 
 /// The directory in `rootfs` holding `rel`, checked to go through real directories only, and
-/// created (0755) where missing if `create`.
-fn resolve_parent(rootfs: &Path, rel: &Path, create: bool) -> Result<PathBuf, String> {
+/// created (0755) where missing if `create` is given: `Some(Some((uid, gid)))` chowns what it
+/// creates, `Some(None)` leaves it to the calling process.
+fn resolve_parent(rootfs: &Path, rel: &Path, create: Option<Option<(u32, u32)>>) -> Result<PathBuf, String> {
     let mut dir = rootfs.to_path_buf();
     let Some(parent) = rel.parent() else { return Ok(dir) };
     for component in parent.components() {
@@ -389,8 +522,12 @@ fn resolve_parent(rootfs: &Path, rel: &Path, create: bool) -> Result<PathBuf, St
             }
             Ok(meta) if meta.is_dir() => {}
             Ok(_) => return Err(format!("{:?} is not a directory", strip(rootfs, &dir))),
-            Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && create.is_some() => {
                 fs::create_dir(&dir).map_err(|e| format!("{:?}: {e}", strip(rootfs, &dir)))?;
+                if let Some(Some((uid, gid))) = create {
+                    std::os::unix::fs::lchown(&dir, Some(uid), Some(gid))
+                        .map_err(|e| format!("{:?}: {e}", strip(rootfs, &dir)))?;
+                }
             }
             Err(e) => return Err(format!("{:?}: {e}", strip(rootfs, &dir))),
         }

@@ -275,3 +275,77 @@ fn whiteout_of_parent_is_refused() {
     assert!(matches!(err, ImageError::UnsafeEntry { .. }), "{err}");
     assert!(tmp.path().join("precious").exists());
 }
+
+/// Whether this process may chown files (tests of owners need root).
+fn is_root() -> bool {
+    fs::read_to_string("/proc/self/status")
+        .is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0")))
+}
+
+/// A tar entry with an owner and a mode.
+fn owned(builder: &mut tar::Builder<Vec<u8>>, name: &str, kind: tar::EntryType, ids: (u64, u64), mode: u32) {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(kind);
+    header.set_uid(ids.0);
+    header.set_gid(ids.1);
+    header.set_mode(mode);
+    header.set_mtime(0);
+    header.set_size(if kind == tar::EntryType::Regular { 2 } else { 0 });
+    if kind == tar::EntryType::Symlink {
+        header.set_link_name("file").unwrap();
+    }
+    let data: &[u8] = if kind == tar::EntryType::Regular { b"x\n" } else { b"" };
+    builder.append_data(&mut header, name, data).unwrap();
+}
+
+#[test]
+fn shifted_unpack_keeps_owners_moved_into_the_range() {
+    use std::os::unix::fs::MetadataExt;
+    if !is_root() {
+        eprintln!("skipped: changing owners needs root");
+        return;
+    }
+    let mut builder = tar::Builder::new(Vec::new());
+    owned(&mut builder, "home/app/", tar::EntryType::Directory, (1000, 1001), 0o750);
+    owned(&mut builder, "home/app/file", tar::EntryType::Regular, (1000, 1001), 0o640);
+    owned(&mut builder, "home/app/link", tar::EntryType::Symlink, (1000, 1001), 0o777);
+    owned(&mut builder, "bin/su", tar::EntryType::Regular, (0, 0), 0o4755);
+    owned(&mut builder, "far", tar::EntryType::Regular, (70000, 3_000_000), 0o644);
+    let tmp = tempfile::tempdir().unwrap();
+    let image_dir = tmp.path().join("image");
+    write_layout(&image_dir, &[builder.into_inner().unwrap()], &ContainerConfig::default()).unwrap();
+    let image = read_layout(&image_dir).unwrap();
+    let rootfs = tmp.path().join("rootfs");
+    let base = 1 << 30;
+    let ids = tpod_image::IdShift::new(base, 65536).unwrap();
+    tpod_image::unpack_shifted(&image, &rootfs, ids).unwrap();
+
+    let owner = |rel: &str| {
+        let meta = fs::symlink_metadata(rootfs.join(rel)).unwrap();
+        (meta.uid(), meta.gid(), meta.mode() & 0o7777)
+    };
+    assert_eq!(owner(""), (base, base, 0o755), "the rootfs belongs to the container's root");
+    assert_eq!(owner("home"), (base, base, 0o755), "a parent no layer lists belongs to root");
+    assert_eq!(owner("home/app"), (base + 1000, base + 1001, 0o750));
+    assert_eq!(owner("home/app/file"), (base + 1000, base + 1001, 0o640));
+    assert_eq!(owner("home/app/link").0, base + 1000);
+    // Chowned before its mode was set: the setuid bit stays.
+    assert_eq!(owner("bin/su"), (base, base, 0o4755));
+    // Outside the range: nobody, as the kernel shows an unmapped owner.
+    assert_eq!(owner("far"), (base + 65534, base + 65534, 0o644));
+
+    // Plain unpack leaves everything to the unpacking process.
+    let plain = tmp.path().join("plain");
+    unpack(&image, &plain).unwrap();
+    assert_eq!(fs::metadata(plain.join("home/app/file")).unwrap().uid(), 0);
+}
+
+#[test]
+fn id_shifts_stay_within_valid_ids() {
+    assert!(tpod_image::IdShift::new(100_000, 0).is_none());
+    assert!(tpod_image::IdShift::new(u32::MAX - 65535, 65536).is_none(), "would reach u32::MAX, which is -1");
+    let ids = tpod_image::IdShift::new(u32::MAX - 65536, 65536).unwrap();
+    assert_eq!(ids.host_id(u64::MAX), u32::MAX - 65536 + 65534);
+    let tiny = tpod_image::IdShift::new(500, 10).unwrap();
+    assert_eq!((tiny.host_id(3), tiny.host_id(10)), (503, 509));
+}

@@ -2,10 +2,14 @@
 //! [`Runtime`] trait so the provider's controller does not know which backend it drives.
 //!
 //! [`LocalRuntime`] is the embedded backend: OCI containers run by youki's `libcontainer`
-//! (through the small single-threaded `tpod-runtime-shim` binary of this crate), each with its own pid, mount, uts and ipc namespaces and its own cgroup, all
-//! containers of a pod sharing one network namespace wired to a host bridge (like a Kubernetes
-//! pod), firewalled so that a pod reaches no other pod and no host address, and is reached only
-//! from the host (the ingress). Containers are supervised and restarted with exponential backoff; their output goes
+//! (through the small single-threaded `tpod-runtime-shim` binary of this crate), each with its
+//! own pid, mount, uts and ipc namespaces and its own cgroup, all containers of a pod sharing one
+//! user namespace and one network namespace wired to a host bridge (like a Kubernetes pod with
+//! user namespaces), firewalled so that a pod reaches no other pod and no host address, and is
+//! reached only from the host (the ingress). A pod's user namespace maps its containers' ids
+//! onto a range of unprivileged host ids of its own ([`LocalConfig::user_ids_first`],
+//! [`LocalConfig::user_ids_per_pod`]): container root is no host root, and owns its rootfs and
+//! volumes (see the `userns` module). Containers are supervised and restarted with exponential backoff; their output goes
 //! through a pipe to size-capped, encrypted log files ([`crate::logs`]). Pod volumes (scratch
 //! space or a file system, each a size-limited encrypted ext4 file system on a loop device, or a
 //! read-only set of secret files in memory) are bind-mounted into the
@@ -39,6 +43,8 @@ mod proc;
 pub mod sandbox;
 mod spec;
 mod unpack;
+#[doc(hidden)]
+pub mod userns;
 mod volume;
 
 use std::collections::BTreeMap;

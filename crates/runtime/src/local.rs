@@ -4,10 +4,13 @@
 //! [`crate::logs`].
 //!
 //! All state lives under `<root>/pods/<pod id>/`:
-//! - `pod.json`: the pod's address and, per container, its current pid (with its start time),
+//! - `pod.json`: the pod's address, its range of host ids (see [`crate::userns`]) and, per
+//!   container, its current pid (with its start time),
 //!   restarts and last exit code — what a new runtime needs to adopt the pod after a crash —,
 //!   whether the pod is stopped ([`Runtime::stop`]), and the CPU time of its containers whose
 //!   cgroups were removed (see "Usage" below);
+//! - `userns`: the pod's user namespace, pinned by a bind mount (its network namespace is
+//!   pinned in `/var/run/netns`, see [`crate::net`]);
 //! - `state/`: libcontainer's state directories, one per container;
 //! - `containers/<name>/`: the OCI bundle: `config.json`, `hosts`, and `mem/`, a tmpfs of
 //!   [`LocalConfig::rootfs_bytes`] holding the rootfs (`mem/rootfs/`) and the `mem/unpacked`
@@ -51,6 +54,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::net::Ipv4Addr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -67,6 +71,7 @@ use crate::logs::LogFile;
 use crate::net::{self, PodNet, Subnet};
 use crate::proc::{self, Probe};
 use crate::spec::{self, Bind, SpecInput};
+use crate::userns::{self, IdRange};
 use crate::{
     ContainerSpec, ContainerState, ContainerStatus, LogOptions, LogStream, PodEndpoint, PodSpec, PodStatus, PodUsage,
     Progress, Runtime, RuntimeError, UnpackProgress, VolumeKind, VolumeSpec,
@@ -120,7 +125,22 @@ pub struct LocalConfig {
     /// every container (see [`crate::sandbox`]); names it does not know are refused by
     /// [`LocalRuntime::new`]. Empty by default.
     pub seccomp_deny: Vec<String>,
+    /// The first host id of the pods' id ranges (see [`crate::userns`]): pod `k` gets
+    /// `user_ids_first + k * user_ids_per_pod` onwards, as its containers' uids and gids 0
+    /// onwards. At least 65536 (the ids below are the host's own users). 2^30 by default: far
+    /// above system and login users and the usual `/etc/subuid` ranges (100000 plus 65536 per
+    /// user), and, for the first 16384 pods, below 2^31, where tools that take ids for signed
+    /// 32-bit numbers go wrong. Runtimes sharing a host must be given disjoint ranges, as they
+    /// are given disjoint subnets.
+    pub user_ids_first: u32,
+    /// How many host ids each pod gets: its containers' uids and gids `0..user_ids_per_pod`.
+    /// At least 65536 (as under Kubernetes), so the ids images use, up to `nobody` (65534),
+    /// exist in every pod. 65536 by default.
+    pub user_ids_per_pod: u32,
 }
+
+/// The smallest [`LocalConfig::user_ids_first`] and [`LocalConfig::user_ids_per_pod`] accepted.
+const MIN_USER_IDS: u32 = 65536;
 
 /// The smallest [`LocalConfig::rootfs_bytes`] accepted (a tmpfs `size=0` would be unlimited).
 const MIN_ROOTFS_BYTES: u64 = 1 << 20;
@@ -130,7 +150,8 @@ impl LocalConfig {
     /// internet, 8 MiB of log
     /// per container, restart backoff 1 s doubling up to 30 s, reset after 60 s of running, the
     /// shim next to the running executable (where cargo builds it), and a 2 GiB rootfs tmpfs per
-    /// container; file system volumes encrypted under `volume_key`.
+    /// container; file system volumes encrypted under `volume_key`; 65536 host ids per pod from
+    /// 2^30.
     pub fn new(root: impl Into<PathBuf>, volume_key: VolumeKey) -> Self {
         Self {
             root: root.into(),
@@ -145,6 +166,8 @@ impl LocalConfig {
             volume_key,
             pids_limit: 1024,
             seccomp_deny: Vec::new(),
+            user_ids_first: 1 << 30,
+            user_ids_per_pod: 65536,
         }
     }
 }
@@ -200,10 +223,14 @@ struct PodRecord {
     /// Final CPU counters of cgroups being removed, by container name (see the module docs).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     retiring_cpu_ns: BTreeMap<String, u64>,
+    /// The pod's host ids (see [`crate::userns`]); none in a record of an earlier version (its
+    /// pod gets a range, and new namespaces, when adopted).
+    #[serde(default)]
+    ids: Option<IdRange>,
 }
 
 impl PodRecord {
-    fn new(id: &str, ip: Ipv4Addr, containers: Vec<ContainerRecord>) -> Self {
+    fn new(id: &str, ip: Ipv4Addr, ids: Option<IdRange>, containers: Vec<ContainerRecord>) -> Self {
         Self {
             id: id.to_owned(),
             ip,
@@ -212,15 +239,16 @@ impl PodRecord {
             prepared: false,
             retired_cpu_ns: 0,
             retiring_cpu_ns: BTreeMap::new(),
+            ids,
         }
     }
 
-    /// A record carrying `old`'s CPU accounting (and nothing else of it).
+    /// A record carrying `old`'s address, ids and CPU accounting (and nothing else of it).
     fn following(old: &PodRecord, containers: Vec<ContainerRecord>) -> Self {
         Self {
             retired_cpu_ns: old.retired_cpu_ns,
             retiring_cpu_ns: old.retiring_cpu_ns.clone(),
-            ..Self::new(&old.id, old.ip, containers)
+            ..Self::new(&old.id, old.ip, old.ids, containers)
         }
     }
 
@@ -421,6 +449,18 @@ impl LocalRuntime {
         if config.pids_limit == 0 {
             return Err(invalid("runtime config: pids_limit must be at least 1".to_owned()));
         }
+        if config.user_ids_first < MIN_USER_IDS || config.user_ids_per_pod < MIN_USER_IDS {
+            return Err(invalid(format!(
+                "runtime config: user_ids_first ({}) and user_ids_per_pod ({}) must be at least {MIN_USER_IDS}",
+                config.user_ids_first, config.user_ids_per_pod
+            )));
+        }
+        if userns::allocate(config.user_ids_first, config.user_ids_per_pod, &[]).is_none() {
+            return Err(invalid(format!(
+                "runtime config: no range of {} host ids from {} fits below the largest id",
+                config.user_ids_per_pod, config.user_ids_first
+            )));
+        }
         crate::sandbox::check_deny_list(&config.seccomp_deny)
             .map_err(|e| invalid(format!("runtime config: seccomp_deny: {e}")))?;
         if !config.shim.is_file() {
@@ -437,6 +477,7 @@ impl LocalRuntime {
         })?;
         let pods = config.root.join("pods");
         fs::create_dir_all(&pods).map_err(RuntimeError::io("creating runtime state directory", &pods))?;
+        userns::ensure_stage()?;
         let inner = Inner {
             subnet: Subnet { network, prefix_len },
             config,
@@ -577,6 +618,7 @@ impl Inner {
         let _allocating = self.allocation.lock().await;
         let pods_dir = self.config.root.join("pods");
         let mut used = BTreeSet::new();
+        let mut used_ids = Vec::new();
         let entries = fs::read_dir(&pods_dir).map_err(RuntimeError::io("listing pods", &pods_dir))?;
         for entry in entries.flatten() {
             let other = entry.file_name().to_string_lossy().into_owned();
@@ -588,17 +630,25 @@ impl Inner {
             }
             if let Ok(record) = read_record(&entry.path().join("pod.json")) {
                 used.insert(record.ip);
+                used_ids.extend(record.ids);
             }
         }
         used.extend(lock(&self.pods).values().map(|p| p.ip));
+        used_ids.extend(lock(&self.pods).values().filter_map(|p| lock(&p.record).ids));
         let ip = self
             .subnet
             .pod_addresses()
             .find(|ip| !used.contains(ip))
             .ok_or_else(|| RuntimeError::SubnetFull { pod: spec.id.clone(), subnet: self.subnet.to_string() })?;
+        let ids = self.allocate_ids(&spec.id, &used_ids)?;
         let record = PodRecord {
             prepared,
-            ..PodRecord::new(&spec.id, ip, spec.containers.iter().map(|c| ContainerRecord::new(&c.name)).collect())
+            ..PodRecord::new(
+                &spec.id,
+                ip,
+                Some(ids),
+                spec.containers.iter().map(|c| ContainerRecord::new(&c.name)).collect(),
+            )
         };
         let dir = self.pod_dir(&spec.id);
         for sub in [dir.state(), dir.0.join("logs"), dir.0.join("containers")] {
@@ -606,6 +656,37 @@ impl Inner {
         }
         write_record(&dir.record(), &record)?;
         Ok(record)
+    }
+
+    /// A free range of host ids for pod `pod`, given the ranges pods hold (`used`).
+    fn allocate_ids(&self, pod: &str, used: &[IdRange]) -> Result<IdRange, RuntimeError> {
+        let (first, per_pod) = (self.config.user_ids_first, self.config.user_ids_per_pod);
+        userns::allocate(first, per_pod, used).ok_or_else(|| RuntimeError::InvalidSpec {
+            pod: pod.to_owned(),
+            reason: format!("no free range of {per_pod} host ids left from {first}"),
+        })
+    }
+
+    /// Gives a pod recorded by an earlier version, which has no range of host ids, one, and
+    /// saves it in its record. Holds the allocation lock, as [`Inner::create_record`] does.
+    async fn record_ids(&self, record: &mut PodRecord) -> Result<(), RuntimeError> {
+        if record.ids.is_some() {
+            return Ok(());
+        }
+        let _allocating = self.allocation.lock().await;
+        let pods_dir = self.config.root.join("pods");
+        let mut used = Vec::new();
+        let entries = fs::read_dir(&pods_dir).map_err(RuntimeError::io("listing pods", &pods_dir))?;
+        for entry in entries.flatten() {
+            if let Ok(other) = read_record(&entry.path().join("pod.json"))
+                && other.id != record.id
+            {
+                used.extend(other.ids);
+            }
+        }
+        used.extend(lock(&self.pods).values().filter(|p| p.id != record.id).filter_map(|p| lock(&p.record).ids));
+        record.ids = Some(self.allocate_ids(&record.id, &used)?);
+        write_record(&self.pod_dir(&record.id).record(), record)
     }
 
     /// Starts a pod that has no state yet. On error, removes whatever was created.
@@ -703,12 +784,18 @@ impl Inner {
         let outbound = self.config.outbound_internet;
         let p = pod.clone();
         blocking(&pod.id, "network setup", move || {
-            if net::netns_exists(&p.net) {
+            if namespaces_exist(&p.net, &p.dir.0)? {
                 net::ensure_bridge(&bridge, &p.subnet, outbound)
             } else {
-                // Leftovers of a half-made network (a crash during setup) would block setup.
+                // Leftovers of half-made namespaces (a crash during setup) would block setup,
+                // and a network namespace without the pod's user namespace (made by an earlier
+                // version) is of no use to containers that join that user namespace.
                 net::teardown(&p.net)?;
-                net::setup(&p.net, &bridge, &p.subnet, outbound, p.ip)
+                userns::remove(&p.dir.0)?;
+                let ids = p.ids()?;
+                net::setup(&p.net, &bridge, &p.subnet, outbound, p.ip, |name| {
+                    userns::create(&p.shim, &p.dir.0, name, ids)
+                })
             }
         })
         .await?;
@@ -729,6 +816,19 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .unwrap_or_else(|e| Err(RuntimeError::Task { pod: pod.to_owned(), what, message: e.to_string() }))
+}
+
+/// Whether the pod's namespaces are there: its network namespace and the user namespace that
+/// owns it, pinned in its directory (see [`crate::userns`]).
+fn namespaces_exist(net: &PodNet, pod_dir: &Path) -> Result<bool, RuntimeError> {
+    Ok(net::netns_exists(net) && userns::exists(pod_dir)?)
+}
+
+/// Makes `dir` searchable but not listable by others (`0711`): the pod's root, a host id of its
+/// own, walks it to reach its rootfs and volumes (see [`crate::userns`]).
+fn searchable(dir: &Path) -> Result<(), RuntimeError> {
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o711))
+        .map_err(RuntimeError::io("opening a directory to the pod's ids", dir))
 }
 
 fn read_record(path: &Path) -> Result<PodRecord, RuntimeError> {
@@ -753,6 +853,14 @@ fn write_record(path: &Path, record: &PodRecord) -> Result<(), RuntimeError> {
 }
 
 impl Pod {
+    /// The pod's range of host ids (every pod brought up has one: see [`Inner::record_ids`]).
+    fn ids(&self) -> Result<IdRange, RuntimeError> {
+        lock(&self.record).ids.ok_or_else(|| RuntimeError::InvalidSpec {
+            pod: self.id.clone(),
+            reason: "the pod has no range of host ids".to_owned(),
+        })
+    }
+
     /// The pod cgroup's memory limit: the sum of its containers' (none if one has none).
     fn memory_limit(&self) -> Option<u64> {
         self.specs
@@ -763,9 +871,10 @@ impl Pod {
 
     /// Creates (or re-mounts) `volumes`. Blocking.
     fn ensure_volumes<'a>(&self, volumes: impl Iterator<Item = &'a VolumeSpec>) -> Result<(), RuntimeError> {
+        let ids = self.ids()?;
         let _volumes = lock(&self.volume_lock);
         for v in volumes {
-            volume::ensure(&self.id, &self.dir.0, v, &self.volume_key)?;
+            volume::ensure(&self.id, &self.dir.0, v, &self.volume_key, ids)?;
         }
         Ok(())
     }
@@ -891,20 +1000,34 @@ impl Pod {
         }
         let bundle = self.dir.bundle(name);
         self.ensure_rootfs(index, &|_, _| {})?;
+        let pod_dir = &self.dir.0;
+        // The pod's root walks these to its rootfs and hosts file (see `crate::userns`); nobody
+        // may list them.
+        for dir in [pod_dir, &pod_dir.join("containers"), &bundle] {
+            searchable(dir)?;
+        }
 
         let hostname = format!("pod-{}", &self.id[..12]);
         let hosts = bundle.join("hosts");
         fs::write(&hosts, spec::hosts_file(&hostname, self.ip))
+            .and_then(|()| fs::set_permissions(&hosts, fs::Permissions::from_mode(0o644)))
             .map_err(RuntimeError::io("writing hosts file", &hosts))?;
         let netns = self.net.netns_path();
         let cgroups = cgroups_path(&self.id, name);
-        let binds = self.binds(index)?;
+        // What the container's processes open, by the paths the shim's stage gives them (see
+        // `crate::userns`).
+        let mut binds = self.binds(index)?;
+        for bind in &mut binds {
+            bind.source = userns::staged(pod_dir, &bind.source);
+        }
         let runtime_spec = spec::runtime_spec(&SpecInput {
             pod: &self.id,
             container,
             hostname: &hostname,
             netns: &netns,
-            hosts_file: &hosts,
+            userns: &userns::pin_path(pod_dir),
+            rootfs: &userns::staged(pod_dir, &bundle.join(spec::ROOTFS)),
+            hosts_file: &userns::staged(pod_dir, &hosts),
             cgroups_path: &cgroups,
             binds: &binds,
             pids_limit: self.sandbox.pids_limit(container),
@@ -913,7 +1036,10 @@ impl Pod {
         let config = bundle.join("config.json");
         let json = serde_json::to_vec_pretty(&runtime_spec)
             .map_err(|source| RuntimeError::State { path: config.clone(), source })?;
-        fs::write(&config, json).map_err(RuntimeError::io("writing runtime spec", &config))?;
+        // Only the shim (root) reads it; it holds the container's environment.
+        fs::write(&config, json)
+            .and_then(|()| fs::set_permissions(&config, fs::Permissions::from_mode(0o600)))
+            .map_err(RuntimeError::io("writing runtime spec", &config))?;
 
         let fifo = self.dir.log_fifo(name);
         crate::logs::ensure_fifo(&fifo)?;
@@ -921,7 +1047,7 @@ impl Pod {
         let shim = &self.shim;
         let output = Command::new(shim)
             .arg("create")
-            .args([state.as_os_str(), name.as_ref(), bundle.as_os_str(), fifo.as_os_str()])
+            .args([state.as_os_str(), name.as_ref(), bundle.as_os_str(), fifo.as_os_str(), pod_dir.as_os_str()])
             .stdin(Stdio::null())
             .output()
             .map_err(|e| RuntimeError::Command {
@@ -974,8 +1100,12 @@ impl Pod {
         let rootfs = bundle.join(spec::ROOTFS);
         let unpacked = mem.join("unpacked");
         let digest = container.image.manifest_digest.to_string();
+        let ids = self.ids()?;
+        // Owners are the pod's host ids: a rootfs unpacked for other ids (by an earlier version,
+        // owned by the host's root) is unpacked again.
+        let marker = format!("{digest} {}", ids.base);
         // A marker is only trusted in a tmpfs (there is never one in the bare directory).
-        let current = volume::is_tmpfs(&mem)? && fs::read_to_string(&unpacked).is_ok_and(|d| d == digest);
+        let current = volume::is_tmpfs(&mem)? && fs::read_to_string(&unpacked).is_ok_and(|d| d == marker);
         if current {
             return Ok(());
         }
@@ -993,15 +1123,15 @@ impl Pod {
             name,
             &container.image,
             &rootfs,
-            &procs,
-            self.memory_limit(),
+            ids.shift()?,
+            unpack::PodCgroup { procs: &procs, memory_limit: self.memory_limit() },
             progress,
         );
         if let Err(e) = cgroup::remove_unpack_leaf(&self.id) {
             tracing::warn!(pod = %self.id, error = %e, "cannot remove the unpack cgroup");
         }
         unpacked_image?;
-        fs::write(&unpacked, &digest).map_err(RuntimeError::io("writing unpack marker", &unpacked))?;
+        fs::write(&unpacked, &marker).map_err(RuntimeError::io("writing unpack marker", &unpacked))?;
         tracing::info!(pod = %self.id, container = name, image = %digest, "image unpacked into the rootfs tmpfs");
         Ok(())
     }
@@ -1146,6 +1276,8 @@ fn remove_everything(pod: &Pod) -> Result<(), RuntimeError> {
     // After the containers: a file system volume unmounts only once no container uses it.
     errors.note(volume::remove_all(&pod.id, &pod.dir.0));
     errors.note(net::teardown(&pod.net));
+    // Usually unpinned with the other mounts in the pod's directory, above.
+    errors.note(userns::remove(&pod.dir.0));
     // Once its tmpfs are unmounted, nothing is charged to the pod cgroup any more.
     errors.note(cgroup::remove_pod(&pod.id));
     // Refuses to recurse into anything still mounted there.
@@ -1226,7 +1358,7 @@ impl Runtime for LocalRuntime {
             lock(&self.inner.pods).remove(&spec.id);
         }
         let dir = self.inner.pod_dir(&spec.id);
-        let old = match load_record(&dir.record()) {
+        let mut old = match load_record(&dir.record()) {
             Ok(record) if record.id == spec.id => record,
             result => {
                 if let Err(e) = result {
@@ -1234,17 +1366,22 @@ impl Runtime for LocalRuntime {
                 }
                 if dir.0.exists() {
                     // Leftovers without a usable record: clear them so the fresh start is clean.
-                    let leftover =
-                        self.inner.new_pod(spec.clone(), PodRecord::new(&spec.id, Ipv4Addr::UNSPECIFIED, Vec::new()));
+                    let leftover = self
+                        .inner
+                        .new_pod(spec.clone(), PodRecord::new(&spec.id, Ipv4Addr::UNSPECIFIED, None, Vec::new()));
                     teardown(&leftover).await?;
                 }
                 return self.inner.start_fresh(spec).await;
             }
         };
 
+        // A pod of an earlier version has no range of host ids yet: it gets one, and new
+        // namespaces (its containers, outside them, are restarted).
+        let had_ids = old.ids.is_some();
+        self.inner.record_ids(&mut old).await?;
         // Keep the recorded state of the containers still in the spec, dropping processes that
         // are gone (or whose pid now belongs to another process).
-        let netns_alive = net::netns_exists(&PodNet::for_pod(&spec.id));
+        let netns_alive = had_ids && namespaces_exist(&PodNet::for_pod(&spec.id), &dir.0)?;
         // A volume to remove or replace is in use by the running containers: restart them all
         // (a spec differing from what runs is not expected here, but must not leak volumes).
         let volumes_changed = volume::stale(&dir.0, &spec.volumes);
@@ -1383,7 +1520,7 @@ impl Runtime for LocalRuntime {
                 }
                 // State left by an earlier runtime: remove what pod.json and the disk show.
                 let record = load_record(&dir.record())
-                    .unwrap_or_else(|_| PodRecord::new(pod_id, Ipv4Addr::UNSPECIFIED, Vec::new()));
+                    .unwrap_or_else(|_| PodRecord::new(pod_id, Ipv4Addr::UNSPECIFIED, None, Vec::new()));
                 self.inner
                     .new_pod(PodSpec { id: pod_id.to_owned(), containers: Vec::new(), volumes: Vec::new() }, record)
             }

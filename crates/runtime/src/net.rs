@@ -7,9 +7,9 @@
 //! - bridge (e.g. `tpod0`) holding the subnet's first address, shared by all pods, with IPv6
 //!   off (no link-local address for pods to reach); its nftables tables `tpod-<bridge>` are
 //!   written before it gets its address, so no pod ever runs without them;
-//! - network namespace `tpod-<p>` (`/var/run/netns/tpod-<p>`), with `lo` up and `eth0` holding
-//!   the pod address (IPv4 only: no IPv6 address is generated), default route via the bridge
-//!   address;
+//! - network namespace `tpod-<p>` (`/var/run/netns/tpod-<p>`), owned by the pod's user
+//!   namespace (see [`crate::userns`]), with `lo` up and `eth0` holding the pod address (IPv4
+//!   only: no IPv6 address is generated), default route via the bridge address;
 //! - host end of the veth `tp<p>` on the bridge, an isolated port (`isolated on`: the bridge
 //!   forwards nothing between two isolated ports, so pods cannot reach each other even at
 //!   layer 2), IPv6 off.
@@ -148,18 +148,21 @@ pub(crate) fn netns_exists(net: &PodNet) -> bool {
     net.netns_path().exists()
 }
 
-/// Creates the pod's namespace and veth pair and configures addresses and routes. On error,
-/// whatever was created stays for [`teardown`] to remove.
+/// Creates the pod's namespace with `make_netns` (given its name: it must leave a namespace
+/// `ip netns` knows by that name; see [`crate::userns::create`]) and its veth pair, and
+/// configures addresses and routes. On error, whatever was created stays for [`teardown`] to
+/// remove.
 pub(crate) fn setup(
     net: &PodNet,
     bridge: &str,
     subnet: &Subnet,
     outbound: bool,
     ip_addr: Ipv4Addr,
+    make_netns: impl FnOnce(&str) -> Result<(), RuntimeError>,
 ) -> Result<(), RuntimeError> {
     ensure_bridge(bridge, subnet, outbound)?;
     let ns = net.netns.as_str();
-    ip(&["netns", "add", ns])?;
+    make_netns(ns)?;
     // The peer is created directly inside the namespace under a temporary name (the host may
     // already have an eth0), then renamed there.
     let peer = format!("tq{}", &net.host_veth[2..]);

@@ -5,11 +5,17 @@
 //! a small capability set, no new privileges. Changes from it:
 //! - no cgroup namespace and no `/sys/fs/cgroup` mount: this host has a hybrid v1/v2 layout and
 //!   a pod has no business reading its cgroups;
-//! - the network namespace is the pod's (a path), shared by all its containers;
+//! - the user namespace is the pod's (a path, see [`crate::userns`]), joined first: the
+//!   container's root is the pod's first host id, and the pid, mount, uts and ipc namespaces the
+//!   container creates are owned by it (so it may mount its own `/proc`, `/sys`, `/dev/mqueue`);
+//! - the network namespace is the pod's (a path), owned by that user namespace and shared by all
+//!   its containers;
 //! - `/etc/hosts` is bind-mounted read-only from the bundle, so the image's rootfs is never
 //!   written through a path it controls (its `/etc` could be a symlink);
 //! - a writable rootfs (images expect to write to it, as under Docker), [`ROOTFS`] in the
 //!   bundle: in the container's tmpfs;
+//! - the rootfs and bind-mounted files are named by their paths under the shim's stage (see
+//!   [`crate::userns`]), which the caller gives;
 //! - the container's volume mounts, as recursive bind mounts of the volumes' host directories,
 //!   read-write or read-only.
 
@@ -36,6 +42,10 @@ pub(crate) struct SpecInput<'a> {
     pub container: &'a ContainerSpec,
     pub hostname: &'a str,
     pub netns: &'a Path,
+    /// The pod's pinned user namespace.
+    pub userns: &'a Path,
+    /// The rootfs, as the container's processes reach it.
+    pub rootfs: &'a Path,
     pub hosts_file: &'a Path,
     pub cgroups_path: &'a str,
     /// The container's volume mounts, resolved to host paths.
@@ -107,7 +117,7 @@ pub(crate) fn hosts_file(hostname: &str, ip: Ipv4Addr) -> String {
 /// Where the rootfs is in a container's bundle: in the `mem/` tmpfs, next to `config.json`.
 pub(crate) const ROOTFS: &str = "mem/rootfs";
 
-/// Builds the runtime spec; the rootfs is [`ROOTFS`] in the bundle.
+/// Builds the runtime spec.
 pub(crate) fn runtime_spec(input: &SpecInput<'_>) -> Result<Spec, RuntimeError> {
     let spec_error = |e: oci_spec::OciSpecError| RuntimeError::InvalidSpec {
         pod: input.pod.to_owned(),
@@ -117,7 +127,7 @@ pub(crate) fn runtime_spec(input: &SpecInput<'_>) -> Result<Spec, RuntimeError> 
     spec.set_hostname(Some(input.hostname.to_owned()));
 
     let mut root = oci_spec::runtime::Root::default();
-    root.set_path(PathBuf::from(ROOTFS));
+    root.set_path(input.rootfs.to_path_buf());
     root.set_readonly(Some(false));
     spec.set_root(Some(root));
 
@@ -169,8 +179,19 @@ pub(crate) fn runtime_spec(input: &SpecInput<'_>) -> Result<Spec, RuntimeError> 
         .clone()
         .unwrap_or_default()
         .into_iter()
-        .filter(|ns| !matches!(ns.typ(), LinuxNamespaceType::Network | LinuxNamespaceType::Cgroup))
+        .filter(|ns| {
+            !matches!(ns.typ(), LinuxNamespaceType::Network | LinuxNamespaceType::Cgroup | LinuxNamespaceType::User)
+        })
         .collect();
+    // Joined, not created: no id mappings in the spec (libcontainer writes maps only for a user
+    // namespace it creates). It enters it before anything else, whatever the order here.
+    namespaces.push(
+        LinuxNamespaceBuilder::default()
+            .typ(LinuxNamespaceType::User)
+            .path(input.userns)
+            .build()
+            .map_err(spec_error)?,
+    );
     namespaces.push(
         LinuxNamespaceBuilder::default()
             .typ(LinuxNamespaceType::Network)
@@ -264,6 +285,8 @@ mod tests {
             container: &spec,
             hostname: "pod-x",
             netns: Path::new("/var/run/netns/tpod-x"),
+            userns: Path::new("/pod/userns"),
+            rootfs: Path::new("/stage/containers/c/mem/rootfs"),
             hosts_file: Path::new("/b/hosts"),
             cgroups_path: "/tpod/x-c",
             binds: &[Bind { source: "/pod/volumes/v/dir".into(), destination: "/data".into(), read_only: true }],
@@ -272,11 +295,17 @@ mod tests {
         })
         .unwrap();
         let root = oci.root().as_ref().unwrap();
-        assert_eq!((root.path().as_path(), root.readonly()), (Path::new("mem/rootfs"), Some(false)));
+        assert_eq!(
+            (root.path().as_path(), root.readonly()),
+            (Path::new("/stage/containers/c/mem/rootfs"), Some(false))
+        );
         let linux = oci.linux().as_ref().unwrap();
         let namespaces = linux.namespaces().as_ref().unwrap();
         let network = namespaces.iter().find(|n| n.typ() == LinuxNamespaceType::Network).unwrap();
         assert_eq!(network.path().as_deref(), Some(Path::new("/var/run/netns/tpod-x")));
+        let user = namespaces.iter().find(|n| n.typ() == LinuxNamespaceType::User).unwrap();
+        assert_eq!(user.path().as_deref(), Some(Path::new("/pod/userns")));
+        assert!(linux.uid_mappings().is_none() && linux.gid_mappings().is_none());
         assert!(!namespaces.iter().any(|n| n.typ() == LinuxNamespaceType::Cgroup));
         for own in
             [LinuxNamespaceType::Pid, LinuxNamespaceType::Mount, LinuxNamespaceType::Uts, LinuxNamespaceType::Ipc]

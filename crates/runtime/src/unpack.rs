@@ -5,7 +5,8 @@
 //!
 //! The provider describes the job (rootfs, layer blobs and their keys) as JSON on the stdin of
 //! `tpod-runtime-shim unpack` (never on its command line, which other users can read), which
-//! writes its pid to the pod cgroup's unpack leaf, then runs [`tpod_image::unpack`]. An image
+//! writes its pid to the pod cgroup's unpack leaf, then runs [`tpod_image::unpack_shifted`] (the
+//! files' owners moved into the pod's host ids, see [`crate::userns`]). An image
 //! whose unpacked size does not fit the pod's memory limit gets the unpacker OOM-killed; the
 //! error says so.
 
@@ -26,6 +27,9 @@ struct Job {
     cgroup_procs: PathBuf,
     /// Where to unpack (in the container's tmpfs).
     rootfs: PathBuf,
+    /// The pod's host ids, which the image's owners are moved into (see [`crate::userns`]), as
+    /// (first host id, count).
+    ids: (u32, u32),
     manifest_digest: String,
     layers: Vec<LayerJob>,
 }
@@ -44,20 +48,28 @@ struct LayerJob {
 /// How often the unpacker's progress is read while it runs.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
 
-/// Unpacks `image` into `rootfs` from `shim unpack`, a process that joins the cgroup whose
-/// `cgroup.procs` is `procs` before it writes anything. While it runs, `progress` is told how
-/// many bytes of the layer files it has read, of how many. Blocking.
-#[allow(clippy::too_many_arguments)]
+/// The pod cgroup an unpack runs in.
+pub(crate) struct PodCgroup<'a> {
+    /// Its unpack leaf's `cgroup.procs`.
+    pub procs: &'a Path,
+    /// Its memory limit, for the error when the unpacker is OOM-killed.
+    pub memory_limit: Option<u64>,
+}
+
+/// Unpacks `image` into `rootfs`, its owners moved into `ids`, from `shim unpack`, a process
+/// that joins `cgroup` before it writes anything. While it runs, `progress` is told how many
+/// bytes of the layer files it has read, of how many. Blocking.
 pub(crate) fn unpack_in_cgroup(
     shim: &Path,
     pod: &str,
     container: &str,
     image: &tpod_image::Image,
     rootfs: &Path,
-    procs: &Path,
-    memory_limit: Option<u64>,
+    ids: tpod_image::IdShift,
+    cgroup: PodCgroup<'_>,
     progress: &dyn Fn(u64, u64),
 ) -> Result<(), RuntimeError> {
+    let PodCgroup { procs, memory_limit } = cgroup;
     let digest = image.manifest_digest.to_string();
     let failed = |message: String| RuntimeError::Unpack {
         pod: pod.to_owned(),
@@ -69,6 +81,7 @@ pub(crate) fn unpack_in_cgroup(
     let job = Job {
         cgroup_procs: procs.to_path_buf(),
         rootfs: rootfs.to_path_buf(),
+        ids: (ids.host_base(), ids.count()),
         manifest_digest: digest.clone(),
         layers: image
             .layers
@@ -180,5 +193,9 @@ pub fn run_unpack_job(input: &[u8]) -> Result<(), String> {
         config: tpod_image::oci_spec::image::ImageConfiguration::default(),
         layers,
     };
-    tpod_image::unpack(&image, &job.rootfs).map(drop).map_err(|e| crate::error_chain(&e))
+    let (base, count) = job.ids;
+    let ids = tpod_image::IdShift::new(base, count).ok_or_else(|| format!("invalid host ids {base} + {count}"))?;
+    // Each file owned as the image says, in the pod's ids: the container's root owns the
+    // rootfs and can write to it, and an image's other users keep their files.
+    tpod_image::unpack_shifted(&image, &job.rootfs, ids).map(drop).map_err(|e| crate::error_chain(&e))
 }

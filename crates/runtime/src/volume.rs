@@ -16,8 +16,8 @@
 //!   left by an earlier version (a plain `dir/`, unlimited) is no volume of any kind: it is
 //!   pruned and made again, empty, with a size;
 //! - [`VolumeKind::Secret`]: a tmpfs mounted on `volumes/<name>/secret/` (mode `0700`, owned by
-//!   root, sized to its files: their total rounded up to 4 KiB pages plus a page per file),
-//!   holding the files (mode `0444`). Nothing of it is on the disk: the directory under the
+//!   the pod's root, sized to its files: their total rounded up to 4 KiB pages plus a page per
+//!   file), holding the files (mode `0444`, owned by the pod's root too). Nothing of it is on the disk: the directory under the
 //!   mount point stays empty, and the files are written only once the tmpfs is checked to be
 //!   mounted there. It is always bind-mounted read-only.
 //!
@@ -29,13 +29,21 @@
 //! from the spec; one whose files differ from the spec's (an update, or a crash while writing
 //! them) likewise. Mounts are looked up in `/proc/self/mountinfo`.
 //!
+//! Owners: containers run in the pod's user namespace (see [`crate::userns`]), their root being
+//! the pod's first host id. So a file system volume's `data/` belongs to that id (the
+//! container's root can write to it, and hands out what it makes there), and the directories
+//! on the way (`volumes/`, `volumes/<name>/`, the file system's root `mnt/`) are searchable by
+//! all (`0711`). A file system volume made before pods had user namespaces (its `data/` owned
+//! by the host's root) has its files' owners moved into the pod's ids once, when next mounted,
+//! as the image's are (see [`tpod_image::IdShift`]).
+//!
 //! The tmpfs are mounted `noswap` where the kernel allows it (Linux 6.4+; older kernels refuse
 //! the option and get a warning), so their contents never reach a swap device.
 
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -44,6 +52,7 @@ use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
 use crate::fscrypt::{self, VolumeKey};
+use crate::userns::IdRange;
 use crate::{PodSpec, RuntimeError, SecretFile, VolumeKind, VolumeSpec};
 
 /// The largest [`VolumeKind::Filesystem`] accepted: 1 TiB.
@@ -468,10 +477,17 @@ pub(crate) fn mount_tmpfs(pod: &str, path: &Path, options: &str) -> Result<(), R
 
 /// Makes the secret volume `name` on `mount_point`: a fresh tmpfs holding `files`. Its
 /// previous tmpfs, if any, must be unmounted first (the caller checked there is none).
-fn create_secret(pod: &str, name: &str, mount_point: &Path, files: &[SecretFile]) -> Result<(), RuntimeError> {
+fn create_secret(
+    pod: &str,
+    name: &str,
+    mount_point: &Path,
+    files: &[SecretFile],
+    ids: IdRange,
+) -> Result<(), RuntimeError> {
     let size = secret_tmpfs_bytes(files);
-    // Only root may enter it on the host; containers (root in the pod) see it read-only.
-    mount_tmpfs(pod, mount_point, &format!("size={size},mode=0700,uid=0,gid=0,noexec"))?;
+    // Only the pod's root (and the host's) may enter it; containers see it read-only.
+    let root = ids.base;
+    mount_tmpfs(pod, mount_point, &format!("size={size},mode=0700,uid={root},gid={root},noexec"))?;
     for file in files {
         // Validation made the names plain file names: each lands in the tmpfs itself.
         let path = mount_point.join(&file.name);
@@ -480,7 +496,10 @@ fn create_secret(pod: &str, name: &str, mount_point: &Path, files: &[SecretFile]
             .create_new(true)
             .mode(0o444)
             .open(&path)
-            .and_then(|mut out| out.write_all(&file.data))
+            .and_then(|mut out| {
+                out.write_all(&file.data)?;
+                std::os::unix::fs::fchown(&out, Some(root), Some(root))
+            })
             .and_then(|()| fs::set_permissions(&path, fs::Permissions::from_mode(0o444)));
         if let Err(e) = written {
             // No half-written secret stays mounted.
@@ -526,24 +545,81 @@ pub(crate) fn stale(pod_dir: &Path, keep: &[VolumeSpec]) -> bool {
 /// that is not mounted (after a reboot, or a crash between formatting and mounting). A secret
 /// volume whose tmpfs is mounted is kept as it is ([`prune`] removes one whose files differ from
 /// the spec's). Idempotent; callers serialise calls per pod.
-pub(crate) fn ensure(pod: &str, pod_dir: &Path, volume: &VolumeSpec, key: &VolumeKey) -> Result<(), RuntimeError> {
+pub(crate) fn ensure(
+    pod: &str,
+    pod_dir: &Path,
+    volume: &VolumeSpec,
+    key: &VolumeKey,
+    ids: IdRange,
+) -> Result<(), RuntimeError> {
     let dir = volumes_dir(pod_dir).join(&volume.name);
+    fs::create_dir_all(&dir).map_err(RuntimeError::io("creating volume directory", &dir))?;
+    // The pod's root walks these to the volume (see the module docs).
+    searchable(&volumes_dir(pod_dir))?;
+    searchable(&dir)?;
     match &volume.kind {
-        &VolumeKind::EmptyDir { size_bytes } => ensure_image(pod, &dir, &volume.name, SCRATCH_IMAGE, size_bytes, key),
+        &VolumeKind::EmptyDir { size_bytes } => {
+            ensure_image(pod, &dir, &volume.name, SCRATCH_IMAGE, size_bytes, key, ids)
+        }
         &VolumeKind::Filesystem { size_bytes } => {
-            ensure_image(pod, &dir, &volume.name, FILESYSTEM_IMAGE, size_bytes, key)
+            ensure_image(pod, &dir, &volume.name, FILESYSTEM_IMAGE, size_bytes, key, ids)
         }
         VolumeKind::Secret { files } => {
             let mount_point = dir.join("secret");
-            if !is_tmpfs(&mount_point)? {
+            // One made before pods had user namespaces belongs to the host's root, and the
+            // pod's could not enter it: made again, like one lost with a reboot.
+            let owned = fs::metadata(&mount_point).is_ok_and(|meta| meta.uid() == ids.base);
+            if !is_tmpfs(&mount_point)? || !owned {
                 // New, or its tmpfs went with a reboot: the files come from the spec again.
                 // Anything else mounted there is taken down first, never written through.
                 unmount_all(pod, &mount_point)?;
-                create_secret(pod, &volume.name, &mount_point, files)?;
+                create_secret(pod, &volume.name, &mount_point, files, ids)?;
             }
             Ok(())
         }
     }
+}
+
+/// Makes `dir` searchable but not listable by others (`0711`).
+fn searchable(dir: &Path) -> Result<(), RuntimeError> {
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o711))
+        .map_err(RuntimeError::io("opening a volume directory to the pod's ids", dir))
+}
+
+/// Gives the pod's root the directory `data` a container sees of a file system volume, unless
+/// it already belongs to one of the pod's ids (a container may give it to another of its
+/// users). One owned by the host's root is new, or was made before pods had user namespaces:
+/// everything in it has its owners moved into the pod's ids first (once: then `data` is the
+/// pod's), as an image's owners are when unpacked, so what the pod wrote stays its own.
+fn own_data(data: &Path, ids: IdRange) -> Result<(), RuntimeError> {
+    let meta = fs::symlink_metadata(data).map_err(RuntimeError::io("reading the volume directory", data))?;
+    let pods = |id: u32| id.checked_sub(ids.base).is_some_and(|inside| inside < ids.count);
+    if pods(meta.uid()) && pods(meta.gid()) {
+        return Ok(());
+    }
+    let shift = ids.shift()?;
+    if meta.uid() == 0 {
+        shift_owners(data, shift)?;
+    }
+    std::os::unix::fs::lchown(data, Some(ids.base), Some(ids.base))
+        .map_err(RuntimeError::io("giving the volume directory to the pod's root", data))
+}
+
+/// Moves the owners of everything below `dir` into `shift`'s range, never following a symlink.
+fn shift_owners(dir: &Path, shift: tpod_image::IdShift) -> Result<(), RuntimeError> {
+    let entries = fs::read_dir(dir).map_err(RuntimeError::io("listing a volume directory", dir))?;
+    for entry in entries {
+        let entry = entry.map_err(RuntimeError::io("listing a volume directory", dir))?;
+        let path = entry.path();
+        let meta = fs::symlink_metadata(&path).map_err(RuntimeError::io("reading a volume file", &path))?;
+        let (uid, gid) = (shift.host_id(meta.uid().into()), shift.host_id(meta.gid().into()));
+        std::os::unix::fs::lchown(&path, Some(uid), Some(gid))
+            .map_err(RuntimeError::io("moving a volume file into the pod's ids", &path))?;
+        if meta.is_dir() {
+            shift_owners(&path, shift)?;
+        }
+    }
+    Ok(())
 }
 
 /// Creates the ext4 image `file` of `size_bytes` in the volume directory `dir` if missing,
@@ -556,6 +632,7 @@ fn ensure_image(
     file: &str,
     size_bytes: u64,
     key: &VolumeKey,
+    ids: IdRange,
 ) -> Result<(), RuntimeError> {
     let image = dir.join(file);
     let mount_point = dir.join("mnt");
@@ -613,7 +690,9 @@ fn ensure_image(
     }
     // Whatever made the directory, it must be encrypted under this volume's key, or the pod
     // would write in clear.
-    fscrypt::check_dir(&data, identifier)
+    fscrypt::check_dir(&data, identifier)?;
+    searchable(&mount_point)?;
+    own_data(&data, ids)
 }
 
 /// Unmounts and removes every volume of the pod at `pod_dir`, and anything else mounted in it

@@ -1269,7 +1269,9 @@ async fn rootfs_and_secrets_live_in_memory_only() {
         assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o7777, 0o444, "{name}");
         assert_eq!(std::fs::read(&file).unwrap(), data, "{name}");
     }
-    assert_eq!(mounts_under(&pod_dir).len(), 2, "{:?}", mounts_under(&pod_dir));
+    // The rootfs tmpfs, the secret tmpfs, and the pin of the pod's user namespace.
+    assert_eq!(mounts_under(&pod_dir).len(), 3, "{:?}", mounts_under(&pod_dir));
+    assert!(mounts_under(&pod_dir).iter().any(|m| m.ends_with("/userns")), "{:?}", mounts_under(&pod_dir));
 
     // Nothing of the image or the secret is on the disk under the runtime's root.
     let root = &env.config.root;
@@ -1359,7 +1361,7 @@ async fn memory_rootfs_and_secrets_survive_restarts_stop_adoption_and_reboots() 
     assert_eq!((mount_id(&mem), mount_id(&secret_dir)), (mem_id.clone(), secret_id.clone()), "remounted");
     let reads = read_logs(&second, &id, "app", 0).await.matches("token=one").count();
     wait_log_count(&second, &id, "app", "token=one", reads + 3).await;
-    assert_eq!(mounts_under(&pod_dir).len(), 2);
+    assert_eq!(mounts_under(&pod_dir).len(), 3);
 
     // Stop keeps both tmpfs; resuming finds the rootfs as the container left it.
     second.stop(&id).await.unwrap();
@@ -1377,7 +1379,7 @@ async fn memory_rootfs_and_secrets_survive_restarts_stop_adoption_and_reboots() 
     assert_ne!(mount_id(&mem), mem_id, "the rootfs tmpfs was kept across the update");
     assert_ne!(mount_id(&secret_dir), secret_id, "the secret tmpfs was kept across the update");
     assert_eq!(std::fs::read(secret_dir.join("token")).unwrap(), b"two");
-    assert_eq!(mounts_under(&pod_dir).len(), 2, "{:?}", mounts_under(&pod_dir));
+    assert_eq!(mounts_under(&pod_dir).len(), 3, "{:?}", mounts_under(&pod_dir));
     let pid = status(&second, &id).await.containers[0].pid.unwrap();
 
     // As after a host reboot: the container is gone and so are both tmpfs, leaving empty

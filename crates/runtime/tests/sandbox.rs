@@ -3,7 +3,9 @@
 //! and ptrace (a static probe built here by `rustc` tries each call); capabilities leave no raw
 //! or packet sockets; the pids limit stops forks while the container keeps running; an
 //! operator's deny-list takes calls off the profile; volumes over `/proc`, `/sys` and `/dev`
-//! are refused; and a plain httpd with volumes still serves. Each test has its own state
+//! are refused; a plain httpd with volumes still serves; and containers run in their pod's user
+//! namespace, as unprivileged host ids that own their rootfs and volumes (a pod made before user
+//! namespaces is moved into a range when adopted). Each test has its own state
 //! root, bridge and subnet `10.251.<n>.0/24`, and checks that nothing of it is left.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -315,4 +317,233 @@ async fn a_plain_httpd_with_volumes_still_serves() {
     assert!(http_get(endpoint.ip, "/run/secrets/token").ends_with("hunter2\n"));
     runtime.delete(&id).await.unwrap();
     assert_gone(&env, &id, &["web"]);
+}
+
+/// A layer holding busybox (root's) and `/home/app` with a file, both owned by 1000:1001 and
+/// readable by all (the container's root has no `CAP_DAC_OVERRIDE`).
+fn owned_files_layer() -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut add = |name: &str, kind: tar::EntryType, ids: (u64, u64), mode: u32, data: &[u8]| {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(kind);
+        header.set_uid(ids.0);
+        header.set_gid(ids.1);
+        header.set_mode(mode);
+        header.set_mtime(0);
+        header.set_size(data.len() as u64);
+        builder.append_data(&mut header, name, data).unwrap();
+    };
+    add("bin/busybox", tar::EntryType::Regular, (0, 0), 0o755, &std::fs::read("/bin/busybox").unwrap());
+    add("home/app/", tar::EntryType::Directory, (1000, 1001), 0o755, b"");
+    add("home/app/owned", tar::EntryType::Regular, (1000, 1001), 0o600, b"mine\n");
+    builder.into_inner().unwrap()
+}
+
+/// The host ids the container process `pid` runs under, from its `uid_map` and `gid_map` as
+/// the host reads them: (first host id, count) of the single line each holds.
+fn id_maps(pid: i32) -> [(u32, u32); 2] {
+    ["uid_map", "gid_map"].map(|map| {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/{map}")).unwrap();
+        let fields: Vec<u32> = text.split_whitespace().map(|f| f.parse().unwrap()).collect();
+        assert_eq!((fields.len(), fields[0]), (3, 0), "{map}: {text}");
+        (fields[1], fields[2])
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_run_as_the_pods_own_unprivileged_host_ids() {
+    use std::os::unix::fs::MetadataExt;
+    let env = Env::new(6);
+    let runtime = env.runtime();
+    let layout = env.dir.path().join("owned-image");
+    let config = tpod_image::ContainerConfig {
+        entrypoint: vec!["/bin/busybox".to_owned()],
+        env: vec!["PATH=/bin".to_owned()],
+        ..Default::default()
+    };
+    tpod_image::write_layout(&layout, &[owned_files_layer()], &config).unwrap();
+    let image = tpod_image::read_layout(&layout).unwrap();
+    let b = "/bin/busybox";
+    let script = format!(
+        "echo uid_map=$({b} cat /proc/self/uid_map | {b} tr -s ' ' | {b} sed 's/^ //'); \
+         echo id=$({b} id -u):$({b} id -g); \
+         echo made > /made-by-root; echo rootfs_write=$?; \
+         echo root_owner=$({b} stat -c %u:%g /); \
+         echo app_owner=$({b} stat -c %u:%g /home/app/owned); \
+         echo busybox_owner=$({b} stat -c %u:%g /bin/busybox); \
+         echo x > /data/f && {b} mkdir -p /data/d; echo data_write=$?; \
+         echo x > /scratch/f; echo scratch_write=$?; \
+         echo data_owner=$({b} stat -c %u:%g /data); \
+         echo secret=$({b} cat /run/secrets/token); \
+         echo secret_owner=$({b} stat -c %u:%g /run/secrets/token); \
+         echo hosts=$({b} grep -c localhost /etc/hosts); \
+         echo sys_net=$({b} ls /sys/class/net | {b} tr '\\n' ,); \
+         echo finished=yes; exec {b} sleep 1000"
+    );
+    let mut probe = shell(&image, "ids", &script);
+    probe.mounts = vec![
+        VolumeMount { volume: "data".to_owned(), path: "/data".to_owned(), read_only: false },
+        VolumeMount { volume: "scratch".to_owned(), path: "/scratch".to_owned(), read_only: false },
+        VolumeMount { volume: "creds".to_owned(), path: "/run/secrets".to_owned(), read_only: true },
+    ];
+    let volumes = vec![
+        VolumeSpec { name: "data".to_owned(), kind: VolumeKind::Filesystem { size_bytes: 8 << 20 } },
+        VolumeSpec { name: "scratch".to_owned(), kind: VolumeKind::EmptyDir { size_bytes: 8 << 20 } },
+        VolumeSpec {
+            name: "creds".to_owned(),
+            kind: VolumeKind::Secret {
+                files: vec![SecretFile { name: "token".to_owned(), data: b"hunter2\n".to_vec().into() }],
+            },
+        },
+    ];
+    let spec = pod(vec![probe], volumes);
+    let id = spec.id.clone();
+    runtime.start(spec.clone()).await.unwrap();
+    // A second pod, alive at the same time, gets a range of its own.
+    let other = pod(vec![shell(&env.image(), "other", "exec /bin/busybox sleep 1000")], Vec::new());
+    let other_id = other.id.clone();
+    runtime.start(other).await.unwrap();
+
+    let logs = wait_log(&runtime, &id, "ids", "finished=yes").await;
+    let got = values(&logs);
+    let get = |key: &str| got.get(key).map(String::as_str).unwrap_or_else(|| panic!("no {key} in:\n{logs}"));
+    let pid = runtime.status(&id).await.unwrap().unwrap().containers[0].pid.unwrap();
+    let [(base, count), gids] = id_maps(pid);
+    assert!(base >= env.config.user_ids_first, "host base {base}");
+    assert_eq!((count, gids), (65536, (base, 65536)));
+    assert_eq!(get("uid_map"), format!("0 {base} 65536"), "{logs}");
+    // Root inside, owning its rootfs and able to write to it.
+    assert_eq!((get("id"), get("root_owner"), get("rootfs_write")), ("0:0", "0:0", "0"), "{logs}");
+    assert_eq!(get("busybox_owner"), "0:0", "{logs}");
+    // The image's other user keeps its file.
+    assert_eq!(get("app_owner"), "1000:1001", "{logs}");
+    // Volumes: writable by the container's root, secrets readable (and root's).
+    assert_eq!((get("data_write"), get("scratch_write"), get("data_owner")), ("0", "0", "0:0"), "{logs}");
+    assert_eq!((get("secret"), get("secret_owner")), ("hunter2", "0:0"), "{logs}");
+    assert_eq!(get("hosts"), "2", "{logs}");
+    // Its own /sys: the network namespace belongs to the pod's user namespace.
+    assert_eq!(get("sys_net"), "eth0,lo,", "{logs}");
+
+    // On the host: the files are the pod's host ids.
+    let pod_dir = env.pod_dir(&id);
+    let rootfs = pod_dir.join("containers/ids/mem/rootfs");
+    let owner = |path: &Path| {
+        let meta = std::fs::symlink_metadata(path).unwrap();
+        (meta.uid(), meta.gid())
+    };
+    assert_eq!(owner(&rootfs.join("made-by-root")), (base, base));
+    assert_eq!(owner(&rootfs.join("home/app/owned")), (base + 1000, base + 1001));
+    assert_eq!(owner(&pod_dir.join("volumes/data/mnt/data/f")), (base, base));
+    assert_eq!(owner(&pod_dir.join("volumes/data/mnt/data/d")), (base, base));
+
+    let other_pid = runtime.status(&other_id).await.unwrap().unwrap().containers[0].pid.unwrap();
+    let [(other_base, other_count), _] = id_maps(other_pid);
+    assert!(other_base >= env.config.user_ids_first);
+    assert!(other_base + other_count <= base || base + count <= other_base, "{base} and {other_base} overlap");
+
+    runtime.delete(&other_id).await.unwrap();
+
+    // A provider restart keeps the pod's range: resumed after a stop, its new processes run in
+    // the same user namespace, and find their files as they left them.
+    drop(runtime);
+    let runtime = env.runtime();
+    runtime.adopt(spec.clone()).await.unwrap();
+    runtime.stop(&id).await.unwrap();
+    runtime.adopt(spec).await.unwrap();
+    let resumed = runtime.status(&id).await.unwrap().unwrap().containers[0].pid.unwrap();
+    assert_ne!(resumed, pid);
+    assert_eq!(id_maps(resumed)[0], (base, count));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let logs = loop {
+        let logs = read_logs(&runtime, &id, "ids").await;
+        if logs.matches("finished=yes").count() == 2 || Instant::now() > deadline {
+            break logs;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Its second run found what the first: same ids, owners and access (its rootfs file is there).
+    let (first, second) = logs.split_at(logs.find("finished=yes").unwrap() + "finished=yes".len());
+    assert_eq!(values(first), values(second), "{logs}");
+    runtime.delete(&id).await.unwrap();
+    assert_gone(&env, &id, &["ids"]);
+    assert_gone(&env, &other_id, &["other"]);
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(tpod_runtime::userns::STAGE), "the stage is mounted on the host");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_from_before_user_namespaces_is_moved_into_a_range_when_adopted() {
+    use std::os::unix::fs::MetadataExt;
+    let env = Env::new(7);
+    let runtime = env.runtime();
+    let b = "/bin/busybox";
+    let script = format!(
+        "echo run >> /data/runs; echo data_write=$?; echo runs=$({b} wc -l < /data/runs); \
+         echo runs_owner=$({b} stat -c %u:%g /data/runs); echo secret=$({b} cat /run/secrets/token); \
+         echo uid_map=$({b} cat /proc/self/uid_map | {b} tr -s ' ' | {b} sed 's/^ //'); \
+         echo finished=yes; exec {b} sleep 1000"
+    );
+    let mut app = shell(&env.image(), "app", &script);
+    app.mounts = vec![
+        VolumeMount { volume: "data".to_owned(), path: "/data".to_owned(), read_only: false },
+        VolumeMount { volume: "creds".to_owned(), path: "/run/secrets".to_owned(), read_only: true },
+    ];
+    let volumes = vec![
+        VolumeSpec { name: "data".to_owned(), kind: VolumeKind::Filesystem { size_bytes: 8 << 20 } },
+        VolumeSpec {
+            name: "creds".to_owned(),
+            kind: VolumeKind::Secret {
+                files: vec![SecretFile { name: "token".to_owned(), data: b"hunter2\n".to_vec().into() }],
+            },
+        },
+    ];
+    let spec = pod(vec![app], volumes);
+    let id = spec.id.clone();
+    runtime.start(spec.clone()).await.unwrap();
+    wait_log(&runtime, &id, "app", "finished=yes").await;
+    let pid = runtime.status(&id).await.unwrap().unwrap().containers[0].pid.unwrap();
+    drop(runtime);
+
+    // What an earlier version left: no ids in pod.json, no pinned user namespace, the volume's
+    // files and the secret tmpfs owned by the host's root, a rootfs unpacked as root.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let pod_dir = env.pod_dir(&id);
+    let record = pod_dir.join("pod.json");
+    let mut json: serde_json::Value = serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    json.as_object_mut().unwrap().remove("ids");
+    std::fs::write(&record, serde_json::to_vec(&json).unwrap()).unwrap();
+    let pin = pod_dir.join("userns");
+    assert!(Command::new("umount").arg(&pin).status().unwrap().success());
+    let data = pod_dir.join("volumes/data/mnt/data");
+    assert!(Command::new("chown").args(["-R", "0:0"]).arg(&data).status().unwrap().success());
+    std::os::unix::fs::chown(pod_dir.join("volumes/creds/secret"), Some(0), Some(0)).unwrap();
+    let marker = pod_dir.join("containers/app/mem/unpacked");
+    let digest = std::fs::read_to_string(&marker).unwrap().split(' ').next().unwrap().to_owned();
+    std::fs::write(&marker, digest).unwrap();
+
+    let runtime = env.runtime();
+    runtime.adopt(spec).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let logs = loop {
+        let logs = read_logs(&runtime, &id, "app").await;
+        if logs.matches("finished=yes").count() == 2 || Instant::now() > deadline {
+            break logs;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let second = &logs[logs.find("finished=yes").unwrap()..];
+    let got = values(second);
+    let get = |key: &str| got.get(key).map(String::as_str).unwrap_or_else(|| panic!("no {key} in:\n{logs}"));
+    // Its volume's files are its root's again, and writable; its secret readable.
+    assert_eq!((get("data_write"), get("runs"), get("runs_owner")), ("0", "2", "0:0"), "{logs}");
+    assert_eq!(get("secret"), "hunter2", "{logs}");
+    let base: u32 = get("uid_map").split(' ').nth(1).unwrap().parse().unwrap();
+    assert!(base >= env.config.user_ids_first, "{logs}");
+    assert_eq!(std::fs::metadata(data.join("runs")).unwrap().uid(), base);
+    assert_eq!(std::fs::metadata(pod_dir.join("containers/app/mem/rootfs/bin/busybox")).unwrap().uid(), base);
+    let pid = runtime.status(&id).await.unwrap().unwrap().containers[0].pid.unwrap();
+    assert_eq!(id_maps(pid)[0], (base, 65536));
+
+    runtime.delete(&id).await.unwrap();
+    assert_gone(&env, &id, &["app"]);
 }

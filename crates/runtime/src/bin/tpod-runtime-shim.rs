@@ -1,6 +1,15 @@
 //! Creates and starts one container with libcontainer, prints its pid and exits.
 //!
-//! `tpod-runtime-shim create <state root> <container id> <bundle> <log file>`
+//! `tpod-runtime-shim create <state root> <container id> <bundle> <log file> <pod dir>`
+//!
+//! It first moves into a private mount namespace where `<pod dir>` is bind-mounted on the stage
+//! the runtime spec's paths name (see `tpod_runtime::userns`): the container's processes, which
+//! run as the pod's unprivileged host ids, then reach the rootfs and bind-mounted files without
+//! walking the provider's state directory.
+//!
+//! Also `tpod-runtime-shim unpack` (see `tpod_runtime::run_unpack_job`) and
+//! `tpod-runtime-shim hold-ns`, which makes a pod's user and network namespaces (see
+//! `tpod_runtime::userns`): both need a single-threaded process.
 //!
 //! [`tpod_runtime::LocalRuntime`] runs this rather than calling libcontainer in-process because
 //! libcontainer forks with a raw `clone3`: in a multi-threaded program (the provider, with its
@@ -30,22 +39,39 @@ use seccompiler::BpfProgram;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("unpack") {
-        return unpack();
+    match args.first().map(String::as_str) {
+        Some("unpack") => return unpack(),
+        Some("hold-ns") => return report(tpod_runtime::userns::hold_namespaces()),
+        _ => {}
     }
-    let [command, root, id, bundle, log] = args.as_slice() else {
-        eprintln!("usage: tpod-runtime-shim create <state root> <container id> <bundle> <log file>");
+    let [command, root, id, bundle, log, pod_dir] = args.as_slice() else {
+        eprintln!("usage: tpod-runtime-shim create <state root> <container id> <bundle> <log file> <pod dir>");
         return ExitCode::from(2);
     };
     if command != "create" {
         eprintln!("tpod-runtime-shim: unknown command {command:?}");
         return ExitCode::from(2);
     }
+    if let Err(message) = tpod_runtime::userns::stage_pod_dir(std::path::Path::new(pod_dir)) {
+        eprintln!("create: {message}");
+        return ExitCode::FAILURE;
+    }
     match create(PathBuf::from(root), id, PathBuf::from(bundle), PathBuf::from(log)) {
         Ok(pid) => {
             println!("{pid}");
             ExitCode::SUCCESS
         }
+        Err(message) => {
+            eprintln!("{message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Exit status and stderr for a subcommand's result.
+fn report(result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("{message}");
             ExitCode::FAILURE
@@ -61,13 +87,7 @@ fn unpack() -> ExitCode {
         eprintln!("reading the unpack job: {e}");
         return ExitCode::FAILURE;
     }
-    match tpod_runtime::run_unpack_job(&job) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("{message}");
-            ExitCode::FAILURE
-        }
-    }
+    report(tpod_runtime::run_unpack_job(&job))
 }
 
 fn create(root: PathBuf, id: &str, bundle: PathBuf, log: PathBuf) -> Result<i32, String> {
