@@ -59,6 +59,7 @@ pub(crate) struct PodCgroup<'a> {
 /// Unpacks `image` into `rootfs`, its owners moved into `ids`, from `shim unpack`, a process
 /// that joins `cgroup` before it writes anything. While it runs, `progress` is told how many
 /// bytes of the layer files it has read, of how many. Blocking.
+#[allow(clippy::too_many_arguments)] // One call site; each argument is a different fact.
 pub(crate) fn unpack_in_cgroup(
     shim: &Path,
     pod: &str,
