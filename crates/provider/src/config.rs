@@ -281,6 +281,16 @@ pub struct RuntimeConfig {
     /// start. Default: none.
     #[serde(default)]
     pub seccomp_deny: Vec<String>,
+    /// How long a provision request waits for its pod to run before it answers "provisioning"
+    /// (the publisher then follows the unpack and start through status requests), in seconds,
+    /// at most 20 (well within a publisher's request timeout). Default 5: small pods are
+    /// answered with their final state; 0 always answers at once.
+    #[serde(default = "default_provision_wait_secs")]
+    pub provision_wait_secs: u64,
+}
+
+fn default_provision_wait_secs() -> u64 {
+    5
 }
 
 fn default_pids_limit() -> u64 {
@@ -305,6 +315,7 @@ impl Default for RuntimeConfig {
             empty_dir_size: default_empty_dir_size(),
             outbound_internet: false,
             pids_limit: default_pids_limit(),
+            provision_wait_secs: default_provision_wait_secs(),
             seccomp_deny: Vec::new(),
         }
     }
@@ -465,6 +476,9 @@ impl Settings {
         }
         if config.runtime.pids_limit == 0 {
             return Err(at("pids_limit", "must be at least 1".into()));
+        }
+        if config.runtime.provision_wait_secs > 20 {
+            return Err(at("provision_wait_secs", "must be at most 20".into()));
         }
         tpod_runtime::sandbox::check_deny_list(&config.runtime.seccomp_deny)
             .map_err(|e| at("seccomp_deny", e.to_string()))?;
@@ -719,6 +733,11 @@ usage = "20"
         assert!(err.to_string().contains(": pids_limit: must be at least 1"), "{err}");
         let err = Settings::parse(&text.replace("\"mkdirat\"", "\"mkdirz\""), Path::new("p.toml")).unwrap_err();
         assert!(err.to_string().contains(": seccomp_deny: seccomp: unknown system call \"mkdirz\""), "{err}");
+        assert_eq!(s.config.runtime.provision_wait_secs, 5);
+        let s = Settings::parse(&format!("{text}provision_wait_secs = 0\n"), Path::new("p.toml")).unwrap();
+        assert_eq!(s.config.runtime.provision_wait_secs, 0);
+        let err = Settings::parse(&format!("{text}provision_wait_secs = 21\n"), Path::new("p.toml")).unwrap_err();
+        assert!(err.to_string().contains(": provision_wait_secs: must be at most 20"), "{err}");
     }
 
     #[test]

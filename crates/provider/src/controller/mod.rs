@@ -8,7 +8,8 @@
 //! cannot race. A deploy is admitted under that lock (its record then reserves capacity and host
 //! names) and completed in a task of its own, so a big image unpacks without holding up other
 //! requests and without depending on the request that asked for it: that request waits a few
-//! seconds for the outcome and otherwise answers "provisioning", with progress in the status.
+//! seconds (`[runtime] provision_wait_secs`) for the outcome and otherwise answers
+//! "provisioning", with progress in the status.
 //! Billing starts once the images are unpacked, right before the containers start. A deploy
 //! that fails at any step removes what it created (the runtime's containers, volumes and
 //! network, the routes, the account and the host names) and leaves a `Failed` record that says
@@ -43,10 +44,6 @@ pub use billing::ClaimOutcome;
 
 /// How far ahead a request's expiry may be; nonces are remembered this long.
 pub const MAX_REQUEST_VALIDITY_SECS: u64 = 300;
-
-/// How long a provision request waits for its deploy to finish before it answers
-/// "provisioning" (well within a client's request timeout).
-const PROVISION_WAIT: Duration = Duration::from_secs(5);
 
 /// Why a request was refused; becomes the `Error` a publisher reads.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -430,7 +427,7 @@ impl<R: Runtime> Controller<R> {
             e => internal(e),
         })?;
         let progress =
-            Arc::new(std::sync::Mutex::new(pb::Progress { phase: "unpacking".into(), ..Default::default() }));
+            Arc::new(std::sync::Mutex::new(pb::Progress { phase: "preparing".into(), ..Default::default() }));
         let (outcome, done) = tokio::sync::watch::channel(None);
         lock(&self.in_flight).insert(who.pod_id, InFlight { progress: progress.clone(), done: done.clone() });
         drop(ops);
@@ -443,7 +440,8 @@ impl<R: Runtime> Controller<R> {
             outcome.send_replace(Some(result));
         });
         let mut done = done;
-        let finished = tokio::time::timeout(PROVISION_WAIT, done.wait_for(Option::is_some)).await;
+        let wait = Duration::from_secs(self.parts.settings.config.runtime.provision_wait_secs);
+        let finished = tokio::time::timeout(wait, done.wait_for(Option::is_some)).await;
         match finished.ok().and_then(|r| r.ok().and_then(|outcome| outcome.clone())) {
             // Failed at once: nothing stays, as if it had been refused.
             Some(Err(refusal)) => {
