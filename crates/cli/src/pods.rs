@@ -832,11 +832,26 @@ fn print_status(record: &Deployment, status: &pb::PodStatus, token: &crate::unit
                     "metered": b.amount, "claimed": b.claimed, "rate_per_second": b.rate_per_second,
                     "top_up": (!b.top_up.is_empty()).then_some(&b.top_up),
                 })),
+                "progress": status.progress.as_ref().map(|p| json!({
+                    "phase": p.phase, "container": (!p.container.is_empty()).then_some(&p.container),
+                    "done_bytes": p.done_bytes, "total_bytes": p.total_bytes,
+                })),
             })
         );
         return;
     }
     say!("{}: {}", record.name, status.state);
+    if let Some(p) = &status.progress {
+        match p.phase.as_str() {
+            "unpacking" => say!(
+                "  unpacking {}: {} of {}",
+                p.container,
+                crate::progress::mib(p.done_bytes),
+                crate::progress::mib(p.total_bytes)
+            ),
+            phase => say!("  {phase}"),
+        }
+    }
     if !status.url.is_empty() {
         say!("  url {}", status.url);
     }
