@@ -13,7 +13,10 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-const BIG: u64 = 512 << 20;
+/// The size of the image's big file in MiB: 512, or `$TPOD_TEST_BIG_IMAGE_MIB` (to try 1 GiB).
+fn big_mib() -> u64 {
+    std::env::var("TPOD_TEST_BIG_IMAGE_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(512)
+}
 
 /// `len` pseudo-random bytes (xorshift): incompressible, fast to make.
 fn write_random(path: &Path, len: u64) {
@@ -32,11 +35,11 @@ fn write_random(path: &Path, len: u64) {
     out.flush().unwrap();
 }
 
-/// An image with busybox, a page and `BIG` random bytes at `/data/big.bin`, its layer stored
-/// uncompressed; and a manifest serving the page with room for the image in memory.
+/// An image with busybox, a page and [`big_mib`] MiB of random bytes at `/data/big.bin`, its
+/// layer stored uncompressed; and a manifest serving the page with room for the image in memory.
 fn big_pod(dir: &Path) -> std::path::PathBuf {
     let big = dir.join("big.bin");
-    write_random(&big, BIG);
+    write_random(&big, big_mib() << 20);
     let page = dir.join("index.html");
     std::fs::write(&page, "big\n").unwrap();
     let files = [
@@ -57,7 +60,8 @@ fn big_pod(dir: &Path) -> std::path::PathBuf {
     let manifest = dir.join("tpod.yaml");
     std::fs::write(
         &manifest,
-        r#"name: big
+        format!(
+            r#"name: big
 containers:
   - name: web
     image: ./image
@@ -68,8 +72,10 @@ containers:
         protocol: http
     resources:
       cpu: 100m
-      memory: 1Gi
+      memory: {}Mi
 "#,
+            big_mib() * 2
+        ),
     )
     .unwrap();
     manifest
@@ -77,6 +83,7 @@ containers:
 
 #[test]
 fn a_512_mib_image_deploys_and_is_billed_from_when_it_runs() {
+    let mib = big_mib();
     let work = tempfile::tempdir().unwrap();
     // The provider answers at once, so the CLI follows the unpack however fast it is.
     let overrides = work.path().join("overrides.toml");
@@ -114,7 +121,8 @@ fn a_512_mib_image_deploys_and_is_billed_from_when_it_runs() {
     for phase in ["encrypting web: done", "uploading web"] {
         assert!(log.iter().any(|l| l.starts_with(phase)), "no {phase:?} line:\n{}", log.join("\n"));
     }
-    assert!(log.iter().any(|l| l.starts_with("encrypting web: 50% of 51")), "{}", log.join("\n"));
+    let half = format!("encrypting web: 50% of {}", mib / 10);
+    assert!(log.iter().any(|l| l.starts_with(&half)), "{}", log.join("\n"));
     // The provider answered "provisioning" and the CLI followed the unpack to its end.
     let unpacked = lines
         .iter()
