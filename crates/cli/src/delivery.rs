@@ -8,9 +8,10 @@
 //!    once; a later deploy of the same image, to any provider, re-uses the ciphertext.
 //! 3. [`upload`]: the ciphertexts the provider lacks go over `/tpod/blob/1`, resumably, with a
 //!    progress bar.
-//! 4. [`Sealer`]: the blob keys and the secret files are sealed (HPKE auth mode) to the
-//!    provider's enclave key from the quote, by the publisher's sealing key (derived from its
-//!    account key), for this pod and this container or volume only.
+//! 4. [`Sealer`]: the blob keys, the secret files and each container's command, args and env are
+//!    sealed (HPKE auth mode) to the provider's enclave key from the verified attestation, by the
+//!    publisher's sealing key (derived from its account key), for this pod and this container or
+//!    volume only.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -215,7 +216,7 @@ pub(crate) fn sealing_key(account: &PrivateKeySigner) -> SecretKey {
     key
 }
 
-/// Seals a pod's image keys and secrets to one provider's enclave.
+/// Seals a pod's image keys, secrets and processes to one provider's enclave.
 pub(crate) struct Sealer<'a> {
     pub(crate) sender: &'a SecretKey,
     pub(crate) enclave: tpod_crypto::PublicKey,
@@ -241,6 +242,30 @@ impl Sealer<'_> {
     pub(crate) fn secret(&self, volume: &str, files: &pb::SecretFiles) -> anyhow::Result<pb::Sealed> {
         let plaintext = zeroize::Zeroizing::new(files.encode_to_vec());
         self.seal(Purpose::Secret, volume, &plaintext)
+    }
+
+    /// Seals how container `container` starts (command, args, env). It is checked against the
+    /// wire limits first: the provider sees only the ciphertext's size before it opens it, and
+    /// would refuse an oversized process only after the pod is paid for.
+    pub(crate) fn process(&self, container: &str, process: &pb::ProcessSpec) -> anyhow::Result<pb::Sealed> {
+        use tpod_wire::Validate as _;
+        process.validate().map_err(|e| {
+            anyhow::anyhow!("container {container:?}: its command, args and env are too large to send: {e}")
+        })?;
+        let plaintext = zeroize::Zeroizing::new(process.encode_to_vec());
+        self.seal(Purpose::Process, container, &plaintext)
+    }
+}
+
+/// How a manifest container's process starts, as it is sealed: present but empty `command` or
+/// `args` stay present (see `pb::ProcessSpec`).
+pub(crate) fn process_spec(c: &tpod_manifest::Container) -> pb::ProcessSpec {
+    pb::ProcessSpec {
+        command: c.command.clone().unwrap_or_default(),
+        has_command: c.command.is_some(),
+        args: c.args.clone().unwrap_or_default(),
+        has_args: c.args.is_some(),
+        env: c.env.clone(),
     }
 }
 
@@ -271,4 +296,81 @@ pub(crate) fn read_secrets(
         secrets.push((v.name.clone(), pb::SecretFiles { files: vec![pb::SecretFile { name, data }] }));
     }
     Ok(secrets)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::path::Path;
+
+    use super::*;
+
+    const MANIFEST: &str = r#"
+name: app
+containers:
+  - name: web
+    image: ./image
+    command: ["/bin/sh", "-c"]
+    args: ["exec app --token $TOKEN"]
+    env:
+      TOKEN: env-marker-31f5
+    resources: { cpu: 100m, memory: 64Mi }
+  - name: plain
+    image: ./image
+    resources: { cpu: 100m, memory: 64Mi }
+  - name: no-cmd
+    image: ./image
+    args: []
+    resources: { cpu: 100m, memory: 64Mi }
+"#;
+
+    fn manifest() -> Manifest {
+        tpod_manifest::parse(MANIFEST, Path::new("tpod.yaml")).unwrap()
+    }
+
+    #[test]
+    fn process_specs_keep_presence_apart_from_emptiness() {
+        let m = manifest();
+        let web = process_spec(&m.containers[0]);
+        assert_eq!((web.has_command, web.has_args), (true, true));
+        assert_eq!(web.command, ["/bin/sh", "-c"]);
+        assert_eq!(web.env.get("TOKEN").map(String::as_str), Some("env-marker-31f5"));
+        let plain = process_spec(&m.containers[1]);
+        assert_eq!(plain, pb::ProcessSpec::default());
+        // `args: []` drops the image's Cmd: present, though empty.
+        let no_cmd = process_spec(&m.containers[2]);
+        assert_eq!((no_cmd.has_command, no_cmd.has_args, no_cmd.args.len()), (false, true, 0));
+    }
+
+    #[test]
+    fn a_sealed_process_opens_only_in_the_enclave_for_its_container() {
+        let publisher = SecretKey::generate();
+        let enclave = SecretKey::generate();
+        let pod_id = B256::repeat_byte(7);
+        let sealer = Sealer { sender: &publisher, enclave: enclave.public(), pod_id };
+        let process = process_spec(&manifest().containers[0]);
+        let sealed = sealer.process("web", &process).unwrap();
+        let sealed = tpod_crypto::Sealed { enc: sealed.enc, ciphertext: sealed.ciphertext };
+        assert!(!sealed.ciphertext.windows(15).any(|w| w == b"env-marker-31f5"), "the env is in clear");
+        let open = |purpose, name| {
+            let aad = tpod_crypto::sealing_aad(&pod_id.0, name);
+            tpod_crypto::open(&enclave, &publisher.public(), purpose, &aad, &sealed)
+        };
+        let plain = open(Purpose::Process, "web").unwrap();
+        assert_eq!(pb::ProcessSpec::decode(plain.as_slice()).unwrap(), process);
+        assert!(open(Purpose::Process, "plain").is_err());
+        assert!(open(Purpose::Secret, "web").is_err());
+    }
+
+    #[test]
+    fn a_process_over_the_wire_limits_is_refused_before_sealing() {
+        let publisher = SecretKey::generate();
+        let sealer = Sealer { sender: &publisher, enclave: SecretKey::generate().public(), pod_id: B256::ZERO };
+        let mut process = process_spec(&manifest().containers[0]);
+        process.env = (0..64).map(|i| (format!("K{i}"), "v".repeat(16 * 1024))).collect();
+        let err = sealer.process("web", &process).unwrap_err().to_string();
+        assert!(err.contains("container \"web\"") && err.contains("too large"), "{err}");
+        assert!(!err.contains("vvvv"), "{err}");
+    }
 }

@@ -28,7 +28,7 @@ use tpod_net::{Client, Multiaddr, PeerId};
 use tpod_wire::pb;
 
 use crate::delivery::{
-    LocalImage, RegistryArgs, Sealer, encrypt_images, read_images, read_secrets, sealing_key, upload,
+    LocalImage, RegistryArgs, Sealer, encrypt_images, process_spec, read_images, read_secrets, sealing_key, upload,
 };
 use crate::deployments::{Deployment, Deployments};
 
@@ -252,7 +252,8 @@ impl ProviderTarget {
     }
 }
 
-/// The protobuf pod for a manifest, its images and secrets sealed to one provider's enclave.
+/// The protobuf pod for a manifest, its images, secrets and processes (command, args, env)
+/// sealed to one provider's enclave: nothing of them leaves in clear.
 fn to_proto(manifest: &Manifest, delivery: &Delivery, sealer: &Sealer<'_>) -> anyhow::Result<pb::Pod> {
     let mut secrets = delivery.secrets.iter();
     Ok(pb::Pod {
@@ -266,9 +267,13 @@ fn to_proto(manifest: &Manifest, delivery: &Delivery, sealer: &Sealer<'_>) -> an
                     name: c.name.clone(),
                     image: c.image.reference.clone(),
                     sealed_image: Some(sealer.image(&c.name, image)?),
-                    command: c.command.clone().unwrap_or_default(),
-                    args: c.args.clone().unwrap_or_default(),
-                    env: c.env.clone().into_iter().collect(),
+                    // Sealed even when empty: the provider cannot tell a container with a process
+                    // of its own from one without (only, roughly, by the ciphertext's size).
+                    sealed_process: Some(sealer.process(&c.name, &process_spec(c))?),
+                    // The fields that carried them in clear, which providers now refuse.
+                    command: Vec::new(),
+                    args: Vec::new(),
+                    env: Default::default(),
                     working_dir: c.working_dir.clone().unwrap_or_default(),
                     ports: c
                         .ports
@@ -792,9 +797,9 @@ pub async fn update(args: &DeployArgs, target: &Target, devnet_dir: &Path, json:
     upload(&publisher, &provider, &delivery.encrypted, &delivery.images, json).await?;
     let sealing = sealing_key(&publisher.key);
     let pod = to_proto(&manifest, &delivery, &Sealer { sender: &sealing, enclave, pod_id: record.pod_id })?;
-    let status = publisher
-        .provision(&provider, record.pod_id, pb::provision_request::Action::Update(pb::Update { pod: Some(pod) }))
-        .await?;
+    let action = pb::provision_request::Action::Update(pb::Update { pod: Some(pod) });
+    check_wire(&publisher, record.pod_id, &action)?;
+    let status = publisher.provision(&provider, record.pod_id, action).await?;
     record.url = status.url.clone();
     record.manifest = args.manifest.clone();
     records.upsert(record.clone());

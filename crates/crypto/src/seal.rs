@@ -1,5 +1,5 @@
-//! Sealing small secrets (image keys, pod secrets) to an attested enclave's key, authenticated
-//! to the publisher who sealed them.
+//! Sealing small secrets (image keys, pod secrets, containers' command, args and environment) to
+//! an attested enclave's key, authenticated to the publisher who sealed them.
 //!
 //! This is HPKE (RFC 9180) in auth mode with one fixed suite: DHKEM(X25519, HKDF-SHA256),
 //! HKDF-SHA256 and ChaCha20Poly1305. Auth mode mixes the sender's static key into the key
@@ -65,14 +65,17 @@ pub enum SealError {
     Open,
 }
 
-/// What a sealed message is for. It goes into HPKE's `info`, so a sealed image key cannot be
-/// opened as a secret and vice versa.
+/// What a sealed message is for. It goes into HPKE's `info`, so a message sealed for one purpose
+/// never opens as another (a sealed image key is not a secret, a process description not an
+/// image key).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Purpose {
     /// The key of an encrypted container image.
     Image,
-    /// A secret given to a pod (environment value, file).
+    /// The files of a pod's secret volume.
     Secret,
+    /// How a container's process starts: its command, arguments and environment.
+    Process,
 }
 
 impl Purpose {
@@ -81,6 +84,7 @@ impl Purpose {
         match self {
             Self::Image => b"tpod/v1 image",
             Self::Secret => b"tpod/v1 secret",
+            Self::Process => b"tpod/v1 process",
         }
     }
 }
@@ -201,8 +205,8 @@ pub struct Sealed {
 }
 
 /// The AAD that binds a pod's sealed parts to their place: the 32-byte pod id, then the name of
-/// the container (image keys) or volume (secret), so nothing sealed for one place opens in
-/// another.
+/// the container (image keys, process) or volume (secret), so nothing sealed for one place opens
+/// in another.
 pub fn sealing_aad(pod_id: &[u8; 32], name: &str) -> Vec<u8> {
     let mut aad = Vec::with_capacity(32 + name.len());
     aad.extend_from_slice(pod_id);
@@ -328,6 +332,29 @@ mod tests {
         }
         // The right everything still opens it.
         assert!(open(&enclave, &publisher.public(), Purpose::Image, AAD, &sealed).is_ok());
+    }
+
+    #[test]
+    fn a_sealed_process_opens_only_as_a_process_of_its_pod_and_container() {
+        let Parties { publisher, enclave } = parties();
+        let (pod, other_pod) = ([7; 32], [8; 32]);
+        let aad = sealing_aad(&pod, "web");
+        let sealed = seal(&publisher, &enclave.public(), Purpose::Process, &aad, b"env and args").unwrap();
+        let open_ = |purpose, aad: &[u8]| open(&enclave, &publisher.public(), purpose, aad, &sealed);
+        let attempts = [
+            ("as an image key", open_(Purpose::Image, &aad)),
+            ("as a secret", open_(Purpose::Secret, &aad)),
+            ("for another pod", open_(Purpose::Process, &sealing_aad(&other_pod, "web"))),
+            ("for another container", open_(Purpose::Process, &sealing_aad(&pod, "db"))),
+            ("for a container named like a prefix", open_(Purpose::Process, &sealing_aad(&pod, "we"))),
+        ];
+        for (what, result) in attempts {
+            assert_eq!(result, Err(SealError::Open), "{what}");
+        }
+        assert_eq!(open_(Purpose::Process, &aad).unwrap().as_slice(), b"env and args");
+        // Nor does an image key open as a process.
+        let image = seal(&publisher, &enclave.public(), Purpose::Image, &aad, b"image key").unwrap();
+        assert_eq!(open(&enclave, &publisher.public(), Purpose::Process, &aad, &image), Err(SealError::Open));
     }
 
     #[test]

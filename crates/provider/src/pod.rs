@@ -1,10 +1,19 @@
 //! A pod as the provider accepts it: the publisher's protobuf `Pod`, checked again here (the
 //! network is not trusted to have run the manifest checks) and kept in the store as JSON.
 //!
-//! Images and secrets stay sealed here, as the publisher sent them: the store on disk holds their
-//! ciphertext only, and [`crate::sealed`] opens them in memory whenever a pod is (re)started.
+//! Images, secrets and each container's process (command, args, env) stay sealed here, as the
+//! publisher sent them: the store on disk holds their ciphertext only, and [`crate::sealed`]
+//! opens them in memory whenever a pod is (re)started. A pod that carries a command, args or env
+//! in clear (the fields an earlier publisher version filled) is refused, so none ever reaches the
+//! store.
+//!
+//! Records written by an earlier provider version may hold a container's `command`, `args` and
+//! `env` in clear. They are read (so such a record still loads, for status, billing and delete),
+//! never written again, and only whether one held anything is kept in memory: such a pod is not
+//! started again ([`ContainerDefinition::stored_in_clear`]) and must be redeployed, as a pod whose
+//! image was delivered unsealed.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 use tpod_wire::pb;
@@ -90,12 +99,18 @@ pub struct ContainerDefinition {
     /// provider from before sealed delivery, which cannot be started again.
     #[serde(default)]
     pub sealed_image: Option<Sealed>,
-    /// Overrides the image entrypoint.
-    pub command: Option<Vec<String>>,
-    /// Overrides the image arguments.
-    pub args: Option<Vec<String>>,
-    /// Extra environment.
-    pub env: BTreeMap<String, String>,
+    /// How its process starts (`pb::ProcessSpec`: command, args, env), sealed; `None`: as the
+    /// image says.
+    #[serde(default)]
+    pub sealed_process: Option<Sealed>,
+    /// `command`, `args` and `env` as an earlier version stored them, in clear (see the module
+    /// docs): only whether they held anything.
+    #[serde(default, rename = "command", skip_serializing)]
+    clear_command: Legacy,
+    #[serde(default, rename = "args", skip_serializing)]
+    clear_args: Legacy,
+    #[serde(default, rename = "env", skip_serializing)]
+    clear_env: Legacy,
     /// Working directory.
     pub working_dir: Option<String>,
     /// Exposed ports.
@@ -110,6 +125,31 @@ pub struct ContainerDefinition {
     /// Volumes mounted into the container.
     #[serde(default)]
     pub mounts: Vec<MountDefinition>,
+}
+
+impl ContainerDefinition {
+    /// Whether the record came from an earlier version that stored the container's command, args
+    /// or env in clear. Such a container is not started again: its pod must be redeployed.
+    pub fn stored_in_clear(&self) -> bool {
+        self.clear_command.0 || self.clear_args.0 || self.clear_env.0
+    }
+}
+
+/// A field an earlier version stored in clear, read as whether it held anything (a non-empty
+/// list or map); what it held is dropped as it is read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Legacy(bool);
+
+impl<'de> Deserialize<'de> for Legacy {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let held = match serde_json::Value::deserialize(deserializer)? {
+            serde_json::Value::Null => false,
+            serde_json::Value::Array(items) => !items.is_empty(),
+            serde_json::Value::Object(entries) => !entries.is_empty(),
+            _ => true,
+        };
+        Ok(Self(held))
+    }
 }
 
 /// An exposed port.
@@ -217,6 +257,19 @@ impl PodDefinition {
             let sealed_image = c.sealed_image.as_ref().map(Sealed::from).ok_or_else(|| {
                 format!("{}: missing: images are delivered sealed to this provider's enclave", at("sealed_image"))
             })?;
+            // Nothing of a process may reach the store in clear. The values are not quoted: they
+            // may be secrets.
+            for (field, set) in
+                [("command", !c.command.is_empty()), ("args", !c.args.is_empty()), ("env", !c.env.is_empty())]
+            {
+                if set {
+                    return Err(format!(
+                        "{}: set in clear: a container's command, args and env must be sealed to this provider's \
+                         enclave (sealed_process); a newer tpod does that",
+                        at(field)
+                    ));
+                }
+            }
             if !c.working_dir.is_empty() && !c.working_dir.starts_with('/') {
                 return Err(format!("{}: {:?} is not an absolute path", at("working_dir"), c.working_dir));
             }
@@ -273,9 +326,10 @@ impl PodDefinition {
                 name: c.name.clone(),
                 image: c.image.clone(),
                 sealed_image: Some(sealed_image),
-                command: (!c.command.is_empty()).then(|| c.command.clone()),
-                args: (!c.args.is_empty()).then(|| c.args.clone()),
-                env: c.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                sealed_process: c.sealed_process.as_ref().map(Sealed::from),
+                clear_command: Legacy::default(),
+                clear_args: Legacy::default(),
+                clear_env: Legacy::default(),
                 working_dir: (!c.working_dir.is_empty()).then(|| c.working_dir.clone()),
                 ports: port_defs,
                 cpu_millis: resources.cpu_millis,
@@ -411,7 +465,46 @@ mod tests {
         let def = PodDefinition::from_proto(&pod()).unwrap();
         assert_eq!(def.containers[0].ports[0].hostname.as_deref(), Some("app.example.com"));
         assert_eq!(def.reservation(), Reservation { cpu_millis: 100, memory_bytes: 1 << 26, storage_bytes: 0 });
-        assert_eq!(def.containers[0].command, None);
+        assert_eq!(def.containers[0].sealed_process, None);
+        assert!(!def.containers[0].stored_in_clear());
+    }
+
+    #[test]
+    fn a_process_in_clear_is_refused_naming_the_field_not_the_value() {
+        for (field, change) in [
+            ("command", (|c: &mut pb::Container| c.command = vec!["/bin/app".into()]) as fn(&mut pb::Container)),
+            ("args", |c| c.args = vec!["--token=clear-value".into()]),
+            ("env", |c| drop(c.env.insert("TOKEN".into(), "clear-value".into()))),
+        ] {
+            let mut p = pod();
+            change(&mut p.containers[0]);
+            let err = PodDefinition::from_proto(&p).unwrap_err();
+            assert!(err.starts_with(&format!("containers[0].{field}: set in clear")), "{err}");
+            assert!(err.contains("sealed_process") && !err.contains("clear-value"), "{err}");
+        }
+        // Sealed, it is kept as sent.
+        let mut p = pod();
+        p.containers[0].sealed_process = Some(pb::Sealed { enc: vec![6; 32], ciphertext: vec![7; 40] });
+        let def = PodDefinition::from_proto(&p).unwrap();
+        assert_eq!(def.containers[0].sealed_process.as_ref().unwrap().ciphertext, vec![7; 40]);
+    }
+
+    #[test]
+    fn records_with_a_process_in_clear_load_but_keep_nothing_of_it() {
+        let def = PodDefinition::from_proto(&pod()).unwrap();
+        let json = serde_json::to_string(&def).unwrap();
+        assert!(!json.contains("\"env\"") && !json.contains("\"command\""), "{json}");
+        // As an earlier version wrote it: the process in clear, or with nothing set.
+        let old = |fields: &str| json.replacen("\"name\":\"web\",", &format!("\"name\":\"web\",{fields}"), 1);
+        let clear = old(r#""command":null,"args":["--token","clear-value"],"env":{"TOKEN":"clear-value"},"#);
+        let read: PodDefinition = serde_json::from_str(&clear).unwrap();
+        assert!(read.containers[0].stored_in_clear());
+        assert!(!format!("{read:?}").contains("clear-value"), "{read:?}");
+        // Written again, it holds nothing of it.
+        assert!(!serde_json::to_string(&read).unwrap().contains("clear-value"));
+        let empty: PodDefinition = serde_json::from_str(&old(r#""command":null,"args":null,"env":{},"#)).unwrap();
+        assert!(!empty.containers[0].stored_in_clear());
+        assert_eq!(empty, def);
     }
 
     #[test]

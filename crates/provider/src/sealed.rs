@@ -1,9 +1,11 @@
-//! Opening what a publisher sealed to this provider's enclave: a container's image keys and a
-//! pod's secret volumes. Both are HPKE ciphertexts in auth mode (`tpod_crypto::seal`), so one
-//! opens only with the enclave's key, only if the publisher's key (`Pod.sealed_by`, bound to the
-//! publisher by the request's signature) sealed it, and only for the pod and the container or
-//! volume it was sealed for. What opens stays in memory: image keys go to the runtime, which
-//! decrypts layers while unpacking into memory; secret files go to an in-memory volume.
+//! Opening what a publisher sealed to this provider's enclave: a container's image keys and
+//! process (command, args, env) and a pod's secret volumes. All are HPKE ciphertexts in auth mode
+//! (`tpod_crypto::seal`), so one opens only with the enclave's key, only if the publisher's key
+//! (`Pod.sealed_by`, bound to the publisher by the request's signature) sealed it, and only for
+//! the purpose, the pod and the container or volume it was sealed for. What opens stays in
+//! memory: image keys go to the runtime, which decrypts layers while unpacking into memory;
+//! secret files go to an in-memory volume; the process goes into the container's runtime spec,
+//! which the runtime writes only into the container's tmpfs.
 
 use tpod_crypto::{ContentId, PublicKey, Purpose, SecretKey};
 use tpod_image::{Blob, Digest, Image, Layer};
@@ -55,6 +57,18 @@ impl Opener<'_> {
         tpod_image::open_encrypted(manifest_digest, config, layers).map_err(|e| e.to_string())
     }
 
+    /// Opens container `container`'s process: its command, args and env, checked against the
+    /// wire limits they had in clear.
+    pub fn process(&self, container: &str, sealed: &Sealed) -> Result<Process, String> {
+        let plain = self.open(Purpose::Process, container, sealed)?;
+        let spec: pb::ProcessSpec = tpod_wire::decode(&plain).map_err(|e| format!("the sealed process: {e}"))?;
+        Ok(Process {
+            command: spec.has_command.then_some(spec.command),
+            args: spec.has_args.then_some(spec.args),
+            env: spec.env,
+        })
+    }
+
     /// Opens secret volume `volume`'s files.
     pub fn secret(&self, volume: &str, sealed: &Sealed) -> Result<Vec<SecretFile>, String> {
         let plain = self.open(Purpose::Secret, volume, sealed)?;
@@ -65,6 +79,17 @@ impl Opener<'_> {
             .map(|f| SecretFile { name: f.name, data: zeroize::Zeroizing::new(f.data) })
             .collect())
     }
+}
+
+/// How a container's process starts, opened: what the runtime's `ContainerSpec` takes.
+#[derive(Default)]
+pub struct Process {
+    /// Replaces the image's Entrypoint when set.
+    pub command: Option<Vec<String>>,
+    /// Replaces the image's Cmd when set.
+    pub args: Option<Vec<String>>,
+    /// Set on top of the image's environment.
+    pub env: std::collections::BTreeMap<String, String>,
 }
 
 fn digest(what: &str, text: &str) -> Result<Digest, String> {

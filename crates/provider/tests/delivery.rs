@@ -1,8 +1,10 @@
 //! Confidential delivery into a real provider daemon (real anvil, libp2p, containers): a pod
-//! whose image and secret were encrypted and sealed the way the CLI does it deploys, serves what
-//! it should, and leaves nothing readable on the provider's disk; images and secrets that are not
-//! sealed by the publisher to this enclave for this pod are refused with nothing deployed; blobs
-//! that do not match their CID are refused; an upload cut by a provider restart resumes.
+//! whose image, secret and process (command, args, env) were encrypted and sealed the way the CLI
+//! does it deploys, serves what it should, and leaves nothing readable on the provider's disk,
+//! neither in its store nor in the runtime's state; images, secrets and processes that are not
+//! sealed by the publisher to this enclave for this pod are refused with nothing deployed, and so
+//! is a process sent in clear; blobs that do not match their CID are refused; an upload cut by a
+//! provider restart resumes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -34,10 +36,48 @@ fn seal(sender: &SecretKey, to: &PublicKey, purpose: Purpose, pod_id: B256, name
     pb::Sealed { enc: sealed.enc, ciphertext: sealed.ciphertext }
 }
 
-/// A one-container pod serving its image's page, with the secret mounted under the web root. It
-/// first copies the secret into its file system volume, which it serves too, so that what a pod
-/// writes is checked to be encrypted on disk.
-fn provision(sealed_by: &SecretKey, image: pb::Sealed, secret: pb::Sealed) -> pb::provision_request::Action {
+/// Markers of the pod's process, random so that no copy of them exists anywhere before the test
+/// sends them: one in its env, one in its args, one in a log line it prints.
+struct Markers {
+    env: String,
+    arg: String,
+    log: String,
+}
+
+impl Markers {
+    fn new() -> Self {
+        let random = |what: &str| format!("{what}-marker-{}", alloy::hex::encode(&B256::random()[..10]));
+        Self { env: random("env"), arg: random("arg"), log: random("log") }
+    }
+
+    /// The pod's process: it prints a log line, writes its env and arg markers to pages of its
+    /// in-memory rootfs, copies the secret into its file system volume (so that what a pod
+    /// writes is checked to be encrypted on disk), and serves all of it.
+    fn process(&self) -> pb::ProcessSpec {
+        let script = format!(
+            "echo \"{log} $ENV_MARKER\"; echo \"$ENV_MARKER\" > /www/env.html; echo {arg} > /www/arg.html; \
+             cat /www/keys/token > /www/state/copy && sync && exec /bin/busybox httpd -f -p 8080 -h /www",
+            log = self.log,
+            arg = self.arg,
+        );
+        pb::ProcessSpec {
+            command: vec!["/bin/busybox".into(), "sh".into(), "-c".into()],
+            has_command: true,
+            args: vec![script],
+            has_args: true,
+            env: [("ENV_MARKER".to_owned(), self.env.clone())].into(),
+        }
+    }
+}
+
+/// A one-container pod serving its image's page, with the secret mounted under the web root and
+/// its process (see [`Markers::process`]) sealed as `process`.
+fn provision(
+    sealed_by: &SecretKey,
+    image: pb::Sealed,
+    secret: pb::Sealed,
+    process: pb::Sealed,
+) -> pb::provision_request::Action {
     pb::provision_request::Action::Provision(pb::Provision {
         pod: Some(pb::Pod {
             name: "web".into(),
@@ -45,11 +85,7 @@ fn provision(sealed_by: &SecretKey, image: pb::Sealed, secret: pb::Sealed) -> pb
                 name: "web".into(),
                 image: "./hello".into(),
                 sealed_image: Some(image),
-                command: vec!["/bin/busybox".into(), "sh".into(), "-c".into()],
-                args: vec![
-                    "cat /www/keys/token > /www/state/copy && sync && exec /bin/busybox httpd -f -p 8080 -h /www"
-                        .into(),
-                ],
+                sealed_process: Some(process),
                 ports: vec![pb::Port {
                     container_port: 8080,
                     protocol: pb::port::Protocol::Http as i32,
@@ -151,6 +187,8 @@ async fn only_what_the_publisher_sealed_to_this_enclave_deploys_and_nothing_is_o
     let enclave = enclave_key(&f).await;
     let publisher = SecretKey::generate();
     let keys = image.keys().encode_to_vec();
+    let markers = Markers::new();
+    let process = markers.process().encode_to_vec();
     let enclave_signer = f.info().enclave_signer;
     let provider = f.info().provider_address;
     let mut nonce = 1;
@@ -167,6 +205,7 @@ async fn only_what_the_publisher_sealed_to_this_enclave_deploys_and_nothing_is_o
         &publisher,
         seal(&publisher, &elsewhere, Purpose::Image, pod_id, "web", &keys),
         seal(&publisher, &enclave, Purpose::Secret, pod_id, "keys", &secret_files()),
+        seal(&publisher, &enclave, Purpose::Process, pod_id, "web", &process),
     );
     refused(deploy(pod_id, action).await, 400, "image of container \"web\": cannot open");
     f.assert_nothing_kept();
@@ -177,6 +216,7 @@ async fn only_what_the_publisher_sealed_to_this_enclave_deploys_and_nothing_is_o
         &publisher,
         seal(&publisher, &enclave, Purpose::Image, pod_id, "web", &keys),
         seal(&intruder, &enclave, Purpose::Secret, pod_id, "keys", &secret_files()),
+        seal(&publisher, &enclave, Purpose::Process, pod_id, "web", &process),
     );
     refused(deploy(pod_id, action).await, 400, "secret volume \"keys\": cannot open");
     f.assert_nothing_kept();
@@ -187,6 +227,7 @@ async fn only_what_the_publisher_sealed_to_this_enclave_deploys_and_nothing_is_o
         &publisher,
         seal(&publisher, &enclave, Purpose::Image, other_pod, "web", &keys),
         seal(&publisher, &enclave, Purpose::Secret, pod_id, "keys", &secret_files()),
+        seal(&publisher, &enclave, Purpose::Process, pod_id, "web", &process),
     );
     refused(deploy(pod_id, action).await, 400, "cannot open");
 
@@ -197,8 +238,37 @@ async fn only_what_the_publisher_sealed_to_this_enclave_deploys_and_nothing_is_o
         &publisher,
         seal(&publisher, &enclave, Purpose::Image, pod_id, "web", &missing.encode_to_vec()),
         seal(&publisher, &enclave, Purpose::Secret, pod_id, "keys", &secret_files()),
+        seal(&publisher, &enclave, Purpose::Process, pod_id, "web", &process),
     );
     refused(deploy(pod_id, action).await, 400, "is not (completely) uploaded");
+    f.assert_nothing_kept();
+
+    // A process sealed as a secret, or for another container.
+    for (purpose, name) in [(Purpose::Secret, "web"), (Purpose::Process, "db")] {
+        let action = provision(
+            &publisher,
+            seal(&publisher, &enclave, Purpose::Image, pod_id, "web", &keys),
+            seal(&publisher, &enclave, Purpose::Secret, pod_id, "keys", &secret_files()),
+            seal(&publisher, &enclave, purpose, pod_id, name, &process),
+        );
+        refused(deploy(pod_id, action).await, 400, "process of container \"web\": cannot open");
+        f.assert_nothing_kept();
+    }
+
+    // The env in clear, as an earlier tpod sent it: refused, naming the field and not the value.
+    let mut action = provision(
+        &publisher,
+        seal(&publisher, &enclave, Purpose::Image, pod_id, "web", &keys),
+        seal(&publisher, &enclave, Purpose::Secret, pod_id, "keys", &secret_files()),
+        seal(&publisher, &enclave, Purpose::Process, pod_id, "web", &process),
+    );
+    if let pb::provision_request::Action::Provision(pb::Provision { pod: Some(pod), .. }) = &mut action {
+        pod.containers[0].env = markers.process().env;
+    }
+    let err = deploy(pod_id, action).await.expect_err("a clear env is refused");
+    assert_eq!(err.code, 400, "{}", err.message);
+    assert!(err.message.contains("containers[0].env: set in clear"), "{}", err.message);
+    assert!(err.message.contains("sealed") && !err.message.contains(&markers.env), "{}", err.message);
     f.assert_nothing_kept();
 
     // Sealed right: it runs, serves its page and its secret.
@@ -206,6 +276,7 @@ async fn only_what_the_publisher_sealed_to_this_enclave_deploys_and_nothing_is_o
         &publisher,
         seal(&publisher, &enclave, Purpose::Image, pod_id, "web", &keys),
         seal(&publisher, &enclave, Purpose::Secret, pod_id, "keys", &secret_files()),
+        seal(&publisher, &enclave, Purpose::Process, pod_id, "web", &process),
     );
     let status = deploy(pod_id, action).await.unwrap();
     assert_eq!(status.state, "running", "{status:?}");
@@ -220,17 +291,29 @@ async fn only_what_the_publisher_sealed_to_this_enclave_deploys_and_nothing_is_o
     }
     assert!(page.contains(IMAGE_MARKER), "{page}");
     assert!(get(&f, &host, "/keys/token").await.contains(SECRET_MARKER));
+    // The process got its env and args, opened in the enclave.
+    assert!(get(&f, &host, "/env.html").await.contains(&markers.env));
+    assert!(get(&f, &host, "/arg.html").await.contains(&markers.arg));
     // The pod wrote the secret to its file system volume, and reads it back.
     assert!(get(&f, &host, "/state/copy").await.contains(SECRET_MARKER));
     let images: Vec<_> = files_under(&f.data, true).into_iter().filter(|p| p.ends_with("disk.img")).collect();
     assert_eq!(images.len(), 1, "{images:?}");
 
-    // Neither the image nor the secret is anywhere on the provider's disk in clear, not even in
-    // the volume image the pod wrote the secret to.
-    for marker in [IMAGE_MARKER, SECRET_MARKER] {
+    // The log line was written (sealed) before the server started.
+    let log = f.data.join("pods").join(alloy::hex::encode(pod_id)).join("logs/web.log");
+    assert!(std::fs::metadata(&log).unwrap().len() > 0, "{} is empty", log.display());
+    assert!(f.data.join("state.redb").is_file());
+
+    // Neither the image, nor the secret, nor the process's env, args or output is anywhere on
+    // the provider's disk in clear: not in the store (`state.redb`), the runtime's state, the
+    // logs, nor the volume image the pod wrote the secret to.
+    for marker in [IMAGE_MARKER, SECRET_MARKER, &markers.env, &markers.arg, &markers.log] {
         let found = files_containing(&f.data, marker.as_bytes());
         assert!(found.is_empty(), "{marker} in clear in {found:?}");
     }
+    // Nor is the container's runtime spec on the disk: it lives in the container's tmpfs.
+    let on_disk: Vec<_> = files_under(&f.data, true).into_iter().filter(|p| p.ends_with("config.json")).collect();
+    assert!(on_disk.is_empty(), "runtime spec on the disk: {on_disk:?}");
 }
 
 #[tokio::test]

@@ -145,8 +145,10 @@ pub struct VolumeMount {
     pub read_only: bool,
 }
 
-/// One container of a pod.
-#[derive(Clone, Debug)]
+/// One container of a pod. Its command, args and environment may be the publisher's secrets
+/// (the provider opens them from what was sealed to the enclave): `Debug` shows only their sizes
+/// and the environment's names, and the runtime writes them only into the container's tmpfs.
+#[derive(Clone)]
 pub struct ContainerSpec {
     /// The container's name, unique in the pod: 1 to 63 characters of `a-z`, `0-9` and `-`.
     pub name: String,
@@ -171,6 +173,23 @@ pub struct ContainerSpec {
     pub pids_limit: u64,
     /// The pod's volumes this container sees, and where (empty if none).
     pub mounts: Vec<VolumeMount>,
+}
+
+impl std::fmt::Debug for ContainerSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContainerSpec")
+            .field("name", &self.name)
+            .field("image", &self.image.manifest_digest.to_string())
+            .field("command", &self.command.as_ref().map(Vec::len))
+            .field("args", &self.args.as_ref().map(Vec::len))
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .field("working_dir", &self.working_dir)
+            .field("cpu_millis", &self.cpu_millis)
+            .field("memory_bytes", &self.memory_bytes)
+            .field("pids_limit", &self.pids_limit)
+            .field("mounts", &self.mounts)
+            .finish()
+    }
 }
 
 /// Where a running pod can be reached.

@@ -11,10 +11,14 @@
 //!   cgroups were removed (see "Usage" below);
 //! - `userns`: the pod's user namespace, pinned by a bind mount (its network namespace is
 //!   pinned in `/var/run/netns`, see [`crate::net`]);
-//! - `state/`: libcontainer's state directories, one per container;
-//! - `containers/<name>/`: the OCI bundle: `config.json`, `hosts`, and `mem/`, a tmpfs of
-//!   [`LocalConfig::rootfs_bytes`] holding the rootfs (`mem/rootfs/`) and the `mem/unpacked`
-//!   marker (see "Rootfs" below);
+//! - `state/`: libcontainer's state directories, one per container. libcontainer keeps there
+//!   only the container's id, status, pid, bundle path, creation time and cgroup path
+//!   (`state.json`, `youki_config.json`): nothing of the process it runs;
+//! - `containers/<name>/mem/`: a tmpfs of [`LocalConfig::rootfs_bytes`], the container's OCI
+//!   bundle: the runtime spec `config.json` (it holds the container's command, args and
+//!   environment, which the provider opened from what the publisher sealed, so it never touches
+//!   the disk), the `hosts` file, the rootfs (`rootfs/`) and the `unpacked` marker (see "Rootfs"
+//!   below). `containers/<name>/` itself holds nothing but that mount point;
 //! - `logs/<name>.fifo`: the pipe that is the container's stdout and stderr; `logs/<name>.log`
 //!   and `.log.1`: what came through it, capped and encrypted (see [`crate::logs`]);
 //! - `volumes/<name>/`: the pod's volumes (see [`crate::volume`]), a file system volume
@@ -29,8 +33,10 @@
 //! a host reboot (the tmpfs gone, `mem/` an empty directory) all show as "not unpacked": the
 //! tmpfs is then unmounted if there is one, a fresh one mounted and the image unpacked from the
 //! spec. An update (every container gets a fresh rootfs) and a delete unmount the tmpfs, which
-//! frees its memory: that is the wipe. Bundles of an earlier layout (`rootfs/` and `unpacked` on
-//! the disk) are removed when their container is next launched. tmpfs pages are charged to the
+//! frees its memory: that is the wipe. The runtime spec is written into the tmpfs afresh at each
+//! launch, after the rootfs is found or made. Bundles of an earlier layout (`rootfs/`, `unpacked`,
+//! `config.json` and `hosts` on the disk) are removed when their container is next launched; an
+//! old `config.json` also when its running container is adopted. tmpfs pages are charged to the
 //! memory cgroup of the process that first touches them, and stay charged to its ancestors when
 //! that cgroup goes: the image is unpacked by a process in the pod's cgroup, and the containers'
 //! cgroups are under it, so the rootfs counts against the pod's memory limit for as long as it
@@ -342,12 +348,13 @@ impl PodDir {
     fn log_fifo(&self, container: &str) -> PathBuf {
         self.0.join("logs").join(format!("{container}.fifo"))
     }
-    fn bundle(&self, container: &str) -> PathBuf {
+    /// The container's directory on the disk: only the mount point of its bundle.
+    fn container(&self, container: &str) -> PathBuf {
         self.0.join("containers").join(container)
     }
-    /// The container's rootfs tmpfs mount point.
-    fn mem(&self, container: &str) -> PathBuf {
-        self.bundle(container).join("mem")
+    /// The container's OCI bundle: its tmpfs mount point (see the module docs).
+    fn bundle(&self, container: &str) -> PathBuf {
+        self.container(container).join("mem")
     }
 }
 
@@ -826,6 +833,32 @@ fn namespaces_exist(net: &PodNet, pod_dir: &Path) -> Result<bool, RuntimeError> 
 
 /// Makes `dir` searchable but not listable by others (`0711`): the pod's root, a host id of its
 /// own, walks it to reach its rootfs and volumes (see [`crate::userns`]).
+/// Writes `bytes` to a new file `path` that only its owner (root) can read, from the start: the
+/// runtime spec, which only the shim reads.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    // The spec of the last launch is removed first, and its mode with it: its room in the tmpfs
+    // is then free again for the new one (the same spec, the same size), even when the
+    // container filled the rest before it exited.
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?.write_all(bytes)
+}
+
+/// Removes `file` of an earlier layout from container `name`'s directory on the disk, if there.
+fn remove_legacy_file(dir: &PodDir, name: &str, file: &str) -> Result<(), RuntimeError> {
+    let path = dir.container(name).join(file);
+    match fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(RuntimeError::io("removing a file of an earlier bundle layout", &path)(e))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn searchable(dir: &Path) -> Result<(), RuntimeError> {
     fs::set_permissions(dir, fs::Permissions::from_mode(0o711))
         .map_err(RuntimeError::io("opening a directory to the pod's ids", dir))
@@ -1002,8 +1035,8 @@ impl Pod {
         self.ensure_rootfs(index, &|_, _| {})?;
         let pod_dir = &self.dir.0;
         // The pod's root walks these to its rootfs and hosts file (see `crate::userns`); nobody
-        // may list them.
-        for dir in [pod_dir, &pod_dir.join("containers"), &bundle] {
+        // may list them. (The bundle, the tmpfs, is 0755: it is only ever reached through them.)
+        for dir in [pod_dir, &pod_dir.join("containers"), &self.dir.container(name)] {
             searchable(dir)?;
         }
 
@@ -1034,12 +1067,22 @@ impl Pod {
             seccomp: &self.sandbox.seccomp()?,
         })?;
         let config = bundle.join("config.json");
-        let json = serde_json::to_vec_pretty(&runtime_spec)
-            .map_err(|source| RuntimeError::State { path: config.clone(), source })?;
-        // Only the shim (root) reads it; it holds the container's environment.
-        fs::write(&config, json)
-            .and_then(|()| fs::set_permissions(&config, fs::Permissions::from_mode(0o600)))
-            .map_err(RuntimeError::io("writing runtime spec", &config))?;
+        // It holds the container's command, args and environment: in the tmpfs only (which
+        // `ensure_rootfs` just found or mounted; checked again, as a disk must never get it),
+        // and wiped from this process's memory once written.
+        if !volume::is_tmpfs(&bundle)? {
+            return Err(RuntimeError::Container {
+                pod: self.id.clone(),
+                container: name.to_owned(),
+                action: "create",
+                message: format!("its bundle {} is not a tmpfs", bundle.display()),
+            });
+        }
+        let json = zeroize::Zeroizing::new(
+            serde_json::to_vec_pretty(&runtime_spec)
+                .map_err(|source| RuntimeError::State { path: config.clone(), source })?,
+        );
+        write_private(&config, &json).map_err(RuntimeError::io("writing runtime spec", &config))?;
 
         let fifo = self.dir.log_fifo(name);
         crate::logs::ensure_fifo(&fifo)?;
@@ -1085,19 +1128,18 @@ impl Pod {
     fn ensure_rootfs(&self, index: usize, progress: &dyn Fn(u64, u64)) -> Result<(), RuntimeError> {
         let container = &self.specs[index];
         let name = container.name.as_str();
-        let bundle = self.dir.bundle(name);
-        // An earlier layout kept the rootfs on the disk: it goes once its container is gone.
-        let legacy = bundle.join("rootfs");
+        // Earlier layouts kept the rootfs, and the runtime spec and hosts file, on the disk: they
+        // go once their container is gone.
+        let legacy = self.dir.container(name).join("rootfs");
         if legacy.exists() {
             volume::remove_tree(&self.id, &legacy, "removing on-disk rootfs")?;
         }
-        let legacy = bundle.join("unpacked");
-        if legacy.exists() {
-            fs::remove_file(&legacy).map_err(RuntimeError::io("removing on-disk unpack marker", &legacy))?;
+        for file in ["unpacked", "config.json", "hosts"] {
+            remove_legacy_file(&self.dir, name, file)?;
         }
 
-        let mem = self.dir.mem(name);
-        let rootfs = bundle.join(spec::ROOTFS);
+        let mem = self.dir.bundle(name);
+        let rootfs = mem.join(spec::ROOTFS);
         let unpacked = mem.join("unpacked");
         let digest = container.image.manifest_digest.to_string();
         let ids = self.ids()?;
@@ -1433,7 +1475,12 @@ impl Runtime for LocalRuntime {
             }
             for r in &removed {
                 p.remove_container_state(&r.name)?;
-                volume::remove_tree(&p.id, &p.dir.bundle(&r.name), "removing container bundle")?;
+                volume::remove_tree(&p.id, &p.dir.container(&r.name), "removing container bundle")?;
+            }
+            // A running container of an earlier layout has its runtime spec, environment and
+            // all, on the disk; libcontainer needs it no more.
+            for c in &p.specs {
+                remove_legacy_file(&p.dir, &c.name, "config.json")?;
             }
             volume::prune(&p.id, &p.dir.0, &p.volumes)
         })
@@ -1463,7 +1510,7 @@ impl Runtime for LocalRuntime {
             // Every container gets a fresh rootfs from its (possibly new) image: the old rootfs
             // tmpfs are unmounted, which frees their memory.
             for c in &o.specs {
-                volume::remove_tree(&o.id, &o.dir.bundle(&c.name), "removing container bundle")?;
+                volume::remove_tree(&o.id, &o.dir.container(&c.name), "removing container bundle")?;
             }
             // A container that keeps its name keeps its log; the others' logs go.
             for c in o.specs.iter().filter(|c| !new_names.contains(&c.name)) {

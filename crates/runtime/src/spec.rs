@@ -13,7 +13,8 @@
 //! - `/etc/hosts` is bind-mounted read-only from the bundle, so the image's rootfs is never
 //!   written through a path it controls (its `/etc` could be a symlink);
 //! - a writable rootfs (images expect to write to it, as under Docker), [`ROOTFS`] in the
-//!   bundle: in the container's tmpfs;
+//!   bundle. The bundle is the container's tmpfs: the spec, which holds the container's command,
+//!   args and environment (opened from what the publisher sealed), is never on the disk;
 //! - the rootfs and bind-mounted files are named by their paths under the shim's stage (see
 //!   [`crate::userns`]), which the caller gives;
 //! - the container's volume mounts, as recursive bind mounts of the volumes' host directories,
@@ -114,8 +115,8 @@ pub(crate) fn hosts_file(hostname: &str, ip: Ipv4Addr) -> String {
     format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{ip}\t{hostname}\n")
 }
 
-/// Where the rootfs is in a container's bundle: in the `mem/` tmpfs, next to `config.json`.
-pub(crate) const ROOTFS: &str = "mem/rootfs";
+/// Where the rootfs is in a container's bundle (its `mem/` tmpfs), next to `config.json`.
+pub(crate) const ROOTFS: &str = "rootfs";
 
 /// Builds the runtime spec.
 pub(crate) fn runtime_spec(input: &SpecInput<'_>) -> Result<Spec, RuntimeError> {
@@ -266,6 +267,23 @@ mod tests {
         assert_eq!(args(Some(&["/bin/other"]), Some(&["y"])), ["/bin/other", "y"]);
         let empty = process_args("p", &container(Some(&[]), Some(&[])).1).unwrap_err();
         assert!(empty.to_string().contains("no command"), "{empty}");
+    }
+
+    #[test]
+    fn args_with_an_empty_list_present() {
+        let args = |command, args| process_args("p", &container(command, args).1).unwrap();
+        // Present but empty args drop the image's Cmd, as absent ones do not.
+        assert_eq!(args(None, Some(&[])), ["/bin/entry"]);
+        assert_eq!(args(Some(&["/bin/other"]), Some(&[])), ["/bin/other"]);
+    }
+
+    #[test]
+    fn debug_shows_no_command_args_or_env_values() {
+        let (_dir, mut spec) = container(Some(&["/bin/sh", "-c", "secret-arg"]), Some(&["secret-arg-2"]));
+        spec.env.insert("TOKEN".to_owned(), "secret-env".to_owned());
+        let debug = format!("{spec:?}");
+        assert!(debug.contains("TOKEN") && debug.contains("Some(3)"), "{debug}");
+        assert!(!debug.contains("secret"), "{debug}");
     }
 
     #[test]

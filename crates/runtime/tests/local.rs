@@ -1298,12 +1298,15 @@ async fn rootfs_and_secrets_live_in_memory_only() {
 }
 
 /// What tells one mount on `path` from another: its mount id (first mountinfo field; the
-/// kernel reuses freed ones) and the change time of its root directory (a fresh tmpfs has a new
-/// one, to the nanosecond; the roots of ours do not change once filled).
+/// kernel reuses freed ones) and the change time of a file made when it was filled (a fresh
+/// tmpfs has a new one, to the nanosecond): a rootfs tmpfs's `unpacked` marker (its root changes
+/// with each launch's runtime spec), else the root of a secret volume's, which does not change
+/// once filled.
 fn mount_id(path: &Path) -> (String, i64, i64) {
     use std::os::unix::fs::MetadataExt;
     let line = mount_line(path).unwrap_or_else(|| panic!("nothing mounted on {}", path.display()));
-    let meta = std::fs::metadata(path).unwrap();
+    let marker = path.join("unpacked");
+    let meta = std::fs::metadata(if marker.exists() { &marker } else { path }).unwrap();
     (line.split(' ').next().unwrap().to_owned(), meta.ctime(), meta.ctime_nsec())
 }
 
@@ -1402,5 +1405,78 @@ async fn memory_rootfs_and_secrets_survive_restarts_stop_adoption_and_reboots() 
 
     third.delete(&id).await.unwrap();
     assert_volumes_gone(&env, &id);
+    assert_gone(&env, &id, &["app"], &[pid]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_containers_process_and_output_are_never_on_the_disk() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::with_subnet(243, 2);
+    let id = random_hex(64);
+    let image = env.hello_image();
+    let env_marker = format!("env-marker-{}", random_hex(24));
+    let arg_marker = format!("arg-marker-{}", random_hex(24));
+    let log_marker = format!("log-marker-{}", random_hex(24));
+    // The env marker comes from the environment, the arg marker from an argument: the line
+    // proves the container got both.
+    let line = format!("{log_marker} {env_marker} {arg_marker}");
+    let script = format!("echo \"{log_marker} $SECRET_ENV $1\"; exec sleep 1000");
+    let mut app = container(&image, "app", Some(&["/bin/busybox", "sh", "-c"]), None);
+    app.args = Some(vec![script, "sh".to_owned(), arg_marker.clone()]);
+    app.env.insert("SECRET_ENV".to_owned(), env_marker.clone());
+    let spec = PodSpec { id: id.clone(), volumes: Vec::new(), containers: vec![app] };
+    let pod_dir = env.pod_dir(&id);
+    let bundle = pod_dir.join("containers/app/mem");
+    let root = env.config.root.clone();
+    let assert_not_on_disk = |when: &str| {
+        for needle in [&env_marker, &arg_marker, &log_marker] {
+            let (found, read) = files_holding(&root, needle.as_bytes());
+            assert!(found.is_empty(), "{when}: {needle} is on the disk in {found:?}");
+            assert!(read >= 3, "{when}: only {read} files read");
+        }
+        let names = names_on_disk(&root);
+        for name in ["config.json", "hosts", "rootfs"] {
+            assert!(!names.iter().any(|n| n == name), "{when}: {name} is on the disk: {names:?}");
+        }
+        // What the walk skipped holds them: the spec, in the container's tmpfs.
+        let config = std::fs::read_to_string(bundle.join("config.json")).unwrap();
+        assert!(config.contains(&env_marker) && config.contains(&arg_marker), "{when}: {config}");
+        let mode = std::fs::metadata(bundle.join("config.json")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o7777, 0o600, "{when}");
+        assert_eq!(fs_type(&bundle).as_deref(), Some("tmpfs"), "{when}");
+        assert!(bundle.join("hosts").is_file(), "{when}");
+    };
+
+    let first = env.runtime();
+    let endpoint = first.start(spec.clone()).await.unwrap();
+    let log = wait_log(&first, &id, "app", &line).await;
+    assert_eq!(log.matches(&line).count(), 1, "{log}");
+    assert!(pod_dir.join("logs/app.log").is_file());
+    assert_not_on_disk("started");
+
+    // A provider restart: the new runtime adopts the running container. A spec an earlier
+    // version left on the disk goes then.
+    let pid = status(&first, &id).await.containers[0].pid.unwrap();
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let legacy = pod_dir.join("containers/app/config.json");
+    std::fs::write(&legacy, format!("{{\"env\":[\"SECRET_ENV={env_marker}\"]}}")).unwrap();
+    let second = env.runtime();
+    assert_eq!(second.adopt(spec.clone()).await.unwrap(), endpoint);
+    assert_eq!(status(&second, &id).await.containers[0].pid, Some(pid), "the container was restarted");
+    assert!(!legacy.exists(), "the spec of an earlier layout is still on the disk");
+
+    // It still runs, and is relaunched from its spec in memory once it dies.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    wait_log_count(&second, &id, "app", &line, 2).await;
+    let running = wait_status(&second, &id, "relaunched", |s| {
+        s.containers[0].state == ContainerState::Running && s.containers[0].pid.is_some_and(|p| p != pid)
+    })
+    .await;
+    assert_not_on_disk("relaunched after adoption");
+
+    let pid = running.containers[0].pid.unwrap();
+    second.delete(&id).await.unwrap();
+    assert!(mount_line(&bundle).is_none(), "the bundle tmpfs is still mounted");
     assert_gone(&env, &id, &["app"], &[pid]);
 }

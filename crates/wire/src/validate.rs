@@ -55,6 +55,13 @@ pub mod limits {
     pub const MAX_LAYERS: usize = 128;
     /// Bytes of a sealed image's ciphertext (its `ImageKeys`).
     pub const MAX_SEALED_IMAGE_BYTES: usize = 64 * 1024;
+    /// Bytes of a container's encoded `ProcessSpec` (its command, args and env); the sealed
+    /// ciphertext adds a 16-byte tag. Its fields keep their own limits ([`MAX_ARGS`] entries of
+    /// [`MAX_TEXT_BYTES`] in `command` and in `args`, [`MAX_ENV`] entries of a
+    /// [`MAX_STRING_BYTES`] name and a [`MAX_TEXT_BYTES`] value), which alone would allow about
+    /// 3.2 MiB; this caps the whole at what sealing takes in one message (1 MiB, like a secret
+    /// volume). The provision frame (4 MiB) still caps all of a pod's containers together.
+    pub const MAX_PROCESS_BYTES: usize = 1024 * 1024;
     /// Bytes of the files of one secret volume, encoded; the sealed ciphertext adds a 16-byte tag.
     pub const MAX_SECRET_BYTES: usize = 1024 * 1024;
     /// Files in one secret volume.
@@ -259,18 +266,10 @@ fn container(path: &str, c: &Container) -> Result<(), WireError> {
     string(path, "name", &c.name, MAX_STRING_BYTES)?;
     string(path, "image", &c.image, MAX_STRING_BYTES)?;
     sealed(&join(path, "sealed_image"), c.sealed_image.as_ref(), MAX_SEALED_IMAGE_BYTES)?;
+    sealed(&join(path, "sealed_process"), c.sealed_process.as_ref(), MAX_PROCESS_BYTES + 16)?;
     string(path, "working_dir", &c.working_dir, MAX_STRING_BYTES)?;
-    for (name, list) in [("command", &c.command), ("args", &c.args)] {
-        max_len(|| join(path, name), list.len(), MAX_ARGS)?;
-        for (i, arg) in list.iter().enumerate() {
-            string(path, &format!("{name}[{i}]"), arg, MAX_TEXT_BYTES)?;
-        }
-    }
-    max_len(|| join(path, "env"), c.env.len(), MAX_ENV)?;
-    for (key, value) in &c.env {
-        string(path, "env key", key, MAX_STRING_BYTES)?;
-        max_len(|| format!("{path}.env[{key}]"), value.len(), MAX_TEXT_BYTES)?;
-    }
+    // No longer used (the provider refuses them set), but bounded like any field.
+    process_fields(path, &c.command, &c.args, &c.env)?;
     max_len(|| join(path, "ports"), c.ports.len(), MAX_PORTS)?;
     for (i, port) in c.ports.iter().enumerate() {
         string(path, &format!("ports[{i}].hostname"), &port.hostname, MAX_STRING_BYTES)?;
@@ -281,6 +280,38 @@ fn container(path: &str, c: &Container) -> Result<(), WireError> {
         string(path, &format!("volume_mounts[{i}].mount_path"), &mount.mount_path, MAX_STRING_BYTES)?;
     }
     Ok(())
+}
+
+/// A process's `command`, `args` and `env` within their limits. Values are not named in errors:
+/// they may be secrets.
+fn process_fields(
+    path: &str,
+    command: &[String],
+    args: &[String],
+    env: &std::collections::BTreeMap<String, String>,
+) -> Result<(), WireError> {
+    for (name, list) in [("command", command), ("args", args)] {
+        max_len(|| join(path, name), list.len(), MAX_ARGS)?;
+        for (i, arg) in list.iter().enumerate() {
+            string(path, &format!("{name}[{i}]"), arg, MAX_TEXT_BYTES)?;
+        }
+    }
+    max_len(|| join(path, "env"), env.len(), MAX_ENV)?;
+    for (key, value) in env {
+        string(path, "env key", key, MAX_STRING_BYTES)?;
+        max_len(|| format!("{}[{key}]", join(path, "env")), value.len(), MAX_TEXT_BYTES)?;
+    }
+    Ok(())
+}
+
+impl Validate for pb::ProcessSpec {
+    /// Checked by the publisher before sealing and by the provider after opening: the ciphertext
+    /// on the wire shows only its size.
+    fn validate(&self) -> Result<(), WireError> {
+        use prost::Message as _;
+        process_fields("", &self.command, &self.args, &self.env)?;
+        max_len(|| "process".into(), self.encoded_len(), MAX_PROCESS_BYTES)
+    }
 }
 
 impl Validate for ProvisionResponse {

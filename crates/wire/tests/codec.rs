@@ -14,8 +14,8 @@ use tpod_wire::codec::{
     max_message_bytes,
 };
 use tpod_wire::limits::{
-    MAX_BLOB_CHUNK_BYTES, MAX_CONTAINERS, MAX_DIGEST_BYTES, MAX_ENV, MAX_LAYERS, MAX_LOG_CHUNK_BYTES, MAX_PORTS,
-    MAX_SEALED_IMAGE_BYTES, MAX_SECRET_BYTES, MAX_STRING_BYTES, MAX_TEXT_BYTES,
+    MAX_ARGS, MAX_BLOB_CHUNK_BYTES, MAX_CONTAINERS, MAX_DIGEST_BYTES, MAX_ENV, MAX_LAYERS, MAX_LOG_CHUNK_BYTES,
+    MAX_PORTS, MAX_PROCESS_BYTES, MAX_SEALED_IMAGE_BYTES, MAX_SECRET_BYTES, MAX_STRING_BYTES, MAX_TEXT_BYTES,
 };
 use tpod_wire::pb::{
     self, blob_reply::Result as BlobOutcome, provision_request::Action, provision_response::Result as Outcome,
@@ -58,9 +58,7 @@ fn container(name: &str) -> pb::Container {
         name: name.into(),
         image: "docker.io/library/nginx:1.27".into(),
         sealed_image: Some(sealed(300)),
-        command: vec!["nginx".into()],
-        args: vec!["-g".into(), "daemon off;".into()],
-        env: BTreeMap::from([("MODE".into(), "prod".into()), ("PORT".into(), "8080".into())]),
+        sealed_process: Some(sealed(120)),
         working_dir: "/srv".into(),
         ports: vec![pb::Port {
             container_port: 8080,
@@ -69,6 +67,7 @@ fn container(name: &str) -> pb::Container {
         }],
         resources: Some(resources()),
         volume_mounts: vec![pb::VolumeMount { name: "data".into(), mount_path: "/data".into(), read_only: false }],
+        ..Default::default()
     }
 }
 
@@ -357,6 +356,51 @@ fn sealed_fields_are_bounded() {
 }
 
 #[test]
+fn sealed_processes_are_bounded_outside_and_inside() {
+    // The ciphertext: the largest process plus the tag, and no more.
+    let mut p = pod();
+    p.containers[0].sealed_process = Some(sealed(MAX_PROCESS_BYTES + 16));
+    read::<pb::ProvisionRequest>(&provision_with(p.clone())).unwrap();
+    p.containers[0].sealed_process = Some(sealed(MAX_PROCESS_BYTES + 17));
+    let err = read::<pb::ProvisionRequest>(&provision_with(p)).unwrap_err();
+    assert_eq!(limit_field(err), "provision.pod.containers[0].sealed_process.ciphertext");
+
+    // What it opens to keeps the limits env and args had in clear.
+    let process = pb::ProcessSpec {
+        command: vec!["/bin/sh".into(), "-c".into()],
+        has_command: true,
+        args: vec!["exec app".into()],
+        has_args: true,
+        env: BTreeMap::from([("MODE".into(), "prod".into())]),
+    };
+    assert_eq!(decode::<pb::ProcessSpec>(&process.encode_to_vec()).unwrap(), process);
+    let bad = |change: &dyn Fn(&mut pb::ProcessSpec)| {
+        let mut p = process.clone();
+        change(&mut p);
+        limit_field(decode::<pb::ProcessSpec>(&p.encode_to_vec()).unwrap_err())
+    };
+    assert_eq!(bad(&|p| p.args = vec![String::new(); MAX_ARGS + 1]), "args");
+    assert_eq!(bad(&|p| p.command[1] = "x".repeat(MAX_TEXT_BYTES + 1)), "command[1]");
+    assert_eq!(bad(&|p| p.env = (0..=MAX_ENV).map(|i| (format!("K{i}"), String::new())).collect()), "env");
+    assert_eq!(bad(&|p| drop(p.env.insert("BIG".into(), "v".repeat(MAX_TEXT_BYTES + 1)))), "env[BIG]");
+    assert_eq!(bad(&|p| drop(p.env.insert("K".repeat(MAX_STRING_BYTES + 1), String::new()))), "env key");
+    // Every field within its limit, and still too large as a whole.
+    let whole = |p: &mut pb::ProcessSpec| {
+        p.env = (0..MAX_ENV).map(|i| (format!("K{i}"), "v".repeat(MAX_TEXT_BYTES))).collect();
+    };
+    assert_eq!(bad(&whole), "process");
+    let error = decode::<pb::ProcessSpec>(&{
+        let mut p = process.clone();
+        whole(&mut p);
+        p.encode_to_vec()
+    })
+    .unwrap_err()
+    .to_string();
+    // A value is never quoted in an error: it may be a secret.
+    assert!(!error.contains("vvvv"), "{error}");
+}
+
+#[test]
 fn log_chunk_limits() {
     let chunk = |data: Vec<u8>| pb::LogChunk { version: VERSION, data, ..Default::default() };
     read::<pb::LogChunk>(&frame(&chunk(vec![b'x'; MAX_LOG_CHUNK_BYTES]))).unwrap();
@@ -463,6 +507,7 @@ fn garbage_never_panics() {
         garbage::<pb::BlobReply>(&mut rng);
         garbage::<pb::ImageKeys>(&mut rng);
         garbage::<pb::SecretFiles>(&mut rng);
+        garbage::<pb::ProcessSpec>(&mut rng);
         let body = rng.bytes(64);
         let mut framed = varint(body.len() as u64);
         framed.extend(&body);

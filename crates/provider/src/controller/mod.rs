@@ -797,15 +797,29 @@ impl<R: Runtime> Controller<R> {
                         c.name
                     ))
                 })?;
+                if c.stored_in_clear() {
+                    return Err(Refusal::BadRequest(format!(
+                        "container {:?}: its command, args or env were stored in clear (by an older version); \
+                         redeploy the pod",
+                        c.name
+                    )));
+                }
                 let image = opener
                     .image(&c.name, sealed, &self.parts.blobs)
                     .map_err(|e| Refusal::BadRequest(format!("image of container {:?}: {e}", c.name)))?;
+                // Opened into memory only: the runtime writes the container's spec into its tmpfs.
+                let process = match &c.sealed_process {
+                    Some(sealed) => opener
+                        .process(&c.name, sealed)
+                        .map_err(|e| Refusal::BadRequest(format!("process of container {:?}: {e}", c.name)))?,
+                    None => crate::sealed::Process::default(),
+                };
                 Ok(ContainerSpec {
                     name: c.name.clone(),
                     image,
-                    command: c.command.clone(),
-                    args: c.args.clone(),
-                    env: c.env.clone(),
+                    command: process.command,
+                    args: process.args,
+                    env: process.env,
                     working_dir: c.working_dir.clone(),
                     cpu_millis: c.cpu_millis,
                     memory_bytes: c.memory_bytes,
