@@ -333,3 +333,34 @@ fn an_image_with_absolute_layer_paths_deploys() {
     let deployed = net.ok(&["deploy", manifest.to_str().unwrap()]);
     wait_for_body(deployed["url"].as_str().unwrap(), "absolute\n");
 }
+
+#[test]
+fn a_pod_that_fails_to_start_in_the_background_leaves_its_channel_for_the_redeploy() {
+    let work = tempfile::tempdir().unwrap();
+    // The provider answers at once: the failure comes while the CLI follows the deploy.
+    let overrides = work.path().join("overrides.toml");
+    std::fs::write(&overrides, "[runtime]\nprovision_wait_secs = 0\n").unwrap();
+    let net = Devnet::up_with(16, Some(overrides));
+    let chain = OnChain::of(&net);
+    let manifest = hello(work.path(), "fixed\n");
+    let yaml = std::fs::read_to_string(&manifest).unwrap();
+    let broken = variant(work.path(), "broken.yaml", yaml.replace("[\"/bin/busybox\", \"httpd\"]", "[\"/bin/none\"]"));
+
+    let err = net.fails(&["deploy", &broken, "--amount", "2"]);
+    assert!(err.contains("the provider could not start the pod") && err.contains("stays funded"), "{err}");
+    let list = listed(&net);
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["state"], "not deployed");
+    let channel_id = list[0]["channel_id"].as_str().unwrap().to_owned();
+    assert!(net.runtime_pods().is_empty(), "runtime state left: {:?}", net.runtime_pods());
+    let before = chain.snapshot();
+
+    // Fixed, under the same name: the provider replaces its failed record, the channel pays.
+    let deployed = net.ok(&["deploy", manifest.to_str().unwrap(), "--amount", "2"]);
+    assert_eq!((deployed["channel_id"].as_str(), deployed["paid"].as_str()), (Some(channel_id.as_str()), Some("0")));
+    wait_for_body(deployed["url"].as_str().unwrap(), "fixed\n");
+    let after = chain.snapshot();
+    assert_eq!((after.balance, after.payment_events), (before.balance, before.payment_events));
+    net.ok(&["delete"]);
+    assert!(net.runtime_pods().is_empty(), "runtime state left: {:?}", net.runtime_pods());
+}
