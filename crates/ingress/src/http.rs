@@ -1,41 +1,60 @@
 //! The HTTP reverse proxy: accepts HTTP/1.1 connections, picks the pod by host name and
-//! forwards each request to the pod's backend address over a fresh HTTP/1.1 connection,
-//! streaming bodies both ways.
+//! forwards each request to the pod's backend address, streaming bodies both ways.
 //!
-//! One backend connection per request keeps the proxy simple and leaves no idle connections to
-//! pods that may be stopped or moved at any time; pooling can come later if it shows up in
-//! profiles.
+//! Connections to pods are pooled (hyper-util's client): opening one per request made every
+//! request pay a TCP handshake and left a TIME_WAIT socket behind, enough under load to exhaust
+//! the local port range and make the pod unreachable. Idle pooled connections are few per pod
+//! and short-lived ([`IngressConfig`]), so a pod that stops or moves leaves little behind.
+//!
+//! `Upgrade` requests (WebSocket...) are forwarded with their upgrade headers; when the pod
+//! answers 101 both connections are handed over from HTTP and spliced byte for byte.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
+use hyper::upgrade::OnUpgrade;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tracing::Instrument as _;
 
-use crate::body::{CountingBody, Direction};
+use crate::activity::InFlight;
+use crate::body::{CountingBody, CountingIo, Direction};
 use crate::routes::{Route, Routes};
-use crate::{BACKEND_CONNECT_TIMEOUT, HEADER_READ_TIMEOUT, IngressError, host};
+use crate::{IngressConfig, IngressError, host};
 
 /// Body of every answer: either a pod's streamed response or a short error text.
 type ProxyBody = UnsyncBoxBody<Bytes, hyper::Error>;
 
+/// The pooled client to pods; request bodies are the clients' bodies, counted.
+type PodClient = Client<HttpConnector, CountingBody<Incoming>>;
+
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The client and routing state every connection shares.
+struct Proxy {
+    routes: Routes,
+    client: PodClient,
+    config: IngressConfig,
+}
 
 /// The HTTP ingress: serves in a background task from [`HttpIngress::bind`] until dropped.
 ///
 /// Dropping it stops accepting connections at once; connections already open finish their
-/// current request and then close.
+/// current request and then close (upgraded connections stay spliced until either side closes).
 #[derive(Debug)]
 pub struct HttpIngress {
     local_addr: SocketAddr,
@@ -47,12 +66,30 @@ pub struct HttpIngress {
 
 impl HttpIngress {
     /// Binds `addr` (port 0 picks a free port) and serves requests routed by `routes` in a
-    /// background task until the ingress is dropped or shut down.
+    /// background task until the ingress is dropped or shut down, with the default
+    /// [`IngressConfig`].
     pub async fn bind(addr: SocketAddr, routes: Routes) -> Result<Self, IngressError> {
+        Self::bind_with(addr, routes, IngressConfig::default()).await
+    }
+
+    /// Like [`HttpIngress::bind`], with `config`'s timeouts, limits and pool sizes.
+    pub async fn bind_with(addr: SocketAddr, routes: Routes, config: IngressConfig) -> Result<Self, IngressError> {
         let listener = TcpListener::bind(addr).await.map_err(|source| IngressError::Bind { addr, source })?;
         let local_addr = listener.local_addr().map_err(IngressError::LocalAddr)?;
+        let mut connector = HttpConnector::new();
+        // Small proxied requests should not wait for Nagle's algorithm.
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(config.pool_idle_timeout)
+            .pool_max_idle_per_host(config.pool_max_idle_per_pod)
+            // The proxy sets Host itself: the name the client asked for, not the pod's address.
+            .set_host(false)
+            .build(connector);
+        let proxy = Arc::new(Proxy { routes, client, config });
         let (shutdown, shutdown_rx) = watch::channel(());
-        let accept = tokio::spawn(accept_loop(listener, routes, shutdown_rx));
+        let accept = tokio::spawn(accept_loop(listener, proxy, shutdown_rx));
         tracing::info!(%local_addr, "http ingress listening");
         Ok(Self { local_addr, accept, _shutdown: shutdown })
     }
@@ -78,7 +115,7 @@ impl Drop for HttpIngress {
     }
 }
 
-async fn accept_loop(listener: TcpListener, routes: Routes, shutdown: watch::Receiver<()>) {
+async fn accept_loop(listener: TcpListener, proxy: Arc<Proxy>, shutdown: watch::Receiver<()>) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -88,20 +125,23 @@ async fn accept_loop(listener: TcpListener, routes: Routes, shutdown: watch::Rec
                 continue;
             }
         };
-        tokio::spawn(serve_connection(stream, peer, routes.clone(), shutdown.clone()));
+        tokio::spawn(serve_connection(stream, peer, Arc::clone(&proxy), shutdown.clone()));
     }
 }
 
-async fn serve_connection(stream: TcpStream, peer: SocketAddr, routes: Routes, mut shutdown: watch::Receiver<()>) {
+async fn serve_connection(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>, mut shutdown: watch::Receiver<()>) {
     // Small proxied responses should not wait for Nagle's algorithm.
     let _ = stream.set_nodelay(true);
-    let service = service_fn(move |req| {
-        let routes = routes.clone();
-        async move { Ok::<_, Infallible>(handle(req, peer, &routes).await) }
+    let header_timeout = proxy.config.client_header_timeout;
+    let service = service_fn(move |req: Request<Incoming>| {
+        let proxy = Arc::clone(&proxy);
+        let span = tracing::debug_span!("request", %peer, method = %req.method(), pod = tracing::field::Empty);
+        async move { Ok::<_, Infallible>(handle(req, peer, &proxy).await) }.instrument(span)
     });
     let mut builder = http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
-    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    builder.timer(TokioTimer::new()).header_read_timeout(header_timeout);
+    // `with_upgrades` lets a 101 answer hand the client's connection over to the splice.
+    let conn = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
     let mut conn = std::pin::pin!(conn);
     let result = tokio::select! {
         result = conn.as_mut() => result,
@@ -117,8 +157,9 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, routes: Routes, m
     }
 }
 
-/// Answers one request: routes it by host name and forwards it, or answers with an error.
-async fn handle(req: Request<Incoming>, peer: SocketAddr, routes: &Routes) -> Response<ProxyBody> {
+/// Answers one request: routes it by host name, wakes the pod if it sleeps, and forwards it,
+/// or answers with an error.
+async fn handle(req: Request<Incoming>, peer: SocketAddr, proxy: &Proxy) -> Response<ProxyBody> {
     // This is a reverse proxy for pods, not a forward proxy: tunnels would bypass routing.
     if req.method() == Method::CONNECT {
         return text(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n".into());
@@ -138,18 +179,64 @@ async fn handle(req: Request<Incoming>, peer: SocketAddr, routes: &Routes) -> Re
     let Some(name) = host::normalize(&raw_host) else {
         return text(StatusCode::BAD_REQUEST, "invalid Host header\n".into());
     };
-    let Some(route) = routes.route_for(&name) else {
+    let Some(route) = proxy.routes.route_for(&name) else {
         tracing::debug!(host = %host::for_display(&name), "no pod serves host");
         return text(StatusCode::NOT_FOUND, format!("no pod serves host \"{}\"\n", host::for_display(&name)));
     };
-    forward(req, peer, &raw_host, route).await
+    tracing::Span::current().record("pod", route.pod_id.as_str());
+    let pod = route.pod_id.as_str();
+    // Counted before a wake, so requests held while the pod starts show as in flight (what
+    // autoscaling looks at) and count against the limit.
+    let limit = proxy.config.max_in_flight_per_pod;
+    let Some(in_flight) = route.counters.enter(limit) else {
+        tracing::debug!(limit, "pod at its in-flight limit");
+        let mut response = text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("pod {pod} already has {limit} requests in flight, the most the ingress allows per pod\n"),
+        );
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return response;
+    };
+    let backend = match &route.asleep {
+        None => route.backend,
+        Some(wake) => match wake.wake().await {
+            Ok(ip) => {
+                proxy.routes.woke(pod, wake, ip);
+                SocketAddr::new(ip, route.backend.port())
+            }
+            Err(reason) => {
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("pod {pod} is asleep and could not be woken: {reason}\n"),
+                );
+            }
+        },
+    };
+    forward(req, peer, &raw_host, &route, backend, in_flight, proxy).await
 }
 
-/// Forwards a routed request to its pod and streams the answer back.
-async fn forward(req: Request<Incoming>, peer: SocketAddr, raw_host: &str, route: Route) -> Response<ProxyBody> {
+/// Forwards a routed request to its pod at `backend` and streams the answer back.
+async fn forward(
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+    raw_host: &str,
+    route: &Route,
+    backend: SocketAddr,
+    in_flight: InFlight,
+    proxy: &Proxy,
+) -> Response<ProxyBody> {
     let pod = route.pod_id.as_str();
+    let upgrade = requested_upgrade(req.headers());
+    // Taken before the request is passed on: the client's connection is handed over only if
+    // the pod agrees (101).
+    let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    if let Some(protocol) = upgrade {
+        // Hop-by-hop, yet exactly what the pod must see to agree to the upgrade.
+        parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, protocol);
+    }
     // `raw_host` came from a header value or a parsed authority, so it is a valid value; the
     // fallback only keeps the compiler honest.
     let host_value = HeaderValue::from_str(raw_host).unwrap_or_else(|_| HeaderValue::from_static(""));
@@ -157,48 +244,107 @@ async fn forward(req: Request<Incoming>, peer: SocketAddr, raw_host: &str, route
     // inside the pod keeps working; for absolute form that is the URI's authority (RFC 9112
     // section 3.2.2), which replaces whatever Host header came along.
     parts.headers.insert(header::HOST, host_value.clone());
-    add_forwarded_headers(&mut parts.headers, peer, host_value);
-    // Backends get origin form (`/path?query`), which every server understands.
-    parts.uri = parts.uri.path_and_query().map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
+    set_forwarded_headers(&mut parts.headers, peer, host_value);
+    // The client pools by scheme and authority, i.e. per pod backend; it sends origin form
+    // (`/path?query`), which every server understands.
+    let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    parts.uri = match Uri::builder().scheme("http").authority(backend.to_string()).path_and_query(path).build() {
+        Ok(uri) => uri,
+        Err(error) => {
+            tracing::debug!(%error, "cannot build the backend URI");
+            return text(StatusCode::BAD_REQUEST, "invalid request target\n".into());
+        }
+    };
     parts.version = Version::HTTP_11;
 
-    let stream = match tokio::time::timeout(BACKEND_CONNECT_TIMEOUT, TcpStream::connect(route.backend)).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(error)) => {
-            tracing::debug!(%pod, backend = %route.backend, %error, "pod backend unreachable");
-            return text(StatusCode::BAD_GATEWAY, format!("pod {pod} is not reachable\n"));
-        }
-        Err(_) => {
-            tracing::debug!(%pod, backend = %route.backend, "pod backend connect timed out");
+    let body = CountingBody::new(body, route.counters.clone(), Direction::Ingress);
+    let timeout = proxy.config.response_header_timeout;
+    let sent = tokio::time::timeout(timeout, proxy.client.request(Request::from_parts(parts, body))).await;
+    let mut response = match sent {
+        Ok(Ok(response)) => response,
+        Ok(Err(error)) if error.is_connect() && timed_out(&error) => {
+            tracing::debug!(%backend, %error, "pod backend connect timed out");
             return text(StatusCode::GATEWAY_TIMEOUT, format!("pod {pod} did not accept the connection in time\n"));
         }
-    };
-    let _ = stream.set_nodelay(true);
-    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
-        Ok(handshake) => handshake,
-        Err(error) => {
-            tracing::debug!(%pod, %error, "pod backend handshake failed");
+        Ok(Err(error)) if error.is_connect() => {
+            tracing::debug!(%backend, %error, "pod backend unreachable");
             return text(StatusCode::BAD_GATEWAY, format!("pod {pod} is not reachable\n"));
         }
-    };
-    let pod_for_conn = route.pod_id.clone();
-    tokio::spawn(async move {
-        if let Err(error) = conn.await {
-            tracing::debug!(pod = %pod_for_conn, %error, "pod backend connection ended with an error");
-        }
-    });
-
-    let body = CountingBody::new(body, route.counters.clone(), Direction::Ingress);
-    let response = match sender.send_request(Request::from_parts(parts, body)).await {
-        Ok(response) => response,
-        Err(error) => {
-            tracing::debug!(%pod, %error, "pod backend gave no valid response");
+        Ok(Err(error)) => {
+            tracing::debug!(%backend, error = ?error, "pod backend gave no valid response");
             return text(StatusCode::BAD_GATEWAY, format!("pod {pod} gave no valid response\n"));
         }
+        Err(_) => {
+            tracing::debug!(%backend, ?timeout, "pod backend did not answer in time");
+            return text(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("pod {pod} did not send its response headers within {} s\n", timeout.as_secs_f64()),
+            );
+        }
     };
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(client_upgrade) = client_upgrade else {
+            // A switch the client never asked for cannot be passed on.
+            return text(StatusCode::BAD_GATEWAY, format!("pod {pod} switched protocols unasked\n"));
+        };
+        let pod_upgrade = hyper::upgrade::on(&mut response);
+        let (mut parts, _empty) = response.into_parts();
+        let protocol = parts.headers.get(header::UPGRADE).cloned();
+        strip_hop_by_hop(&mut parts.headers);
+        parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        if let Some(protocol) = protocol {
+            parts.headers.insert(header::UPGRADE, protocol);
+        }
+        tokio::spawn(splice(client_upgrade, pod_upgrade, route.clone(), in_flight).in_current_span());
+        let empty = Empty::<Bytes>::new().map_err(|never| match never {}).boxed_unsync();
+        return Response::from_parts(parts, empty);
+    }
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, CountingBody::new(body, route.counters, Direction::Egress).boxed_unsync())
+    let body = CountingBody::new(body, route.counters.clone(), Direction::Egress).holding(in_flight);
+    Response::from_parts(parts, body.boxed_unsync())
+}
+
+/// Copies bytes both ways between the client's and the pod's upgraded connections until either
+/// side closes, counting them as traffic and the connection as in flight.
+async fn splice(client: OnUpgrade, pod: OnUpgrade, route: Route, _in_flight: InFlight) {
+    let (client, pod) = match tokio::try_join!(client, pod) {
+        Ok(both) => both,
+        Err(error) => {
+            tracing::debug!(%error, "upgrade failed");
+            return;
+        }
+    };
+    let mut client = CountingIo::new(TokioIo::new(client), route.counters.clone(), Direction::Ingress);
+    let mut pod = CountingIo::new(TokioIo::new(pod), route.counters, Direction::Egress);
+    match tokio::io::copy_bidirectional(&mut client, &mut pod).await {
+        Ok((to_pod, from_pod)) => tracing::debug!(to_pod, from_pod, "upgraded connection closed"),
+        Err(error) => tracing::debug!(%error, "upgraded connection ended with an error"),
+    }
+}
+
+/// The `Upgrade` header's value if the request asks to switch protocols (`Connection: upgrade`
+/// and an `Upgrade` header, RFC 9110 section 7.8).
+fn requested_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
+    let asked = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    if asked { headers.get(header::UPGRADE).cloned() } else { None }
+}
+
+/// Whether a connect error was the connect timeout rather than a refusal.
+fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(e) = source {
+        if e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut) {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// Removes the headers that describe one connection rather than the message (RFC 9110
@@ -227,17 +373,31 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Tells the pod who the client is and what it asked for, since the pod only sees the
-/// ingress's connection.
-fn add_forwarded_headers(headers: &mut HeaderMap, peer: SocketAddr, host: HeaderValue) {
-    let client = peer.ip().to_canonical().to_string();
-    // Appended like other proxies do: earlier entries are whatever the client claimed, the last
-    // one is what this ingress saw and is the one to trust.
-    let earlier: Vec<&str> =
-        headers.get_all("x-forwarded-for").iter().filter_map(|value| value.to_str().ok()).collect();
-    let chain = if earlier.is_empty() { client } else { format!("{}, {client}", earlier.join(", ")) };
-    if let Ok(value) = HeaderValue::from_str(&chain) {
-        headers.insert(HeaderName::from_static("x-forwarded-for"), value);
+/// Headers through which proxies tell a server who the client is. The pod trusts what the
+/// ingress puts there, so a client's own copies are dropped, never passed on or appended to:
+/// the ingress is the pod's only hop from the internet.
+const FORWARDING_HEADERS: [&str; 5] =
+    ["forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-real-ip"];
+
+/// Tells the pod who the client is and what it asked for, from the connection itself, since
+/// the pod only sees the ingress's connection.
+fn set_forwarded_headers(headers: &mut HeaderMap, peer: SocketAddr, host: HeaderValue) {
+    for name in FORWARDING_HEADERS {
+        headers.remove(name);
+    }
+    let client: IpAddr = peer.ip().to_canonical();
+    let client_text = client.to_string();
+    // RFC 7239: an IPv6 node is bracketed and quoted; a host with a port (a colon) must be
+    // quoted too, so it always is, with quotes and backslashes escaped.
+    let node = if client.is_ipv6() { format!("\"[{client_text}]\"") } else { client_text.clone() };
+    let host_text = host.to_str().unwrap_or("").replace('\\', "\\\\").replace('"', "\\\"");
+    let forwarded = format!("for={node};proto=http;host=\"{host_text}\"");
+    if let Ok(value) = HeaderValue::from_str(&forwarded) {
+        headers.insert(header::FORWARDED, value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&client_text) {
+        headers.insert(HeaderName::from_static("x-forwarded-for"), value.clone());
+        headers.insert(HeaderName::from_static("x-real-ip"), value);
     }
     headers.insert(HeaderName::from_static("x-forwarded-host"), host);
     headers.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static("http"));

@@ -1,28 +1,23 @@
-//! The routing table shared by the provider controller (which writes it when pods start, stop
-//! or move) and the HTTP ingress (which reads it on every request), plus the per-pod traffic
-//! counters the ingress feeds.
+//! The routing table shared by the provider controller (which writes it when pods start, stop,
+//! move or go to sleep) and the HTTP ingress (which reads it on every request), plus the
+//! per-pod traffic and activity counters the ingress feeds.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use crate::activity::{Activity, Counters};
 use crate::host;
+use crate::wake::Wake;
 
 /// Body bytes the ingress carried for one pod since the ingress started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Traffic {
-    /// Bytes of request bodies sent to the pod.
+    /// Bytes of request bodies (and of upgraded connections, client to pod) sent to the pod.
     pub ingress_bytes: u64,
-    /// Bytes of response bodies sent back by the pod.
+    /// Bytes of response bodies (and of upgraded connections, pod to client) sent back.
     pub egress_bytes: u64,
-}
-
-/// Live counters of one pod, shared with the bodies in flight so counting needs no lock.
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub(crate) ingress: AtomicU64,
-    pub(crate) egress: AtomicU64,
 }
 
 /// What a request for a known host is forwarded to.
@@ -31,20 +26,34 @@ pub(crate) struct Route {
     pub(crate) pod_id: String,
     pub(crate) backend: SocketAddr,
     pub(crate) counters: Arc<Counters>,
+    /// Set while the pod sleeps: the request must wake it first.
+    pub(crate) asleep: Option<Wake>,
+}
+
+/// One pod's routing.
+#[derive(Debug)]
+struct PodRoutes {
+    hosts: Vec<String>,
+    backend: SocketAddr,
+    asleep: Option<Wake>,
 }
 
 #[derive(Debug, Default)]
 struct Table {
-    /// Normalized host name → route.
-    hosts: HashMap<String, Route>,
-    /// Pod id → its host names, so a pod's routes can be replaced or removed as a whole.
-    pods: HashMap<String, Vec<String>>,
+    /// Normalized host name → pod id.
+    hosts: HashMap<String, String>,
+    /// Pod id → its host names, backend and sleep state, so a pod's routes can be replaced,
+    /// removed or put to sleep as a whole.
+    pods: HashMap<String, PodRoutes>,
     /// Pod id → counters. Kept when the pod's routes are removed, so metering can still read
     /// the final totals of a pod that stopped.
     counters: HashMap<String, Arc<Counters>>,
 }
 
 /// Shared routing table; cheap to clone (clones see the same table).
+///
+/// "Pod id" here is whatever key the controller routes by (the provider uses one per pod and
+/// HTTP port).
 #[derive(Debug, Clone, Default)]
 pub struct Routes {
     table: Arc<RwLock<Table>>,
@@ -52,15 +61,17 @@ pub struct Routes {
 
 impl Routes {
     /// Routes each of `hosts` (DNS names such as `<pod-id>.pods.localhost` or `app.example.com`;
-    /// normalized to lowercase without trailing dot) to `backend`, for pod `pod_id`. Replaces
-    /// the pod's previous routes atomically: no request sees a mix of old and new.
+    /// normalized to lowercase without trailing dot) to `backend`, for pod `pod_id`, awake.
+    /// Replaces the pod's previous routes atomically: no request sees a mix of old and new.
     ///
     /// A host already routed to another pod is taken over by this one (and logged): the
     /// controller decides who owns a name, the table only records the latest decision.
     pub fn set(&self, pod_id: &str, hosts: Vec<String>, backend: SocketAddr) {
         let mut table = self.write();
         let counters = Arc::clone(table.counters.entry(pod_id.to_owned()).or_default());
-        for old in table.pods.remove(pod_id).unwrap_or_default() {
+        // A pod (re)started now counts as active: its idle time starts here.
+        counters.touch();
+        for old in table.pods.remove(pod_id).map(|p| p.hosts).unwrap_or_default() {
             table.hosts.remove(&old);
         }
         let mut names: Vec<String> = Vec::with_capacity(hosts.len());
@@ -69,24 +80,57 @@ impl Routes {
             if name.is_empty() || names.contains(&name) {
                 continue;
             }
-            let route = Route { pod_id: pod_id.to_owned(), backend, counters: Arc::clone(&counters) };
-            if let Some(previous) = table.hosts.insert(name.clone(), route) {
-                tracing::warn!(host = %name, from = %previous.pod_id, to = %pod_id, "host moved to another pod");
-                if let Some(their_hosts) = table.pods.get_mut(&previous.pod_id) {
-                    their_hosts.retain(|h| h != &name);
+            if let Some(previous) = table.hosts.insert(name.clone(), pod_id.to_owned()) {
+                tracing::warn!(host = %name, from = %previous, to = %pod_id, "host moved to another pod");
+                if let Some(theirs) = table.pods.get_mut(&previous) {
+                    theirs.hosts.retain(|h| h != &name);
                 }
             }
             names.push(name);
         }
         tracing::debug!(pod = %pod_id, hosts = ?names, %backend, "routes set");
-        table.pods.insert(pod_id.to_owned(), names);
+        table.pods.insert(pod_id.to_owned(), PodRoutes { hosts: names, backend, asleep: None });
+    }
+
+    /// Puts pod `pod_id`'s routes to sleep: its hosts stay routed, and the next request for
+    /// them runs `wake` (once for all requests arriving meanwhile), then goes to the woken
+    /// address at the same port. Pass the same [`Wake`] (clones) for every route and TCP
+    /// forward of one pod so it is woken once. Returns false if the pod has no routes.
+    ///
+    /// The provider wakes the pod itself with [`Routes::set`] (or [`Routes::set_awake`]).
+    pub fn set_asleep(&self, pod_id: &str, wake: Wake) -> bool {
+        let mut table = self.write();
+        let Some(pod) = table.pods.get_mut(pod_id) else { return false };
+        wake.rearm();
+        pod.asleep = Some(wake);
+        tracing::debug!(pod = %pod_id, "routes asleep");
+        true
+    }
+
+    /// Wakes pod `pod_id`'s routes: requests go to `ip` at the port they had. Returns false if
+    /// the pod has no routes.
+    pub fn set_awake(&self, pod_id: &str, ip: IpAddr) -> bool {
+        let mut table = self.write();
+        let Some(pod) = table.pods.get_mut(pod_id) else { return false };
+        pod.backend.set_ip(ip);
+        pod.asleep = None;
+        if let Some(counters) = table.counters.get(pod_id) {
+            counters.touch();
+        }
+        tracing::debug!(pod = %pod_id, %ip, "routes awake");
+        true
+    }
+
+    /// Whether pod `pod_id`'s routes are asleep (false if it has none).
+    pub fn is_asleep(&self, pod_id: &str) -> bool {
+        self.read().pods.get(pod_id).is_some_and(|p| p.asleep.is_some())
     }
 
     /// Removes all routes of pod `pod_id`; its hosts answer 404 from now on. Its traffic
     /// counters stay readable.
     pub fn remove(&self, pod_id: &str) {
         let mut table = self.write();
-        for name in table.pods.remove(pod_id).unwrap_or_default() {
+        for name in table.pods.remove(pod_id).map(|p| p.hosts).unwrap_or_default() {
             table.hosts.remove(&name);
         }
         tracing::debug!(pod = %pod_id, "routes removed");
@@ -97,6 +141,12 @@ impl Routes {
     pub fn lookup(&self, host: &str) -> Option<(String, SocketAddr)> {
         let name = host::normalize(host)?;
         self.route_for(&name).map(|r| (r.pod_id, r.backend))
+    }
+
+    /// Requests in flight for pod `pod_id` and when it was last active; `None` if the pod never
+    /// had routes (or its counters were forgotten).
+    pub fn activity(&self, pod_id: &str) -> Option<Activity> {
+        self.read().counters.get(pod_id).map(|c| c.activity())
     }
 
     /// Body bytes in (requests to the pod) and out (responses) counted by the ingress for pod
@@ -138,7 +188,28 @@ impl Routes {
 
     /// The full route for an already normalized host name, with the counters the proxy feeds.
     pub(crate) fn route_for(&self, name: &str) -> Option<Route> {
-        self.read().hosts.get(name).cloned()
+        let table = self.read();
+        let pod_id = table.hosts.get(name)?;
+        let pod = table.pods.get(pod_id)?;
+        let counters = table.counters.get(pod_id)?;
+        Some(Route {
+            pod_id: pod_id.clone(),
+            backend: pod.backend,
+            counters: Arc::clone(counters),
+            asleep: pod.asleep.clone(),
+        })
+    }
+
+    /// Records that `wake` woke pod `pod_id` at `ip`, unless the controller changed the pod's
+    /// routes meanwhile (its decision wins).
+    pub(crate) fn woke(&self, pod_id: &str, wake: &Wake, ip: IpAddr) {
+        let mut table = self.write();
+        let Some(pod) = table.pods.get_mut(pod_id) else { return };
+        if pod.asleep.as_ref().is_some_and(|w| w.same(wake)) {
+            pod.backend.set_ip(ip);
+            pod.asleep = None;
+            tracing::debug!(pod = %pod_id, %ip, "routes awake");
+        }
     }
 
     // A panic while holding the lock cannot leave the table half-updated in a way that matters

@@ -1,5 +1,8 @@
 //! TCP port forwarding: a host port per exposed pod port, each connection copied in userspace
 //! to the pod's address. Used for pod ports that do not speak HTTP (databases, game servers...).
+//!
+//! A pod's forwards can sleep like its routes: the next connection wakes the pod (one wake
+//! for all connections arriving meanwhile) and is forwarded once it answers.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -8,7 +11,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::{BACKEND_CONNECT_TIMEOUT, IngressError};
+use crate::activity::{Activity, Counters};
+use crate::wake::Wake;
+use crate::{IngressConfig, IngressError};
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
@@ -24,7 +29,35 @@ pub struct TcpForwards {
 #[derive(Debug)]
 struct Inner {
     bind_ip: IpAddr,
-    pods: Mutex<HashMap<String, Vec<Forward>>>,
+    config: IngressConfig,
+    pods: Mutex<HashMap<String, TcpPod>>,
+}
+
+/// One pod's forwards and the state they share.
+#[derive(Debug, Default)]
+struct TcpPod {
+    forwards: Vec<Forward>,
+    shared: Arc<PodShared>,
+}
+
+/// What every connection of one pod reads: where the pod is and whether it sleeps.
+#[derive(Debug, Default)]
+struct PodShared {
+    counters: Arc<Counters>,
+    state: Mutex<SleepState>,
+}
+
+#[derive(Debug, Default)]
+struct SleepState {
+    asleep: Option<Wake>,
+    /// The pod's address since it was woken, replacing the one each forward was opened with.
+    ip: Option<IpAddr>,
+}
+
+impl PodShared {
+    fn lock(&self) -> MutexGuard<'_, SleepState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// One listening host port. Its task owns the listener and every connection it accepted, so
@@ -36,9 +69,15 @@ struct Forward {
 }
 
 impl TcpForwards {
-    /// Forwards that listen on `bind_ip` (e.g. `0.0.0.0` for the public interface).
+    /// Forwards that listen on `bind_ip` (e.g. `0.0.0.0` for the public interface), with the
+    /// default [`IngressConfig`].
     pub fn new(bind_ip: IpAddr) -> Self {
-        Self { inner: Arc::new(Inner { bind_ip, pods: Mutex::default() }) }
+        Self::with_config(bind_ip, IngressConfig::default())
+    }
+
+    /// Like [`TcpForwards::new`], with `config`'s connect timeout and per-pod connection limit.
+    pub fn with_config(bind_ip: IpAddr, config: IngressConfig) -> Self {
+        Self { inner: Arc::new(Inner { bind_ip, config, pods: Mutex::default() }) }
     }
 
     /// Listens on host port `host_port` (0 picks a free one) and forwards every connection to
@@ -47,8 +86,17 @@ impl TcpForwards {
         let addr = SocketAddr::new(self.inner.bind_ip, host_port);
         let listener = TcpListener::bind(addr).await.map_err(|source| IngressError::Bind { addr, source })?;
         let port = listener.local_addr().map_err(IngressError::LocalAddr)?.port();
-        let task = tokio::spawn(forward_loop(listener, pod_id.to_owned(), backend));
-        self.inner.lock().entry(pod_id.to_owned()).or_default().push(Forward { port, task });
+        let mut pods = self.inner.lock();
+        let pod = pods.entry(pod_id.to_owned()).or_default();
+        let task = tokio::spawn(forward_loop(
+            listener,
+            pod_id.to_owned(),
+            backend,
+            Arc::clone(&pod.shared),
+            self.inner.config.clone(),
+        ));
+        pod.forwards.push(Forward { port, task });
+        drop(pods);
         tracing::info!(pod = %pod_id, port, %backend, "tcp port exposed");
         Ok(port)
     }
@@ -78,11 +126,47 @@ impl TcpForwards {
 
     /// The host ports currently exposed for pod `pod_id`.
     pub fn ports(&self, pod_id: &str) -> Vec<u16> {
-        self.inner.lock().get(pod_id).map(|forwards| forwards.iter().map(|f| f.port).collect()).unwrap_or_default()
+        self.inner.lock().get(pod_id).map(|pod| pod.forwards.iter().map(|f| f.port).collect()).unwrap_or_default()
+    }
+
+    /// Puts pod `pod_id`'s forwards to sleep: the ports stay open, and the next connection runs
+    /// `wake` (once for all connections arriving meanwhile), then is forwarded to the woken
+    /// address at the port it had. Pass the same [`Wake`] as to [`crate::Routes::set_asleep`]
+    /// so the pod is woken once. Returns false if the pod has no forwards.
+    pub fn set_asleep(&self, pod_id: &str, wake: Wake) -> bool {
+        let pods = self.inner.lock();
+        let Some(pod) = pods.get(pod_id) else { return false };
+        wake.rearm();
+        pod.shared.lock().asleep = Some(wake);
+        tracing::debug!(pod = %pod_id, "tcp forwards asleep");
+        true
+    }
+
+    /// Wakes pod `pod_id`'s forwards: connections go to `ip` at the port they had. Returns
+    /// false if the pod has no forwards.
+    pub fn set_awake(&self, pod_id: &str, ip: IpAddr) -> bool {
+        let pods = self.inner.lock();
+        let Some(pod) = pods.get(pod_id) else { return false };
+        let mut state = pod.shared.lock();
+        state.asleep = None;
+        state.ip = Some(ip);
+        pod.shared.counters.touch();
+        true
+    }
+
+    /// Whether pod `pod_id`'s forwards are asleep (false if it has none).
+    pub fn is_asleep(&self, pod_id: &str) -> bool {
+        self.inner.lock().get(pod_id).is_some_and(|pod| pod.shared.lock().asleep.is_some())
+    }
+
+    /// Connections open through pod `pod_id`'s forwards (including those waiting for a wake)
+    /// and when one last opened or closed; `None` if the pod has no forwards.
+    pub fn activity(&self, pod_id: &str) -> Option<Activity> {
+        self.inner.lock().get(pod_id).map(|pod| pod.shared.counters.activity())
     }
 
     fn take(&self, pod_id: &str) -> Vec<Forward> {
-        let forwards = self.inner.lock().remove(pod_id).unwrap_or_default();
+        let forwards = self.inner.lock().remove(pod_id).map(|pod| pod.forwards).unwrap_or_default();
         if !forwards.is_empty() {
             let ports: Vec<u16> = forwards.iter().map(|f| f.port).collect();
             tracing::info!(pod = %pod_id, ?ports, "tcp ports closed");
@@ -93,7 +177,7 @@ impl TcpForwards {
 
 impl Inner {
     // A panic while holding the lock leaves at worst a stale entry; keep serving.
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Vec<Forward>>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, TcpPod>> {
         self.pods.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -101,20 +185,28 @@ impl Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         let pods = self.pods.get_mut().unwrap_or_else(PoisonError::into_inner);
-        for forward in pods.values().flatten() {
+        for forward in pods.values().flat_map(|pod| &pod.forwards) {
             forward.task.abort();
         }
     }
 }
 
-async fn forward_loop(listener: TcpListener, pod: String, backend: SocketAddr) {
+async fn forward_loop(
+    listener: TcpListener,
+    pod: String,
+    backend: SocketAddr,
+    shared: Arc<PodShared>,
+    config: IngressConfig,
+) {
     // Owned here so that cancelling this task drops every open connection with it.
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((client, peer)) => {
-                    connections.spawn(forward_connection(client, peer, pod.clone(), backend));
+                    let span = tracing::debug_span!("tcp", %pod, %peer, port = backend.port());
+                    let connection = forward_connection(client, Arc::clone(&shared), backend, config.clone());
+                    connections.spawn(tracing::Instrument::instrument(connection, span));
                 }
                 Err(error) => {
                     tracing::warn!(pod = %pod, %error, "tcp forward cannot accept");
@@ -127,22 +219,51 @@ async fn forward_loop(listener: TcpListener, pod: String, backend: SocketAddr) {
     }
 }
 
-async fn forward_connection(mut client: TcpStream, peer: SocketAddr, pod: String, backend: SocketAddr) {
-    let mut upstream = match tokio::time::timeout(BACKEND_CONNECT_TIMEOUT, TcpStream::connect(backend)).await {
+async fn forward_connection(mut client: TcpStream, shared: Arc<PodShared>, backend: SocketAddr, config: IngressConfig) {
+    // Counted while open, including while the pod wakes; beyond the limit the connection is
+    // closed at once (raw TCP has no way to say why).
+    let Some(_in_flight) = shared.counters.enter(config.max_in_flight_per_pod) else {
+        tracing::debug!(limit = config.max_in_flight_per_pod, "tcp forward: pod at its connection limit");
+        return;
+    };
+    let (asleep, ip) = {
+        let state = shared.lock();
+        (state.asleep.clone(), state.ip)
+    };
+    let backend = match asleep {
+        None => SocketAddr::new(ip.unwrap_or(backend.ip()), backend.port()),
+        Some(wake) => match wake.wake().await {
+            Ok(ip) => {
+                let mut state = shared.lock();
+                // Unless the provider changed the state meanwhile (its decision wins).
+                if state.asleep.as_ref().is_some_and(|w| w.same(&wake)) {
+                    state.asleep = None;
+                    state.ip = Some(ip);
+                }
+                SocketAddr::new(ip, backend.port())
+            }
+            Err(reason) => {
+                tracing::debug!(%reason, "tcp forward: pod could not be woken");
+                return;
+            }
+        },
+    };
+    let connect = TcpStream::connect(backend);
+    let mut upstream = match tokio::time::timeout(config.connect_timeout, connect).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(error)) => {
-            tracing::debug!(%pod, %peer, %backend, %error, "tcp forward: pod unreachable");
+            tracing::debug!(%backend, %error, "tcp forward: pod unreachable");
             return;
         }
         Err(_) => {
-            tracing::debug!(%pod, %peer, %backend, "tcp forward: pod connect timed out");
+            tracing::debug!(%backend, "tcp forward: pod connect timed out");
             return;
         }
     };
     let _ = client.set_nodelay(true);
     let _ = upstream.set_nodelay(true);
     match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        Ok((to_pod, from_pod)) => tracing::debug!(%pod, %peer, to_pod, from_pod, "tcp forward: connection closed"),
-        Err(error) => tracing::debug!(%pod, %peer, %error, "tcp forward: connection ended with an error"),
+        Ok((to_pod, from_pod)) => tracing::debug!(to_pod, from_pod, "tcp forward: connection closed"),
+        Err(error) => tracing::debug!(%error, "tcp forward: connection ended with an error"),
     }
 }

@@ -35,12 +35,14 @@ async fn backend(name: &'static str) -> SocketAddr {
                     if values.is_empty() { "-".to_owned() } else { values.join("|") }
                 };
                 let text = format!(
-                    "{name} {} host={} xff={} xfh={} xfp={} secret={} connection={}",
+                    "{name} {} host={} xff={} xfh={} xfp={} fwd={} xri={} secret={} connection={}",
                     req.uri(),
                     header("host"),
                     header("x-forwarded-for"),
                     header("x-forwarded-host"),
                     header("x-forwarded-proto"),
+                    header("forwarded"),
+                    header("x-real-ip"),
                     header("x-secret"),
                     header("connection"),
                 );
@@ -116,7 +118,7 @@ async fn routes_each_host_to_its_own_backend() {
 }
 
 #[tokio::test]
-async fn strips_hop_by_hop_and_appends_forwarded_for() {
+async fn strips_hop_by_hop_and_replaces_spoofed_forwarding_headers() {
     let a = backend("alpha").await;
     let routes = Routes::default();
     routes.set("pod-a", vec!["a.pods.localhost".into()], a);
@@ -128,15 +130,25 @@ async fn strips_hop_by_hop_and_appends_forwarded_for() {
         .header("x-secret", "token")
         .header("proxy-authorization", "Basic eA==")
         .header("x-forwarded-for", "203.0.113.9")
+        .header("X-Forwarded-For", "198.51.100.1")
         .header("x-forwarded-proto", "https")
+        .header("x-forwarded-host", "bank.example")
+        .header("forwarded", "for=203.0.113.9;proto=https")
+        .header("x-real-ip", "203.0.113.9")
         .body(Full::default())
         .unwrap();
     let (status, headers, body) = send(proxy.local_addr(), req).await;
     let body = String::from_utf8(body.to_vec()).unwrap();
     assert_eq!(status, StatusCode::OK);
     assert!(body.contains("secret=- "), "{body}");
-    assert!(body.contains("xff=203.0.113.9, 127.0.0.1 "), "{body}");
+    // Every forwarding header comes from the connection; the client's copies are gone.
+    assert!(body.contains("xff=127.0.0.1 "), "{body}");
     assert!(body.contains("xfp=http "), "{body}");
+    assert!(body.contains("xfh=a.pods.localhost "), "{body}");
+    assert!(body.contains("fwd=for=127.0.0.1;proto=http;host=\"a.pods.localhost\" "), "{body}");
+    assert!(body.contains("xri=127.0.0.1 "), "{body}");
+    assert!(!body.contains("203.0.113.9") && !body.contains("198.51.100.1"), "{body}");
+    assert!(!body.contains("https") && !body.contains("bank.example"), "{body}");
     assert!(!body.contains("x-secret"), "{body}");
     assert!(headers.get("keep-alive").is_none(), "{headers:?}");
 }
