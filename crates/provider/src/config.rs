@@ -212,6 +212,34 @@ pub struct IngressConfig {
     /// (e.g. behind a load balancer): `http://{host}:8080`. `{host}` is replaced.
     #[serde(default)]
     pub public_url: Option<String>,
+    /// Seconds a pod may take to send its response headers before the client gets 504
+    /// (1 to 3600). Default 60.
+    #[serde(default = "default_response_timeout_secs")]
+    pub response_timeout_secs: u64,
+    /// Requests (HTTP, including open WebSockets) a pod's route may have in flight, and
+    /// connections a pod's TCP ports may have open, before more get 503 (HTTP) or are closed
+    /// (TCP); at least 1. Default 1024.
+    #[serde(default = "default_max_in_flight_per_pod")]
+    pub max_in_flight_per_pod: u64,
+}
+
+fn default_response_timeout_secs() -> u64 {
+    tpod_ingress::RESPONSE_HEADER_TIMEOUT.as_secs()
+}
+
+fn default_max_in_flight_per_pod() -> u64 {
+    tpod_ingress::MAX_IN_FLIGHT_PER_POD
+}
+
+impl IngressConfig {
+    /// The ingress's settings: these, with the ingress's defaults for the rest.
+    pub fn proxy(&self) -> tpod_ingress::IngressConfig {
+        tpod_ingress::IngressConfig {
+            response_header_timeout: std::time::Duration::from_secs(self.response_timeout_secs),
+            max_in_flight_per_pod: self.max_in_flight_per_pod,
+            ..tpod_ingress::IngressConfig::default()
+        }
+    }
 }
 
 /// Total capacity offered to pods.
@@ -486,6 +514,12 @@ impl Settings {
             return Err(at("domain", "must be a DNS name such as pods.example.com".into()));
         }
         config.ingress.domain = config.ingress.domain.to_ascii_lowercase();
+        if !(1..=3600).contains(&config.ingress.response_timeout_secs) {
+            return Err(at("response_timeout_secs", "must be between 1 and 3600".into()));
+        }
+        if config.ingress.max_in_flight_per_pod == 0 {
+            return Err(at("max_in_flight_per_pod", "must be at least 1".into()));
+        }
         check_listing(&config, &at, &invalid_at, text)?;
         let tee_type = match config.attestation.tee {
             TeeSetting::Auto => String::new(),
@@ -738,6 +772,25 @@ usage = "20"
         assert_eq!(s.config.runtime.provision_wait_secs, 0);
         let err = Settings::parse(&format!("{text}provision_wait_secs = 21\n"), Path::new("p.toml")).unwrap_err();
         assert!(err.to_string().contains(": provision_wait_secs: must be at most 20"), "{err}");
+    }
+
+    #[test]
+    fn ingress_limits_have_defaults_and_are_checked_with_their_line() {
+        let s = Settings::parse(SAMPLE, Path::new("p.toml")).unwrap();
+        let proxy = s.config.ingress.proxy();
+        assert_eq!(proxy.response_header_timeout, std::time::Duration::from_secs(60));
+        assert_eq!(proxy.max_in_flight_per_pod, 1024);
+        let text = SAMPLE.replace(
+            "tcp_bind = \"127.0.0.1\"",
+            "tcp_bind = \"127.0.0.1\"\nresponse_timeout_secs = 5\nmax_in_flight_per_pod = 8",
+        );
+        let s = Settings::parse(&text, Path::new("p.toml")).unwrap();
+        let proxy = s.config.ingress.proxy();
+        assert_eq!((proxy.response_header_timeout.as_secs(), proxy.max_in_flight_per_pod), (5, 8));
+        let err = Settings::parse(&text.replace("= 5", "= 0"), Path::new("p.toml")).unwrap_err().to_string();
+        assert!(err.starts_with("p.toml:15:1: response_timeout_secs: must be between 1 and 3600"), "{err}");
+        let err = Settings::parse(&text.replace("= 8", "= 0"), Path::new("p.toml")).unwrap_err().to_string();
+        assert!(err.starts_with("p.toml:16:1: max_in_flight_per_pod: must be at least 1"), "{err}");
     }
 
     #[test]

@@ -136,10 +136,10 @@ pub async fn start(mut settings: Settings) -> Result<Daemon, DaemonError> {
     // the provider here, with the reason; otherwise the bridge is up with its firewall.
     runtime.prepare_network().await.map_err(|e| step("set up the pod network")(e.to_string()))?;
     let routes = Routes::default();
-    let ingress = HttpIngress::bind(config.ingress.http, routes.clone())
+    let ingress = HttpIngress::bind_with(config.ingress.http, routes.clone(), config.ingress.proxy())
         .await
         .map_err(|e| step("bind the HTTP ingress")(e.to_string()))?;
-    let tcp = TcpForwards::new(config.ingress.tcp_bind);
+    let tcp = TcpForwards::with_config(config.ingress.tcp_bind, config.ingress.proxy());
 
     let sweep_store = blobs.clone();
     let controller = Arc::new(Controller::new(
