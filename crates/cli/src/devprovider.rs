@@ -388,6 +388,10 @@ sample_interval_secs = 1
 claim_interval_secs = 60
 grace_secs = 60
 
+[scaling]
+# Pods with replicas.min 0 may ask to be scaled to zero after as little as 5 s without a request.
+min_idle_timeout_secs = 5
+
 [attestation]
 # No TEE on a development machine: the devnet's own root key signs the evidence, which
 # publishers accept only with the devnet's policy or --allow-simulated-tee.

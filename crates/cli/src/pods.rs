@@ -328,7 +328,12 @@ fn to_proto(manifest: &Manifest, delivery: &Delivery, sealer: &Sealer<'_>) -> an
                 })
             })
             .collect::<anyhow::Result<_>>()?,
-        replicas: Some(pb::Replicas { min: manifest.replicas.min, max: manifest.replicas.max }),
+        replicas: Some(pb::Replicas {
+            min: manifest.replicas.min,
+            max: manifest.replicas.max,
+            idle_timeout_secs: manifest.replicas.idle_timeout_secs.unwrap_or(0),
+            target_concurrency: manifest.replicas.target_concurrency.unwrap_or(0),
+        }),
         sealed_by: sealer.sender.public().as_bytes().to_vec(),
     })
 }
@@ -423,6 +428,12 @@ async fn follow_provisioning(
 fn check_supported(manifest: &Manifest, path: &Path) -> anyhow::Result<()> {
     if manifest.replicas.max > 1 {
         bail!("{}: replicas.max: providers run one replica per pod for now", path.display());
+    }
+    if manifest.replicas.min == 0 && manifest.containers.iter().all(|c| c.ports.is_empty()) {
+        bail!(
+            "{}: replicas.min: 0 scales the pod to zero until a request wakes it, but it has no port",
+            path.display()
+        );
     }
     Ok(())
 }
@@ -837,6 +848,9 @@ fn print_status(record: &Deployment, status: &pb::PodStatus, token: &crate::unit
                     "metered": b.amount, "claimed": b.claimed, "rate_per_second": b.rate_per_second,
                     "top_up": (!b.top_up.is_empty()).then_some(&b.top_up),
                 })),
+                "last_wake": status.last_wake.as_ref().map(|w| json!({
+                    "at": w.at_unix, "millis": w.millis, "error": (!w.error.is_empty()).then_some(&w.error),
+                })),
                 "progress": status.progress.as_ref().map(|p| json!({
                     "phase": p.phase, "container": (!p.container.is_empty()).then_some(&p.container),
                     "done_bytes": p.done_bytes, "total_bytes": p.total_bytes,
@@ -846,6 +860,13 @@ fn print_status(record: &Deployment, status: &pb::PodStatus, token: &crate::unit
         return;
     }
     say!("{}: {}", record.name, status.state);
+    if let Some(w) = &status.last_wake {
+        let at = crate::units::format_time(w.at_unix);
+        match w.error.as_str() {
+            "" => say!("  last wake {at}, in {} ms", w.millis),
+            error => say!("  last wake {at} FAILED after {} ms: {error}", w.millis),
+        }
+    }
     if let Some(p) = &status.progress {
         match p.phase.as_str() {
             "unpacking" => say!(

@@ -10,7 +10,7 @@ use crate::model::{
 };
 use crate::quantity::{parse_bytes, parse_cpu_millis};
 use crate::tree::{Key, Node, Pos, Value};
-use crate::{MAX_CONTAINERS, MAX_REPLICAS};
+use crate::{MAX_CONTAINERS, MAX_IDLE_TIMEOUT_SECS, MAX_REPLICAS};
 
 /// Collects errors for one file.
 struct Ctx<'f> {
@@ -122,6 +122,28 @@ fn integer(ctx: &mut Ctx<'_>, node: &Node, path: &str, min: u64, max: u64) -> Op
     }
 }
 
+/// A duration in whole seconds: `90`, `90s`, `5m` or `1h`, from `min` to `max` seconds.
+fn duration_secs(ctx: &mut Ctx<'_>, node: &Node, path: &str, min: u64, max: u64) -> Option<u64> {
+    let text = string(ctx, node, path)?;
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let scale = match unit {
+        "s" => Some(1),
+        "m" => Some(60),
+        "h" => Some(3600),
+        _ => None,
+    };
+    match (number.parse::<u64>().ok(), scale) {
+        (Some(n), Some(scale)) if (min..=max).contains(&n.saturating_mul(scale)) => Some(n * scale),
+        _ => {
+            ctx.error(node.pos, path, format!("must be a duration from {min}s to {max}s, such as `30s`, `5m` or `1h`"));
+            None
+        }
+    }
+}
+
 fn boolean(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<bool> {
     match string(ctx, node, path)? {
         "true" | "True" | "TRUE" => Some(true),
@@ -211,16 +233,24 @@ fn decode_manifest(ctx: &mut Ctx<'_>, root: &Node) -> Option<Manifest> {
 }
 
 fn replicas(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<Replicas> {
-    let fields = Fields::new(ctx, node, path, &["min", "max"])?;
+    let fields = Fields::new(ctx, node, path, &["min", "max", "idleTimeout", "targetConcurrency"])?;
     let max_limit = u64::from(MAX_REPLICAS);
     let min = fields.required(ctx, "min").and_then(|(node, path)| integer(ctx, node, &path, 0, max_limit));
     let max = fields.required(ctx, "max").and_then(|(node, path)| integer(ctx, node, &path, 1, max_limit));
+    let idle_timeout_secs = match fields.get("idleTimeout") {
+        Some((node, path)) => duration_secs(ctx, node, &path, 1, MAX_IDLE_TIMEOUT_SECS).map(Some),
+        None => Some(None),
+    };
+    let target_concurrency = match fields.get("targetConcurrency") {
+        Some((node, path)) => integer(ctx, node, &path, 1, 10_000).map(|n| u32::try_from(n).ok()),
+        None => Some(None),
+    };
     let (min, max) = (u32::try_from(min?).ok()?, u32::try_from(max?).ok()?);
     if min > max {
         ctx.error(node.pos, path, format!("min ({min}) must not exceed max ({max})"));
         return None;
     }
-    Some(Replicas { min, max })
+    Some(Replicas { min, max, idle_timeout_secs: idle_timeout_secs?, target_concurrency: target_concurrency? })
 }
 
 fn volumes(ctx: &mut Ctx<'_>, pod: &mut Pod, node: &Node, path: &str) -> Option<Vec<Volume>> {

@@ -33,6 +33,9 @@ pub const MAX_MANIFEST_BYTES: usize = 1 << 20;
 pub const MAX_CONTAINERS: usize = 16;
 /// The most replicas a pod may ask for.
 pub const MAX_REPLICAS: u32 = 16;
+
+/// The longest `replicas.idleTimeout` a manifest may ask for: a week.
+pub const MAX_IDLE_TIMEOUT_SECS: u64 = 7 * 24 * 3600;
 /// The largest `resources.pids` accepted: the kernel's own ceiling on pids (`PID_MAX_LIMIT`).
 pub const MAX_PIDS: u32 = 1 << 22;
 /// Container paths no volume may be mounted at or under: the kernel's file systems the runtime

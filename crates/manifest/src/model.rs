@@ -165,14 +165,22 @@ pub enum VolumeSource {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Replicas {
-    /// At least this many; at most `max`.
+    /// At least this many; at most `max`. 0 lets the provider scale the pod to zero when it
+    /// receives no request for `idle_timeout_secs`, and start it again on the next one.
     pub min: u32,
     /// At most this many: 1 to [`crate::MAX_REPLICAS`].
     pub max: u32,
+    /// `idleTimeout`: how long the pod may receive no request before it is scaled down, in
+    /// seconds (1 to [`crate::MAX_IDLE_TIMEOUT_SECS`]); `None`: the provider's default. A provider
+    /// may hold it to a minimum of its own.
+    pub idle_timeout_secs: Option<u64>,
+    /// `targetConcurrency`: requests in flight per replica above which another one is started;
+    /// `None`: the provider's default.
+    pub target_concurrency: Option<u32>,
 }
 
 impl Default for Replicas {
     fn default() -> Self {
-        Replicas { min: 1, max: 1 }
+        Replicas { min: 1, max: 1, idle_timeout_secs: None, target_concurrency: None }
     }
 }

@@ -38,7 +38,7 @@ fn sample_parses() {
     assert_eq!(web.ports[0].container_port, 8080);
     assert_eq!(web.ports[0].protocol, Protocol::Http);
     assert_eq!(web.resources, Resources { cpu_millis: 100, memory_bytes: 64 << 20, gpu: 0, pids: None });
-    assert_eq!(manifest.replicas, Replicas { min: 1, max: 1 });
+    assert_eq!(manifest.replicas, Replicas::default());
     assert!(manifest.volumes.is_empty());
 }
 
@@ -94,7 +94,7 @@ replicas: {min: 0, max: 16}
     assert_eq!(manifest.volumes[1].source, VolumeSource::Secret { file: "./secret.txt".into() });
     assert_eq!(manifest.volumes[2].source, VolumeSource::EmptyDir { size_bytes: Some(512 << 20) });
     assert_eq!(manifest.volumes[3].source, VolumeSource::EmptyDir { size_bytes: None });
-    assert_eq!(manifest.replicas, Replicas { min: 0, max: 16 });
+    assert_eq!(manifest.replicas, Replicas { min: 0, max: 16, ..Replicas::default() });
 
     let json = serde_json::to_value(&manifest).unwrap();
     assert_eq!(json["containers"][0]["resources"]["cpuMillis"], 500);
@@ -433,8 +433,28 @@ fn replicas() {
     assert_errors(&with("{min: 0, max: 17}"), &["hello.yaml:8:25: replicas.max: must be an integer from 1 to 16"]);
     assert_errors(&with("{min: -1, max: 1}"), &["hello.yaml:8:17: replicas.min: must be an integer from 0 to 16"]);
     assert_errors(&with("{max: 1}"), &["hello.yaml:8:11: replicas: missing required field `min`"]);
-    assert_eq!(parse(&with("{min: 0, max: 1}"), Path::new(FILE)).unwrap().replicas, Replicas { min: 0, max: 1 });
-    assert_eq!(parse(BASE, Path::new(FILE)).unwrap().replicas, Replicas { min: 1, max: 1 });
+    assert_eq!(
+        parse(&with("{min: 0, max: 1}"), Path::new(FILE)).unwrap().replicas,
+        Replicas { min: 0, max: 1, ..Replicas::default() }
+    );
+    assert_eq!(parse(BASE, Path::new(FILE)).unwrap().replicas, Replicas::default());
+    let scaled = parse(&with("{min: 0, max: 2, idleTimeout: 5m, targetConcurrency: 10}"), Path::new(FILE)).unwrap();
+    assert_eq!(
+        scaled.replicas,
+        Replicas { min: 0, max: 2, idle_timeout_secs: Some(300), target_concurrency: Some(10) }
+    );
+    assert_eq!(
+        parse(&with("{min: 0, max: 1, idleTimeout: 45}"), Path::new(FILE)).unwrap().replicas.idle_timeout_secs,
+        Some(45)
+    );
+    assert_errors(
+        &with("{min: 0, max: 1, idleTimeout: 5d}"),
+        &["hello.yaml:8:41: replicas.idleTimeout: must be a duration from 1s to 604800s, such as `30s`, `5m` or `1h`"],
+    );
+    assert_errors(
+        &with("{min: 0, max: 1, targetConcurrency: 0}"),
+        &["hello.yaml:8:47: replicas.targetConcurrency: must be an integer from 1 to 10000"],
+    );
 }
 
 #[test]

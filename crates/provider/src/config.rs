@@ -63,6 +63,9 @@ pub struct Config {
     /// Metering, claims and the funds watcher.
     #[serde(default)]
     pub billing: BillingConfig,
+    /// Scaling pods to zero and waking them.
+    #[serde(default)]
+    pub scaling: ScalingConfig,
     /// The TEE the provider runs in, which attests it to publishers.
     #[serde(default)]
     pub attestation: AttestationConfig,
@@ -152,6 +155,35 @@ impl Default for BillingConfig {
             grace_secs: 60,
             retention_secs: 7 * 24 * 3600,
         }
+    }
+}
+
+/// How pods that may scale to zero (`replicas.min: 0`) are stopped when idle and woken.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScalingConfig {
+    /// Seconds without a request after which such a pod is scaled to zero, when its manifest
+    /// names no `idleTimeout`. Default 300.
+    pub idle_timeout_secs: u64,
+    /// The shortest idle timeout a manifest may ask for; a shorter one is raised to it. Default
+    /// 30 (the devnet's provider allows 5).
+    pub min_idle_timeout_secs: u64,
+    /// How long a wake may take, from the first request to the container's port answering,
+    /// before the waiting requests get 503. Default 30.
+    pub wake_timeout_secs: u64,
+}
+
+impl Default for ScalingConfig {
+    fn default() -> Self {
+        Self { idle_timeout_secs: 300, min_idle_timeout_secs: 30, wake_timeout_secs: 30 }
+    }
+}
+
+impl ScalingConfig {
+    /// The idle timeout of a pod whose manifest asks for `asked` seconds (0: the default).
+    pub fn idle_timeout_secs(&self, asked: u64) -> u64 {
+        let asked = if asked == 0 { self.idle_timeout_secs } else { asked };
+        asked.max(self.min_idle_timeout_secs)
     }
 }
 
@@ -507,6 +539,16 @@ impl Settings {
         }
         if config.runtime.provision_wait_secs > 20 {
             return Err(at("provision_wait_secs", "must be at most 20".into()));
+        }
+        let scaling = &config.scaling;
+        if scaling.min_idle_timeout_secs == 0 {
+            return Err(at("min_idle_timeout_secs", "must be at least 1".into()));
+        }
+        if scaling.idle_timeout_secs < scaling.min_idle_timeout_secs {
+            return Err(at("idle_timeout_secs", "must be at least min_idle_timeout_secs".into()));
+        }
+        if !(1..=600).contains(&scaling.wake_timeout_secs) {
+            return Err(at("wake_timeout_secs", "must be from 1 to 600".into()));
         }
         tpod_runtime::sandbox::check_deny_list(&config.runtime.seccomp_deny)
             .map_err(|e| at("seccomp_deny", e.to_string()))?;

@@ -34,6 +34,11 @@ pub struct PodDefinition {
     /// The publisher's X25519 key its images and secrets are sealed by (HPKE auth mode).
     #[serde(default, with = "hex_key")]
     pub sealed_by: Option<[u8; 32]>,
+    /// `replicas.min: 0`: the pod is scaled to zero when it receives no request for its idle
+    /// timeout, here as the manifest asked (0: the provider's default; the provider's minimum
+    /// applies). `None`: it always runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_to_zero_after_secs: Option<u64>,
 }
 
 /// An HPKE ciphertext sealed to the enclave (see `pb::Sealed`), stored as sent.
@@ -244,6 +249,10 @@ impl PodDefinition {
         {
             return Err("replicas: this provider runs one replica per pod".into());
         }
+        let scale_to_zero_after_secs = pod.replicas.as_ref().filter(|r| r.min == 0).map(|r| r.idle_timeout_secs);
+        if scale_to_zero_after_secs.is_some() && pod.containers.iter().all(|c| c.ports.is_empty()) {
+            return Err("replicas.min: 0 needs a port: the pod is woken by a request or connection".into());
+        }
         let mut names = BTreeSet::new();
         let mut ports = BTreeSet::new();
         let mut hosts = BTreeSet::new();
@@ -340,7 +349,7 @@ impl PodDefinition {
         }
         let sealed_by = <[u8; 32]>::try_from(pod.sealed_by.as_slice())
             .map_err(|_| "sealed_by: missing: the publisher key that sealed the images (32 bytes)".to_owned())?;
-        Ok(Self { name: pod.name.clone(), containers, volumes, sealed_by: Some(sealed_by) })
+        Ok(Self { name: pod.name.clone(), containers, volumes, sealed_by: Some(sealed_by), scale_to_zero_after_secs })
     }
 
     /// The pod with `bytes` as the size of its emptyDir volumes that name none.

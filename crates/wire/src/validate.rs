@@ -340,6 +340,9 @@ fn pod_status(status: &PodStatus) -> Result<(), WireError> {
         string("status.progress", "phase", &p.phase, MAX_STRING_BYTES)?;
         string("status.progress", "container", &p.container, MAX_STRING_BYTES)?;
     }
+    if let Some(w) = &status.last_wake {
+        string("status.last_wake", "error", &w.error, MAX_TEXT_BYTES)?;
+    }
     status.billing.as_ref().map_or(Ok(()), billing)
 }
 

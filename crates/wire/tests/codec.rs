@@ -86,7 +86,7 @@ fn pod() -> pb::Pod {
                 kind: Some(Kind::Secret(pb::volume::Secret { sealed: Some(sealed(100)) })),
             },
         ],
-        replicas: Some(pb::Replicas { min: 1, max: 3 }),
+        replicas: Some(pb::Replicas { min: 0, max: 3, idle_timeout_secs: 30, target_concurrency: 10 }),
         sealed_by: vec![9; 32],
     }
 }
@@ -188,6 +188,7 @@ fn every_message_round_trips() {
                 done_bytes: 1 << 20,
                 total_bytes: 3 << 20,
             }),
+            last_wake: Some(pb::Wake { at_unix: 1_700_000_000, millis: 120, error: String::new() }),
         })),
     });
     round_trip(pb::ProvisionResponse {

@@ -99,7 +99,8 @@ impl<R: Runtime> Controller<R> {
         for pod in &pods {
             let running = match pod.state {
                 PodState::Running => true,
-                PodState::Paused { .. } => false,
+                // Only storage is billed while paused or at zero.
+                PodState::Paused { .. } | PodState::ScaledToZero { .. } => false,
                 _ => continue,
             };
             match self.sample_one(pod, running).await {
@@ -341,7 +342,7 @@ impl<R: Runtime> Controller<R> {
         let now = now_unix();
         let amount = usage.ledger.amount();
         match &pod.state {
-            PodState::Running if funds.closed || funds.unlock_at.is_some() => {
+            PodState::Running | PodState::ScaledToZero { .. } if funds.closed || funds.unlock_at.is_some() => {
                 // Confirm on a fresh read: only chain state stops a pod.
                 let fresh = self.read_channel(pod_id, B256::from(pod.channel_id)).await?;
                 if fresh.closed || fresh.unlock_at.is_some() {
@@ -354,7 +355,7 @@ impl<R: Runtime> Controller<R> {
                     self.claim(pod_id, true).await?;
                 }
             }
-            PodState::Running => {
+            PodState::Running | PodState::ScaledToZero { .. } => {
                 let rate = ceil_amount(self.rate_numerator(&pod, &usage.ledger));
                 let left = funds.deposited.saturating_sub(amount);
                 let horizon = rate * U256::from(self.horizon_secs());
@@ -402,7 +403,7 @@ impl<R: Runtime> Controller<R> {
     async fn pause(&self, pod: &PodRecord, reason: &str) -> Result<(), Refusal> {
         let _ops = self.ops.lock().await;
         let Some(mut record) = self.parts.store.get_pod(&pod.pod_id).map_err(internal)? else { return Ok(()) };
-        if !matches!(record.state, PodState::Running) {
+        if !matches!(record.state, PodState::Running | PodState::ScaledToZero { .. }) {
             return Ok(());
         }
         self.sample(Some(&pod.pod_id)).await?;
@@ -458,6 +459,7 @@ impl<R: Runtime> Controller<R> {
                     tracing::error!(error = %e, "metering failed");
                 }
             }
+            self.scale_idle().await;
             let changed = self.channel_events(&mut watcher).await;
             let pods = self.parts.store.list_pods().unwrap_or_default();
             let periodic = now_ms() >= next_claims;
@@ -473,7 +475,10 @@ impl<R: Runtime> Controller<R> {
                     self.note_attempt(&pod.pod_id, claimed);
                 } else if changed.contains(&B256::from(pod.channel_id)) {
                     self.refresh_and_reconcile(&pod.pod_id).await;
-                } else if matches!(pod.state, PodState::Running | PodState::Paused { .. }) {
+                } else if matches!(
+                    pod.state,
+                    PodState::Running | PodState::Paused { .. } | PodState::ScaledToZero { .. }
+                ) {
                     // Cheap: uses the channel as last read, and reads again only to confirm a pause.
                     let checked = self.reconcile_funds(&pod.pod_id).await;
                     self.note_attempt(&pod.pod_id, checked);

@@ -39,6 +39,7 @@ use crate::pod::{PodDefinition, Reservation, pod_label};
 use crate::store::{PodRecord, PodState, Store};
 
 mod billing;
+mod scaling;
 
 pub use billing::ClaimOutcome;
 
@@ -125,6 +126,8 @@ pub struct Controller<R> {
     live: std::sync::Mutex<HashMap<[u8; 32], billing::Live>>,
     /// Deploys completing in the background, by pod id.
     in_flight: std::sync::Mutex<HashMap<[u8; 32], InFlight>>,
+    /// Pods' addresses, start times and wakes (see [`scaling`]).
+    scaling: std::sync::Mutex<HashMap<[u8; 32], scaling::Scaling>>,
 }
 
 /// A deploy completing in the background.
@@ -159,6 +162,7 @@ impl<R: Runtime> Controller<R> {
             claims: tokio::sync::Mutex::new(()),
             live: std::sync::Mutex::default(),
             in_flight: std::sync::Mutex::default(),
+            scaling: std::sync::Mutex::default(),
         }
     }
 
@@ -682,12 +686,19 @@ impl<R: Runtime> Controller<R> {
 
     /// After a start (or a restart after `kill -9`): re-adopts the pods the store says run,
     /// finishes off deploys that were cut short, and removes runtime state nobody owns.
-    pub async fn recover(&self) -> Result<(), Refusal> {
+    pub async fn recover(self: &Arc<Self>) -> Result<(), Refusal> {
         let _ops = self.ops.lock().await;
         let pods = self.parts.store.list_pods().map_err(internal)?;
         for record in &pods {
             let id = B256::from(record.pod_id);
             match record.state {
+                // Still stopped in the runtime; the next request wakes it.
+                PodState::ScaledToZero { .. } => {
+                    let def: PodDefinition = serde_json::from_str(&record.manifest_json).map_err(internal)?;
+                    if let Err(e) = self.expose_asleep(record, &def).await {
+                        tracing::error!(pod = %id, error = %e, "could not route the pod at zero");
+                    }
+                }
                 PodState::Running => {
                     let def: PodDefinition = serde_json::from_str(&record.manifest_json).map_err(internal)?;
                     let adopted = match self.runtime_spec(&record.pod_id, &def) {
@@ -875,7 +886,24 @@ impl<R: Runtime> Controller<R> {
         record.state = PodState::Running;
         record.updated_at_unix = now_unix();
         self.parts.store.put_pod(&record).map_err(internal)?;
+        self.note_awake(&record.pod_id, endpoint.ip);
         Ok(record)
+    }
+
+    /// The host names of each of the pod's HTTP ports: its own `hostname`s, and the pod's name
+    /// for its first HTTP port.
+    fn route_hosts(&self, record: &PodRecord, def: &PodDefinition) -> Vec<(u16, Vec<String>)> {
+        let default_host = format!("{}.{}", pod_label(&record.pod_id), self.parts.settings.config.ingress.domain);
+        let mut first = true;
+        def.http_ports()
+            .map(|port| {
+                let mut hosts: Vec<String> = port.hostname.iter().cloned().collect();
+                if std::mem::take(&mut first) {
+                    hosts.push(default_host.clone());
+                }
+                (port.container_port, hosts)
+            })
+            .collect()
     }
 
     /// Routes the pod's host names and opens its TCP host ports (the same ones as before when
@@ -887,16 +915,9 @@ impl<R: Runtime> Controller<R> {
         endpoint: PodEndpoint,
     ) -> Result<Vec<(u16, u16)>, Refusal> {
         let key = hex(&record.pod_id);
-        let default_host = format!("{}.{}", pod_label(&record.pod_id), self.parts.settings.config.ingress.domain);
-        let mut first = true;
-        for port in def.http_ports() {
-            let mut hosts: Vec<String> = port.hostname.iter().cloned().collect();
-            // The pod's own name goes to its first HTTP port.
-            if std::mem::take(&mut first) {
-                hosts.push(default_host.clone());
-            }
-            let backend = SocketAddr::from((endpoint.ip, port.container_port));
-            self.parts.routes.set(&route_key(&key, port.container_port), hosts, backend);
+        for (port, hosts) in self.route_hosts(record, def) {
+            let backend = SocketAddr::from((endpoint.ip, port));
+            self.parts.routes.set(&route_key(&key, port), hosts, backend);
         }
         let mut tcp_ports = Vec::new();
         for port in def.tcp_ports() {
@@ -966,6 +987,7 @@ impl<R: Runtime> Controller<R> {
             PodState::Running => "running".to_owned(),
             PodState::Provisioning => "provisioning".to_owned(),
             PodState::Paused { reason, .. } => format!("paused: {reason}"),
+            PodState::ScaledToZero { .. } => "scaled-to-zero".to_owned(),
             PodState::Stopped => "deleted; final claim pending".to_owned(),
             PodState::Failed { reason } => format!("failed: {reason}"),
         };
@@ -974,7 +996,16 @@ impl<R: Runtime> Controller<R> {
             PodState::Provisioning => lock(&self.in_flight).get(&record.pod_id).map(|f| lock(&f.progress).clone()),
             _ => None,
         };
-        Ok(pb::PodStatus { state, url, containers, tcp_ports: tcp_port_map(&record.tcp_ports), billing, progress })
+        let last_wake = self.last_wake(&record.pod_id);
+        Ok(pb::PodStatus {
+            state,
+            url,
+            containers,
+            tcp_ports: tcp_port_map(&record.tcp_ports),
+            billing,
+            progress,
+            last_wake,
+        })
     }
 
     fn url_for(&self, host: &str) -> String {
@@ -1000,7 +1031,11 @@ fn container_state(state: ContainerState) -> &'static str {
 
 /// Whether a pod's reservation counts against capacity.
 fn holds_resources(p: &PodRecord) -> bool {
-    matches!(p.state, PodState::Provisioning | PodState::Running | PodState::Paused { .. })
+    // A pod at zero keeps its capacity, so that waking it never finds the provider full.
+    matches!(
+        p.state,
+        PodState::Provisioning | PodState::Running | PodState::Paused { .. } | PodState::ScaledToZero { .. }
+    )
 }
 
 fn capacity_message(asked: Reservation, free: Reservation) -> String {

@@ -53,6 +53,13 @@ pub enum PodState {
         #[serde(default = "zero")]
         rate_per_second: String,
     },
+    /// The pod (`replicas.min: 0`) received no request for its idle timeout: its processes
+    /// were stopped, its rootfs (in memory), volumes and address are kept, only its storage is
+    /// billed, and the next request or connection wakes it.
+    ScaledToZero {
+        /// When (Unix seconds).
+        since_unix: u64,
+    },
     /// The pod was deleted; its record stays until the final claim is confirmed.
     Stopped,
     /// The pod could not be run.
