@@ -907,21 +907,24 @@ fn report_watched(watched: &Watched, name: &str) {
                 say!("  container {}: {} (exit code {code}, {} restarts)", c.name, c.state, c.restarts);
             }
             say!(
-                "  billing stopped and the provider released the channel; `tpod logs {name}` shows the output,                  `tpod delete {name}` returns the rest of the deposit"
+                "  billing stopped and the provider released the channel; `tpod logs {name}` shows the output, \
+                 `tpod delete {name}` returns the rest of the deposit"
             );
         }
         Watched::CrashLooping(status) => {
             if let Some(c) = crash_looping(status, 1) {
                 let code = if c.has_exit_code { c.exit_code.to_string() } else { "unknown".to_owned() };
                 eprintln!(
-                    "{name} is crash-looping: container {} exited with code {code} and was restarted {} times;                      see `tpod logs {name} --container {}`",
+                    "{name} is crash-looping: container {} exited with code {code} ({} restarts so far); see \
+                     `tpod logs {name} --container {}`",
                     c.name, c.restarts, c.name
                 );
             } else {
                 eprintln!("{name} is crash-looping; see `tpod status {name}` and `tpod logs {name}`");
             }
             eprintln!(
-                "  the pod stays deployed and billed while the provider keeps restarting it: fix it and `tpod                  update`, or `tpod delete {name}`"
+                "  the pod stays deployed and billed while the provider keeps restarting it: fix it and `tpod \
+                 update`, or `tpod delete {name}`"
             );
         }
     }
