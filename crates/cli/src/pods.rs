@@ -23,7 +23,7 @@ use tpod_attestation::Attested;
 use tpod_chain::Chain;
 use tpod_chain::client::NewChannel;
 use tpod_chain::request::PodRequest;
-use tpod_manifest::{Manifest, VolumeSource};
+use tpod_manifest::{Manifest, RestartPolicy, VolumeSource};
 use tpod_net::{Client, Multiaddr, PeerId};
 use tpod_wire::pb;
 
@@ -335,6 +335,12 @@ fn to_proto(manifest: &Manifest, delivery: &Delivery, sealer: &Sealer<'_>) -> an
             target_concurrency: manifest.replicas.target_concurrency.unwrap_or(0),
         }),
         sealed_by: sealer.sender.public().as_bytes().to_vec(),
+        restart_policy: match manifest.restart_policy {
+            RestartPolicy::Always => pb::pod::RestartPolicy::Always,
+            RestartPolicy::OnFailure => pb::pod::RestartPolicy::OnFailure,
+            RestartPolicy::Never => pb::pod::RestartPolicy::Never,
+        }
+        .into(),
     })
 }
 
@@ -752,7 +758,10 @@ pub async fn deploy(args: &DeployArgs, target: &Target, devnet_dir: &Path, json:
     let status = publisher.provision(&provider, pod_id, action).await.map_err(failed)?;
     // A big image unpacks on the provider after it accepted the pod.
     let status = follow_provisioning(&publisher, &provider, pod_id, status, json).await.map_err(failed)?;
-    if let Some(reason) = status.state.strip_prefix("failed: ") {
+    // A job may have finished (and failed) already: that is no failed deploy.
+    if let Some(reason) = status.state.strip_prefix("failed: ")
+        && !finished(&status)
+    {
         // Nothing was metered: the channel stays unused, for a later deploy of this name.
         return Err(failed(anyhow::anyhow!("the provider could not start the pod: {reason}")));
     }
@@ -761,17 +770,7 @@ pub async fn deploy(args: &DeployArgs, target: &Target, devnet_dir: &Path, json:
     records.upsert(record.clone());
     records.save(&records_dir)?;
 
-    if json {
-        say!(
-            "{}",
-            json!({
-                "name": name, "url": status.url, "pod_id": pod_id, "channel_id": channel_id,
-                "amount": funded.to_string(), "paid": to_pay.to_string(), "provider": provider.peer.to_string(),
-                "provider_address": terms.provider_address, "skipped": skipped, "state": status.state,
-                "uploaded_bytes": uploaded,
-            })
-        );
-    } else {
+    if !json {
         say!("deployed {name} (pod {pod_id})");
         say!("  provider {} ({})", provider.peer, terms.provider_address);
         say!("  images  sealed to the provider's enclave; {uploaded} encrypted bytes uploaded");
@@ -781,7 +780,165 @@ pub async fn deploy(args: &DeployArgs, target: &Target, devnet_dir: &Path, json:
             say!("  url     {}", status.url);
         }
     }
-    Ok(ExitCode::SUCCESS)
+    // A job is followed until it finishes; any pod is watched a few seconds for a crash loop.
+    let watched = watch(&publisher, &provider, pod_id, status, manifest.restart_policy, &name, json).await?;
+    let status = watched.status();
+    if json {
+        say!(
+            "{}",
+            json!({
+                "name": name, "url": status.url, "pod_id": pod_id, "channel_id": channel_id,
+                "amount": funded.to_string(), "paid": to_pay.to_string(), "provider": provider.peer.to_string(),
+                "provider_address": terms.provider_address, "skipped": skipped, "state": status.state,
+                "uploaded_bytes": uploaded, "restart_policy": manifest.restart_policy.as_str(),
+                "finished": matches!(watched, Watched::Finished(_)),
+                "crash_looping": matches!(watched, Watched::CrashLooping(_)),
+                "exit_codes": status.containers.iter()
+                    .map(|c| (c.name.clone(), json!(c.has_exit_code.then_some(c.exit_code))))
+                    .collect::<serde_json::Map<_, _>>(),
+            })
+        );
+    } else {
+        report_watched(&watched, &name);
+    }
+    // On stderr, so said with --json too.
+    if json && matches!(watched, Watched::CrashLooping(_)) {
+        report_watched(&watched, &name);
+    }
+    Ok(if watched.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// What `deploy` saw of a pod once it was started.
+enum Watched {
+    /// Running as it should, as far as the watch saw.
+    Running(pb::PodStatus),
+    /// Every container ended for good under its restart policy: a job that finished.
+    Finished(pb::PodStatus),
+    /// A container keeps failing and is restarted.
+    CrashLooping(pb::PodStatus),
+}
+
+impl Watched {
+    fn status(&self) -> &pb::PodStatus {
+        match self {
+            Watched::Running(s) | Watched::Finished(s) | Watched::CrashLooping(s) => s,
+        }
+    }
+
+    /// Whether `deploy` succeeds: the pod runs, or its job succeeded.
+    fn ok(&self) -> bool {
+        match self {
+            Watched::Running(_) => true,
+            Watched::Finished(s) => s.state == "succeeded",
+            Watched::CrashLooping(_) => false,
+        }
+    }
+}
+
+/// Whether every container of the pod has ended for good (a finished job). A pod that failed
+/// to deploy has no containers.
+fn finished(status: &pb::PodStatus) -> bool {
+    !status.containers.is_empty()
+        && status.containers.iter().all(|c| matches!(c.state.as_str(), "succeeded" | "failed"))
+}
+
+/// The first container that failed and was restarted at least `restarts` times, if any.
+fn crash_looping(status: &pb::PodStatus, restarts: u32) -> Option<&pb::ContainerStatus> {
+    status
+        .containers
+        .iter()
+        .find(|c| c.restarts >= restarts.max(1) && (c.state == "restarting" || (c.has_exit_code && c.exit_code != 0)))
+}
+
+/// How long `deploy` watches a service (`restartPolicy: Always`) after it started: a container
+/// that exits at once has been restarted, or waits out its first backoff (1 s), by then.
+const WATCH_SERVICE: Duration = Duration::from_secs(3);
+
+/// Restarts after which a job (`restartPolicy: OnFailure`) that keeps failing is reported as
+/// crash-looping instead of followed on (it may still succeed: the provider keeps retrying).
+const JOB_RESTARTS: u32 = 3;
+
+/// After the deploy: follows a job (`OnFailure`, `Never`) until it finishes or crash-loops, or
+/// watches a service for [`WATCH_SERVICE`] for a crash loop.
+async fn watch(
+    publisher: &Publisher,
+    provider: &ProviderTarget,
+    pod_id: B256,
+    mut status: pb::PodStatus,
+    policy: RestartPolicy,
+    name: &str,
+    quiet: bool,
+) -> anyhow::Result<Watched> {
+    let job = policy != RestartPolicy::Always;
+    let restarts = if job { JOB_RESTARTS } else { 1 };
+    if job && !quiet && !finished(&status) {
+        say!("following {name} until it finishes (Ctrl-C stops following; the pod keeps running)");
+    }
+    let started = Instant::now();
+    let mut failures = 0u32;
+    loop {
+        if finished(&status) {
+            return Ok(Watched::Finished(status));
+        }
+        if crash_looping(&status, restarts).is_some() {
+            return Ok(Watched::CrashLooping(status));
+        }
+        if !job && started.elapsed() >= WATCH_SERVICE {
+            return Ok(Watched::Running(status));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        match publisher.provision(provider, pod_id, pb::provision_request::Action::Status(pb::Status {})).await {
+            Ok(next) => {
+                status = next;
+                failures = 0;
+            }
+            // A status request lost on the way is asked again, a few times.
+            Err(e) if failures < 5 => {
+                failures += 1;
+                tracing::warn!(error = %format!("{e:#}"), "status of the deployed pod");
+            }
+            Err(e) => {
+                return Err(e.context(format!(
+                    "following {name} after its deploy; it stays deployed: follow it with `tpod status {name}`"
+                )));
+            }
+        }
+    }
+}
+
+/// Tells the user how the watch after a deploy ended.
+fn report_watched(watched: &Watched, name: &str) {
+    match watched {
+        Watched::Running(_) => {}
+        Watched::Finished(status) => {
+            let outcome = if status.state == "succeeded" { "succeeded" } else { "failed" };
+            say!("finished: {outcome}");
+            for c in &status.containers {
+                let code = if c.has_exit_code { c.exit_code.to_string() } else { "unknown".to_owned() };
+                say!("  container {}: {} (exit code {code}, {} restarts)", c.name, c.state, c.restarts);
+            }
+            say!(
+                "  billing stopped and the provider released the channel; `tpod logs {name}` shows the output, \
+                 `tpod delete {name}` returns the rest of the deposit"
+            );
+        }
+        Watched::CrashLooping(status) => {
+            if let Some(c) = crash_looping(status, 1) {
+                let code = if c.has_exit_code { c.exit_code.to_string() } else { "unknown".to_owned() };
+                eprintln!(
+                    "{name} is crash-looping: container {} exited with code {code} ({} restarts so far); see \
+                     `tpod logs {name} --container {}`",
+                    c.name, c.restarts, c.name
+                );
+            } else {
+                eprintln!("{name} is crash-looping; see `tpod status {name}` and `tpod logs {name}`");
+            }
+            eprintln!(
+                "  the pod stays deployed and billed while the provider keeps restarting it: fix it and `tpod \
+                 update`, or `tpod delete {name}`"
+            );
+        }
+    }
 }
 
 /// `tpod update`.

@@ -148,12 +148,14 @@ fn bad_deploys_are_refused_and_leave_nothing_behind() {
     let host_port = status["tcp_ports"][0]["host_port"].as_u64().unwrap();
     wait_for_body(&format!("http://tcp.test:{host_port}"), "x\n");
 
-    // A container that exits at once: status says so, with its exit code.
+    // A container that exits at once: deploy says it crash-loops, and fails, leaving the pod
+    // deployed; status says so too, with its exit code.
     let crash = variant(
         "crash.yaml",
         yaml.replace(r#"command: ["/bin/busybox", "httpd"]"#, r#"command: ["/bin/busybox", "sh", "-c", "exit 3"]"#),
     );
-    net.ok(&["deploy", &crash, "--name", "crash"]);
+    let said = net.fails(&["deploy", &crash, "--name", "crash"]);
+    assert!(said.contains("crash is crash-looping: container web exited with code 3"), "{said}");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let status = net.ok(&["status", "crash"]);

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Location, ManifestError};
 use crate::model::{
-    Container, Image, ImageKind, Manifest, Port, Protocol, Replicas, Resources, Volume, VolumeMount, VolumeSource,
+    Container, Image, ImageKind, Manifest, Port, Protocol, Replicas, Resources, RestartPolicy, Volume, VolumeMount,
+    VolumeSource,
 };
 use crate::quantity::{parse_bytes, parse_cpu_millis};
 use crate::tree::{Key, Node, Pos, Value};
@@ -217,7 +218,7 @@ pub(crate) fn manifest(root: &Node, file: &Path) -> Result<Manifest, Vec<Manifes
 }
 
 fn decode_manifest(ctx: &mut Ctx<'_>, root: &Node) -> Option<Manifest> {
-    let fields = Fields::new(ctx, root, "", &["name", "containers", "volumes", "replicas"])?;
+    let fields = Fields::new(ctx, root, "", &["name", "containers", "volumes", "replicas", "restartPolicy"])?;
     let name = fields.required(ctx, "name").and_then(|(node, path)| dns_label(ctx, node, &path));
     let mut pod = Pod::default();
     let volumes = match fields.get("volumes") {
@@ -229,7 +230,34 @@ fn decode_manifest(ctx: &mut Ctx<'_>, root: &Node) -> Option<Manifest> {
         Some((node, path)) => replicas(ctx, node, &path),
         None => Some(Replicas::default()),
     };
-    Some(Manifest { name: name?, containers: containers?, volumes: volumes?, replicas: replicas? })
+    let restart_policy = match fields.get("restartPolicy") {
+        Some((node, path)) => restart_policy(ctx, node, &path),
+        None => Some(RestartPolicy::default()),
+    };
+    Some(Manifest {
+        name: name?,
+        containers: containers?,
+        volumes: volumes?,
+        replicas: replicas?,
+        restart_policy: restart_policy?,
+    })
+}
+
+/// `Always`, `OnFailure` or `Never`, spelled as Kubernetes does (case matters there too).
+fn restart_policy(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<RestartPolicy> {
+    match string(ctx, node, path)? {
+        "Always" => Some(RestartPolicy::Always),
+        "OnFailure" => Some(RestartPolicy::OnFailure),
+        "Never" => Some(RestartPolicy::Never),
+        other => {
+            ctx.error(
+                node.pos,
+                path,
+                format!("unknown restart policy `{other}`, expected `Always`, `OnFailure` or `Never`"),
+            );
+            None
+        }
+    }
 }
 
 fn replicas(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<Replicas> {

@@ -1,5 +1,5 @@
 //! The pod manifest: a Kubernetes-like YAML description of a pod (containers, ports, resources,
-//! volumes, secrets, replicas), parsed and validated with errors that name file, line, column
+//! volumes, secrets, replicas, restart policy), parsed and validated with errors that name file, line, column
 //! and field path.
 //!
 //! [`parse`] turns YAML text into a typed, validated [`Manifest`]; [`load`] reads a file first.
@@ -23,7 +23,8 @@ use std::path::Path;
 
 pub use error::{Location, ManifestError, ManifestErrors};
 pub use model::{
-    Container, Image, ImageKind, Manifest, Port, Protocol, Replicas, Resources, Volume, VolumeMount, VolumeSource,
+    Container, Image, ImageKind, Manifest, Port, Protocol, Replicas, Resources, RestartPolicy, Volume, VolumeMount,
+    VolumeSource,
 };
 pub use tree::MAX_DEPTH;
 

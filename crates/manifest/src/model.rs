@@ -18,6 +18,33 @@ pub struct Manifest {
     pub volumes: Vec<Volume>,
     /// How many instances of the pod to run.
     pub replicas: Replicas,
+    /// Whether the pod's containers are started again when they end (Kubernetes
+    /// `restartPolicy`, pod-level); [`RestartPolicy::Always`] when the manifest names none.
+    pub restart_policy: RestartPolicy,
+}
+
+/// When a pod's containers are started again after they end, as in Kubernetes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub enum RestartPolicy {
+    /// Always, whatever the exit code (with backoff): a service. The default.
+    #[default]
+    Always,
+    /// Only after a non-zero exit code or a kill (with backoff); a container that exits 0 has
+    /// succeeded and stays ended: a job that retries until it succeeds.
+    OnFailure,
+    /// Never: a container that ends stays ended, succeeded (exit code 0) or failed: a job run once.
+    Never,
+}
+
+impl RestartPolicy {
+    /// The name the manifest uses: `Always`, `OnFailure` or `Never`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartPolicy::Always => "Always",
+            RestartPolicy::OnFailure => "OnFailure",
+            RestartPolicy::Never => "Never",
+        }
+    }
 }
 
 /// One container of a pod.

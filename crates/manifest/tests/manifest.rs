@@ -6,7 +6,8 @@
 use std::path::Path;
 
 use tpod_manifest::{
-    ImageKind, MAX_MANIFEST_BYTES, ManifestError, Protocol, Replicas, Resources, SAMPLE, VolumeSource, load, parse,
+    ImageKind, MAX_MANIFEST_BYTES, ManifestError, Protocol, Replicas, Resources, RestartPolicy, SAMPLE, VolumeSource,
+    load, parse,
 };
 
 const FILE: &str = "hello.yaml";
@@ -189,7 +190,7 @@ fn container_count() {
         &BASE.replace("containers:\n", "containers: []\nx:\n"),
         &[
             "hello.yaml:2:13: containers: must have 1 to 16 containers",
-            "hello.yaml:3:1: x: unknown field `x`, expected one of `name`, `containers`, `volumes`, `replicas`",
+            "hello.yaml:3:1: x: unknown field `x`, expected one of `name`, `containers`, `volumes`, `replicas`, `restartPolicy`",
         ],
     );
     let many: String =
@@ -458,11 +459,34 @@ fn replicas() {
 }
 
 #[test]
+fn restart_policy() {
+    let with = |policy: &str| format!("{BASE}restartPolicy: {policy}\n");
+    assert_eq!(parse(BASE, Path::new(FILE)).unwrap().restart_policy, RestartPolicy::Always);
+    for (text, policy) in
+        [("Always", RestartPolicy::Always), ("OnFailure", RestartPolicy::OnFailure), ("Never", RestartPolicy::Never)]
+    {
+        assert_eq!(parse(&with(text), Path::new(FILE)).unwrap().restart_policy, policy, "{text}");
+    }
+    // Spelled as Kubernetes spells them: other cases are refused, at the value.
+    assert_errors(
+        &with("never"),
+        &["hello.yaml:8:16: restartPolicy: unknown restart policy `never`, expected `Always`, `OnFailure` or `Never`"],
+    );
+    assert_errors(&with("[Never]"), &["hello.yaml:8:16: restartPolicy: expected a string, found a sequence"]);
+    // Pod-level, as in Kubernetes: not a container field.
+    let in_container = BASE.replace("    resources:", "    restartPolicy: Never\n    resources:");
+    assert_eq!(errors(&in_container).len(), 1);
+    assert!(errors(&in_container)[0].starts_with("hello.yaml:7:5: containers[0].restartPolicy: unknown field"));
+    let json = serde_json::to_value(parse(&with("OnFailure"), Path::new(FILE)).unwrap()).unwrap();
+    assert_eq!(json["restartPolicy"], "OnFailure");
+}
+
+#[test]
 fn unknown_fields_top_level_and_nested() {
     assert_errors(
         &format!("{BASE}replica: 1\n"),
         &[
-            "hello.yaml:8:1: replica: unknown field `replica`, expected one of `name`, `containers`, `volumes`, `replicas`",
+            "hello.yaml:8:1: replica: unknown field `replica`, expected one of `name`, `containers`, `volumes`, `replicas`, `restartPolicy`",
         ],
     );
     let source = BASE.replace("      - containerPort: 8080\n", "      - containerPort: 8080\n        hostPort: 80\n");

@@ -39,6 +39,44 @@ pub struct PodDefinition {
     /// applies). `None`: it always runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale_to_zero_after_secs: Option<u64>,
+    /// Whether its containers are started again when they end; records from before restart
+    /// policies have none: `Always`, what those pods got.
+    #[serde(default)]
+    pub restart_policy: RestartPolicy,
+}
+
+/// When a pod's containers are started again after they end (Kubernetes `restartPolicy`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RestartPolicy {
+    /// Whatever the exit code, with backoff.
+    #[default]
+    Always,
+    /// After a non-zero exit code or a kill, with backoff.
+    OnFailure,
+    /// Never: a pod whose containers have all ended is finished.
+    Never,
+}
+
+impl RestartPolicy {
+    /// The publisher's policy; an earlier publisher sends none, meaning `Always`.
+    fn from_proto(value: i32) -> Result<Self, String> {
+        use pb::pod::RestartPolicy as Wire;
+        match Wire::try_from(value) {
+            Ok(Wire::Unspecified | Wire::Always) => Ok(Self::Always),
+            Ok(Wire::OnFailure) => Ok(Self::OnFailure),
+            Ok(Wire::Never) => Ok(Self::Never),
+            Err(_) => Err(format!("restart_policy: unknown restart policy {value}")),
+        }
+    }
+
+    /// The runtime's policy.
+    pub fn to_runtime(self) -> tpod_runtime::RestartPolicy {
+        match self {
+            Self::Always => tpod_runtime::RestartPolicy::Always,
+            Self::OnFailure => tpod_runtime::RestartPolicy::OnFailure,
+            Self::Never => tpod_runtime::RestartPolicy::Never,
+        }
+    }
 }
 
 /// An HPKE ciphertext sealed to the enclave (see `pb::Sealed`), stored as sent.
@@ -216,6 +254,7 @@ impl PodDefinition {
     /// Checks a publisher's pod. The error names the field, like the manifest's errors do.
     pub fn from_proto(pod: &pb::Pod) -> Result<Self, String> {
         label("name", &pod.name)?;
+        let restart_policy = RestartPolicy::from_proto(pod.restart_policy)?;
         if pod.containers.is_empty() || pod.containers.len() > MAX_CONTAINERS {
             return Err(format!("containers: a pod has 1 to {MAX_CONTAINERS} containers"));
         }
@@ -349,7 +388,14 @@ impl PodDefinition {
         }
         let sealed_by = <[u8; 32]>::try_from(pod.sealed_by.as_slice())
             .map_err(|_| "sealed_by: missing: the publisher key that sealed the images (32 bytes)".to_owned())?;
-        Ok(Self { name: pod.name.clone(), containers, volumes, sealed_by: Some(sealed_by), scale_to_zero_after_secs })
+        Ok(Self {
+            name: pod.name.clone(),
+            containers,
+            volumes,
+            sealed_by: Some(sealed_by),
+            scale_to_zero_after_secs,
+            restart_policy,
+        })
     }
 
     /// The pod with `bytes` as the size of its emptyDir volumes that name none.
@@ -466,6 +512,7 @@ mod tests {
             volumes: vec![],
             replicas: None,
             sealed_by: vec![3; 32],
+            restart_policy: 0,
         }
     }
 
@@ -514,6 +561,29 @@ mod tests {
         let empty: PodDefinition = serde_json::from_str(&old(r#""command":null,"args":null,"env":{},"#)).unwrap();
         assert!(!empty.containers[0].stored_in_clear());
         assert_eq!(empty, def);
+    }
+
+    #[test]
+    fn restart_policies_are_kept_and_old_records_restart_always() {
+        use pb::pod::RestartPolicy as Wire;
+        for (wire, policy) in [
+            (Wire::Unspecified, RestartPolicy::Always),
+            (Wire::Always, RestartPolicy::Always),
+            (Wire::OnFailure, RestartPolicy::OnFailure),
+            (Wire::Never, RestartPolicy::Never),
+        ] {
+            let def = PodDefinition::from_proto(&pb::Pod { restart_policy: wire.into(), ..pod() }).unwrap();
+            assert_eq!(def.restart_policy, policy);
+            let json = serde_json::to_string(&def).unwrap();
+            assert_eq!(serde_json::from_str::<PodDefinition>(&json).unwrap(), def);
+        }
+        let err = PodDefinition::from_proto(&pb::Pod { restart_policy: 9, ..pod() }).unwrap_err();
+        assert_eq!(err, "restart_policy: unknown restart policy 9");
+        // A record written before restart policies.
+        let def = PodDefinition::from_proto(&pb::Pod { restart_policy: Wire::Never.into(), ..pod() }).unwrap();
+        let json = serde_json::to_string(&def).unwrap().replace(",\"restart_policy\":\"Never\"", "");
+        assert!(!json.contains("restart_policy"), "{json}");
+        assert_eq!(serde_json::from_str::<PodDefinition>(&json).unwrap().restart_policy, RestartPolicy::Always);
     }
 
     #[test]

@@ -9,7 +9,9 @@
 //! reached only from the host (the ingress). A pod's user namespace maps its containers' ids
 //! onto a range of unprivileged host ids of its own ([`LocalConfig::user_ids_first`],
 //! [`LocalConfig::user_ids_per_pod`]): container root is no host root, and owns its rootfs and
-//! volumes (see the `userns` module). Containers are supervised and restarted with exponential backoff; their output goes
+//! volumes (see the `userns` module). Containers are supervised and, as the pod's
+//! [`RestartPolicy`] says, restarted with exponential backoff or left ended for good
+//! ([`ContainerState::Succeeded`], [`ContainerState::Failed`]: a job); their output goes
 //! through a pipe to size-capped, encrypted log files ([`crate::logs`]). Pod volumes (scratch
 //! space or a file system, each a size-limited encrypted ext4 file system on a loop device, or a
 //! read-only set of secret files in memory) are bind-mounted into the
@@ -71,6 +73,39 @@ pub struct PodSpec {
     pub containers: Vec<ContainerSpec>,
     /// The pod's volumes, which its containers mount by name (empty if none).
     pub volumes: Vec<VolumeSpec>,
+    /// Whether its containers are started again when they end.
+    pub restart_policy: RestartPolicy,
+}
+
+/// When a pod's containers are started again after they end: Kubernetes' pod-level
+/// `restartPolicy`. A restart waits out the runtime's backoff
+/// ([`LocalConfig::restart_backoff`]). A container that is not restarted has ended for good:
+/// [`ContainerState::Succeeded`] or [`ContainerState::Failed`], with its exit code, its
+/// processes, cgroup and rootfs gone (its CPU time kept in [`PodUsage::cpu_ns`]), its log kept.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RestartPolicy {
+    /// Always, whatever the exit code: a service. The default.
+    #[default]
+    Always,
+    /// After a non-zero exit code, a kill by a signal, a failed start or an exit whose code is
+    /// lost (a container that ended while no runtime watched it, found by [`Runtime::adopt`]);
+    /// exit code 0 ends it, [`ContainerState::Succeeded`]: a job retried until it succeeds.
+    OnFailure,
+    /// Never: whatever ends it, the container stays ended, [`ContainerState::Succeeded`] after
+    /// exit code 0 and [`ContainerState::Failed`] otherwise: a job run once.
+    Never,
+}
+
+impl RestartPolicy {
+    /// Whether a container that ended with `exit_code` is started again (`None`: the code is
+    /// not known, or its process could not be started).
+    pub fn restarts(self, exit_code: Option<i32>) -> bool {
+        match self {
+            RestartPolicy::Always => true,
+            RestartPolicy::OnFailure => exit_code != Some(0),
+            RestartPolicy::Never => false,
+        }
+    }
 }
 
 /// A volume of a pod: storage shared by its containers that outlives their processes. It lives
@@ -208,9 +243,26 @@ pub enum ContainerState {
     Running,
     /// It exited (or could not be started) and waits out its restart backoff.
     Restarting,
-    /// Stopped for good: the pod is being deleted or is stopped ([`Runtime::stop`]), or an
-    /// [`Runtime::update`] failed.
+    /// Stopped by the runtime: the pod is being deleted or is stopped ([`Runtime::stop`]), or
+    /// an [`Runtime::update`] failed. [`Runtime::adopt`] (resuming the pod) starts it again.
     Exited,
+    /// Ended for good with exit code 0, as its pod's [`RestartPolicy`] (`OnFailure` or `Never`)
+    /// says: never started again (not by adoption or resuming either), until an
+    /// [`Runtime::update`] replaces the containers.
+    Succeeded,
+    /// Ended for good under [`RestartPolicy::Never`] with a non-zero exit code, killed by a
+    /// signal, not startable, or with its exit code lost
+    /// ([`ContainerStatus::last_exit_code`] `None`); never started again, like
+    /// [`ContainerState::Succeeded`].
+    Failed,
+}
+
+impl ContainerState {
+    /// Whether the container has ended for good ([`ContainerState::Succeeded`] or
+    /// [`ContainerState::Failed`]).
+    pub fn is_ended(self) -> bool {
+        matches!(self, ContainerState::Succeeded | ContainerState::Failed)
+    }
 }
 
 /// One container's status.
@@ -223,7 +275,8 @@ pub struct ContainerStatus {
     /// How many times it exited or failed to start and was (or will be) restarted.
     pub restarts: u32,
     /// The exit code of its last exit (128 + signal number if killed by a signal), if known:
-    /// a process adopted after a provider restart is not our child and its code is lost.
+    /// a process adopted after a provider restart is not our child and its code is lost. For
+    /// an ended container ([`ContainerState::is_ended`]), the code it ended with.
     pub last_exit_code: Option<i32>,
     /// When its current process started (Unix seconds), while it runs.
     pub running_since_unix: Option<u64>,
@@ -294,7 +347,10 @@ pub trait Runtime: Send + Sync + 'static {
     fn start(&self, spec: PodSpec) -> impl Future<Output = Result<PodEndpoint, RuntimeError>> + Send;
 
     /// After a provider restart (even `kill -9`): re-attaches to the pod's containers that still
-    /// run and restarts the others; same endpoint as before. If nothing of the pod exists any
+    /// run and restarts the others, as the pod's [`RestartPolicy`] says: a container that had
+    /// ended for good stays ended, and one whose process ended while no runtime watched it (its
+    /// exit code is lost) is restarted unless the policy is `Never`, under which it ends as
+    /// [`ContainerState::Failed`] with no exit code; same endpoint as before. If nothing of the pod exists any
     /// more, starts it afresh. Also resumes a pod paused by [`Runtime::stop`] (in this process
     /// or before a provider restart): its containers start again, with the same address and
     /// their volumes' data. A pod this runtime already runs is left as it is.
@@ -324,7 +380,9 @@ pub trait Runtime: Send + Sync + 'static {
     /// cgroups (their CPU time is kept in [`PodUsage::cpu_ns`]), but keeps its network namespace
     /// and address, its volumes with their data, its containers' rootfs (still in memory, as the
     /// containers left them), its logs and its state on disk, marked stopped.
-    /// Then [`Runtime::status`] shows every container [`ContainerState::Exited`],
+    /// Then [`Runtime::status`] shows every container [`ContainerState::Exited`] (but those
+    /// that had ended for good, which keep [`ContainerState::Succeeded`] or
+    /// [`ContainerState::Failed`] and are not started again by a resume),
     /// [`Runtime::usage`] gives the CPU time so far and no memory, [`Runtime::list`] still lists
     /// it, and a provider restart leaves it stopped (a new runtime knows it as stopped without
     /// being asked). [`Runtime::adopt`] resumes it, [`Runtime::delete`] removes it. Works on a

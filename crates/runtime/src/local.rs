@@ -6,7 +6,8 @@
 //! All state lives under `<root>/pods/<pod id>/`:
 //! - `pod.json`: the pod's address, its range of host ids (see [`crate::userns`]) and, per
 //!   container, its current pid (with its start time),
-//!   restarts and last exit code — what a new runtime needs to adopt the pod after a crash —,
+//!   restarts, last exit code and whether it has ended for good (see "Restart policy" below)
+//!   — what a new runtime needs to adopt the pod after a crash —,
 //!   whether the pod is stopped ([`Runtime::stop`]), and the CPU time of its containers whose
 //!   cgroups were removed (see "Usage" below);
 //! - `userns`: the pod's user namespace, pinned by a bind mount (its network namespace is
@@ -43,7 +44,14 @@
 //! exists, across container restarts (see [`crate::cgroup`]).
 //!
 //! Each container has a supervising task that polls its process, records its exit and restarts
-//! it after an exponential backoff. Dropping a [`LocalRuntime`] only stops the supervising tasks:
+//! it after an exponential backoff, if the pod's [`RestartPolicy`] says so.
+//!
+//! Restart policy: a container the policy does not restart has ended for good. Its end (the
+//! `ended` mark and its exit code) is written to `pod.json` first, so a provider killed at any
+//! point after never starts it again; then its cgroup goes the way a restarting container's
+//! does (CPU time retired, see "Usage"), and its rootfs tmpfs is unmounted, freeing the memory
+//! it held, since nothing will run in it again. Its log stays. Adoption keeps it ended, and so do
+//! [`Runtime::stop`] and resuming; an [`Runtime::update`] gives the pod new containers. Dropping a [`LocalRuntime`] only stops the supervising tasks:
 //! the containers keep running, to be adopted by the next runtime. A new runtime knows the
 //! stopped pods at once (for status, usage and logs) and starts nothing.
 //!
@@ -80,7 +88,7 @@ use crate::spec::{self, Bind, SpecInput};
 use crate::userns::{self, IdRange};
 use crate::{
     ContainerSpec, ContainerState, ContainerStatus, LogOptions, LogStream, PodEndpoint, PodSpec, PodStatus, PodUsage,
-    Progress, Runtime, RuntimeError, UnpackProgress, VolumeKind, VolumeSpec,
+    Progress, RestartPolicy, Runtime, RuntimeError, UnpackProgress, VolumeKind, VolumeSpec,
 };
 use crate::{unpack, volume};
 
@@ -303,6 +311,10 @@ struct ContainerRecord {
     running_since_unix: Option<u64>,
     restarts: u32,
     last_exit_code: Option<i32>,
+    /// Ended for good under the pod's restart policy, with `last_exit_code`: never started
+    /// again (see the module docs).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    ended: bool,
     #[serde(skip, default = "starting")]
     state: ContainerState,
 }
@@ -320,7 +332,17 @@ impl ContainerRecord {
             running_since_unix: None,
             restarts: 0,
             last_exit_code: None,
+            ended: false,
             state: ContainerState::Starting,
+        }
+    }
+
+    /// The state of a container with no process: its end if it ended for good, else `otherwise`.
+    fn idle_state(&self, otherwise: ContainerState) -> ContainerState {
+        match (self.ended, self.last_exit_code) {
+            (true, Some(0)) => ContainerState::Succeeded,
+            (true, _) => ContainerState::Failed,
+            (false, _) => otherwise,
         }
     }
 
@@ -368,6 +390,7 @@ struct Pod {
     subnet: Subnet,
     specs: Vec<ContainerSpec>,
     volumes: Vec<VolumeSpec>,
+    restart_policy: RestartPolicy,
     /// Held while creating or mounting volumes: supervisors relaunching two containers that
     /// share a volume must not both mount it.
     volume_lock: Mutex<()>,
@@ -400,6 +423,12 @@ fn now_unix() -> u64 {
 /// Metering reads usage there.
 pub fn cgroups_path(pod_id: &str, container: &str) -> String {
     format!("{}/{container}", cgroup::pod_path(pod_id))
+}
+
+/// The spec of a pod known only from its record, with no containers to run: one that is
+/// stopped, or deleted.
+fn spec_of_record(id: &str) -> PodSpec {
+    PodSpec { id: id.to_owned(), containers: Vec::new(), volumes: Vec::new(), restart_policy: RestartPolicy::Always }
 }
 
 fn is_pod_id(id: &str) -> bool {
@@ -561,9 +590,9 @@ impl Inner {
             c.pid = None;
             c.start_ticks = None;
             c.running_since_unix = None;
-            c.state = ContainerState::Exited;
+            c.state = c.idle_state(ContainerState::Exited);
         }
-        let spec = PodSpec { id: record.id.clone(), containers: Vec::new(), volumes: Vec::new() };
+        let spec = spec_of_record(&record.id);
         let pod = self.new_pod(spec, record);
         // No tasks will run for it.
         pod.stop.send_replace(true);
@@ -608,6 +637,7 @@ impl Inner {
             dir,
             specs: spec.containers,
             volumes: spec.volumes,
+            restart_policy: spec.restart_policy,
             volume_lock: Mutex::new(()),
             shim: self.config.shim.clone(),
             rootfs_bytes: self.config.rootfs_bytes,
@@ -757,8 +787,21 @@ impl Inner {
     /// supervisor to retry; otherwise the failure is returned.
     async fn bring_up(&self, pod: &Arc<Pod>, adopting: bool) -> Result<(), RuntimeError> {
         self.set_up(pod).await?;
+        // Each log pipe is held open before its container starts: a container that writes and
+        // exits at once (a short job) would otherwise take its output with it.
+        let mut pipes = Vec::with_capacity(pod.specs.len());
+        for c in &pod.specs {
+            let fifo = pod.dir.log_fifo(&c.name);
+            match crate::logs::open_pipe(&fifo) {
+                Ok(receiver) => pipes.push((c.name.clone(), receiver)),
+                Err(e) => {
+                    tracing::error!(pod = %pod.id, container = %c.name, error = %e, "cannot read a container's output")
+                }
+            }
+        }
         for index in 0..pod.specs.len() {
-            if pod.container(index).process().is_some() {
+            let current = pod.container(index);
+            if current.ended || current.process().is_some() {
                 continue;
             }
             let p = pod.clone();
@@ -774,13 +817,12 @@ impl Inner {
         }
 
         let mut tasks = lock(&pod.tasks);
-        for index in 0..pod.specs.len() {
+        for index in (0..pod.specs.len()).filter(|&i| !pod.container(i).ended) {
             tasks.push(tokio::spawn(supervise(pod.clone(), self.config.clone(), index)));
         }
-        for c in &pod.specs {
-            let log = pod.logs[&c.name].clone();
-            let fifo = pod.dir.log_fifo(&c.name);
-            tasks.push(tokio::spawn(crate::logs::pump(pod.id.clone(), log, fifo, pod.stop.subscribe())));
+        for (name, receiver) in pipes {
+            let log = pod.logs[&name].clone();
+            tasks.push(tokio::spawn(crate::logs::pump(pod.id.clone(), log, receiver, pod.stop.subscribe())));
         }
         Ok(())
     }
@@ -968,6 +1010,27 @@ impl Pod {
             c.last_exit_code = exit_code;
             c.state = ContainerState::Restarting;
         })
+    }
+
+    /// Records that container `index` ended for good with `exit_code`, as the pod's restart
+    /// policy says: it is never started again.
+    fn set_ended(&self, index: usize, exit_code: Option<i32>) -> Result<(), RuntimeError> {
+        self.update(index, |c| {
+            c.pid = None;
+            c.start_ticks = None;
+            c.running_since_unix = None;
+            c.last_exit_code = exit_code;
+            c.ended = true;
+            c.state = c.idle_state(ContainerState::Failed);
+        })
+    }
+
+    /// Removes what an ended container held: what is left in its cgroup, its libcontainer
+    /// state and cgroup (its CPU time retired), and its rootfs tmpfs, whose memory counts
+    /// against the pod until it is unmounted. Its log stays. Blocking.
+    fn retire(&self, name: &str) -> Result<(), RuntimeError> {
+        self.remove_container_state(name)?;
+        volume::remove_tree(&self.id, &self.dir.container(name), "removing an ended container's rootfs")
     }
 
     fn is_stopped(&self) -> bool {
@@ -1203,7 +1266,8 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 }
 
 /// Keeps container `index` running: waits for its process to end, records the exit, and
-/// relaunches it after the backoff, until the pod's tasks are stopped.
+/// relaunches it after the backoff, until the pod's tasks are stopped, or until its pod's
+/// restart policy does not restart it: then it ends it for good and returns.
 async fn supervise(pod: Arc<Pod>, config: LocalConfig, index: usize) {
     let name = pod.specs[index].name.clone();
     let mut stop = pod.stop.subscribe();
@@ -1211,7 +1275,10 @@ async fn supervise(pod: Arc<Pod>, config: LocalConfig, index: usize) {
     let mut backoff = initial;
     loop {
         let current = pod.container(index);
-        if let Some((pid, ticks)) = current.process() {
+        if current.ended {
+            return;
+        }
+        let exit_code = if let Some((pid, ticks)) = current.process() {
             let exit_code = loop {
                 if *stop.borrow() {
                     return;
@@ -1228,10 +1295,20 @@ async fn supervise(pod: Arc<Pod>, config: LocalConfig, index: usize) {
             if Duration::from_secs(ran) >= config.backoff_reset_after {
                 backoff = initial;
             }
-            tracing::info!(pod = %pod.id, container = %name, pid, ?exit_code, ?backoff, "container exited; restarting");
-            if let Err(e) = pod.set_failed(index, exit_code) {
-                tracing::error!(pod = %pod.id, container = %name, error = %e, "cannot record container exit");
+            if pod.restart_policy.restarts(exit_code) {
+                tracing::info!(pod = %pod.id, container = %name, pid, ?exit_code, ?backoff, "container exited; restarting");
+                if let Err(e) = pod.set_failed(index, exit_code) {
+                    tracing::error!(pod = %pod.id, container = %name, error = %e, "cannot record container exit");
+                }
             }
+            exit_code
+        } else {
+            // No process: its launch failed (recorded with no exit code).
+            current.last_exit_code
+        };
+        if !pod.restart_policy.restarts(exit_code) {
+            end(&pod, index, exit_code).await;
+            return;
         }
         tokio::select! {
             () = tokio::time::sleep(backoff) => {}
@@ -1255,6 +1332,21 @@ async fn supervise(pod: Arc<Pod>, config: LocalConfig, index: usize) {
                 }
             }
         }
+    }
+}
+
+/// Ends container `index` for good (its pod's restart policy does not restart it): records
+/// the end first, so that nothing starts it again whatever happens next, then removes what it
+/// held. A failed removal is left to the pod's deletion.
+async fn end(pod: &Arc<Pod>, index: usize, exit_code: Option<i32>) {
+    let name = pod.specs[index].name.clone();
+    tracing::info!(pod = %pod.id, container = %name, ?exit_code, policy = ?pod.restart_policy, "container ended for good");
+    if let Err(e) = pod.set_ended(index, exit_code) {
+        tracing::error!(pod = %pod.id, container = %name, error = %e, "cannot record the container's end");
+    }
+    let p = pod.clone();
+    if let Err(e) = blocking(&pod.id, "ended container removal", move || p.retire(&name)).await {
+        tracing::warn!(pod = %pod.id, container = %pod.specs[index].name, error = %e, "cannot remove an ended container");
     }
 }
 
@@ -1288,7 +1380,8 @@ async fn stop_containers(pod: &Arc<Pod>) -> Result<(), RuntimeError> {
         c.pid = None;
         c.start_ticks = None;
         c.running_since_unix = None;
-        c.state = ContainerState::Exited;
+        // One that ended for good keeps its end: resuming does not start it.
+        c.state = c.idle_state(ContainerState::Exited);
     }
     write_record(&pod.dir.record(), &record).and(result)
 }
@@ -1429,6 +1522,9 @@ impl Runtime for LocalRuntime {
         let volumes_changed = volume::stale(&dir.0, &spec.volumes);
         let mut containers = Vec::with_capacity(spec.containers.len());
         let mut to_kill = Vec::new();
+        // Containers whose process ended while no runtime watched them, and that the restart
+        // policy does not restart: they end now, with their exit code lost.
+        let mut ended_unwatched = Vec::new();
         for c in &spec.containers {
             let mut record = old
                 .containers
@@ -1437,6 +1533,17 @@ impl Runtime for LocalRuntime {
                 .cloned()
                 .unwrap_or_else(|| ContainerRecord::new(&c.name));
             match record.process() {
+                _ if record.ended => record.state = record.idle_state(ContainerState::Failed),
+                Some((pid, ticks)) if !proc::alive(pid, ticks) && !spec.restart_policy.restarts(None) => {
+                    record.pid = None;
+                    record.start_ticks = None;
+                    record.running_since_unix = None;
+                    record.last_exit_code = None;
+                    record.ended = true;
+                    record.state = ContainerState::Failed;
+                    ended_unwatched.push(c.name.clone());
+                    tracing::info!(pod = %spec.id, container = %c.name, "container ended while the runtime was away");
+                }
                 // A container outside the pod's network namespace (it was removed) is unreachable.
                 // One outside its cgroup under the pod's (started by an earlier version) would
                 // escape the pod's memory limit: it is restarted.
@@ -1476,6 +1583,9 @@ impl Runtime for LocalRuntime {
             for r in &removed {
                 p.remove_container_state(&r.name)?;
                 volume::remove_tree(&p.id, &p.dir.container(&r.name), "removing container bundle")?;
+            }
+            for name in &ended_unwatched {
+                p.retire(name)?;
             }
             // A running container of an earlier layout has its runtime spec, environment and
             // all, on the disk; libcontainer needs it no more.
@@ -1568,8 +1678,7 @@ impl Runtime for LocalRuntime {
                 // State left by an earlier runtime: remove what pod.json and the disk show.
                 let record = load_record(&dir.record())
                     .unwrap_or_else(|_| PodRecord::new(pod_id, Ipv4Addr::UNSPECIFIED, None, Vec::new()));
-                self.inner
-                    .new_pod(PodSpec { id: pod_id.to_owned(), containers: Vec::new(), volumes: Vec::new() }, record)
+                self.inner.new_pod(spec_of_record(pod_id), record)
             }
         };
         let result = teardown(&pod).await;
@@ -1598,9 +1707,7 @@ impl Runtime for LocalRuntime {
                 if record.id != pod_id {
                     return Err(unknown());
                 }
-                let pod = self
-                    .inner
-                    .new_pod(PodSpec { id: pod_id.to_owned(), containers: Vec::new(), volumes: Vec::new() }, record);
+                let pod = self.inner.new_pod(spec_of_record(pod_id), record);
                 lock(&self.inner.pods).insert(pod_id.to_owned(), pod.clone());
                 pod
             }

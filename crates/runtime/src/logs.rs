@@ -440,21 +440,24 @@ pub(crate) fn ensure_fifo(path: &Path) -> Result<(), RuntimeError> {
         .map_err(|e| RuntimeError::io("creating log pipe", path)(io::Error::from(e)))
 }
 
-/// Drains the container's pipe at `fifo` into `log` until `stop` turns true: opened read-write,
-/// so it never sees end-of-file between container restarts.
-pub(crate) async fn pump(pod: String, log: Arc<LogFile>, fifo: PathBuf, mut stop: watch::Receiver<bool>) {
-    let receiver = match ensure_fifo(&fifo).and_then(|()| {
-        tokio::net::unix::pipe::OpenOptions::new()
-            .read_write(true)
-            .open_receiver(&fifo)
-            .map_err(RuntimeError::io("opening log pipe", &fifo))
-    }) {
-        Ok(receiver) => receiver,
-        Err(e) => {
-            tracing::error!(pod, error = %e, "cannot read a container's output");
-            return;
-        }
-    };
+/// Opens the container's pipe at `fifo` (made if missing) for [`pump`]: read-write, so it never
+/// sees end-of-file between container restarts, and so the pipe keeps what a container wrote
+/// before it exited (a pipe nobody holds open drops its buffer). Needs a tokio runtime.
+pub(crate) fn open_pipe(fifo: &Path) -> Result<tokio::net::unix::pipe::Receiver, RuntimeError> {
+    ensure_fifo(fifo)?;
+    tokio::net::unix::pipe::OpenOptions::new()
+        .read_write(true)
+        .open_receiver(fifo)
+        .map_err(RuntimeError::io("opening log pipe", fifo))
+}
+
+/// Drains a container's pipe, opened by [`open_pipe`], into `log` until `stop` turns true.
+pub(crate) async fn pump(
+    pod: String,
+    log: Arc<LogFile>,
+    receiver: tokio::net::unix::pipe::Receiver,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut buffer = vec![0u8; MAX_RECORD];
     loop {
         tokio::select! {

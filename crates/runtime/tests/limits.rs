@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use common::{Env, random_hex};
 use futures::StreamExt;
 use tpod_runtime::{
-    ContainerSpec, ContainerState, LocalRuntime, LogOptions, PodSpec, PodStatus, Runtime, VolumeKind, VolumeMount,
-    VolumeSpec, cgroups_path,
+    ContainerSpec, ContainerState, LocalRuntime, LogOptions, PodSpec, PodStatus, RestartPolicy, Runtime, VolumeKind,
+    VolumeMount, VolumeSpec, cgroups_path,
 };
 
 impl Env {
@@ -178,6 +178,7 @@ async fn rootfs_memory_stays_under_the_pod_limit_across_restarts() {
     let script = "dd if=/dev/zero of=/fill-$$-$(date +%s%N) bs=1M count=48 2>&1; echo dd-exit=$?";
     runtime
         .start(PodSpec {
+            restart_policy: RestartPolicy::Always,
             id: id.clone(),
             volumes: Vec::new(),
             containers: vec![busybox(&image, "fill", script, limit)],
@@ -231,8 +232,12 @@ async fn an_image_bigger_than_the_pod_memory_is_refused() {
     let id = random_hex(64);
     let image = env.image();
     // The busybox image unpacks to about 1 MiB (plus the tmpfs's own bookkeeping).
-    let spec =
-        PodSpec { id: id.clone(), volumes: Vec::new(), containers: vec![busybox(&image, "tiny", "true", 256 << 10)] };
+    let spec = PodSpec {
+        restart_policy: RestartPolicy::Always,
+        id: id.clone(),
+        volumes: Vec::new(),
+        containers: vec![busybox(&image, "tiny", "true", 256 << 10)],
+    };
     let error = runtime.start(spec).await.unwrap_err().to_string();
     eprintln!("{error}");
     assert!(error.contains("unpacking") && error.contains("memory"), "{error}");
@@ -252,7 +257,10 @@ async fn empty_dir_is_limited_to_its_size_and_encrypted() {
     let mut spec = busybox(&image, "writer", script, 64 << 20);
     spec.mounts = vec![VolumeMount { volume: "scratch".into(), path: "/scratch".into(), read_only: false }];
     let volumes = vec![VolumeSpec { name: "scratch".into(), kind: VolumeKind::EmptyDir { size_bytes: 8 << 20 } }];
-    runtime.start(PodSpec { id: id.clone(), volumes, containers: vec![spec] }).await.unwrap();
+    runtime
+        .start(PodSpec { restart_policy: RestartPolicy::Always, id: id.clone(), volumes, containers: vec![spec] })
+        .await
+        .unwrap();
     let log = wait_log(&runtime, &id, "writer", "dd-exit=").await;
     assert!(log.contains("No space left on device") && !log.contains("dd-exit=0"), "{log}");
     let image_file = env.pod_dir(&id).join("volumes/scratch/scratch.img");
@@ -285,6 +293,7 @@ async fn logs_are_capped_even_while_the_provider_is_down_and_encrypted() {
                   echo \"log-marker-$((1000+234))\"; exec sleep 1000";
     let flood = "i=0; while true; do echo \"flood $i $(printf '%080d' 0)\"; i=$((i+1)); done";
     let spec = PodSpec {
+        restart_policy: RestartPolicy::Always,
         id: id.clone(),
         volumes: Vec::new(),
         containers: vec![busybox(&image, "prober", prober, 64 << 20), busybox(&image, "flood", flood, 64 << 20)],

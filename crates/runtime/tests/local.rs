@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use common::{Env, random_hex};
 use futures::StreamExt;
 use tpod_runtime::{
-    ContainerSpec, ContainerState, LocalRuntime, LogOptions, PodSpec, PodStatus, PodUsage, Runtime, RuntimeError,
-    SecretFile, VolumeKey, VolumeKind, VolumeMount, VolumeSpec, cgroups_path,
+    ContainerSpec, ContainerState, LocalRuntime, LogOptions, PodSpec, PodStatus, PodUsage, RestartPolicy, Runtime,
+    RuntimeError, SecretFile, VolumeKey, VolumeKind, VolumeMount, VolumeSpec, cgroups_path,
 };
 
 const PAGE: &str = "<h1>hello from a trusted pod</h1>\n";
@@ -163,8 +163,15 @@ async fn hello_pod_serves_http_and_logs_requests() {
     let runtime = env.runtime();
     let id = random_hex(64);
     let image = env.hello_image();
-    let endpoint =
-        runtime.start(PodSpec { id: id.clone(), volumes: Vec::new(), containers: vec![httpd(&image)] }).await.unwrap();
+    let endpoint = runtime
+        .start(PodSpec {
+            restart_policy: RestartPolicy::Always,
+            id: id.clone(),
+            volumes: Vec::new(),
+            containers: vec![httpd(&image)],
+        })
+        .await
+        .unwrap();
     assert_eq!(endpoint.ip, Ipv4Addr::new(10, 231, 0, 2), "first pod address after the bridge's");
 
     let mut follow = runtime.logs(&id, "web", LogOptions { follow: true, tail_lines: 0 }).await.unwrap();
@@ -188,7 +195,14 @@ async fn hello_pod_serves_http_and_logs_requests() {
     assert!(web.running_since_unix.is_some() && web.pid.is_some());
 
     // A second start of the same pod is refused; the unknown pod has no status or logs.
-    let again = runtime.start(PodSpec { id: id.clone(), volumes: Vec::new(), containers: vec![httpd(&image)] }).await;
+    let again = runtime
+        .start(PodSpec {
+            restart_policy: RestartPolicy::Always,
+            id: id.clone(),
+            volumes: Vec::new(),
+            containers: vec![httpd(&image)],
+        })
+        .await;
     assert!(matches!(again, Err(RuntimeError::AlreadyExists { .. })), "{again:?}");
     assert!(runtime.status(&random_hex(64)).await.unwrap().is_none());
     assert!(matches!(
@@ -212,7 +226,15 @@ async fn cgroup_has_the_spec_limits() {
     let mut spec = busybox(&image, "limited", "exec /bin/busybox sleep 1000");
     spec.cpu_millis = 250;
     spec.memory_bytes = 48 << 20;
-    runtime.start(PodSpec { id: id.clone(), volumes: Vec::new(), containers: vec![spec] }).await.unwrap();
+    runtime
+        .start(PodSpec {
+            restart_policy: RestartPolicy::Always,
+            id: id.clone(),
+            volumes: Vec::new(),
+            containers: vec![spec],
+        })
+        .await
+        .unwrap();
 
     let root = Path::new("/sys/fs/cgroup");
     let rel = cgroups_path(&id, "limited");
@@ -242,6 +264,7 @@ async fn crashing_container_restarts_with_backoff() {
     let started = Instant::now();
     runtime
         .start(PodSpec {
+            restart_policy: RestartPolicy::Always,
             id: id.clone(),
             volumes: Vec::new(),
             containers: vec![busybox(&image, "crash", "echo bye; exit 3")],
@@ -272,6 +295,7 @@ async fn new_runtime_adopts_running_containers_and_restarts_dead_ones() {
     let id = random_hex(64);
     let image = env.hello_image();
     let spec = PodSpec {
+        restart_policy: RestartPolicy::Always,
         id: id.clone(),
         volumes: Vec::new(),
         containers: vec![httpd(&image), busybox(&image, "side", "exec sleep 1000")],
@@ -312,6 +336,7 @@ async fn new_runtime_adopts_running_containers_and_restarts_dead_ones() {
     let fresh = random_hex(64);
     second
         .adopt(PodSpec {
+            restart_policy: RestartPolicy::Always,
             id: fresh.clone(),
             volumes: Vec::new(),
             containers: vec![busybox(&image, "idle", "exec sleep 1000")],
@@ -330,6 +355,7 @@ async fn delete_removes_everything_and_is_idempotent() {
     let id = random_hex(64);
     let image = env.hello_image();
     let spec = PodSpec {
+        restart_policy: RestartPolicy::Always,
         id: id.clone(),
         volumes: Vec::new(),
         containers: vec![httpd(&image), busybox(&image, "worker", "while true; do echo tick; sleep 1; done")],
@@ -342,6 +368,7 @@ async fn delete_removes_everything_and_is_idempotent() {
     let other_runtime = env.runtime();
     let other = other_runtime
         .start(PodSpec {
+            restart_policy: RestartPolicy::Always,
             id: neighbour.clone(),
             volumes: Vec::new(),
             containers: vec![busybox(&image, "idle", "exec sleep 1000")],
@@ -382,7 +409,12 @@ async fn log_file_stays_under_the_cap() {
     let script = "i=0; while true; do echo \"line $i $(printf '%080d' 0)\"; i=$((i+1)); \
                   [ $((i % 50)) = 0 ] && usleep 20000; done";
     runtime
-        .start(PodSpec { id: id.clone(), volumes: Vec::new(), containers: vec![busybox(&image, "chatty", script)] })
+        .start(PodSpec {
+            restart_policy: RestartPolicy::Always,
+            id: id.clone(),
+            volumes: Vec::new(),
+            containers: vec![busybox(&image, "chatty", script)],
+        })
         .await
         .unwrap();
     let log = env.pod_dir(&id).join("logs/chatty.log");
@@ -417,6 +449,7 @@ async fn failed_start_leaves_nothing() {
     // A command missing from the image: the second container fails after the first started.
     let id = random_hex(64);
     let spec = PodSpec {
+        restart_policy: RestartPolicy::Always,
         id: id.clone(),
         volumes: Vec::new(),
         containers: vec![httpd(&image), container(&image, "broken", Some(&["/bin/nope"]), None)],
@@ -436,17 +469,33 @@ async fn failed_start_leaves_nothing() {
     std::fs::write(&layer, bytes).unwrap();
     let id2 = random_hex(64);
     let error = runtime
-        .start(PodSpec { id: id2.clone(), volumes: Vec::new(), containers: vec![httpd(&tampered)] })
+        .start(PodSpec {
+            restart_policy: RestartPolicy::Always,
+            id: id2.clone(),
+            volumes: Vec::new(),
+            containers: vec![httpd(&tampered)],
+        })
         .await
         .unwrap_err();
     assert!(matches!(error, RuntimeError::Unpack { .. }), "{error}");
     assert_gone(&env, &id2, &["web"], &[]);
 
     // Invalid specs are refused before anything is made.
-    let bad =
-        runtime.start(PodSpec { id: "XYZ".to_owned(), volumes: Vec::new(), containers: vec![httpd(&image)] }).await;
+    let bad = runtime
+        .start(PodSpec {
+            restart_policy: RestartPolicy::Always,
+            id: "XYZ".to_owned(),
+            volumes: Vec::new(),
+            containers: vec![httpd(&image)],
+        })
+        .await;
     assert!(matches!(bad, Err(RuntimeError::InvalidSpec { .. })), "{bad:?}");
-    let twice = PodSpec { id: random_hex(64), volumes: Vec::new(), containers: vec![httpd(&image), httpd(&image)] };
+    let twice = PodSpec {
+        restart_policy: RestartPolicy::Always,
+        id: random_hex(64),
+        volumes: Vec::new(),
+        containers: vec![httpd(&image), httpd(&image)],
+    };
     assert!(matches!(runtime.start(twice).await, Err(RuntimeError::InvalidSpec { .. })));
     assert!(runtime.list().await.unwrap().is_empty());
 }
@@ -583,6 +632,7 @@ async fn volumes_are_shared_limited_read_only_and_kept() {
         vec![mount("shared", "/in", true), mount("data", "/var/lib/data", false), mount("data", "/data", false)],
     );
     let spec = PodSpec {
+        restart_policy: RestartPolicy::Always,
         id: id.clone(),
         containers: vec![writer, reader],
         volumes: vec![empty_dir("shared"), filesystem("data", 8 << 20)],
@@ -608,7 +658,12 @@ async fn volumes_are_shared_limited_read_only_and_kept() {
         busybox(&image, "check", "echo \"updated runs=$(wc -l < /d/runs)\"; exec sleep 1000"),
         vec![mount("data", "/d", false)],
     );
-    let updated = PodSpec { id: id.clone(), containers: vec![check], volumes: vec![filesystem("data", 8 << 20)] };
+    let updated = PodSpec {
+        restart_policy: RestartPolicy::Always,
+        id: id.clone(),
+        containers: vec![check],
+        volumes: vec![filesystem("data", 8 << 20)],
+    };
     assert_eq!(runtime.update(updated).await.unwrap(), endpoint);
     wait_log(&runtime, &id, "check", "updated runs=2").await;
     assert!(!env.pod_dir(&id).join("volumes/shared").exists(), "the dropped emptyDir is still there");
@@ -628,6 +683,7 @@ async fn update_replaces_containers_in_place() {
     let id = random_hex(64);
     let image = env.hello_image();
     let first = PodSpec {
+        restart_policy: RestartPolicy::Always,
         id: id.clone(),
         containers: vec![with_mounts(httpd(&image), vec![mount("cache", "/cache", false)])],
         volumes: vec![empty_dir("cache"), filesystem("old", 4 << 20)],
@@ -640,6 +696,7 @@ async fn update_replaces_containers_in_place() {
     // The new server serves another page from a new volume; both old volumes go.
     let script = "echo updated-page > /site/index.html && exec /bin/busybox httpd -f -p 8080 -h /site";
     let second = PodSpec {
+        restart_policy: RestartPolicy::Always,
         id: id.clone(),
         containers: vec![with_mounts(busybox(&image, "web", script), vec![mount("site", "/site", false)])],
         volumes: vec![empty_dir("site")],
@@ -657,6 +714,7 @@ async fn update_replaces_containers_in_place() {
     // A failing update leaves no container running but the network and volumes in place; an
     // update back to the first spec recovers the pod.
     let broken = PodSpec {
+        restart_policy: RestartPolicy::Always,
         id: id.clone(),
         containers: vec![container(&image, "broken", Some(&["/bin/nope"]), None)],
         volumes: vec![empty_dir("site"), filesystem("keep", 4 << 20)],
@@ -677,7 +735,12 @@ async fn update_replaces_containers_in_place() {
     assert!(!env.pod_dir(&id).join("volumes/keep").exists());
 
     // Updating a pod this runtime does not run is refused.
-    let unknown = PodSpec { id: random_hex(64), containers: vec![httpd(&image)], volumes: Vec::new() };
+    let unknown = PodSpec {
+        restart_policy: RestartPolicy::Always,
+        id: random_hex(64),
+        containers: vec![httpd(&image)],
+        volumes: Vec::new(),
+    };
     assert!(matches!(runtime.update(unknown).await, Err(RuntimeError::NoSuchPod { .. })));
 
     runtime.delete(&id).await.unwrap();
@@ -692,6 +755,7 @@ async fn adoption_reuses_and_remounts_the_filesystem_volume() {
     let image = env.hello_image();
     let script = "echo \"saw $(cat /data/f 2>/dev/null || echo nothing)\"; echo kept > /data/f; exec sleep 1000";
     let spec = PodSpec {
+        restart_policy: RestartPolicy::Always,
         id: id.clone(),
         containers: vec![with_mounts(busybox(&image, "app", script), vec![mount("data", "/data", false)])],
         volumes: vec![filesystem("data", 4 << 20)],
@@ -743,6 +807,7 @@ async fn filesystem_volumes_hold_only_ciphertext_and_open_under_their_key_only()
          else for i in $(seq 200); do echo {MARKER}; done > /data/{MARKER}; sync; echo written; fi; exec sleep 1000"
     );
     let spec = PodSpec {
+        restart_policy: RestartPolicy::Always,
         id: id.clone(),
         containers: vec![with_mounts(busybox(&image, "app", &script), vec![mount("data", "/data", false)])],
         volumes: vec![filesystem("data", 4 << 20)],
@@ -807,6 +872,7 @@ async fn bad_volumes_are_refused_and_failed_starts_leave_no_mounts() {
     // A container that cannot start after its pod's file system volume was mounted.
     let id = random_hex(64);
     let spec = PodSpec {
+        restart_policy: RestartPolicy::Always,
         id: id.clone(),
         containers: vec![with_mounts(
             container(&image, "broken", Some(&["/bin/nope"]), None),
@@ -820,6 +886,7 @@ async fn bad_volumes_are_refused_and_failed_starts_leave_no_mounts() {
     assert_gone(&env, &id, &["broken"], &[]);
 
     let invalid = |volumes: Vec<VolumeSpec>, mounts: Vec<VolumeMount>| PodSpec {
+        restart_policy: RestartPolicy::Always,
         id: random_hex(64),
         containers: vec![with_mounts(httpd(&image), mounts)],
         volumes,
@@ -870,6 +937,7 @@ async fn bad_volumes_are_refused_and_failed_starts_leave_no_mounts() {
     files[1].name = "n".repeat(255);
     let id = random_hex(64);
     let largest = PodSpec {
+        restart_policy: RestartPolicy::Always,
         id: id.clone(),
         containers: vec![with_mounts(
             busybox(&image, "count", "echo \"files=$(ls /s | wc -l) bytes=$(cat /s/* | wc -c)\"; exec sleep 1000"),
@@ -930,6 +998,7 @@ async fn usage_reads_the_cgroups_cpu_and_memory() {
     let id = random_hex(64);
     let image = env.hello_image();
     let spec = PodSpec {
+        restart_policy: RestartPolicy::Always,
         id: id.clone(),
         volumes: Vec::new(),
         containers: vec![burner(&image, "burn", "while :; do :; done")],
@@ -962,8 +1031,12 @@ async fn usage_never_decreases_across_crash_restarts() {
     let runtime = env.runtime();
     let id = random_hex(64);
     let image = env.hello_image();
-    let spec =
-        PodSpec { id: id.clone(), volumes: Vec::new(), containers: vec![burner(&image, "crash", BURN_THEN_CRASH)] };
+    let spec = PodSpec {
+        restart_policy: RestartPolicy::Always,
+        id: id.clone(),
+        volumes: Vec::new(),
+        containers: vec![burner(&image, "crash", BURN_THEN_CRASH)],
+    };
     runtime.start(spec).await.unwrap();
 
     // Follows each run's counter straight from its cgroup: a run's last reading is a lower
@@ -1003,8 +1076,12 @@ async fn usage_never_decreases_across_crash_restarts() {
     assert!(retired >= finished_runs && retired <= end.cpu_ns, "retired {retired}, {end:?}");
 
     // An in-place update retires the old container's counter too.
-    let updated =
-        PodSpec { id: id.clone(), volumes: Vec::new(), containers: vec![burner(&image, "other", "exec sleep 1000")] };
+    let updated = PodSpec {
+        restart_policy: RestartPolicy::Always,
+        id: id.clone(),
+        volumes: Vec::new(),
+        containers: vec![burner(&image, "other", "exec sleep 1000")],
+    };
     runtime.update(updated).await.unwrap();
     let after_update = usage(&runtime, &id).await;
     assert!(after_update.cpu_ns >= end.cpu_ns, "{end:?} -> {after_update:?} across the update");
@@ -1026,6 +1103,7 @@ async fn usage_never_decreases_across_a_provider_restart() {
     let id = random_hex(64);
     let image = env.hello_image();
     let spec = PodSpec {
+        restart_policy: RestartPolicy::Always,
         id: id.clone(),
         volumes: Vec::new(),
         containers: vec![burner(&image, "steady", "while :; do :; done"), burner(&image, "crash", BURN_THEN_CRASH)],
@@ -1078,6 +1156,7 @@ async fn stop_pauses_a_pod_until_adopt_resumes_it() {
                   i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; exec sleep 1000";
     let app = with_mounts(busybox(&image, "app", script), vec![mount("fs", "/fs", false), mount("ed", "/ed", false)]);
     let spec = PodSpec {
+        restart_policy: RestartPolicy::Always,
         id: id.clone(),
         containers: vec![httpd(&image), app],
         volumes: vec![filesystem("fs", 4 << 20), empty_dir("ed")],
@@ -1232,6 +1311,7 @@ async fn rootfs_and_secrets_live_in_memory_only() {
     let app = with_mounts(busybox(&image, "app", script), vec![mount("secrets", "/run/secrets", false)]);
     let hidden = format!("{secret_marker}\n");
     let spec = PodSpec {
+        restart_policy: RestartPolicy::Always,
         id: id.clone(),
         containers: vec![app],
         volumes: vec![secret("secrets", &[("token", token.as_bytes()), ("hidden", hidden.as_bytes())])],
@@ -1333,6 +1413,7 @@ async fn memory_rootfs_and_secrets_survive_restarts_stop_adoption_and_reboots() 
     let script = "echo \"saw $(cat /kept 2>/dev/null || echo nothing)\"; echo kept > /kept; \
                   while :; do echo \"token=$(cat /run/secrets/token)\"; usleep 200000; done";
     let spec = |token: &[u8]| PodSpec {
+        restart_policy: RestartPolicy::Always,
         id: id.clone(),
         containers: vec![with_mounts(busybox(&image, "app", script), vec![mount("secrets", "/run/secrets", true)])],
         volumes: vec![secret("secrets", &[("token", token), ("other", b"unchanged")])],
@@ -1424,7 +1505,8 @@ async fn a_containers_process_and_output_are_never_on_the_disk() {
     let mut app = container(&image, "app", Some(&["/bin/busybox", "sh", "-c"]), None);
     app.args = Some(vec![script, "sh".to_owned(), arg_marker.clone()]);
     app.env.insert("SECRET_ENV".to_owned(), env_marker.clone());
-    let spec = PodSpec { id: id.clone(), volumes: Vec::new(), containers: vec![app] };
+    let spec =
+        PodSpec { restart_policy: RestartPolicy::Always, id: id.clone(), volumes: Vec::new(), containers: vec![app] };
     let pod_dir = env.pod_dir(&id);
     let bundle = pod_dir.join("containers/app/mem");
     let root = env.config.root.clone();

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use common::{Env, random_hex};
 use futures::StreamExt;
-use tpod_runtime::{ContainerSpec, LocalRuntime, LogOptions, PodSpec, Runtime, RuntimeError};
+use tpod_runtime::{ContainerSpec, LocalRuntime, LogOptions, PodSpec, RestartPolicy, Runtime, RuntimeError};
 
 /// What the host's test servers answer: a pod that reads it reached the host.
 const HOST_MARKER: &str = "host-secret";
@@ -264,7 +264,12 @@ async fn pods_reach_only_themselves_and_the_ingress_reaches_them() {
     // Pod B: another tenant's web page.
     let b = pod_id();
     let b_ip = runtime
-        .start(PodSpec { id: b.clone(), containers: vec![httpd(&env.image("pod-b-page"))], volumes: Vec::new() })
+        .start(PodSpec {
+            restart_policy: RestartPolicy::Always,
+            id: b.clone(),
+            containers: vec![httpd(&env.image("pod-b-page"))],
+            volumes: Vec::new(),
+        })
         .await
         .unwrap()
         .ip;
@@ -291,6 +296,7 @@ async fn pods_reach_only_themselves_and_the_ingress_reaches_them() {
     let a = pod_id();
     let a_ip = runtime
         .start(PodSpec {
+            restart_policy: RestartPolicy::Always,
             id: a.clone(),
             containers: vec![httpd(&a_image), probe(&a_image, &targets)],
             volumes: Vec::new(),
@@ -421,7 +427,12 @@ async fn outbound_internet_reaches_the_internet_only() {
 
     let b = pod_id();
     let b_ip = runtime
-        .start(PodSpec { id: b.clone(), containers: vec![httpd(&env.image("pod-b-page"))], volumes: Vec::new() })
+        .start(PodSpec {
+            restart_policy: RestartPolicy::Always,
+            id: b.clone(),
+            containers: vec![httpd(&env.image("pod-b-page"))],
+            volumes: Vec::new(),
+        })
         .await
         .unwrap()
         .ip;
@@ -440,7 +451,12 @@ async fn outbound_internet_reaches_the_internet_only() {
     }
     let a = pod_id();
     let a_ip = runtime
-        .start(PodSpec { id: a.clone(), containers: vec![httpd(&image), probe(&image, &targets)], volumes: Vec::new() })
+        .start(PodSpec {
+            restart_policy: RestartPolicy::Always,
+            id: a.clone(),
+            containers: vec![httpd(&image), probe(&image, &targets)],
+            volumes: Vec::new(),
+        })
         .await
         .unwrap()
         .ip;
@@ -495,7 +511,12 @@ async fn a_colliding_bridge_or_subnet_is_refused() {
     let id = pod_id();
     let started = overlapping
         .runtime()
-        .start(PodSpec { id: id.clone(), containers: vec![httpd(&image)], volumes: Vec::new() })
+        .start(PodSpec {
+            restart_policy: RestartPolicy::Always,
+            id: id.clone(),
+            containers: vec![httpd(&image)],
+            volumes: Vec::new(),
+        })
         .await;
     assert!(matches!(started, Err(RuntimeError::NetworkConflict { .. })), "{started:?}");
     overlapping.assert_network_gone(&[id]);

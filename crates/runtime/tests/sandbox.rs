@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use common::{Env, random_hex};
 use futures::StreamExt;
 use tpod_runtime::{
-    ContainerSpec, ContainerState, LocalRuntime, LogOptions, PodSpec, Runtime, RuntimeError, SecretFile, VolumeKind,
-    VolumeMount, VolumeSpec, cgroups_path,
+    ContainerSpec, ContainerState, LocalRuntime, LogOptions, PodSpec, RestartPolicy, Runtime, RuntimeError, SecretFile,
+    VolumeKind, VolumeMount, VolumeSpec, cgroups_path,
 };
 
 /// A test's private runtime; dropping it deletes its pods and bridge.
@@ -82,7 +82,7 @@ fn shell(image: &tpod_image::Image, name: &str, script: &str) -> ContainerSpec {
 }
 
 fn pod(containers: Vec<ContainerSpec>, volumes: Vec<VolumeSpec>) -> PodSpec {
-    PodSpec { id: random_hex(64), containers, volumes }
+    PodSpec { restart_policy: RestartPolicy::Always, id: random_hex(64), containers, volumes }
 }
 
 async fn read_logs(runtime: &LocalRuntime, id: &str, container: &str) -> String {

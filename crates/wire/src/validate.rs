@@ -217,6 +217,13 @@ fn pod(path: &str, pod: &Pod) -> Result<(), WireError> {
     if !pod.sealed_by.is_empty() {
         exact_len(&join(path, "sealed_by"), pod.sealed_by.len(), X25519_KEY_BYTES)?;
     }
+    // An open enum decodes any number: one this version does not know must not pass as `Always`.
+    if pb::pod::RestartPolicy::try_from(pod.restart_policy).is_err() {
+        return Err(WireError::Inconsistent {
+            field: join(path, "restart_policy"),
+            reason: format!("unknown restart policy {}", pod.restart_policy),
+        });
+    }
     Ok(())
 }
 

@@ -88,6 +88,7 @@ fn pod() -> pb::Pod {
         ],
         replicas: Some(pb::Replicas { min: 0, max: 3, idle_timeout_secs: 30, target_concurrency: 10 }),
         sealed_by: vec![9; 32],
+        restart_policy: pb::pod::RestartPolicy::OnFailure.into(),
     }
 }
 
@@ -340,6 +341,12 @@ fn sealed_fields_are_bounded() {
     let p = pb::Pod { sealed_by: vec![1; 31], ..pod() };
     let err = read::<pb::ProvisionRequest>(&provision_with(p)).unwrap_err();
     assert!(matches!(err, WireError::WrongLength { ref field, .. } if field == "provision.pod.sealed_by"), "{err:?}");
+    let p = pb::Pod { restart_policy: 4, ..pod() };
+    let err = read::<pb::ProvisionRequest>(&provision_with(p)).unwrap_err();
+    assert!(
+        matches!(err, WireError::Inconsistent { ref field, .. } if field == "provision.pod.restart_policy"),
+        "{err:?}"
+    );
 
     // What sealed images and secrets open to is bounded too.
     let blob = pb::EncryptedBlob { cid: CID.into(), key: vec![3; 32], digest: "sha256:00".into(), size: 1 };

@@ -8,6 +8,12 @@
 //! crash can never pay twice. And a claim is recorded in the store before it is sent, then
 //! reconciled against the chain's `claimed`, the only authority on what was paid.
 //!
+//! A finished pod (every container ended for good under its restart policy) is sampled one
+//! last time when the loop notices (at most a sample interval after its last container ended),
+//! then accrues nothing more, not even storage: its channel is released at once, so nothing
+//! later could be claimed anyway, and what it keeps on disk until removal (its volumes and logs,
+//! for the publisher to read) is the provider's to carry for the retention period.
+//!
 //! Only confirmed chain state pauses a pod: a decision to pause is re-checked with a fresh read
 //! of the channel, and an RPC failure postpones it. Claims that fail are retried with backoff.
 
@@ -168,9 +174,13 @@ impl<R: Runtime> Controller<R> {
             .ok()
             .and_then(|def| {
                 let r = def.reservation();
-                let running = matches!(pod.state, PodState::Running);
-                let (cpu, mem) = if running { (r.cpu_millis, r.memory_bytes) } else { (0, 0) };
-                ledger.table().reservation_numerator_per_second(cpu, mem, r.storage_bytes).ok()
+                let (cpu, mem, storage) = match pod.state {
+                    PodState::Running => (r.cpu_millis, r.memory_bytes, r.storage_bytes),
+                    PodState::Paused { .. } => (0, 0, r.storage_bytes),
+                    // Nothing accrues any more.
+                    _ => (0, 0, 0),
+                };
+                ledger.table().reservation_numerator_per_second(cpu, mem, storage).ok()
             })
             .unwrap_or_default();
         let observed = self
@@ -267,9 +277,8 @@ impl<R: Runtime> Controller<R> {
         Ok(state)
     }
 
-    /// After a pod's final claim: lets the publisher take the rest back at once, then forgets
-    /// the pod.
-    async fn finish(&self, pod: &PodRecord) -> Result<(), Refusal> {
+    /// After a pod's final claim: lets the publisher take the rest back at once.
+    async fn release(&self, pod: &PodRecord) -> Result<(), Refusal> {
         let publisher: Address = pod.publisher.parse().map_err(internal)?;
         let channel = self.read_channel(&pod.pod_id, B256::from(pod.channel_id)).await?;
         let released = channel.closed || channel.unlock_at.is_some_and(|t| t <= now_unix());
@@ -278,6 +287,12 @@ impl<R: Runtime> Controller<R> {
                 |e| Refusal::Internal(format!("cannot release channel {}: {e}", B256::from(pod.channel_id))),
             )?;
         }
+        Ok(())
+    }
+
+    /// After a pod's final claim: releases the channel, then forgets the pod.
+    async fn finish(&self, pod: &PodRecord) -> Result<(), Refusal> {
+        self.release(pod).await?;
         self.parts.store.delete_pod(&pod.pod_id).map_err(internal)?;
         self.live().remove(&pod.pod_id);
         tracing::info!(pod = %B256::from(pod.pod_id), "final claim made; channel released");
@@ -333,6 +348,13 @@ impl<R: Runtime> Controller<R> {
     /// was topped up; remove a pod whose channel was closed or whose retention ran out.
     pub(super) async fn reconcile_funds(&self, pod_id: &[u8; 32]) -> Result<(), Refusal> {
         let Some(pod) = self.parts.store.get_pod(pod_id).map_err(internal)? else { return Ok(()) };
+        if matches!(pod.state, PodState::Running)
+            && let Some(exit_codes) =
+                super::runtime_ended(self.runtime.status(&hex(pod_id)).await.map_err(internal)?.as_ref())
+        {
+            self.finish_job(pod_id, exit_codes).await?;
+            return self.settle_job(pod_id).await;
+        }
         let Some(usage) = self.parts.store.get_usage(pod_id).map_err(internal)? else { return Ok(()) };
         let funds = self.live().get(pod_id).and_then(|l| l.funds.clone());
         let funds = match funds {
@@ -394,7 +416,67 @@ impl<R: Runtime> Controller<R> {
                 self.claim(pod_id, true).await?;
                 self.finish(&pod).await?;
             }
+            PodState::Finished { since_unix, settled, .. } => {
+                if !settled {
+                    self.settle_job(pod_id).await?;
+                }
+                if funds.closed || now.saturating_sub(*since_unix) >= self.parts.settings.config.billing.retention_secs
+                {
+                    tracing::info!(pod = %B256::from(*pod_id), "removing a finished pod (channel closed or retention over)");
+                    let _ops = self.ops.lock().await;
+                    self.delete_and_settle(pod_id).await?;
+                }
+            }
             _ => {}
+        }
+        Ok(())
+    }
+
+    /// Records that a running pod has finished (every container ended for good, with
+    /// `exit_codes`): bills it up to now, unexposes it, has the runtime keep it stopped (so a
+    /// new runtime knows it, for status and logs, without adopting it), and releases its host
+    /// names. Billing stops there; [`Self::settle_job`] makes the final claim.
+    async fn finish_job(&self, pod_id: &[u8; 32], exit_codes: Vec<(String, Option<i32>)>) -> Result<(), Refusal> {
+        let _ops = self.ops.lock().await;
+        let Some(mut record) = self.parts.store.get_pod(pod_id).map_err(internal)? else { return Ok(()) };
+        if !matches!(record.state, PodState::Running) {
+            return Ok(());
+        }
+        self.sample(Some(pod_id)).await?;
+        self.unexpose(&record).await;
+        self.runtime.stop(&hex(pod_id)).await.map_err(internal)?;
+        // The CPU time its containers used last, while it still counts as running.
+        self.sample(Some(pod_id)).await?;
+        let state = super::finished_state(&exit_codes);
+        record.state = PodState::Finished { exit_codes, since_unix: now_unix(), settled: false };
+        record.hostnames.clear();
+        record.tcp_ports.clear();
+        record.updated_at_unix = now_unix();
+        self.parts.store.put_pod(&record).map_err(internal)?;
+        if let Some(l) = self.live().get_mut(pod_id) {
+            l.history.clear();
+            l.low_since = None;
+        }
+        tracing::info!(pod = %B256::from(*pod_id), %state, "pod finished; billing stopped");
+        Ok(())
+    }
+
+    /// A finished pod's final claim and channel release, then marks it settled. Retried by the
+    /// billing loop while the chain cannot be reached.
+    async fn settle_job(&self, pod_id: &[u8; 32]) -> Result<(), Refusal> {
+        let Some(record) = self.parts.store.get_pod(pod_id).map_err(internal)? else { return Ok(()) };
+        if !matches!(record.state, PodState::Finished { settled: false, .. }) {
+            return Ok(());
+        }
+        self.claim(pod_id, true).await?;
+        self.release(&record).await?;
+        let _ops = self.ops.lock().await;
+        // Read again: a delete may have come in the meantime.
+        let Some(mut record) = self.parts.store.get_pod(pod_id).map_err(internal)? else { return Ok(()) };
+        if let PodState::Finished { settled, .. } = &mut record.state {
+            *settled = true;
+            self.parts.store.put_pod(&record).map_err(internal)?;
+            tracing::info!(pod = %B256::from(*pod_id), "finished pod settled: final claim made, channel released");
         }
         Ok(())
     }
@@ -478,7 +560,12 @@ impl<R: Runtime> Controller<R> {
                 } else if matches!(
                     pod.state,
                     PodState::Running | PodState::Paused { .. } | PodState::ScaledToZero { .. }
-                ) {
+                )
+                    // A finished pod's settlement, and its retention; a failed settlement waits
+                    // for its retry.
+                    || (matches!(pod.state, PodState::Finished { .. })
+                        && self.live().get(&pod.pod_id).is_none_or(|l| l.retry.is_none()))
+                {
                     // Cheap: uses the channel as last read, and reads again only to confirm a pause.
                     let checked = self.reconcile_funds(&pod.pod_id).await;
                     self.note_attempt(&pod.pod_id, checked);

@@ -14,6 +14,11 @@
 //! that fails at any step removes what it created (the runtime's containers, volumes and
 //! network, the routes, the account and the host names) and leaves a `Failed` record that says
 //! why, which a new deploy of the same pod id (on the same, still funded channel) replaces.
+//!
+//! A pod whose containers have all ended for good under its restart policy (`OnFailure` or
+//! `Never`: a job) is finished: the billing loop notices, bills it to that moment, stops it,
+//! makes its final claim and releases its channel, and keeps its record (`Finished`) with the
+//! exit codes, its status and logs, until the publisher deletes it or the retention passes.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -193,9 +198,17 @@ impl<R: Runtime> Controller<R> {
     pub fn free(&self, except: Option<&[u8; 32]>) -> Result<Reservation, Refusal> {
         let mut used = Reservation::default();
         for p in self.parts.store.list_pods().map_err(internal)? {
-            if holds_resources(&p) && except != Some(&p.pod_id) {
+            if except == Some(&p.pod_id) {
+                continue;
+            }
+            if holds_resources(&p) {
                 let def: PodDefinition = serde_json::from_str(&p.manifest_json).map_err(internal)?;
                 used = used.plus(def.reservation());
+            } else if matches!(p.state, PodState::Finished { .. }) {
+                // Nothing of it runs, but its volumes are still on the disk.
+                let def: PodDefinition = serde_json::from_str(&p.manifest_json).map_err(internal)?;
+                used =
+                    used.plus(Reservation { storage_bytes: def.reservation().storage_bytes, ..Reservation::default() });
             }
         }
         let s = &self.parts.settings;
@@ -544,6 +557,12 @@ impl<R: Runtime> Controller<R> {
             .get_pod(&who.pod_id)
             .map_err(internal)?
             .ok_or_else(|| Refusal::NotFound(B256::from(who.pod_id).to_string()))?;
+        if matches!(previous.state, PodState::Finished { .. }) {
+            return Err(Refusal::Conflict(format!(
+                "pod {} has finished and its channel is released; delete it and deploy again",
+                B256::from(who.pod_id)
+            )));
+        }
         if !matches!(previous.state, PodState::Running) {
             return Err(Refusal::Conflict(format!(
                 "pod {} is not running; it cannot be updated",
@@ -862,7 +881,7 @@ impl<R: Runtime> Controller<R> {
                 Ok(VolumeSpec { name: v.name.clone(), kind })
             })
             .collect::<Result<Vec<_>, Refusal>>()?;
-        Ok(PodSpec { id: hex(pod_id), containers, volumes })
+        Ok(PodSpec { id: hex(pod_id), containers, volumes, restart_policy: def.restart_policy.to_runtime() })
     }
 
     fn hostnames(&self, pod_id: &[u8; 32], def: &PodDefinition) -> Vec<String> {
@@ -968,9 +987,11 @@ impl<R: Runtime> Controller<R> {
             .unwrap_or_default();
         let runtime = self.runtime.status(&hex(&record.pod_id)).await.map_err(internal)?;
         let containers: Vec<pb::ContainerStatus> = runtime
+            .as_ref()
             .map(|s| {
                 s.containers
-                    .into_iter()
+                    .iter()
+                    .cloned()
                     .map(|c| pb::ContainerStatus {
                         name: c.name,
                         state: container_state(c.state).into(),
@@ -981,10 +1002,18 @@ impl<R: Runtime> Controller<R> {
                     .collect()
             })
             .unwrap_or_default();
+        // Ended for good, every one of them: finished, even before the billing loop records it.
+        let ended = runtime_ended(runtime.as_ref());
         let state = match &record.state {
+            PodState::Running if ended.is_some() => finished_state(ended.as_deref().unwrap_or_default()),
             PodState::Running if containers.iter().any(|c| c.state == "restarting") => "crash-looping".to_owned(),
-            PodState::Running if containers.iter().any(|c| c.state != "running") => "starting".to_owned(),
+            PodState::Running
+                if containers.iter().any(|c| !matches!(c.state.as_str(), "running" | "succeeded" | "failed")) =>
+            {
+                "starting".to_owned()
+            }
             PodState::Running => "running".to_owned(),
+            PodState::Finished { exit_codes, .. } => finished_state(exit_codes),
             PodState::Provisioning => "provisioning".to_owned(),
             PodState::Paused { reason, .. } => format!("paused: {reason}"),
             PodState::ScaledToZero { .. } => "scaled-to-zero".to_owned(),
@@ -1026,6 +1055,26 @@ fn container_state(state: ContainerState) -> &'static str {
         ContainerState::Running => "running",
         ContainerState::Restarting => "restarting",
         ContainerState::Exited => "exited",
+        ContainerState::Succeeded => "succeeded",
+        ContainerState::Failed => "failed",
+    }
+}
+
+/// Each container's name and the exit code it ended with, if the pod has containers and every
+/// one has ended for good; `None` otherwise.
+fn runtime_ended(status: Option<&tpod_runtime::PodStatus>) -> Option<Vec<(String, Option<i32>)>> {
+    let status = status?;
+    let all_ended = !status.containers.is_empty() && status.containers.iter().all(|c| c.state.is_ended());
+    all_ended.then(|| status.containers.iter().map(|c| (c.name.clone(), c.last_exit_code)).collect())
+}
+
+/// A finished pod's state: `succeeded` when every container exited 0, else `failed: ` and the
+/// first container that did not.
+fn finished_state(exit_codes: &[(String, Option<i32>)]) -> String {
+    match exit_codes.iter().find(|(_, code)| *code != Some(0)) {
+        None => "succeeded".to_owned(),
+        Some((name, Some(code))) => format!("failed: container {name} exited with code {code}"),
+        Some((name, None)) => format!("failed: container {name} ended with its exit code unknown"),
     }
 }
 

@@ -62,6 +62,21 @@ pub enum PodState {
     },
     /// The pod was deleted; its record stays until the final claim is confirmed.
     Stopped,
+    /// Every container ended for good under the pod's restart policy (a job): nothing of it
+    /// runs, metering stopped when it finished (no storage is billed afterwards either), its
+    /// final claim is made and its channel released (`settled`). The record, its status and its
+    /// logs stay until the publisher deletes the pod or the provider's retention passes; it
+    /// reserves its volumes' storage (still on disk) and no CPU or memory.
+    Finished {
+        /// Each container, in pod order, with the exit code it ended with (`None`: lost, as
+        /// for a container that ended while the provider was down).
+        exit_codes: Vec<(String, Option<i32>)>,
+        /// When it finished (Unix seconds).
+        since_unix: u64,
+        /// Whether the final claim is made and the channel released.
+        #[serde(default)]
+        settled: bool,
+    },
     /// The pod could not be run.
     Failed {
         /// What went wrong.
