@@ -136,7 +136,7 @@ fn a_failing_wake_answers_503_with_the_reason() {
             "command: [\"/bin/busybox\", \"sh\", \"-c\"]\n    args: [\"if [ -e /woken ]; then exec /bin/busybox sleep \
              1000; fi; /bin/busybox touch /woken; exec /bin/busybox httpd -f -p 8080 -h /www\"]",
         )
-        .replace("replicas:\n  min: 1\n  max: 1\n", "replicas:\n  min: 0\n  max: 1\n  idleTimeout: 2s\n");
+        .replace("replicas:\n  min: 1\n  max: 1\n", "replicas:\n  min: 0\n  max: 1\n  idleTimeout: 5s\n");
     std::fs::write(&manifest, yaml).unwrap();
     let deployed = net.ok(&["deploy", manifest.to_str().unwrap()]);
     let url = deployed["url"].as_str().unwrap().to_owned();
@@ -151,6 +151,62 @@ fn a_failing_wake_answers_503_with_the_reason() {
     assert!(error.contains("did not answer"), "{status}");
     let text = String::from_utf8_lossy(&net.tpod(&["status"]).stdout).into_owned();
     assert!(text.contains("FAILED") && text.contains("did not answer"), "{text}");
+
+    net.ok(&["delete"]);
+    assert!(net.runtime_pods().is_empty(), "runtime state left: {:?}", net.runtime_pods());
+}
+
+#[test]
+fn a_pod_can_ask_to_be_scaled_to_zero_at_once() {
+    let work = tempfile::tempdir().unwrap();
+    let net = devnet(28, work.path(), 20);
+    // busybox httpd serves a CGI script whose response asks for sleep.
+    let dir = work.path();
+    std::fs::write(dir.join("index.html"), "up\n").unwrap();
+    std::fs::write(
+        dir.join("sleep"),
+        "#!/bin/busybox sh\nprintf 'X-Tpod-Scale-To-Zero: now\\r\\nContent-Type: text/plain\\r\\n\\r\\nbye\\n'\n",
+    )
+    .unwrap();
+    let file = |src: PathBuf, dest: &str, mode| tpod_image::RootfsFile { src, dest: dest.to_owned(), mode };
+    let files = [
+        file("/bin/busybox".into(), "/bin/busybox", 0o755),
+        file(dir.join("index.html"), "/www/index.html", 0o644),
+        file(dir.join("sleep"), "/www/cgi-bin/sleep", 0o755),
+    ];
+    let config = tpod_image::ContainerConfig {
+        entrypoint: vec!["/bin/busybox".to_owned()],
+        cmd: Vec::new(),
+        env: vec!["PATH=/bin".to_owned()],
+        working_dir: Some("/".to_owned()),
+        exposed_ports: Vec::new(),
+    };
+    tpod_image::build_layout(&dir.join("image"), &files, &config).unwrap();
+    let manifest = dir.join("tpod.yaml");
+    std::fs::write(
+        &manifest,
+        "name: asks\ncontainers:\n  - name: web\n    image: ./image\n    command: [\"/bin/busybox\", \"httpd\"]\n    \
+         args: [\"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n    ports:\n      - containerPort: 8080\n        protocol: \
+         http\n    resources:\n      cpu: 100m\n      memory: 32Mi\nreplicas:\n  min: 0\n  max: 1\n  idleTimeout: 10m\n",
+    )
+    .unwrap();
+    let deployed = net.ok(&["deploy", manifest.to_str().unwrap()]);
+    let url = deployed["url"].as_str().unwrap().to_owned();
+    wait_for_body(&url, "up\n");
+
+    // The header is the pod's signal to the provider, not something the client sees.
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, port) = rest.trim_end_matches('/').rsplit_once(':').unwrap();
+    let mut stream = TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(stream, "GET /cgi-bin/sleep HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200") && response.contains("bye\n"), "{response}");
+    assert!(!response.to_ascii_lowercase().contains("x-tpod-scale-to-zero"), "{response}");
+    // Down within a few sample intervals, though its idle timeout is 10 minutes.
+    wait_for_state(&net, "scaled-to-zero");
+    assert_eq!(fetch(&url), (200, "up\n".to_owned()));
 
     net.ok(&["delete"]);
     assert!(net.runtime_pods().is_empty(), "runtime state left: {:?}", net.runtime_pods());

@@ -1,7 +1,7 @@
 //! Per-pod counters the ingress feeds as traffic flows: body bytes for metering, and requests
 //! or connections in flight with the time of the last one, for idle detection and autoscaling.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,9 @@ pub struct Activity {
     /// forward opened) if none came since. A pod is idle when `in_flight` is 0 and this is
     /// older than its idle timeout.
     pub last_active: Instant,
+    /// The pod asked to be scaled to zero now: a response of its carried
+    /// [`crate::SCALE_TO_ZERO_HEADER`] since its routes were last set or woken.
+    pub sleep_requested: bool,
 }
 
 /// The live counters of one pod, shared with the bodies and connections in flight so counting
@@ -30,6 +33,7 @@ pub(crate) struct Counters {
     in_flight: AtomicU64,
     /// Nanoseconds since [`epoch`]: an `Instant` does not fit an atomic.
     last_active: AtomicU64,
+    sleep_requested: AtomicBool,
 }
 
 impl Default for Counters {
@@ -39,6 +43,7 @@ impl Default for Counters {
             egress: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             last_active: AtomicU64::new(now()),
+            sleep_requested: AtomicBool::new(false),
         }
     }
 }
@@ -65,7 +70,13 @@ impl Counters {
         Activity {
             in_flight: self.in_flight.load(Ordering::Acquire),
             last_active: epoch() + Duration::from_nanos(self.last_active.load(Ordering::Relaxed)),
+            sleep_requested: self.sleep_requested.load(Ordering::Acquire),
         }
+    }
+
+    /// Records that the pod asked to be scaled to zero, or (false) clears it once it runs anew.
+    pub(crate) fn request_sleep(&self, requested: bool) {
+        self.sleep_requested.store(requested, Ordering::Release);
     }
 }
 

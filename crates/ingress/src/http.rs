@@ -301,6 +301,10 @@ async fn forward(
     }
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    // The pod's own signal, never passed on to the client.
+    if parts.headers.remove(crate::SCALE_TO_ZERO_HEADER).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"now")) {
+        route.counters.request_sleep(true);
+    }
     let body = CountingBody::new(body, route.counters.clone(), Direction::Egress).holding(in_flight);
     Response::from_parts(parts, body.boxed_unsync())
 }

@@ -36,6 +36,11 @@ mod wake;
 use std::time::Duration;
 
 pub use activity::Activity;
+
+/// A response header by which a pod asks to be scaled to zero as soon as its requests in
+/// flight are done (value `now`, any case), instead of after its idle timeout. The ingress
+/// removes it from the response.
+pub const SCALE_TO_ZERO_HEADER: &str = "x-tpod-scale-to-zero";
 pub use config::{
     IngressConfig, MAX_IN_FLIGHT_PER_POD, POOL_IDLE_TIMEOUT, POOL_MAX_IDLE_PER_POD, RESPONSE_HEADER_TIMEOUT,
 };

@@ -103,6 +103,10 @@ impl Routes {
         let Some(pod) = table.pods.get_mut(pod_id) else { return false };
         wake.rearm();
         pod.asleep = Some(wake);
+        // A pod's request to sleep is answered by this.
+        if let Some(counters) = table.counters.get(pod_id) {
+            counters.request_sleep(false);
+        }
         tracing::debug!(pod = %pod_id, "routes asleep");
         true
     }

@@ -16,6 +16,9 @@
 //!   connection (at most `[scaling] wake_timeout_secs`), marks it running and exposes it again;
 //!   the held requests then go through. A wake that fails answers them 503 with the reason, which
 //!   `tpod status` shows too, and leaves the pod at zero for the next try.
+//! - **Asked.** A pod may ask to go down at once: a response carrying `X-Tpod-Scale-To-Zero:
+//!   now` ([`tpod_ingress::SCALE_TO_ZERO_HEADER`], removed by the ingress) makes it idle as soon
+//!   as nothing is in flight, whatever its timeout.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Weak};
@@ -82,17 +85,18 @@ impl<R: Runtime> Controller<R> {
         lock(&self.scaling).get(pod_id).and_then(|s| s.last_wake.clone())
     }
 
-    /// Requests or connections in flight to the pod now, and when the last one was.
-    fn activity(&self, record: &PodRecord, def: &PodDefinition) -> (u64, Option<Instant>) {
+    /// Requests or connections in flight to the pod now, when the last one was, and whether
+    /// the pod asked to be scaled to zero (a response with `X-Tpod-Scale-To-Zero: now`).
+    fn activity(&self, record: &PodRecord, def: &PodDefinition) -> (u64, Option<Instant>, bool) {
         let key = hex(&record.pod_id);
         let http = def.http_ports().filter_map(|p| self.parts.routes.activity(&route_key(&key, p.container_port)));
-        let mut in_flight = 0;
-        let mut last = None;
+        let (mut in_flight, mut last, mut asked) = (0, None, false);
         for activity in http.chain(self.parts.tcp.activity(&key)) {
             in_flight += activity.in_flight;
             last = last.max(Some(activity.last_active));
+            asked |= activity.sleep_requested;
         }
-        (in_flight, last)
+        (in_flight, last, asked)
     }
 
     /// Scales down each running pod that may scale to zero and has been idle for its timeout.
@@ -101,10 +105,10 @@ impl<R: Runtime> Controller<R> {
         for pod in pods.iter().filter(|p| matches!(p.state, PodState::Running)) {
             let Ok(def) = serde_json::from_str::<PodDefinition>(&pod.manifest_json) else { continue };
             let Some(timeout) = self.idle_timeout(&def) else { continue };
-            let (in_flight, last) = self.activity(pod, &def);
+            let (in_flight, last, asked) = self.activity(pod, &def);
             let awake = lock(&self.scaling).get(&pod.pod_id).and_then(|s| s.awake_since);
             let quiet_since = last.max(awake);
-            if in_flight > 0 || quiet_since.is_some_and(|t| t.elapsed() < timeout) {
+            if in_flight > 0 || (!asked && quiet_since.is_some_and(|t| t.elapsed() < timeout)) {
                 continue;
             }
             if let Err(e) = self.scale_down(&pod.pod_id).await {
