@@ -22,11 +22,16 @@
 //!   chain, cold and warm; then, on a devnet with three live providers, probing them (profiles
 //!   and quotes) against listing only (see `market.rs`).
 //!
+//! - `wake`: cold start to first byte of the hello pod scaled to zero, p50 and p99 over N wakes,
+//!   next to warm requests in the same run, and what a pod at zero keeps in memory (see
+//!   `wake.rs`).
+//!
 //! Every section runs unless `--only` names some (`--only transfer`, `--only deploy,metering`);
 //! `metering` alone still deploys the pods it meters, untimed. Run with `bench/run` (builds in
 //! release mode first).
 
 mod market;
+mod wake;
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -58,6 +63,9 @@ struct Args {
     /// Pods running when the provider's memory is measured.
     #[arg(long, default_value_t = 100)]
     pods: usize,
+    /// Wakes of a pod at zero timed by the wake benchmark.
+    #[arg(long, default_value_t = 50)]
+    wakes: usize,
     /// Providers registered for the market benchmark.
     #[arg(long, default_value_t = 10_000)]
     market_providers: usize,
@@ -80,6 +88,7 @@ enum Section {
     Deploy,
     Metering,
     Market,
+    Wake,
 }
 
 /// Provider configuration merged over the devnet's for the metered CPU windows (the devnet's
@@ -218,7 +227,11 @@ fn main() -> anyhow::Result<()> {
         let work = tempfile::tempdir()?;
         market::live(&bin, &anvil, &hello(work.path())?)?;
     }
-    if args.only == [Section::Market] {
+    if run(Section::Wake) {
+        let work = tempfile::tempdir()?;
+        wake::run(&bin, &anvil, &hello(work.path())?, args.wakes)?;
+    }
+    if args.only.iter().all(|s| matches!(s, Section::Market | Section::Wake)) && !args.only.is_empty() {
         return Ok(());
     }
     let devnet = Devnet { dir: tempfile::tempdir()?, bin, anvil };
