@@ -220,6 +220,7 @@ impl<R: Runtime> Controller<R> {
         // The time at zero is billed as such (storage only) before the state changes.
         self.sample(Some(&pod_id)).await.map_err(|e| e.to_string())?;
         let spec = self.runtime_spec(&pod_id, def).map_err(|e| e.to_string())?;
+        let resuming = Instant::now();
         let endpoint = match self.runtime.adopt(spec).await {
             Ok(endpoint) => endpoint,
             Err(e) => {
@@ -227,6 +228,7 @@ impl<R: Runtime> Controller<R> {
                 return Err(format!("the pod could not start: {e}"));
             }
         };
+        let resumed = resuming.elapsed();
         let timeout = Duration::from_secs(self.parts.settings.config.scaling.wake_timeout_secs);
         let deadline = tokio::time::Instant::now() + timeout;
         let ports = def.http_ports().map(|p| p.container_port).chain(def.tcp_ports());
@@ -246,6 +248,9 @@ impl<R: Runtime> Controller<R> {
         self.parts.store.put_pod(&record).map_err(|e| e.to_string())?;
         self.wake_routes(&record, def, endpoint.ip);
         self.note_awake(&pod_id, endpoint.ip);
+        // Where a wake's time goes: starting the processes, then the program opening its ports.
+        tracing::debug!(pod = %B256::from(pod_id), resume_ms = resumed.as_millis(),
+            ports_ms = (resuming.elapsed() - resumed).as_millis(), "wake steps");
         Ok(endpoint.ip)
     }
 }
