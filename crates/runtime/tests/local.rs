@@ -1070,8 +1070,9 @@ async fn usage_never_decreases_across_crash_restarts() {
     eprintln!("{samples} samples; end {end:?}; finished runs >= {finished_runs} ns, live {live} ns");
     assert!(end.cpu_ns >= last);
     assert!(end.cpu_ns >= finished_runs + live, "{end:?} < {finished_runs} + {live}");
-    // Three runs of about a second each (of wall time: other tests burn CPU too).
-    assert!(end.cpu_ns >= 1_000_000_000, "{end:?}");
+    // Three runs of about a second of wall time each; a loaded machine (other tests, builds)
+    // gives them much less CPU, so only a floor well below that is asserted.
+    assert!(end.cpu_ns >= 300_000_000, "{end:?}");
     let retired = retired_cpu_ns(&env, &id);
     assert!(retired >= finished_runs && retired <= end.cpu_ns, "retired {retired}, {end:?}");
 
@@ -1136,7 +1137,9 @@ async fn usage_never_decreases_across_a_provider_restart() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let end = usage(&second, &id).await;
-    assert!(end.cpu_ns > before.cpu_ns + 1_000_000_000, "{before:?} -> {end:?}");
+    // Two more crash runs of a second of wall time, and the steady burner: well above this
+    // floor even on a loaded machine.
+    assert!(end.cpu_ns > before.cpu_ns + 300_000_000, "{before:?} -> {end:?}");
     second.delete(&id).await.unwrap();
     assert_gone(&env, &id, &["steady", "crash"], &[]);
 }
