@@ -25,11 +25,15 @@
 //! - `wake`: cold start to first byte of the hello pod scaled to zero, p50 and p99 over N wakes,
 //!   next to warm requests in the same run, and what a pod at zero keeps in memory (see
 //!   `wake.rs`).
+//! - `ingress`: HTTP requests/s and p99 latency with `wrk` at 1, 16 and 64 connections, small
+//!   and 1 MiB bodies, straight to a static backend, through the tpod ingress and through nginx,
+//!   as ratios (see `ingress.rs`). Needs no devnet.
 //!
 //! Every section runs unless `--only` names some (`--only transfer`, `--only deploy,metering`);
 //! `metering` alone still deploys the pods it meters, untimed. Run with `bench/run` (builds in
 //! release mode first).
 
+mod ingress;
 mod market;
 mod wake;
 
@@ -66,6 +70,9 @@ struct Args {
     /// Wakes of a pod at zero timed by the wake benchmark.
     #[arg(long, default_value_t = 50)]
     wakes: usize,
+    /// Seconds of each wrk measurement of the ingress benchmark (18 of them).
+    #[arg(long, default_value_t = 5)]
+    ingress_secs: u64,
     /// Providers registered for the market benchmark.
     #[arg(long, default_value_t = 10_000)]
     market_providers: usize,
@@ -89,6 +96,7 @@ enum Section {
     Metering,
     Market,
     Wake,
+    Ingress,
 }
 
 /// Provider configuration merged over the devnet's for the metered CPU windows (the devnet's
@@ -220,6 +228,13 @@ fn main() -> anyhow::Result<()> {
         return peak_rss(&args.command);
     }
     let run = |section| args.only.is_empty() || args.only.contains(&section);
+    // First, while no devnet loads the machine; it needs no anvil either.
+    if run(Section::Ingress) {
+        ingress::run(args.ingress_secs)?;
+    }
+    if !args.only.is_empty() && args.only.iter().all(|s| *s == Section::Ingress) {
+        return Ok(());
+    }
     let bin = std::env::current_exe()?.parent().context("no binary directory")?.to_path_buf();
     let anvil = tpod_devnet::anvil::locate(None).context("anvil not found; run tools/bootstrap")?;
     if run(Section::Market) {
@@ -231,7 +246,9 @@ fn main() -> anyhow::Result<()> {
         let work = tempfile::tempdir()?;
         wake::run(&bin, &anvil, &hello(work.path())?, args.wakes)?;
     }
-    if args.only.iter().all(|s| matches!(s, Section::Market | Section::Wake)) && !args.only.is_empty() {
+    if args.only.iter().all(|s| matches!(s, Section::Market | Section::Wake | Section::Ingress))
+        && !args.only.is_empty()
+    {
         return Ok(());
     }
     let devnet = Devnet { dir: tempfile::tempdir()?, bin, anvil };
