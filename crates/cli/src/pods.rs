@@ -410,18 +410,11 @@ async fn follow_provisioning(
                 PROVISION_STALL.as_secs()
             );
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        match publisher.provision(provider, pod_id, pb::provision_request::Action::Status(pb::Status {})).await {
-            Ok(next) => {
-                status = next;
-                failures = 0;
-            }
-            // A status request lost on the way is asked again, a few times.
-            Err(e) if failures < 5 => {
-                failures += 1;
-                tracing::warn!(error = %format!("{e:#}"), "status of the provisioning pod");
-            }
-            Err(e) => return Err(e.context("following the pod while the provider provisions it")),
+        if let Some(next) = next_status(publisher, provider, pod_id, &mut failures)
+            .await
+            .context("following the pod while the provider provisions it")?
+        {
+            status = next;
         }
     }
     if let Some((_, s)) = step {
@@ -886,23 +879,36 @@ async fn watch(
         if !job && started.elapsed() >= WATCH_SERVICE {
             return Ok(Watched::Running(status));
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        match publisher.provision(provider, pod_id, pb::provision_request::Action::Status(pb::Status {})).await {
-            Ok(next) => {
-                status = next;
-                failures = 0;
-            }
-            // A status request lost on the way is asked again, a few times.
-            Err(e) if failures < 5 => {
-                failures += 1;
-                tracing::warn!(error = %format!("{e:#}"), "status of the deployed pod");
-            }
-            Err(e) => {
-                return Err(e.context(format!(
-                    "following {name} after its deploy; it stays deployed: follow it with `tpod status {name}`"
-                )));
-            }
+        let next = next_status(publisher, provider, pod_id, &mut failures).await.with_context(|| {
+            format!("following {name} after its deploy; it stays deployed: follow it with `tpod status {name}`")
+        })?;
+        if let Some(next) = next {
+            status = next;
         }
+    }
+}
+
+/// Asks for the pod's status again after half a second, for a command that follows it. A
+/// request lost on the way is asked again, a few times: `None` until then (`failures` counts
+/// them), the error after.
+async fn next_status(
+    publisher: &Publisher,
+    provider: &ProviderTarget,
+    pod_id: B256,
+    failures: &mut u32,
+) -> anyhow::Result<Option<pb::PodStatus>> {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    match publisher.provision(provider, pod_id, pb::provision_request::Action::Status(pb::Status {})).await {
+        Ok(next) => {
+            *failures = 0;
+            Ok(Some(next))
+        }
+        Err(e) if *failures < 5 => {
+            *failures += 1;
+            tracing::warn!(error = %format!("{e:#}"), "status of the pod");
+            Ok(None)
+        }
+        Err(e) => Err(e),
     }
 }
 
