@@ -16,6 +16,8 @@
 use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
+// Stored as the runtime names it (`Always`, `OnFailure`, `Never`): one definition.
+pub use tpod_runtime::RestartPolicy;
 use tpod_wire::pb;
 
 /// Largest number of containers in a pod.
@@ -45,37 +47,14 @@ pub struct PodDefinition {
     pub restart_policy: RestartPolicy,
 }
 
-/// When a pod's containers are started again after they end (Kubernetes `restartPolicy`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum RestartPolicy {
-    /// Whatever the exit code, with backoff.
-    #[default]
-    Always,
-    /// After a non-zero exit code or a kill, with backoff.
-    OnFailure,
-    /// Never: a pod whose containers have all ended is finished.
-    Never,
-}
-
-impl RestartPolicy {
-    /// The publisher's policy; an earlier publisher sends none, meaning `Always`.
-    fn from_proto(value: i32) -> Result<Self, String> {
-        use pb::pod::RestartPolicy as Wire;
-        match Wire::try_from(value) {
-            Ok(Wire::Unspecified | Wire::Always) => Ok(Self::Always),
-            Ok(Wire::OnFailure) => Ok(Self::OnFailure),
-            Ok(Wire::Never) => Ok(Self::Never),
-            Err(_) => Err(format!("restart_policy: unknown restart policy {value}")),
-        }
-    }
-
-    /// The runtime's policy.
-    pub fn to_runtime(self) -> tpod_runtime::RestartPolicy {
-        match self {
-            Self::Always => tpod_runtime::RestartPolicy::Always,
-            Self::OnFailure => tpod_runtime::RestartPolicy::OnFailure,
-            Self::Never => tpod_runtime::RestartPolicy::Never,
-        }
+/// The publisher's restart policy; an earlier publisher sends none, meaning `Always`.
+fn restart_policy(value: i32) -> Result<RestartPolicy, String> {
+    use pb::pod::RestartPolicy as Wire;
+    match Wire::try_from(value) {
+        Ok(Wire::Unspecified | Wire::Always) => Ok(RestartPolicy::Always),
+        Ok(Wire::OnFailure) => Ok(RestartPolicy::OnFailure),
+        Ok(Wire::Never) => Ok(RestartPolicy::Never),
+        Err(_) => Err(format!("restart_policy: unknown restart policy {value}")),
     }
 }
 
@@ -254,7 +233,7 @@ impl PodDefinition {
     /// Checks a publisher's pod. The error names the field, like the manifest's errors do.
     pub fn from_proto(pod: &pb::Pod) -> Result<Self, String> {
         label("name", &pod.name)?;
-        let restart_policy = RestartPolicy::from_proto(pod.restart_policy)?;
+        let restart_policy = restart_policy(pod.restart_policy)?;
         if pod.containers.is_empty() || pod.containers.len() > MAX_CONTAINERS {
             return Err(format!("containers: a pod has 1 to {MAX_CONTAINERS} containers"));
         }

@@ -82,7 +82,7 @@ pub struct PodSpec {
 /// ([`LocalConfig::restart_backoff`]). A container that is not restarted has ended for good:
 /// [`ContainerState::Succeeded`] or [`ContainerState::Failed`], with its exit code, its
 /// processes, cgroup and rootfs gone (its CPU time kept in [`PodUsage::cpu_ns`]), its log kept.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum RestartPolicy {
     /// Always, whatever the exit code: a service. The default.
     #[default]

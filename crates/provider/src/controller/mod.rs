@@ -881,7 +881,7 @@ impl<R: Runtime> Controller<R> {
                 Ok(VolumeSpec { name: v.name.clone(), kind })
             })
             .collect::<Result<Vec<_>, Refusal>>()?;
-        Ok(PodSpec { id: hex(pod_id), containers, volumes, restart_policy: def.restart_policy.to_runtime() })
+        Ok(PodSpec { id: hex(pod_id), containers, volumes, restart_policy: def.restart_policy })
     }
 
     fn hostnames(&self, pod_id: &[u8; 32], def: &PodDefinition) -> Vec<String> {
