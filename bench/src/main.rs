@@ -769,6 +769,23 @@ fn cpu_percent(pid: u32, window: Duration, tck: f64) -> anyhow::Result<f64> {
     Ok(100.0 * used as f64 / tck / secs(start.elapsed()))
 }
 
+/// `tpod --devnet-dir dir --json args`: how long it took and what it printed.
+fn tpod_json(bin: &Path, dir: &Path, args: &[&str]) -> anyhow::Result<(Duration, serde_json::Value)> {
+    let started = Instant::now();
+    let out = Command::new(bin.join("tpod"))
+        .arg("--devnet-dir")
+        .arg(dir)
+        .arg("--json")
+        .args(args)
+        .output()
+        .context("running tpod")?;
+    let elapsed = started.elapsed();
+    if !out.status.success() {
+        bail!("tpod {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok((elapsed, serde_json::from_slice(&out.stdout).context("tpod printed no JSON")?))
+}
+
 fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }

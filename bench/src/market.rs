@@ -224,21 +224,7 @@ const LIVE_ROUNDS: usize = 5;
 /// provider's quote round trip.
 pub fn live(bin: &Path, anvil: &Path, manifest: &Path) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let tpod = |args: &[&str]| -> anyhow::Result<(Duration, Value)> {
-        let started = Instant::now();
-        let out = Command::new(bin.join("tpod"))
-            .arg("--devnet-dir")
-            .arg(dir.path())
-            .arg("--json")
-            .args(args)
-            .output()
-            .context("running tpod")?;
-        let elapsed = started.elapsed();
-        if !out.status.success() {
-            bail!("tpod {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        Ok((elapsed, serde_json::from_slice(&out.stdout).context("tpod printed no JSON")?))
-    };
+    let tpod = |args: &[&str]| super::tpod_json(bin, dir.path(), args);
     let anvil = anvil.to_str().context("anvil path")?;
     let up = [
         "dev",

@@ -6,11 +6,9 @@
 //! cgroup's memory (the unpacked image in its tmpfs), which makes the wake a process start.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use serde_json::Value;
 
 const BRIDGE: &str = "tpbw0";
 /// The goal for the cold start's median.
@@ -19,19 +17,7 @@ const GOAL_P50_MS: f64 = 150.0;
 /// Runs the section with `wakes` cold starts.
 pub fn run(bin: &Path, anvil: &Path, manifest: &Path, wakes: usize) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let tpod = |args: &[&str]| -> anyhow::Result<Value> {
-        let out = Command::new(bin.join("tpod"))
-            .arg("--devnet-dir")
-            .arg(dir.path())
-            .arg("--json")
-            .args(args)
-            .output()
-            .context("running tpod")?;
-        if !out.status.success() {
-            bail!("tpod {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        serde_json::from_slice(&out.stdout).context("tpod printed no JSON")
-    };
+    let tpod = |args: &[&str]| super::tpod_json(bin, dir.path(), args).map(|(_, json)| json);
     let config = dir.path().join("scaling.toml");
     std::fs::write(&config, "[scaling]\nmin_idle_timeout_secs = 1\n")?;
     let scaled = dir.path().join("tpod.yaml");
