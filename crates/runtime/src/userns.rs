@@ -184,23 +184,7 @@ pub(crate) fn remove(pod_dir: &Path) -> Result<(), RuntimeError> {
 
 /// Runs `program` with `args`; fails with its stderr.
 fn run(program: &str, args: &[&std::ffi::OsStr]) -> Result<(), RuntimeError> {
-    let command = || {
-        std::iter::once(program.to_owned())
-            .chain(args.iter().map(|a| a.to_string_lossy().into_owned()))
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| RuntimeError::Command { command: command(), message: format!("cannot run {program}: {e}") })?;
-    if !output.status.success() {
-        return Err(RuntimeError::Command {
-            command: command(),
-            message: format!("{}: {}", output.status, String::from_utf8_lossy(&output.stderr).trim()),
-        });
-    }
-    Ok(())
+    crate::volume::run(program, args).map(drop)
 }
 
 /// `tpod-runtime-shim hold-ns`: makes a user namespace and, owned by it, a network namespace,

@@ -262,7 +262,7 @@ fn holds(dir: &Path, wanted: &VolumeKind) -> bool {
 }
 
 /// Runs `program` with `args`; fails with its stderr.
-fn run(program: &str, args: &[&std::ffi::OsStr]) -> Result<String, RuntimeError> {
+pub(crate) fn run(program: &str, args: &[&std::ffi::OsStr]) -> Result<String, RuntimeError> {
     let command = || {
         let mut text = program.to_owned();
         for arg in args {
