@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::balance::{Backend, Outstanding};
+
 /// What a pod is doing right now, as the ingress sees it ([`crate::Routes::activity`],
 /// [`crate::TcpForwards::activity`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +65,7 @@ impl Counters {
             return None;
         }
         self.touch();
-        Some(InFlight(Arc::clone(self)))
+        Some(InFlight { counters: Arc::clone(self), _replica: None })
     }
 
     pub(crate) fn activity(&self) -> Activity {
@@ -80,14 +82,26 @@ impl Counters {
     }
 }
 
-/// One request or connection in flight: counted until dropped.
+/// One request or connection in flight: counted until dropped, for the pod and, once it is sent
+/// to one, for the replica ([`InFlight::to`]).
 #[derive(Debug)]
-pub(crate) struct InFlight(Arc<Counters>);
+pub(crate) struct InFlight {
+    counters: Arc<Counters>,
+    _replica: Option<Outstanding>,
+}
+
+impl InFlight {
+    /// Counts it against `replica` too, from now until it ends.
+    pub(crate) fn to(mut self, replica: Option<&Backend>) -> Self {
+        self._replica = replica.map(Backend::enter);
+        self
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-        self.0.touch();
+        self.counters.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.counters.touch();
     }
 }
 

@@ -197,12 +197,12 @@ async fn handle(req: Request<Incoming>, peer: SocketAddr, proxy: &Proxy) -> Resp
         response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return response;
     };
-    let backend = match &route.asleep {
-        None => route.backend,
+    let (backend, in_flight) = match &route.asleep {
+        None => (route.backend, in_flight.to(route.replica.as_ref())),
         Some(wake) => match wake.wake().await {
             Ok(ip) => {
                 proxy.routes.woke(pod, wake, ip);
-                SocketAddr::new(ip, route.backend.port())
+                (SocketAddr::new(ip, route.backend.port()), in_flight)
             }
             Err(reason) => {
                 return text(

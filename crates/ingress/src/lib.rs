@@ -24,6 +24,7 @@
 //! The provider controller owns the routing decisions; this crate only applies them.
 
 mod activity;
+mod balance;
 mod body;
 mod config;
 mod error;

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::activity::{Activity, Counters};
+use crate::balance::{Backend, Backends};
 use crate::host;
 use crate::wake::Wake;
 
@@ -24,7 +25,10 @@ pub struct Traffic {
 #[derive(Debug, Clone)]
 pub(crate) struct Route {
     pub(crate) pod_id: String,
+    /// The least busy replica's address, at the route's port.
     pub(crate) backend: SocketAddr,
+    /// That replica, to count the request against while it is in flight.
+    pub(crate) replica: Option<Backend>,
     pub(crate) counters: Arc<Counters>,
     /// Set while the pod sleeps: the request must wake it first.
     pub(crate) asleep: Option<Wake>,
@@ -34,7 +38,9 @@ pub(crate) struct Route {
 #[derive(Debug)]
 struct PodRoutes {
     hosts: Vec<String>,
-    backend: SocketAddr,
+    /// The pod's port: the same on every replica.
+    port: u16,
+    backends: Backends,
     asleep: Option<Wake>,
 }
 
@@ -42,7 +48,7 @@ struct PodRoutes {
 struct Table {
     /// Normalized host name → pod id.
     hosts: HashMap<String, String>,
-    /// Pod id → its host names, backend and sleep state, so a pod's routes can be replaced,
+    /// Pod id → its host names, replicas and sleep state, so a pod's routes can be replaced,
     /// removed or put to sleep as a whole.
     pods: HashMap<String, PodRoutes>,
     /// Pod id → counters. Kept when the pod's routes are removed, so metering can still read
@@ -89,7 +95,8 @@ impl Routes {
             names.push(name);
         }
         tracing::debug!(pod = %pod_id, hosts = ?names, %backend, "routes set");
-        table.pods.insert(pod_id.to_owned(), PodRoutes { hosts: names, backend, asleep: None });
+        let backends = Backends::one(backend.ip());
+        table.pods.insert(pod_id.to_owned(), PodRoutes { hosts: names, port: backend.port(), backends, asleep: None });
     }
 
     /// Puts pod `pod_id`'s routes to sleep: its hosts stay routed, and the next request for
@@ -116,13 +123,29 @@ impl Routes {
     pub fn set_awake(&self, pod_id: &str, ip: IpAddr) -> bool {
         let mut table = self.write();
         let Some(pod) = table.pods.get_mut(pod_id) else { return false };
-        pod.backend.set_ip(ip);
+        pod.backends.set(&[ip]);
         pod.asleep = None;
         if let Some(counters) = table.counters.get(pod_id) {
             counters.touch();
         }
         tracing::debug!(pod = %pod_id, %ip, "routes awake");
         true
+    }
+
+    /// Spreads pod `pod_id`'s requests over its replicas at `ips` (same port each): each request
+    /// goes to the one with the fewest in flight. Requests in flight to a replica that stays keep
+    /// counting. Returns false if the pod has no routes.
+    pub fn set_replicas(&self, pod_id: &str, ips: &[IpAddr]) -> bool {
+        let mut table = self.write();
+        let Some(pod) = table.pods.get_mut(pod_id) else { return false };
+        pod.backends.set(ips);
+        tracing::debug!(pod = %pod_id, replicas = ?ips, "routes balanced");
+        true
+    }
+
+    /// The addresses of pod `pod_id`'s replicas (empty if it has no routes).
+    pub fn replicas(&self, pod_id: &str) -> Vec<IpAddr> {
+        self.read().pods.get(pod_id).map(|p| p.backends.ips()).unwrap_or_default()
     }
 
     /// Whether pod `pod_id`'s routes are asleep (false if it has none).
@@ -140,8 +163,8 @@ impl Routes {
         tracing::debug!(pod = %pod_id, "routes removed");
     }
 
-    /// The pod id and backend address serving `host` (normalized first, so a port or capitals
-    /// are fine).
+    /// The pod id and the backend address a request for `host` would go to now (normalized
+    /// first, so a port or capitals are fine).
     pub fn lookup(&self, host: &str) -> Option<(String, SocketAddr)> {
         let name = host::normalize(host)?;
         self.route_for(&name).map(|r| (r.pod_id, r.backend))
@@ -196,9 +219,12 @@ impl Routes {
         let pod_id = table.hosts.get(name)?;
         let pod = table.pods.get(pod_id)?;
         let counters = table.counters.get(pod_id)?;
+        let replica = pod.backends.pick().cloned();
+        let ip = replica.as_ref().map_or(IpAddr::from([0, 0, 0, 0]), |b| b.ip);
         Some(Route {
             pod_id: pod_id.clone(),
-            backend: pod.backend,
+            backend: SocketAddr::new(ip, pod.port),
+            replica,
             counters: Arc::clone(counters),
             asleep: pod.asleep.clone(),
         })
@@ -210,7 +236,7 @@ impl Routes {
         let mut table = self.write();
         let Some(pod) = table.pods.get_mut(pod_id) else { return };
         if pod.asleep.as_ref().is_some_and(|w| w.same(wake)) {
-            pod.backend.set_ip(ip);
+            pod.backends.set(&[ip]);
             pod.asleep = None;
             tracing::debug!(pod = %pod_id, %ip, "routes awake");
         }

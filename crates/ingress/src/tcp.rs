@@ -12,6 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::activity::{Activity, Counters};
+use crate::balance::Backends;
 use crate::wake::Wake;
 use crate::{IngressConfig, IngressError};
 
@@ -50,8 +51,9 @@ struct PodShared {
 #[derive(Debug, Default)]
 struct SleepState {
     asleep: Option<Wake>,
-    /// The pod's address since it was woken, replacing the one each forward was opened with.
-    ip: Option<IpAddr>,
+    /// The pod's replicas since it was woken or scaled, replacing the address each forward was
+    /// opened with (which is used while this is empty).
+    replicas: Backends,
 }
 
 impl PodShared {
@@ -149,8 +151,17 @@ impl TcpForwards {
         let Some(pod) = pods.get(pod_id) else { return false };
         let mut state = pod.shared.lock();
         state.asleep = None;
-        state.ip = Some(ip);
+        state.replicas.set(&[ip]);
         pod.shared.counters.touch();
+        true
+    }
+
+    /// Spreads pod `pod_id`'s new connections over its replicas at `ips` (same ports each): each
+    /// goes to the one with the fewest open. Returns false if the pod has no forwards.
+    pub fn set_replicas(&self, pod_id: &str, ips: &[IpAddr]) -> bool {
+        let pods = self.inner.lock();
+        let Some(pod) = pods.get(pod_id) else { return false };
+        pod.shared.lock().replicas.set(ips);
         true
     }
 
@@ -226,19 +237,21 @@ async fn forward_connection(mut client: TcpStream, shared: Arc<PodShared>, backe
         tracing::debug!(limit = config.max_in_flight_per_pod, "tcp forward: pod at its connection limit");
         return;
     };
-    let (asleep, ip) = {
+    let (asleep, replica) = {
         let state = shared.lock();
-        (state.asleep.clone(), state.ip)
+        (state.asleep.clone(), state.replicas.pick().cloned())
     };
+    // Counted against the replica while open, so the next connection goes to a less busy one.
+    let _outstanding = replica.as_ref().map(crate::balance::Backend::enter);
     let backend = match asleep {
-        None => SocketAddr::new(ip.unwrap_or(backend.ip()), backend.port()),
+        None => SocketAddr::new(replica.map_or(backend.ip(), |r| r.ip), backend.port()),
         Some(wake) => match wake.wake().await {
             Ok(ip) => {
                 let mut state = shared.lock();
                 // Unless the provider changed the state meanwhile (its decision wins).
                 if state.asleep.as_ref().is_some_and(|w| w.same(&wake)) {
                     state.asleep = None;
-                    state.ip = Some(ip);
+                    state.replicas.set(&[ip]);
                 }
                 SocketAddr::new(ip, backend.port())
             }

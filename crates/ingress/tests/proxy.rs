@@ -252,3 +252,62 @@ async fn websocket_echo_through_the_ingress() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// A backend on `ip:port` that answers with its own address, after a second for `/slow`.
+async fn named_backend(ip: [u8; 4], port: u16) -> SocketAddr {
+    let listener = TcpListener::bind(SocketAddr::from((ip, port))).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let service = service_fn(move |req: Request<Incoming>| async move {
+                if req.uri().path() == "/slow" {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(addr.ip().to_string()))))
+            });
+            tokio::spawn(http1::Builder::new().serve_connection(TokioIo::new(stream), service));
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_go_to_the_replica_with_the_fewest_in_flight() {
+    let first = named_backend([127, 0, 0, 1], 0).await;
+    let second = named_backend([127, 0, 0, 2], first.port()).await;
+    let routes = Routes::default();
+    routes.set("pod-replicas", vec!["replicas.pods.localhost".into()], first);
+    assert!(routes.set_replicas("pod-replicas", &[first.ip(), second.ip()]));
+    let proxy = HttpIngress::bind("127.0.0.1:0".parse().unwrap(), routes.clone()).await.unwrap();
+    let addr = proxy.local_addr();
+
+    // Idle replicas take requests in turn.
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let (status, body) = get(addr, "replicas.pods.localhost").await;
+        assert_eq!(status, StatusCode::OK);
+        seen.push(body);
+    }
+    assert!(seen.contains(&"127.0.0.1".to_owned()) && seen.contains(&"127.0.0.2".to_owned()), "{seen:?}");
+
+    // While one replica holds a slow request, every other request goes to the other one.
+    let slow = tokio::spawn(async move {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"GET /slow HTTP/1.1\r\nHost: replicas.pods.localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        answer.lines().last().unwrap_or_default().to_owned()
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut during = Vec::new();
+    for _ in 0..6 {
+        during.push(get(addr, "replicas.pods.localhost").await.1);
+    }
+    let busy = slow.await.unwrap();
+    assert!(during.iter().all(|ip| *ip != busy), "{busy} held a slow request, yet served some of {during:?}");
+    assert_eq!(routes.replicas("pod-replicas"), vec![first.ip(), second.ip()]);
+}

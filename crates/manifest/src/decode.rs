@@ -234,6 +234,27 @@ fn decode_manifest(ctx: &mut Ctx<'_>, root: &Node) -> Option<Manifest> {
         Some((node, path)) => restart_policy(ctx, node, &path),
         None => Some(RestartPolicy::default()),
     };
+    if let (Some(Replicas { max, .. }), Some(volumes), Some((node, _))) = (&replicas, &volumes, fields.get("replicas"))
+        && *max > 1
+    {
+        // Each replica is a pod instance of its own: a filesystem volume would be a separate,
+        // diverging copy per replica, which is never what a publisher sharing data means.
+        let at = match &node.value {
+            Value::Map(entries) => entries.iter().find(|(k, _)| k.name == "max").map_or(node.pos, |(_, v)| v.pos),
+            _ => node.pos,
+        };
+        for volume in volumes.iter().filter(|v| matches!(v.source, VolumeSource::Filesystem { .. })) {
+            ctx.error(
+                at,
+                "replicas.max",
+                format!(
+                    "{max} replicas cannot share the filesystem volume `{}`: each replica would write its own copy; \
+                     use max: 1, or an emptyDir for per-replica scratch space",
+                    volume.name
+                ),
+            );
+        }
+    }
     Some(Manifest {
         name: name?,
         containers: containers?,

@@ -74,7 +74,7 @@ volumes:
     emptyDir: {size: 512Mi}
   - name: scratch2
     emptyDir:
-replicas: {min: 0, max: 16}
+replicas: {min: 0, max: 1}
 "#;
     let manifest = parse(source, Path::new(FILE)).unwrap();
     let web = &manifest.containers[0];
@@ -95,7 +95,7 @@ replicas: {min: 0, max: 16}
     assert_eq!(manifest.volumes[1].source, VolumeSource::Secret { file: "./secret.txt".into() });
     assert_eq!(manifest.volumes[2].source, VolumeSource::EmptyDir { size_bytes: Some(512 << 20) });
     assert_eq!(manifest.volumes[3].source, VolumeSource::EmptyDir { size_bytes: None });
-    assert_eq!(manifest.replicas, Replicas { min: 0, max: 16, ..Replicas::default() });
+    assert_eq!(manifest.replicas, Replicas { min: 0, max: 1, ..Replicas::default() });
 
     let json = serde_json::to_value(&manifest).unwrap();
     assert_eq!(json["containers"][0]["resources"]["cpuMillis"], 500);
@@ -452,6 +452,15 @@ fn replicas() {
         &with("{min: 0, max: 1, idleTimeout: 5d}"),
         &["hello.yaml:8:41: replicas.idleTimeout: must be a duration from 1s to 604800s, such as `30s`, `5m` or `1h`"],
     );
+    // Replicas are separate instances: a filesystem volume would diverge between them.
+    let shared = format!("{BASE}volumes:\n- name: data\n  filesystem: {{size: 1Gi}}\nreplicas: {{min: 1, max: 3}}\n");
+    assert_errors(
+        &shared,
+        &["hello.yaml:11:25: replicas.max: 3 replicas cannot share the filesystem volume `data`: each replica would \
+           write its own copy; use max: 1, or an emptyDir for per-replica scratch space"],
+    );
+    let scratch = format!("{BASE}volumes:\n- name: tmp\n  emptyDir: {{}}\nreplicas: {{min: 1, max: 3}}\n");
+    assert_eq!(parse(&scratch, Path::new(FILE)).unwrap().replicas.max, 3);
     assert_errors(
         &with("{min: 0, max: 1, targetConcurrency: 0}"),
         &["hello.yaml:8:47: replicas.targetConcurrency: must be an integer from 1 to 10000"],
