@@ -425,12 +425,19 @@ async fn follow_provisioning(
 
 /// Refuses what this version cannot deliver yet, before anything is uploaded or paid.
 fn check_supported(manifest: &Manifest, path: &Path) -> anyhow::Result<()> {
-    if manifest.replicas.max > 1 {
-        bail!("{}: replicas.max: providers run one replica per pod for now", path.display());
-    }
-    if manifest.replicas.min == 0 && manifest.containers.iter().all(|c| c.ports.is_empty()) {
+    let no_port = manifest.containers.iter().all(|c| c.ports.is_empty());
+    if manifest.replicas.min == 0 && no_port {
         bail!(
             "{}: replicas.min: 0 scales the pod to zero until a request wakes it, but it has no port",
+            path.display()
+        );
+    }
+    if manifest.replicas.max > 1 && no_port {
+        bail!("{}: replicas.max: replicas share the pod's requests, but it has no port", path.display());
+    }
+    if manifest.replicas.max > 1 && manifest.restart_policy != tpod_manifest::RestartPolicy::Always {
+        bail!(
+            "{}: replicas.max: replicas serve requests; a job (restartPolicy OnFailure or Never) runs once, with max: 1",
             path.display()
         );
     }
@@ -1002,9 +1009,10 @@ fn print_status(record: &Deployment, status: &pb::PodStatus, token: &crate::unit
             "{}",
             json!({
                 "name": record.name, "pod_id": record.pod_id, "state": status.state, "url": status.url,
+                "replicas": status.replicas,
                 "tcp_ports": tcp.iter().map(|(c, h)| json!({"container_port": c, "host_port": h})).collect::<Vec<_>>(),
                 "containers": status.containers.iter().map(|c| json!({
-                    "name": c.name, "state": c.state, "restarts": c.restarts,
+                    "name": c.name, "replica": c.replica, "state": c.state, "restarts": c.restarts,
                     "exit_code": c.has_exit_code.then_some(c.exit_code),
                 })).collect::<Vec<_>>(),
                 "billing": status.billing.as_ref().map(|b| json!({
@@ -1047,9 +1055,13 @@ fn print_status(record: &Deployment, status: &pb::PodStatus, token: &crate::unit
     for (c, h) in tcp {
         say!("  tcp {c} -> host port {h}");
     }
+    if status.replicas > 1 {
+        say!("  {} replicas", status.replicas);
+    }
     for c in &status.containers {
         let exit = if c.has_exit_code { format!(", last exit code {}", c.exit_code) } else { String::new() };
-        say!("  container {}: {} ({} restarts{exit})", c.name, c.state, c.restarts);
+        let replica = if status.replicas > 1 { format!(" (replica {})", c.replica) } else { String::new() };
+        say!("  container {}{replica}: {} ({} restarts{exit})", c.name, c.state, c.restarts);
     }
     if let Some(b) = &status.billing {
         // The provider sends decimal strings; one that does not parse is shown as sent.

@@ -40,9 +40,11 @@ impl Reservation {
     /// memory, no storage (what one small service reserves, and easy to read per hour).
     pub const ONE_CPU_ONE_GIB: Self = Self { cpu_millis: 1000, memory_bytes: GIB, storage_bytes: 0 };
 
-    /// What `manifest`'s pod reserves: its containers' CPU and memory, and its `filesystem`
-    /// volumes (an `emptyDir` and a secret are not reserved storage). Saturates instead of
-    /// wrapping; no provider holds 2^64 of anything.
+    /// What `manifest`'s pod reserves: its containers' CPU and memory, and its `filesystem` and
+    /// sized `emptyDir` volumes (a secret is not reserved storage), once per replica it may
+    /// scale up to (`replicas.max`): a provider keeps room for all of them, and this is also
+    /// the most it bills while they all run. Saturates instead of wrapping; no provider holds
+    /// 2^64 of anything.
     pub fn of_manifest(manifest: &Manifest) -> Self {
         let (cpu_millis, memory_bytes) = manifest.containers.iter().fold((0u64, 0u64), |(cpu, mem), c| {
             (cpu.saturating_add(c.resources.cpu_millis), mem.saturating_add(c.resources.memory_bytes))
@@ -57,7 +59,12 @@ impl Reservation {
                 VolumeSource::Secret { .. } => None,
             })
             .fold(0u64, u64::saturating_add);
-        Self { cpu_millis, memory_bytes, storage_bytes }
+        let replicas = u64::from(manifest.replicas.max.max(1));
+        Self {
+            cpu_millis: cpu_millis.saturating_mul(replicas),
+            memory_bytes: memory_bytes.saturating_mul(replicas),
+            storage_bytes: storage_bytes.saturating_mul(replicas),
+        }
     }
 
     /// The resources to ask a quote for.
@@ -275,5 +282,11 @@ volumes:
         let r = Reservation::of_manifest(&manifest);
         assert_eq!(r, Reservation { cpu_millis: 1500, memory_bytes: (256 << 20) + GIB, storage_bytes: 2 * GIB });
         assert_eq!(r.to_proto().storage_bytes, 2 * GIB);
+        // Room is kept for every replica it may scale to.
+        let replicated =
+            yaml.replace("filesystem: { size: 2Gi }", "emptyDir: { size: 2Gi }") + "replicas: {min: 1, max: 3}\n";
+        let manifest = tpod_manifest::parse(&replicated, Path::new("tpod.yaml")).unwrap();
+        let r = Reservation::of_manifest(&manifest);
+        assert_eq!(r, Reservation { cpu_millis: 4500, memory_bytes: 3 * ((256 << 20) + GIB), storage_bytes: 6 * GIB });
     }
 }

@@ -158,7 +158,8 @@ impl Default for BillingConfig {
     }
 }
 
-/// How pods that may scale to zero (`replicas.min: 0`) are stopped when idle and woken.
+/// How pods that may scale to zero (`replicas.min: 0`) are stopped when idle and woken, and how
+/// pods with replicas (`replicas.max` > 1) scale between their `min` and `max`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ScalingConfig {
@@ -171,11 +172,14 @@ pub struct ScalingConfig {
     /// How long a wake may take, from the first request to the container's port answering,
     /// before the waiting requests get 503. Default 30.
     pub wake_timeout_secs: u64,
+    /// Requests in flight per replica above which another replica starts, when the manifest
+    /// names no `targetConcurrency`. Default 10.
+    pub target_concurrency: u32,
 }
 
 impl Default for ScalingConfig {
     fn default() -> Self {
-        Self { idle_timeout_secs: 300, min_idle_timeout_secs: 30, wake_timeout_secs: 30 }
+        Self { idle_timeout_secs: 300, min_idle_timeout_secs: 30, wake_timeout_secs: 30, target_concurrency: 10 }
     }
 }
 
@@ -184,6 +188,11 @@ impl ScalingConfig {
     pub fn idle_timeout_secs(&self, asked: u64) -> u64 {
         let asked = if asked == 0 { self.idle_timeout_secs } else { asked };
         asked.max(self.min_idle_timeout_secs)
+    }
+
+    /// The target concurrency of a pod whose manifest asks for `asked` (0: the default).
+    pub fn target_concurrency(&self, asked: u32) -> u32 {
+        if asked == 0 { self.target_concurrency } else { asked }
     }
 }
 
@@ -549,6 +558,9 @@ impl Settings {
         }
         if !(1..=600).contains(&scaling.wake_timeout_secs) {
             return Err(at("wake_timeout_secs", "must be from 1 to 600".into()));
+        }
+        if !(1..=10_000).contains(&scaling.target_concurrency) {
+            return Err(at("target_concurrency", "must be from 1 to 10000".into()));
         }
         tpod_runtime::sandbox::check_deny_list(&config.runtime.seccomp_deny)
             .map_err(|e| at("seccomp_deny", e.to_string()))?;

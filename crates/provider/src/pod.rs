@@ -41,10 +41,31 @@ pub struct PodDefinition {
     /// applies). `None`: it always runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale_to_zero_after_secs: Option<u64>,
+    /// `replicas.min` and `replicas.max`: how many instances of the pod run, each with its own
+    /// address, rootfs and emptyDir and secret volumes; the provider adds one when the requests
+    /// in flight per replica pass the target, and removes them again after the idle timeout.
+    /// Records from before replicas have one.
+    #[serde(default = "one")]
+    pub min_replicas: u32,
+    /// See `min_replicas`.
+    #[serde(default = "one")]
+    pub max_replicas: u32,
+    /// `replicas.idleTimeout` as asked (0: the provider's default): after it, extra replicas
+    /// that are no longer needed are removed.
+    #[serde(default)]
+    pub idle_timeout_secs: u64,
+    /// `replicas.targetConcurrency`: requests in flight per replica above which another one
+    /// starts; 0: the provider's default.
+    #[serde(default)]
+    pub target_concurrency: u32,
     /// Whether its containers are started again when they end; records from before restart
     /// policies have none: `Always`, what those pods got.
     #[serde(default)]
     pub restart_policy: RestartPolicy,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// The publisher's restart policy; an earlier publisher sends none, meaning `Always`.
@@ -206,6 +227,16 @@ impl Reservation {
         }
     }
 
+    /// `n` of them.
+    pub fn times(self, n: u32) -> Self {
+        let n = u64::from(n);
+        Self {
+            cpu_millis: self.cpu_millis.saturating_mul(n),
+            memory_bytes: self.memory_bytes.saturating_mul(n),
+            storage_bytes: self.storage_bytes.saturating_mul(n),
+        }
+    }
+
     /// What is left of `self` once `other` is taken (never below zero).
     pub fn minus(self, other: Self) -> Self {
         Self {
@@ -262,14 +293,33 @@ impl PodDefinition {
             let empty_dir = matches!(v.kind, Some(pb::volume::Kind::EmptyDir(_)));
             volumes.push(VolumeDefinition { name: v.name.clone(), size_bytes, secret, empty_dir });
         }
-        if let Some(r) = &pod.replicas
-            && (r.min > 1 || r.max > 1)
-        {
-            return Err("replicas: this provider runs one replica per pod".into());
+        let replicas = pod.replicas.unwrap_or(pb::Replicas { min: 1, max: 1, ..Default::default() });
+        if replicas.max == 0 || replicas.max > tpod_manifest::MAX_REPLICAS {
+            return Err(format!("replicas.max: {} is not from 1 to {}", replicas.max, tpod_manifest::MAX_REPLICAS));
         }
-        let scale_to_zero_after_secs = pod.replicas.as_ref().filter(|r| r.min == 0).map(|r| r.idle_timeout_secs);
-        if scale_to_zero_after_secs.is_some() && pod.containers.iter().all(|c| c.ports.is_empty()) {
+        if replicas.min > replicas.max {
+            return Err(format!("replicas.min: {} exceeds max ({})", replicas.min, replicas.max));
+        }
+        let scale_to_zero_after_secs = (replicas.min == 0).then_some(replicas.idle_timeout_secs);
+        let has_port = pod.containers.iter().any(|c| !c.ports.is_empty());
+        if scale_to_zero_after_secs.is_some() && !has_port {
             return Err("replicas.min: 0 needs a port: the pod is woken by a request or connection".into());
+        }
+        if replicas.max > 1 {
+            if !has_port {
+                return Err("replicas.max: replicas share the pod's requests, but it has no port".into());
+            }
+            if restart_policy != RestartPolicy::Always {
+                return Err("replicas.max: replicas serve requests; a job (restartPolicy OnFailure or Never) runs \
+                            once, with max: 1"
+                    .into());
+            }
+            if let Some(v) = volumes.iter().find(|v| v.size_bytes.is_some() && !v.empty_dir) {
+                return Err(format!(
+                    "replicas.max: {} replicas cannot share the filesystem volume {:?}: each would write its own copy",
+                    replicas.max, v.name
+                ));
+            }
         }
         let mut names = BTreeSet::new();
         let mut ports = BTreeSet::new();
@@ -373,6 +423,10 @@ impl PodDefinition {
             volumes,
             sealed_by: Some(sealed_by),
             scale_to_zero_after_secs,
+            min_replicas: replicas.min,
+            idle_timeout_secs: replicas.idle_timeout_secs,
+            max_replicas: replicas.max,
+            target_concurrency: replicas.target_concurrency,
             restart_policy,
         })
     }
@@ -385,7 +439,13 @@ impl PodDefinition {
         self
     }
 
-    /// The resources the pod reserves: storage counts filesystem and emptyDir volumes.
+    /// The resources the pod holds on the provider: room for every replica it may scale to.
+    pub fn capacity(&self) -> Reservation {
+        self.reservation().times(self.max_replicas.max(1))
+    }
+
+    /// The resources one replica of the pod reserves: storage counts filesystem and emptyDir
+    /// volumes.
     pub fn reservation(&self) -> Reservation {
         let storage_bytes = self.volumes.iter().filter_map(|v| v.size_bytes).fold(0u64, u64::saturating_add);
         self.containers.iter().fold(Reservation { storage_bytes, ..Reservation::default() }, |r, c| Reservation {
@@ -634,6 +694,38 @@ mod tests {
         assert_eq!(serde_json::from_str::<PodDefinition>(&json).unwrap(), def);
         // Debug output shows sizes, not ciphertext.
         assert!(!format!("{def:?}").contains("[5, 5"), "{def:?}");
+    }
+
+    #[test]
+    fn replicas_reserve_room_for_max_and_refuse_what_they_cannot_share() {
+        let replicas = |min, max| pb::Replicas { min, max, idle_timeout_secs: 0, target_concurrency: 7 };
+        let def = PodDefinition::from_proto(&pb::Pod { replicas: Some(replicas(1, 3)), ..pod() }).unwrap();
+        assert_eq!((def.min_replicas, def.max_replicas, def.target_concurrency), (1, 3, 7));
+        assert_eq!(def.capacity(), def.reservation().times(3));
+        assert_eq!(def.capacity().memory_bytes, 3 << 26);
+        // Records from before replicas run one.
+        let json = serde_json::to_string(&PodDefinition::from_proto(&pod()).unwrap()).unwrap();
+        let old: PodDefinition = serde_json::from_str(
+            &json
+                .replace(",\"min_replicas\":1,\"max_replicas\":1,\"idle_timeout_secs\":0,\"target_concurrency\":0", ""),
+        )
+        .unwrap();
+        assert_eq!((old.min_replicas, old.max_replicas, old.capacity()), (1, 1, old.reservation()));
+
+        let refused = |p: pb::Pod| PodDefinition::from_proto(&p).unwrap_err();
+        assert!(refused(pb::Pod { replicas: Some(replicas(0, 17)), ..pod() }).starts_with("replicas.max: 17"));
+        assert!(refused(pb::Pod { replicas: Some(replicas(3, 2)), ..pod() }).starts_with("replicas.min: 3 exceeds"));
+        let job =
+            pb::Pod { replicas: Some(replicas(1, 2)), restart_policy: pb::pod::RestartPolicy::Never.into(), ..pod() };
+        assert!(refused(job).contains("a job"));
+        let mut shared = pb::Pod { replicas: Some(replicas(1, 2)), ..pod() };
+        shared.volumes.push(pb::Volume {
+            name: "data".into(),
+            kind: Some(pb::volume::Kind::Filesystem(pb::volume::Filesystem { size_bytes: 1 << 20 })),
+        });
+        assert!(refused(shared.clone()).contains("cannot share the filesystem volume \"data\""));
+        shared.volumes[0].kind = Some(pb::volume::Kind::EmptyDir(pb::volume::EmptyDir { size_bytes: 1 << 20 }));
+        assert_eq!(PodDefinition::from_proto(&shared).unwrap().capacity().storage_bytes, 2 << 20);
     }
 
     #[test]

@@ -180,6 +180,7 @@ fn every_message_round_trips() {
                 exit_code: -1,
                 has_exit_code: true,
                 restarts: 2,
+                replica: 1,
             }],
             tcp_ports: BTreeMap::from([(5432, 30432)]),
             billing: Some(billing()),
@@ -190,6 +191,7 @@ fn every_message_round_trips() {
                 total_bytes: 3 << 20,
             }),
             last_wake: Some(pb::Wake { at_unix: 1_700_000_000, millis: 120, error: String::new() }),
+            replicas: 2,
         })),
     });
     round_trip(pb::ProvisionResponse {

@@ -132,7 +132,14 @@ impl<R: Runtime> Controller<R> {
         let def: PodDefinition = serde_json::from_str(&pod.manifest_json).map_err(internal)?;
         let now = now_ms();
         let id = hex(&pod.pod_id);
-        let counters = self.runtime.usage(&id).await.map_err(internal)?.unwrap_or_default();
+        // Every replica is metered: their CPU times and memory are summed.
+        let replicas = self.replica_ids(&pod.pod_id);
+        let mut counters = tpod_runtime::PodUsage::default();
+        for replica in &replicas {
+            let usage = self.runtime.usage(replica).await.map_err(internal)?.unwrap_or_default();
+            counters.cpu_ns = counters.cpu_ns.saturating_add(usage.cpu_ns);
+            counters.memory_bytes = counters.memory_bytes.saturating_add(usage.memory_bytes);
+        }
         let previous = self.parts.store.get_usage(&pod.pod_id).map_err(internal)?;
         let Some(mut record) = previous else {
             // A pod from before metering existed: bill it from now on, at the current prices.
@@ -144,7 +151,7 @@ impl<R: Runtime> Controller<R> {
             let t = self.parts.routes.take_traffic(&route_key(&id, port.container_port));
             traffic = (traffic.0 + t.ingress_bytes, traffic.1 + t.egress_bytes);
         }
-        let reserved = def.reservation();
+        let reserved = def.reservation().times(u32::try_from(replicas.len()).unwrap_or(u32::MAX));
         // The runtime's counter is monotonic; below the baseline means its state was lost
         // (a reinstalled host): start a new baseline rather than bill a wrapped difference.
         let cpu_used = counters.cpu_ns.saturating_sub(record.cpu_counter_ns);
@@ -163,6 +170,14 @@ impl<R: Runtime> Controller<R> {
         Ok(record)
     }
 
+    /// Takes `cpu_ns` off the pod's CPU baseline: a replica that used that much is gone, and its
+    /// counter with it, so the summed counter dropped by as much.
+    pub(super) fn forget_cpu(&self, pod_id: &[u8; 32], cpu_ns: u64) -> Result<(), Refusal> {
+        let Some(mut record) = self.parts.store.get_usage(pod_id).map_err(internal)? else { return Ok(()) };
+        record.cpu_counter_ns = record.cpu_counter_ns.saturating_sub(cpu_ns);
+        self.parts.store.record_usage(&record).map_err(internal)
+    }
+
     fn live(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Live>> {
         self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -173,7 +188,7 @@ impl<R: Runtime> Controller<R> {
         let reserved = serde_json::from_str::<PodDefinition>(&pod.manifest_json)
             .ok()
             .and_then(|def| {
-                let r = def.reservation();
+                let r = def.reservation().times(u32::try_from(self.replica_ids(&pod.pod_id).len()).ok()?);
                 let (cpu, mem, storage) = match pod.state {
                     PodState::Running => (r.cpu_millis, r.memory_bytes, r.storage_bytes),
                     PodState::Paused { .. } => (0, 0, r.storage_bytes),
@@ -308,6 +323,7 @@ impl<R: Runtime> Controller<R> {
         };
         if !matches!(record.state, PodState::Stopped) {
             self.sample(Some(pod_id)).await?;
+            self.remove_extra_replicas(&record).await;
             if let Err(e) = self.runtime.stop(&hex(pod_id)).await {
                 tracing::warn!(pod = %B256::from(*pod_id), error = %e, "could not stop the pod before deleting it");
             }
@@ -492,6 +508,7 @@ impl<R: Runtime> Controller<R> {
         let usage = self.parts.store.get_usage(&pod.pod_id).map_err(internal)?;
         let rate = usage.map(|u| ceil_amount(self.rate_numerator(&record, &u.ledger))).unwrap_or_default();
         self.unexpose(&record).await;
+        self.remove_extra_replicas(&record).await;
         self.runtime.stop(&hex(&pod.pod_id)).await.map_err(internal)?;
         record.state =
             PodState::Paused { reason: reason.to_owned(), since_unix: now_unix(), rate_per_second: rate.to_string() };
@@ -542,6 +559,7 @@ impl<R: Runtime> Controller<R> {
                 }
             }
             self.scale_idle().await;
+            self.autoscale().await;
             let changed = self.channel_events(&mut watcher).await;
             let pods = self.parts.store.list_pods().unwrap_or_default();
             let periodic = now_ms() >= next_claims;

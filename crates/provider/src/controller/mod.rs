@@ -44,6 +44,7 @@ use crate::pod::{PodDefinition, Reservation, pod_label};
 use crate::store::{PodRecord, PodState, Store};
 
 mod billing;
+mod replicas;
 mod scaling;
 
 pub use billing::ClaimOutcome;
@@ -203,7 +204,7 @@ impl<R: Runtime> Controller<R> {
             }
             if holds_resources(&p) {
                 let def: PodDefinition = serde_json::from_str(&p.manifest_json).map_err(internal)?;
-                used = used.plus(def.reservation());
+                used = used.plus(def.capacity());
             } else if matches!(p.state, PodState::Finished { .. }) {
                 // Nothing of it runs, but its volumes are still on the disk.
                 let def: PodDefinition = serde_json::from_str(&p.manifest_json).map_err(internal)?;
@@ -606,6 +607,8 @@ impl<R: Runtime> Controller<R> {
     /// Replaces the running pod's containers in place (same network, kept volumes), then
     /// exposes the new version.
     async fn replace(&self, mut record: PodRecord, def: &PodDefinition, spec: PodSpec) -> Result<PodRecord, Refusal> {
+        // The new version starts as one replica; autoscaling adds the others it needs.
+        self.remove_extra_replicas(&record).await;
         let endpoint = self
             .runtime
             .update(spec)
@@ -755,7 +758,7 @@ impl<R: Runtime> Controller<R> {
 
     fn check_capacity(&self, def: &PodDefinition, replacing: Option<&[u8; 32]>) -> Result<(), Refusal> {
         let free = self.free(replacing)?;
-        let asked = def.reservation();
+        let asked = def.capacity();
         if !asked.fits_in(free) {
             return Err(Refusal::Capacity(capacity_message(asked, free)));
         }
@@ -967,6 +970,7 @@ impl<R: Runtime> Controller<R> {
     async fn remove(&self, pod_id: &[u8; 32]) {
         if let Ok(Some(record)) = self.parts.store.get_pod(pod_id) {
             self.unexpose(&record).await;
+            self.remove_extra_replicas(&record).await;
         }
         if let Err(e) = self.runtime.delete(&hex(pod_id)).await {
             tracing::error!(pod = %B256::from(*pod_id), error = %e, "runtime could not remove the pod");
@@ -986,22 +990,22 @@ impl<R: Runtime> Controller<R> {
             })
             .unwrap_or_default();
         let runtime = self.runtime.status(&hex(&record.pod_id)).await.map_err(internal)?;
-        let containers: Vec<pb::ContainerStatus> = runtime
-            .as_ref()
-            .map(|s| {
-                s.containers
-                    .iter()
-                    .cloned()
-                    .map(|c| pb::ContainerStatus {
-                        name: c.name,
-                        state: container_state(c.state).into(),
-                        exit_code: c.last_exit_code.unwrap_or_default(),
-                        has_exit_code: c.last_exit_code.is_some(),
-                        restarts: c.restarts,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut containers = Vec::new();
+        let replica_ids = self.replica_ids(&record.pod_id);
+        for (replica, id) in (0u32..).zip(&replica_ids) {
+            let status = match replica {
+                0 => runtime.clone(),
+                _ => self.runtime.status(id).await.map_err(internal)?,
+            };
+            containers.extend(status.into_iter().flat_map(|s| s.containers).map(|c| pb::ContainerStatus {
+                name: c.name,
+                state: container_state(c.state).into(),
+                exit_code: c.last_exit_code.unwrap_or_default(),
+                has_exit_code: c.last_exit_code.is_some(),
+                restarts: c.restarts,
+                replica,
+            }));
+        }
         // Ended for good, every one of them: finished, even before the billing loop records it.
         let ended = runtime_ended(runtime.as_ref());
         let state = match &record.state {
@@ -1026,7 +1030,12 @@ impl<R: Runtime> Controller<R> {
             _ => None,
         };
         let last_wake = self.last_wake(&record.pod_id);
+        let replicas = match record.state {
+            PodState::Running => u32::try_from(replica_ids.len()).unwrap_or(u32::MAX),
+            _ => 0,
+        };
         Ok(pb::PodStatus {
+            replicas,
             state,
             url,
             containers,

@@ -42,6 +42,10 @@ pub(super) struct Scaling {
     pub(super) ip: Option<Ipv4Addr>,
     /// Its last wake.
     pub(super) last_wake: Option<pb::Wake>,
+    /// The addresses of its replicas beyond the first, in order (see [`super::replicas`]).
+    pub(super) extra: Vec<Ipv4Addr>,
+    /// Since when fewer replicas would have done.
+    pub(super) fewer_since: Option<Instant>,
 }
 
 /// Wakes pods for the ingress. Holds the controller weakly: the controller owns the routes,
@@ -87,7 +91,7 @@ impl<R: Runtime> Controller<R> {
 
     /// Requests or connections in flight to the pod now, when the last one was, and whether
     /// the pod asked to be scaled to zero (a response with `X-Tpod-Scale-To-Zero: now`).
-    fn activity(&self, record: &PodRecord, def: &PodDefinition) -> (u64, Option<Instant>, bool) {
+    pub(super) fn activity(&self, record: &PodRecord, def: &PodDefinition) -> (u64, Option<Instant>, bool) {
         let key = hex(&record.pod_id);
         let http = def.http_ports().filter_map(|p| self.parts.routes.activity(&route_key(&key, p.container_port)));
         let (mut in_flight, mut last, mut asked) = (0, None, false);
@@ -137,6 +141,7 @@ impl<R: Runtime> Controller<R> {
             }
             return Ok(false);
         }
+        self.remove_extra_replicas(&record).await;
         self.runtime.stop(&hex(pod_id)).await.map_err(internal)?;
         record.state = PodState::ScaledToZero { since_unix: now_unix() };
         record.updated_at_unix = now_unix();
@@ -231,16 +236,10 @@ impl<R: Runtime> Controller<R> {
         let resumed = resuming.elapsed();
         let timeout = Duration::from_secs(self.parts.settings.config.scaling.wake_timeout_secs);
         let deadline = tokio::time::Instant::now() + timeout;
-        let ports = def.http_ports().map(|p| p.container_port).chain(def.tcp_ports());
-        for port in ports.collect::<Vec<_>>() {
-            if !port_answers(SocketAddr::from((endpoint.ip, port)), deadline).await {
-                // Back to zero: a pod that does not answer is not billed as running.
-                let _ = self.runtime.stop(&hex(&pod_id)).await;
-                return Err(format!(
-                    "the pod started but its port {port} did not answer within {}s",
-                    timeout.as_secs()
-                ));
-            }
+        if let Some(port) = super::replicas::first_silent_port(def, endpoint.ip, deadline).await {
+            // Back to zero: a pod that does not answer is not billed as running.
+            let _ = self.runtime.stop(&hex(&pod_id)).await;
+            return Err(format!("the pod started but its port {port} did not answer within {}s", timeout.as_secs()));
         }
         let mut record = record;
         record.state = PodState::Running;
@@ -256,7 +255,7 @@ impl<R: Runtime> Controller<R> {
 }
 
 /// Whether `addr` accepts a TCP connection before `deadline`, tried every 10 ms.
-async fn port_answers(addr: SocketAddr, deadline: tokio::time::Instant) -> bool {
+pub(super) async fn port_answers(addr: SocketAddr, deadline: tokio::time::Instant) -> bool {
     loop {
         let attempt = tokio::time::timeout(Duration::from_millis(500), tokio::net::TcpStream::connect(addr)).await;
         if matches!(attempt, Ok(Ok(_))) {
