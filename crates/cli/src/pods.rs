@@ -1161,6 +1161,10 @@ pub struct LogsArgs {
     /// Lines of history to show first (0: all that is kept).
     #[arg(long, default_value_t = 0)]
     pub tail: u64,
+    /// Which replica, for a pod that runs several (`tpod status` lists them); the first by
+    /// default.
+    #[arg(long, default_value_t = 0)]
+    pub replica: u32,
 }
 
 /// `tpod logs`.
@@ -1181,6 +1185,7 @@ pub async fn logs(args: &LogsArgs, target: &Target, devnet_dir: &Path, json: boo
             container: args.container.clone().unwrap_or_default(),
             follow: args.follow,
             tail_lines: args.tail,
+            replica: args.replica,
         }
         .encode_to_vec()
     });

@@ -679,8 +679,12 @@ impl<R: Runtime> Controller<R> {
             name if def.containers.iter().any(|c| c.name == name) => name.to_owned(),
             name => return Err(Refusal::BadRequest(format!("pod has no container {name:?}"))),
         };
+        let replicas = self.replica_ids(&who.pod_id);
+        let replica = usize::try_from(request.replica).ok().and_then(|k| replicas.get(k)).ok_or_else(|| {
+            Refusal::BadRequest(format!("replica {}: the pod runs {} replica(s) now", request.replica, replicas.len()))
+        })?;
         let options = LogOptions { follow: request.follow, tail_lines: request.tail_lines };
-        let stream = self.runtime.logs(&hex(&who.pod_id), &container, options).await.map_err(internal)?;
+        let stream = self.runtime.logs(replica, &container, options).await.map_err(internal)?;
         let name = container.clone();
         let chunks = stream.map(move |item| match item {
             Ok(data) => pb::LogChunk {
