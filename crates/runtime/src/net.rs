@@ -110,6 +110,7 @@ pub(crate) fn ensure_bridge(bridge: &str, subnet: &Subnet, outbound: bool) -> Re
             return Err(e);
         }
     }
+    pin_address(bridge)?;
     // Before it is up, so it never gets an IPv6 link-local address.
     disable_ipv6(bridge)?;
     let address = format!("{}/{}", subnet.gateway(), subnet.prefix_len);
@@ -118,6 +119,22 @@ pub(crate) fn ensure_bridge(bridge: &str, subnet: &Subnet, outbound: bool) -> Re
     ip(&["link", "set", bridge, "up"])?;
     harden_ports(bridge)?;
     Ok(())
+}
+
+/// Fixes the bridge's MAC address to the one it has. Left to the kernel, a bridge takes the
+/// lowest MAC of its ports and changes it whenever a pod's veth with a lower one joins; the pods
+/// still send to the old address for a while, and the host's replies on connections already
+/// open are lost until their neighbour entries expire (seconds of stalled requests on every
+/// pod start).
+fn pin_address(bridge: &str) -> Result<(), RuntimeError> {
+    let sys = Path::new("/sys/class/net").join(bridge);
+    // 3: NET_ADDR_SET, an address set from userspace, which the kernel keeps.
+    if std::fs::read_to_string(sys.join("addr_assign_type")).is_ok_and(|t| t.trim() == "3") {
+        return Ok(());
+    }
+    let path = sys.join("address");
+    let address = std::fs::read_to_string(&path).map_err(RuntimeError::io("reading the bridge's address", &path))?;
+    ip(&["link", "set", "dev", bridge, "address", address.trim()]).map(drop)
 }
 
 /// Makes every port of the bridge isolated, with IPv6 off, as [`setup`] makes new ones: pods
@@ -181,6 +198,10 @@ pub(crate) fn setup(
     ip(&["-n", ns, "link", "set", "eth0", "up"])?;
     ip(&["-n", ns, "link", "set", "lo", "up"])?;
     ip(&["-n", ns, "route", "add", "default", "via", &subnet.gateway().to_string()])?;
+    // The address may have been another pod's moments ago (a replica removed and added back):
+    // the host would go on sending to that pod's MAC until its neighbour entry expired, half a
+    // minute of a pod that cannot be reached.
+    ip(&["neigh", "flush", "to", &ip_addr.to_string(), "dev", bridge])?;
     Ok(())
 }
 
