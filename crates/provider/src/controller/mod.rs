@@ -750,10 +750,16 @@ impl<R: Runtime> Controller<R> {
         }
         let known: Vec<String> = pods.iter().map(|p| hex(&p.pod_id)).collect();
         for orphan in self.runtime.list().await.map_err(internal)? {
-            if !known.contains(&orphan) {
-                tracing::warn!(pod = %orphan, "removing runtime state of an unknown pod");
-                self.runtime.delete(&orphan).await.map_err(internal)?;
+            if known.contains(&orphan) {
+                continue;
             }
+            // A pod's extra replicas start again as load asks; their CPU time leaves the count.
+            if let Some(pod_id) = replicas::owner(&pods, &orphan) {
+                self.delete_replicas(&pod_id, std::slice::from_ref(&orphan)).await;
+                continue;
+            }
+            tracing::warn!(pod = %orphan, "removing runtime state of an unknown pod");
+            self.runtime.delete(&orphan).await.map_err(internal)?;
         }
         Ok(())
     }

@@ -51,6 +51,14 @@ pub fn replica_id(pod_id: &[u8; 32], index: u32) -> String {
     alloy::hex::encode(keccak256(input))
 }
 
+/// The pod among `pods` whose extra replica the runtime knows as `id`, if any.
+pub(super) fn owner(pods: &[PodRecord], id: &str) -> Option<[u8; 32]> {
+    pods.iter().find_map(|p| {
+        let max = serde_json::from_str::<PodDefinition>(&p.manifest_json).map_or(1, |d| d.max_replicas);
+        (1..max).any(|k| replica_id(&p.pod_id, k) == id).then_some(p.pod_id)
+    })
+}
+
 /// How many replicas a load of `in_flight` needs at `target` per replica, within `min..=max`
 /// (at least one: scaling to zero is decided apart, on idleness).
 fn wanted(in_flight: u64, target: u32, min: u32, max: u32) -> u32 {
@@ -178,7 +186,7 @@ impl<R: Runtime> Controller<R> {
 
     /// Deletes extra replicas `ids` from the runtime, keeping the billing baseline in step: the
     /// CPU time they used leaves the pod's summed counter with them.
-    async fn delete_replicas(&self, pod_id: &[u8; 32], ids: &[String]) {
+    pub(super) async fn delete_replicas(&self, pod_id: &[u8; 32], ids: &[String]) {
         for id in ids {
             let used = self.runtime.usage(id).await.ok().flatten().map_or(0, |u| u.cpu_ns);
             if let Err(e) = self.runtime.delete(id).await {
