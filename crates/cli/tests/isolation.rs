@@ -30,19 +30,6 @@ use common::*;
 
 const N: u8 = 12;
 
-/// Builds `source` (std only) into a static binary at `out`.
-fn build_static(source: &Path, out: &Path) {
-    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
-    let built = Command::new(rustc)
-        .args(["--edition", "2024", "-C", "opt-level=1", "-C", "target-feature=+crt-static", "-C", "panic=abort"])
-        .arg("-o")
-        .arg(out)
-        .arg(source)
-        .output()
-        .unwrap();
-    assert!(built.status.success(), "building {}: {}", source.display(), String::from_utf8_lossy(&built.stderr));
-}
-
 /// The hostile tenant's image: busybox, `/bin/probe` (system calls) and `/bin/netprobe`.
 fn hostile_image(dir: &Path) {
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));

@@ -166,6 +166,19 @@ pub fn hello(dir: &Path, page: &str) -> PathBuf {
     manifest
 }
 
+/// Builds `source` (std only, like `tests/probe/*.rs`) into a static binary at `out`.
+pub fn build_static(source: &Path, out: &Path) {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
+    let built = Command::new(rustc)
+        .args(["--edition", "2024", "-C", "opt-level=1", "-C", "target-feature=+crt-static", "-C", "panic=abort"])
+        .arg("-o")
+        .arg(out)
+        .arg(source)
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "building {}: {}", source.display(), String::from_utf8_lossy(&built.stderr));
+}
+
 /// GET `url`'s path with its host name, sent to 127.0.0.1 at `url`'s port: (status, body).
 pub fn get(url: &str) -> (u16, String) {
     let rest = url.strip_prefix("http://").unwrap();
