@@ -41,6 +41,12 @@ type ProxyBody = UnsyncBoxBody<Bytes, hyper::Error>;
 /// The pooled client to pods; request bodies are the clients' bodies, counted.
 type PodClient = Client<HttpConnector, CountingBody<Incoming>>;
 
+/// How long an upgraded connection stays spliced once one side has ended its direction: long
+/// enough for the other side's last bytes (a WebSocket close frame) to get through, short enough
+/// that a peer that never closes its socket cannot hold the connection, and keep its pod awake
+/// and billed, forever.
+const HALF_CLOSED_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
 
@@ -291,6 +297,7 @@ async fn forward(
         let (mut parts, _empty) = response.into_parts();
         let protocol = parts.headers.get(header::UPGRADE).cloned();
         strip_hop_by_hop(&mut parts.headers);
+        take_sleep_request(&mut parts.headers, route);
         parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         if let Some(protocol) = protocol {
             parts.headers.insert(header::UPGRADE, protocol);
@@ -301,17 +308,24 @@ async fn forward(
     }
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    // The pod's own signal, never passed on to the client.
-    if parts.headers.remove(crate::SCALE_TO_ZERO_HEADER).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"now")) {
-        route.counters.request_sleep(true);
-    }
+    take_sleep_request(&mut parts.headers, route);
     let body = CountingBody::new(body, route.counters.clone(), Direction::Egress).holding(in_flight);
     Response::from_parts(parts, body.boxed_unsync())
 }
 
-/// Copies bytes both ways between the client's and the pod's upgraded connections until either
-/// side closes, counting them as traffic and the connection as in flight.
+/// The pod's own signal to be scaled to zero (a response header), acted on and never passed on to
+/// the client. On a 101 it takes effect once the upgraded connection, in flight until then, ends.
+fn take_sleep_request(headers: &mut HeaderMap, route: &Route) {
+    if headers.remove(crate::SCALE_TO_ZERO_HEADER).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"now")) {
+        route.counters.request_sleep(true);
+    }
+}
+
+/// Copies bytes both ways between the client's and the pod's upgraded connections, counting them
+/// as traffic and the connection as in flight, until both directions have ended, or one has and
+/// [`HALF_CLOSED_GRACE`] has passed since.
 async fn splice(client: OnUpgrade, pod: OnUpgrade, route: Route, _in_flight: InFlight) {
+    use tokio::io::AsyncWriteExt as _;
     let (client, pod) = match tokio::try_join!(client, pod) {
         Ok(both) => both,
         Err(error) => {
@@ -319,11 +333,29 @@ async fn splice(client: OnUpgrade, pod: OnUpgrade, route: Route, _in_flight: InF
             return;
         }
     };
-    let mut client = CountingIo::new(TokioIo::new(client), route.counters.clone(), Direction::Ingress);
-    let mut pod = CountingIo::new(TokioIo::new(pod), route.counters, Direction::Egress);
-    match tokio::io::copy_bidirectional(&mut client, &mut pod).await {
-        Ok((to_pod, from_pod)) => tracing::debug!(to_pod, from_pod, "upgraded connection closed"),
-        Err(error) => tracing::debug!(%error, "upgraded connection ended with an error"),
+    let client = CountingIo::new(TokioIo::new(client), route.counters.clone(), Direction::Ingress);
+    let pod = CountingIo::new(TokioIo::new(pod), route.counters, Direction::Egress);
+    let (mut client_read, mut client_write) = tokio::io::split(client);
+    let (mut pod_read, mut pod_write) = tokio::io::split(pod);
+    // Each direction passes its end of stream on as a shutdown of the other side's writes.
+    let to_pod = async {
+        let copied = tokio::io::copy(&mut client_read, &mut pod_write).await;
+        let _ = pod_write.shutdown().await;
+        copied
+    };
+    let from_pod = async {
+        let copied = tokio::io::copy(&mut pod_read, &mut client_write).await;
+        let _ = client_write.shutdown().await;
+        copied
+    };
+    let (mut to_pod, mut from_pod) = (std::pin::pin!(to_pod), std::pin::pin!(from_pod));
+    let (first, rest) = tokio::select! {
+        _ = &mut to_pod => ("client", tokio::time::timeout(HALF_CLOSED_GRACE, &mut from_pod).await),
+        _ = &mut from_pod => ("pod", tokio::time::timeout(HALF_CLOSED_GRACE, &mut to_pod).await),
+    };
+    match rest {
+        Ok(_) => tracing::debug!(first, "upgraded connection closed"),
+        Err(_) => tracing::debug!(first, "upgraded connection dropped: the other side kept it half open"),
     }
 }
 
