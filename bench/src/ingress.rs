@@ -186,22 +186,27 @@ async fn serve_backend() -> anyhow::Result<SocketAddr> {
 }
 
 /// What one wrk run measured.
-struct Load {
-    rps: f64,
-    p99_ms: Option<f64>,
+pub(crate) struct Load {
+    pub(crate) rps: f64,
+    pub(crate) p99_ms: Option<f64>,
     /// Non-2xx/3xx responses plus socket errors (connect, read, write, timeout).
-    errors: u64,
+    pub(crate) errors: u64,
     /// wrk's own lines about them.
-    error_text: String,
+    pub(crate) error_text: String,
 }
 
 /// `wrk` against `url` with `conns` connections for `secs` seconds.
 fn wrk_run(wrk: &Path, url: &str, conns: u32, secs: u64) -> anyhow::Result<Load> {
+    wrk_host(wrk, url, HOST, conns, secs)
+}
+
+/// [`wrk_run`] with `host` as the Host header.
+pub(crate) fn wrk_host(wrk: &Path, url: &str, host: &str, conns: u32, secs: u64) -> anyhow::Result<Load> {
     // wrk needs a thread per connection at most; more threads than cores only add switching.
     let threads = conns.min(2);
     let out = Command::new(wrk)
         .args(["-t", &threads.to_string(), "-c", &conns.to_string(), "-d", &format!("{secs}s")])
-        .args(["--timeout", WRK_TIMEOUT, "--latency", "-H", &format!("Host: {HOST}"), url])
+        .args(["--timeout", WRK_TIMEOUT, "--latency", "-H", &format!("Host: {host}"), url])
         .output()
         .context("running wrk")?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -253,7 +258,7 @@ fn millis(text: &str) -> anyhow::Result<f64> {
 }
 
 /// `name` in PATH, or in the sbin directories a non-root PATH lacks (where Debian puts nginx).
-fn which(name: &str) -> Option<PathBuf> {
+pub(crate) fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))

@@ -28,6 +28,8 @@
 //! - `ingress`: HTTP requests/s and p99 latency with `wrk` at 1, 16 and 64 connections, small
 //!   and 1 MiB bodies, straight to a static backend, through the tpod ingress and through nginx,
 //!   as ratios (see `ingress.rs`). Needs no devnet.
+//! - `replicas`: requests/s of a CPU-bound handler through the ingress with one replica and with
+//!   two, as a ratio (see `replicas.rs`).
 //!
 //! Every section runs unless `--only` names some (`--only transfer`, `--only deploy,metering`);
 //! `metering` alone still deploys the pods it meters, untimed. Run with `bench/run` (builds in
@@ -35,6 +37,7 @@
 
 mod ingress;
 mod market;
+mod replicas;
 mod wake;
 
 use std::ffi::OsString;
@@ -73,6 +76,9 @@ struct Args {
     /// Seconds of each wrk measurement of the ingress benchmark (18 of them).
     #[arg(long, default_value_t = 5)]
     ingress_secs: u64,
+    /// Seconds of each wrk measurement of the replicas benchmark (one per replica count).
+    #[arg(long, default_value_t = 10)]
+    replicas_secs: u64,
     /// Providers registered for the market benchmark.
     #[arg(long, default_value_t = 10_000)]
     market_providers: usize,
@@ -97,6 +103,7 @@ enum Section {
     Market,
     Wake,
     Ingress,
+    Replicas,
 }
 
 /// Provider configuration merged over the devnet's for the metered CPU windows (the devnet's
@@ -246,7 +253,11 @@ fn main() -> anyhow::Result<()> {
         let work = tempfile::tempdir()?;
         wake::run(&bin, &anvil, &hello(work.path())?, args.wakes)?;
     }
-    if args.only.iter().all(|s| matches!(s, Section::Market | Section::Wake | Section::Ingress))
+    if run(Section::Replicas) {
+        let work = tempfile::tempdir()?;
+        replicas::run(&bin, &anvil, &hello(work.path())?, args.replicas_secs)?;
+    }
+    if args.only.iter().all(|s| matches!(s, Section::Market | Section::Wake | Section::Ingress | Section::Replicas))
         && !args.only.is_empty()
     {
         return Ok(());
