@@ -36,6 +36,9 @@ use crate::store::{PodRecord, PodState};
 /// How long a replica taken out of the routes may finish the requests it serves before it is
 /// deleted.
 const DRAIN: Duration = Duration::from_secs(2);
+/// How long a pod whose replica could not be started waits before another is tried: each try
+/// holds the provider's operations for up to the wake timeout.
+const RETRY_ADD: Duration = Duration::from_secs(30);
 
 /// The runtime's name for replica `index` of a pod: the pod id for replica 0, a digest of the
 /// pod id and index for the others (64 hex digits, like a pod id, so host-side names stay
@@ -89,7 +92,14 @@ impl<R: Runtime> Controller<R> {
             let have = u32::try_from(self.replica_ids(&pod.pod_id).len()).unwrap_or(u32::MAX);
             let result = if want > have {
                 self.note_fewer_wanted(&pod.pod_id, false);
-                self.add_replicas(&pod.pod_id, want).await
+                let retry_at = lock(&self.scaling).get(&pod.pod_id).and_then(|s| s.retry_add_at);
+                if retry_at.is_some_and(|at| Instant::now() < at) {
+                    continue;
+                }
+                let added = self.add_replicas(&pod.pod_id, want).await;
+                lock(&self.scaling).entry(pod.pod_id).or_default().retry_add_at =
+                    added.is_err().then(|| Instant::now() + RETRY_ADD);
+                added
             } else if want < have {
                 // Fewer for the whole idle timeout, not just this instant.
                 let idle = Duration::from_secs(scaling.idle_timeout_secs(def.idle_timeout_secs));

@@ -46,6 +46,8 @@ pub(super) struct Scaling {
     pub(super) extra: Vec<Ipv4Addr>,
     /// Since when fewer replicas would have done.
     pub(super) fewer_since: Option<Instant>,
+    /// After a replica failed to start: not before then again.
+    pub(super) retry_add_at: Option<Instant>,
 }
 
 /// Wakes pods for the ingress. Holds the controller weakly: the controller owns the routes,
