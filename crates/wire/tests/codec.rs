@@ -145,6 +145,7 @@ fn logs_request() -> pb::LogsRequest {
         container: "nginx".into(),
         follow: true,
         tail_lines: 100,
+        replica: 1,
     }
 }
 
