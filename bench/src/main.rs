@@ -39,6 +39,7 @@ mod ingress;
 mod market;
 mod replicas;
 mod wake;
+mod zero;
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -780,7 +781,9 @@ fn cpu_percent(pid: u32, window: Duration, tck: f64) -> anyhow::Result<f64> {
     Ok(100.0 * used as f64 / tck / secs(start.elapsed()))
 }
 
-/// `tpod --devnet-dir dir --json args`: how long it took and what it printed.
+/// `tpod --devnet-dir dir --json args`, with its image cache in `dir/cache` (nothing left in
+/// `~/.tpod`, no cache shared by publishers deploying at once): how long it took and what it
+/// printed.
 fn tpod_json(bin: &Path, dir: &Path, args: &[&str]) -> anyhow::Result<(Duration, serde_json::Value)> {
     let started = Instant::now();
     let out = Command::new(bin.join("tpod"))
@@ -788,6 +791,7 @@ fn tpod_json(bin: &Path, dir: &Path, args: &[&str]) -> anyhow::Result<(Duration,
         .arg(dir)
         .arg("--json")
         .args(args)
+        .env("TPOD_CACHE_DIR", dir.join("cache"))
         .output()
         .context("running tpod")?;
     let elapsed = started.elapsed();
