@@ -25,6 +25,10 @@
 //! - `wake`: cold start to first byte of the hello pod scaled to zero, p50 and p99 over N wakes,
 //!   next to warm requests in the same run, and what a pod at zero keeps in memory (see
 //!   `wake.rs`).
+//! - `density`: N pods (1,000 by default) scaled to zero on one provider: the provider daemon's
+//!   memory per pod (goal < 100 KiB), what the pods keep in the kernel, the deploy rate, and the
+//!   time to wake one of them next to waking a pod alone; then everything removed (see
+//!   `density.rs`).
 //! - `ingress`: HTTP requests/s and p99 latency with `wrk` at 1, 16 and 64 connections, small
 //!   and 1 MiB bodies, straight to a static backend, through the tpod ingress and through nginx,
 //!   as ratios (see `ingress.rs`). Needs no devnet.
@@ -35,6 +39,7 @@
 //! `metering` alone still deploys the pods it meters, untimed. Run with `bench/run` (builds in
 //! release mode first).
 
+mod density;
 mod ingress;
 mod market;
 mod replicas;
@@ -74,6 +79,16 @@ struct Args {
     /// Wakes of a pod at zero timed by the wake benchmark.
     #[arg(long, default_value_t = 50)]
     wakes: usize,
+    /// Pods deployed and scaled to zero by the density benchmark (next to one woken alone).
+    #[arg(long, default_value_t = 1000)]
+    density_pods: usize,
+    /// Publishers deploying at once in the density benchmark (after 20 deploys one at a time).
+    #[arg(long, default_value_t = 8)]
+    density_jobs: usize,
+    /// Wakes timed by the density benchmark, of the pod alone and of different pods among the
+    /// others.
+    #[arg(long, default_value_t = 20)]
+    density_wakes: usize,
     /// Seconds of each wrk measurement of the ingress benchmark (18 of them).
     #[arg(long, default_value_t = 5)]
     ingress_secs: u64,
@@ -103,6 +118,7 @@ enum Section {
     Metering,
     Market,
     Wake,
+    Density,
     Ingress,
     Replicas,
 }
@@ -258,7 +274,15 @@ fn main() -> anyhow::Result<()> {
         let work = tempfile::tempdir()?;
         replicas::run(&bin, &anvil, &hello(work.path())?, args.replicas_secs)?;
     }
-    if args.only.iter().all(|s| matches!(s, Section::Market | Section::Wake | Section::Ingress | Section::Replicas))
+    if run(Section::Density) {
+        let work = tempfile::tempdir()?;
+        let opts = density::Options { pods: args.density_pods, jobs: args.density_jobs, wakes: args.density_wakes };
+        density::run(&bin, &anvil, &hello(work.path())?, &opts)?;
+    }
+    if args
+        .only
+        .iter()
+        .all(|s| matches!(s, Section::Market | Section::Wake | Section::Density | Section::Ingress | Section::Replicas))
         && !args.only.is_empty()
     {
         return Ok(());
@@ -799,6 +823,11 @@ fn tpod_json(bin: &Path, dir: &Path, args: &[&str]) -> anyhow::Result<(Duration,
         bail!("tpod {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     Ok((elapsed, serde_json::from_slice(&out.stdout).context("tpod printed no JSON")?))
+}
+
+/// Locks a mutex, poisoned or not (a panicking thread fails its own section anyway).
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn secs(d: Duration) -> f64 {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 const BRIDGE: &str = "tpbr0";
+const SUBNET: &str = "10.244.0.0/16";
 /// wrk connections: enough to keep both replicas busy.
 const CONNECTIONS: u32 = 8;
 
@@ -31,32 +32,15 @@ const SERVER: &str = r#"
 /// Runs the section, each wrk measurement lasting `secs` seconds.
 pub fn run(bin: &Path, anvil: &Path, manifest: &Path, secs: u64) -> anyhow::Result<()> {
     let wrk = super::ingress::which("wrk").context("wrk not found: run tools/bootstrap (Debian package wrk)")?;
-    let dir = tempfile::tempdir()?;
-    let tpod = |args: &[&str]| super::tpod_json(bin, dir.path(), args).map(|(_, json)| json);
-    let image = manifest.parent().context("manifest directory")?.join("image");
-    std::os::unix::fs::symlink(&image, dir.path().join("image"))?;
+    let devnet = super::zero::ZeroDevnet::new(bin, anvil, manifest, BRIDGE, SUBNET)?;
+    let tpod = |args: &[&str]| devnet.tpod(args);
     let hello = std::fs::read_to_string(manifest)?;
     let (head, _) = hello.split_once("    command:").context("hello manifest without command")?;
     let (_, ports) = hello.split_once("    ports:").context("hello manifest without ports")?;
     let base = format!("{head}{}    ports:{ports}", SERVER.trim_start_matches('\n'))
         .replace("cpu: 10m", "cpu: 1000m")
         .replace("memory: 16Mi", "memory: 64Mi");
-    let anvil = anvil.to_str().context("anvil path")?;
-    let up = [
-        "dev",
-        "up",
-        "--port",
-        "0",
-        "--anvil",
-        anvil,
-        "--ingress-port",
-        "0",
-        "--bridge",
-        BRIDGE,
-        "--subnet",
-        "10.244.0.0/16",
-    ];
-    let result = tpod(&up).and_then(|_| {
+    let result = devnet.up("").and_then(|_| {
         let mut rates = Vec::new();
         for replicas in [1u32, 2] {
             let name = format!("burn{replicas}");
@@ -64,7 +48,7 @@ pub fn run(bin: &Path, anvil: &Path, manifest: &Path, secs: u64) -> anyhow::Resu
                 "replicas:\n  min: 1\n  max: 1\n",
                 &format!("replicas:\n  min: {replicas}\n  max: {replicas}\n"),
             );
-            let path = dir.path().join(format!("{name}.yaml"));
+            let path = devnet.dir.path().join(format!("{name}.yaml"));
             std::fs::write(&path, yaml)?;
             let deployed = tpod(&["deploy", path.to_str().context("manifest path")?])?;
             let url = deployed["url"].as_str().context("no url")?.to_owned();
@@ -102,6 +86,6 @@ pub fn run(bin: &Path, anvil: &Path, manifest: &Path, secs: u64) -> anyhow::Resu
         }
         Ok(())
     });
-    let down = tpod(&["dev", "down"]);
-    result.and(down.map(drop))
+    let down = devnet.down();
+    result.and(down)
 }

@@ -1,6 +1,6 @@
-//! What the `wake` and `density` sections share: a devnet of their own whose provider lets pods
-//! idle for a second, the hello pod made to scale to zero, waiting until a pod is at zero, and
-//! the GET whose first byte they time.
+//! What the `wake`, `density` and `replicas` sections share: a devnet of their own whose
+//! provider lets pods idle for a second, the hello pod made to scale to zero, waiting until a pod
+//! is at zero, and the GET whose first byte they time.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
