@@ -534,11 +534,16 @@ impl LocalRuntime {
     /// Sets up the pods' network before any pod runs: refuses a bridge or subnet that collides
     /// with the host's ([`RuntimeError::NetworkConflict`], see [`crate::check_subnet`]), writes
     /// the firewall and brings the bridge up. Starting a pod does the same; a provider calls
-    /// this at start so a collision stops it there, with the reason.
+    /// this at start so a collision stops it there, with the reason. Also isolates bridge ports
+    /// found without it (pods of an earlier version), which starting a pod does not redo.
     pub async fn prepare_network(&self) -> Result<(), RuntimeError> {
         let (bridge, subnet, outbound) =
             (self.inner.config.bridge.clone(), self.inner.subnet.clone(), self.inner.config.outbound_internet);
-        blocking("", "network setup", move || net::ensure_bridge(&bridge, &subnet, outbound)).await
+        blocking("", "network setup", move || {
+            net::ensure_bridge(&bridge, &subnet, outbound)?;
+            net::harden_ports(&bridge)
+        })
+        .await
     }
 
     /// Removes the bridge, its firewall tables and, once no runtime of the host has pods, the

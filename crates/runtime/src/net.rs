@@ -97,7 +97,8 @@ fn link_exists(name: &str) -> bool {
 
 /// Checks the bridge and subnet ([`check_subnet`]), writes the firewall, creates the bridge if
 /// missing, gives it the gateway address and brings it up. Idempotent: run before each pod's
-/// network is made, so the rules are back even if someone flushed them.
+/// network is made, so the rules are back even if someone flushed them. Its cost does not grow
+/// with the pods on the bridge; [`harden_ports`], which does, runs once at the runtime's start.
 pub(crate) fn ensure_bridge(bridge: &str, subnet: &Subnet, outbound: bool) -> Result<(), RuntimeError> {
     check(bridge, subnet)?;
     let attached = attached_networks(bridge);
@@ -117,7 +118,6 @@ pub(crate) fn ensure_bridge(bridge: &str, subnet: &Subnet, outbound: bool) -> Re
     // `replace` keeps this idempotent when the address is already there.
     ip(&["addr", "replace", &address, "dev", bridge])?;
     ip(&["link", "set", bridge, "up"])?;
-    harden_ports(bridge)?;
     Ok(())
 }
 
@@ -138,8 +138,10 @@ fn pin_address(bridge: &str) -> Result<(), RuntimeError> {
 }
 
 /// Makes every port of the bridge isolated, with IPv6 off, as [`setup`] makes new ones: pods
-/// attached by an earlier provider version, and adopted since, get the same isolation.
-fn harden_ports(bridge: &str) -> Result<(), RuntimeError> {
+/// attached by an earlier provider version, and adopted since, get the same isolation. It visits
+/// every port (with a thousand pods, a fifth of a second), so the runtime runs it once at start,
+/// not for each pod.
+pub(crate) fn harden_ports(bridge: &str) -> Result<(), RuntimeError> {
     let brif = Path::new("/sys/class/net").join(bridge).join("brif");
     let Ok(ports) = std::fs::read_dir(&brif) else { return Ok(()) };
     for port in ports.flatten() {
